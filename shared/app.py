@@ -1,0 +1,49 @@
+"""The FastAPI application shape every service shares: lifespan, problem details, health routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+
+from shared.health import health_routes
+from shared.problems import install_problem_handlers
+from shared.runtime import ServiceRuntime
+
+
+def service_app(
+    *,
+    title: str,
+    description: str,
+    runtime_factory: Callable[[], ServiceRuntime],
+    routes: Sequence[APIRouter],
+) -> FastAPI:
+    """Build a service's app; its runtime is created and started by the lifespan, not at import."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime_factory() as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    install_problem_handlers(app)
+    for router in routes:
+        app.include_router(router)
+
+    async def readiness() -> dict[str, bool]:
+        runtime: ServiceRuntime = app.state.runtime
+        return await runtime.readiness()
+
+    app.include_router(health_routes(readiness))
+    return app
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]

@@ -1,0 +1,173 @@
+"""The consumer loop: apply a batch of events in one transaction, then commit the offsets.
+
+For each batch returned by `getmany`, the loop opens one database transaction; for each message
+it records the event in the processed-event table (skipping it if it is already there) and runs
+the handler registered for its type inside a savepoint. Offsets are committed to Kafka only
+after the database commit, so a crash at any point redelivers events rather than losing them,
+and the processed-event record makes the redelivery harmless.
+
+Errors are split in two. A database or broker outage aborts the batch: it is rolled back, the
+consumer seeks back and tries again after a pause. A message that cannot be applied (invalid
+contract, or a handler raising anything else) is stored in the dead-letter table and the loop
+moves on, so one bad message never blocks a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.clock import Clock, SystemClock
+from shared.db import Database, insert_ignoring_conflicts, is_outage
+from shared.events import Event, UndecodableEvent, decode_event
+from shared.inbox import InboxTables
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, Any], Awaitable[None]]
+"""Applies one event's effect within the given session; never commits."""
+
+Records = Mapping[TopicPartition, Sequence[ConsumerRecord]]  # type: ignore[type-arg]
+
+
+class EventConsumer:
+    """Consumes topics into handlers, exactly once in effect."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        db: Database,
+        inbox: InboxTables,
+        consumer: AIOKafkaConsumer,
+        handlers: Mapping[str, Handler],
+        after_commit: Callable[[], None] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = name
+        self.db = db
+        self.inbox = inbox
+        self.consumer = consumer
+        self.handlers = dict(handlers)
+        self.after_commit = after_commit or (lambda: None)
+        self.clock = clock or SystemClock()
+        self.applied = 0
+        self.duplicates = 0
+        self.dead_lettered = 0
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        await self.consumer.start()
+        try:
+            failures = 0
+            while True:
+                records = await self.consumer.getmany(timeout_ms=1000)
+                self.ready.set()
+                if not records:
+                    continue
+                try:
+                    await self.apply(records)
+                    failures = 0
+                except Exception as error:
+                    if not is_outage(error):
+                        raise
+                    failures += 1
+                    logger.warning("%s: batch not applied (%s); will retry", self.name, error)
+                    self._rewind(records)
+                    await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                    continue
+                self.after_commit()
+                await self._commit_offsets(records)
+        finally:
+            await self.consumer.stop()
+
+    async def apply(self, records: Records) -> None:
+        """Apply every message of the batch in one transaction."""
+        async with self.db.transaction() as session:
+            for messages in records.values():
+                for message in messages:
+                    await self._apply_one(session, message)
+
+    async def _apply_one(self, session: AsyncSession, message: ConsumerRecord) -> None:  # type: ignore[type-arg]
+        try:
+            event = decode_event(message.value)
+        except UndecodableEvent as error:
+            await self._dead_letter(session, message, str(error))
+            return
+        if event is None:
+            return
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            return
+        if not await self._record_processed(session, event):
+            self.duplicates += 1
+            return
+        try:
+            async with session.begin_nested():
+                await handler(session, event)
+        except Exception as error:
+            if is_outage(error):
+                raise
+            logger.exception("%s: handler for %s failed", self.name, event.type)
+            await self._dead_letter(session, message, traceback.format_exc())
+            return
+        self.applied += 1
+
+    async def _record_processed(self, session: AsyncSession, event: Event) -> bool:
+        result = await session.execute(
+            insert_ignoring_conflicts(
+                self.inbox.processed,
+                self.db.dialect,
+                {
+                    "consumer": self.name,
+                    "event_id": str(event.event_id),
+                    "event_type": event.type,
+                    "processed_at": self.clock.now(),
+                },
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def _dead_letter(self, session: AsyncSession, message: ConsumerRecord, error: str) -> None:  # type: ignore[type-arg]
+        self.dead_lettered += 1
+        value: bytes = message.value or b""
+        await session.execute(
+            insert(self.inbox.failed).values(
+                consumer=self.name,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                message_key=message.key.decode(errors="replace") if message.key else None,
+                payload=value.decode(errors="replace"),
+                error=error[-4000:],
+                failed_at=self.clock.now(),
+            )
+        )
+
+    def _rewind(self, records: Records) -> None:
+        for partition, messages in records.items():
+            if messages and partition in self.consumer.assignment():
+                self.consumer.seek(partition, messages[0].offset)
+
+    async def _commit_offsets(self, records: Records) -> None:
+        offsets = {
+            partition: messages[-1].offset + 1
+            for partition, messages in records.items()
+            if messages and partition in self.consumer.assignment()
+        }
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(self.consumer.commit(offsets), timeout=10)
+        except (KafkaError, TimeoutError) as error:
+            # Already applied and recorded: a redelivery after a failed commit is a no-op.
+            logger.warning("%s: offset commit failed (%s)", self.name, type(error).__name__)
+

@@ -1,0 +1,89 @@
+"""aiokafka clients configured the way leadrelay needs them, and topic creation.
+
+Producers wait for every in-sync replica (`acks="all"`). The idempotent producer is a setting,
+off by default because the embedded broker rejects it. Consumers never auto-commit: the
+consumer loop commits offsets only after the database transaction that applied the events.
+Topics are created explicitly at start-up: the broker would otherwise auto-create them with
+its own partition count on the first produce or metadata request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from shared.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+def build_producer(settings: ServiceSettings, *, client_id: str | None = None) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id or f"leadrelay-{settings.service_name}",
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=0,
+        request_timeout_ms=15_000,
+        retry_backoff_ms=200,
+    )
+
+
+def build_consumer(
+    settings: ServiceSettings, topics: Iterable[str], *, group_id: str | None = None
+) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id or settings.consumer_group,
+        client_id=f"leadrelay-{settings.service_name}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        max_poll_records=settings.kafka_max_batch,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=2_000,
+        retry_backoff_ms=200,
+    )
+
+
+async def ensure_topics(
+    settings: ServiceSettings, topics: Iterable[str], *, attempts: int = 30
+) -> None:
+    """Create the topics that do not exist yet; waits for the broker for up to `attempts` tries."""
+    wanted = list(topics)
+    for attempt in range(1, attempts + 1):
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+        )
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [topic for topic in wanted if topic not in existing]
+            if missing:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=topic,
+                            num_partitions=settings.kafka_topic_partitions,
+                            replication_factor=settings.kafka_replication_factor,
+                        )
+                        for topic in missing
+                    ]
+                )
+                logger.info("created topics %s", ", ".join(missing))
+            return
+        except TopicAlreadyExistsError:
+            return
+        except (KafkaConnectionError, KafkaError, OSError) as error:
+            if attempt == attempts:
+                raise
+            logger.warning("broker not ready (%s); retrying", type(error).__name__)
+            await asyncio.sleep(min(0.2 * attempt, 2.0))
+        finally:
+            await admin.close()

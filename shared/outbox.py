@@ -1,0 +1,273 @@
+"""Transactional outbox: events are written with the state change and relayed to Kafka after commit.
+
+A service calls `Outbox.add(session, event)` inside the transaction that changes its state;
+the row commits or rolls back with it. `OutboxRelay` then publishes committed rows, in order
+per lead, and marks them published only once the broker acknowledged them. A crash between
+the acknowledgement and the mark republishes the event: consumers are idempotent by event id.
+
+Several relays (one per service instance) may run at once. Each lead is hashed to a shard;
+on PostgreSQL a relay claims whole shards with `FOR UPDATE SKIP LOCKED` and holds them while it
+publishes, so two relays never publish events of the same lead and per-lead order holds.
+SQLite has a single writer per file: there the relay reads outside any write lock, publishes,
+then marks in a short transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.clock import Clock, SystemClock
+from shared.db import Database, UTCDateTime, insert_ignoring_conflicts
+from shared.events import Envelope, encode_event
+
+logger = logging.getLogger(__name__)
+
+AutoIncrement = BigInteger().with_variant(Integer(), "sqlite")
+
+
+@dataclass(frozen=True)
+class OutboxTables:
+    events: Table
+    shards: Table
+
+
+def outbox_tables(metadata: MetaData, prefix: str) -> OutboxTables:
+    """Declare the outbox tables of one service (`<prefix>_outbox_event`, `<prefix>_outbox_shard`)."""
+    events = Table(
+        f"{prefix}_outbox_event",
+        metadata,
+        Column("id", AutoIncrement, primary_key=True, autoincrement=True),
+        Column("event_id", String(36), nullable=False, unique=True),
+        Column("event_type", String(64), nullable=False),
+        Column("topic", String(255), nullable=False),
+        Column("message_key", String(64), nullable=False),
+        Column("shard", Integer, nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("published_at", UTCDateTime, nullable=True),
+    )
+    Index(
+        f"ix_{prefix}_outbox_event_pending",
+        events.c.shard,
+        events.c.id,
+        postgresql_where=events.c.published_at.is_(None),
+        sqlite_where=events.c.published_at.is_(None),
+    )
+    shards = Table(
+        f"{prefix}_outbox_shard",
+        metadata,
+        Column("shard", Integer, primary_key=True, autoincrement=False),
+    )
+    return OutboxTables(events=events, shards=shards)
+
+
+def shard_of(key: str, shards: int) -> int:
+    return zlib.crc32(key.encode()) % shards
+
+
+class Outbox:
+    """Writes events into a service's outbox, inside the caller's transaction."""
+
+    def __init__(
+        self, tables: OutboxTables, *, topic: str, shards: int, clock: Clock | None = None
+    ) -> None:
+        self.tables = tables
+        self.topic = topic
+        self.shards = shards
+        self.clock = clock or SystemClock()
+        self._wake = asyncio.Event()
+
+    async def add(self, session: AsyncSession, *events: Envelope) -> None:
+        if not events:
+            return
+        now = self.clock.now()
+        await session.execute(
+            insert(self.tables.events),
+            [
+                {
+                    "event_id": str(event.event_id),
+                    "event_type": getattr(event, "type", type(event).__name__),
+                    "topic": self.topic,
+                    "message_key": event.lead_id,
+                    "shard": shard_of(event.lead_id, self.shards),
+                    "payload": encode_event(event).decode(),
+                    "created_at": now,
+                }
+                for event in events
+            ],
+        )
+
+    def wake_relay(self) -> None:
+        """Tell the relay that new rows were committed; call after commit."""
+        self._wake.set()
+
+    async def wait_for_work(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to Kafka and marks them published once acknowledged."""
+
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        producer: AIOKafkaProducer,
+        *,
+        batch_size: int = 500,
+        poll_seconds: float = 0.5,
+        retention: timedelta = timedelta(hours=24),
+    ) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.tables = outbox.tables
+        self.producer = producer
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.retention = retention
+        self.published = 0
+        self._next_purge_at = 0.0
+
+    async def prepare(self) -> None:
+        """Make sure every shard has its lock row."""
+        async with self.db.transaction() as session:
+            await session.execute(
+                insert_ignoring_conflicts(
+                    self.tables.shards,
+                    self.db.dialect,
+                    [{"shard": shard} for shard in range(self.outbox.shards)],
+                )
+            )
+
+    async def run(self) -> None:
+        await self.prepare()
+        failures = 0
+        while True:
+            try:
+                while await self.relay_once() == self.batch_size:
+                    pass
+                await self._purge_now_and_then()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                logger.exception("outbox relay failed; retrying")
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                continue
+            await self.outbox.wait_for_work(self.poll_seconds)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of pending rows; returns how many were published."""
+        if self.db.dialect == "postgresql":
+            return await self._relay_with_shard_locks()
+        return await self._relay_single_writer()
+
+    async def _relay_with_shard_locks(self) -> int:
+        async with self.db.transaction() as session:
+            shards = (
+                await session.scalars(
+                    select(self.tables.shards.c.shard)
+                    .order_by(self.tables.shards.c.shard)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not shards:
+                return 0
+            rows = await self._pending(session, shards)
+            await self._publish(rows)
+            await self._mark_published(session, rows)
+        return len(rows)
+
+    async def _relay_single_writer(self) -> int:
+        async with self.db.reading() as session:
+            rows = await self._pending(session, None)
+        if rows:
+            await self._publish(rows)
+            async with self.db.transaction() as session:
+                await self._mark_published(session, rows)
+        return len(rows)
+
+    async def _pending(self, session: AsyncSession, shards: Sequence[int] | None) -> list[Row]:  # type: ignore[type-arg]
+        events = self.tables.events
+        query = select(events).where(events.c.published_at.is_(None))
+        if shards is not None:
+            query = query.where(events.c.shard.in_(shards))
+        result = await session.execute(query.order_by(events.c.id).limit(self.batch_size))
+        return list(result.all())
+
+    async def _publish(self, rows: Sequence[Row]) -> None:  # type: ignore[type-arg]
+        pending = [
+            await self.producer.send(
+                row.topic,
+                value=row.payload.encode(),
+                key=row.message_key.encode(),
+                headers=[
+                    ("event_type", row.event_type.encode()),
+                    ("event_id", row.event_id.encode()),
+                ],
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*pending)
+        self.published += len(rows)
+
+    async def _mark_published(self, session: AsyncSession, rows: Sequence[Row]) -> None:  # type: ignore[type-arg]
+        if not rows:
+            return
+        events = self.tables.events
+        await session.execute(
+            update(events)
+            .where(events.c.id.in_([row.id for row in rows]))
+            .values(published_at=self.outbox.clock.now())
+        )
+
+    async def _purge_now_and_then(self) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time >= self._next_purge_at:
+            self._next_purge_at = loop_time + 60.0
+            await self.purge_published()
+
+    async def purge_published(self) -> None:
+        events = self.tables.events
+        cutoff = self.outbox.clock.now() - self.retention
+        async with self.db.transaction() as session:
+            await session.execute(
+                delete(events).where(events.c.published_at.is_not(None), events.c.published_at < cutoff)
+            )
+
+    async def backlog(self) -> int:
+        events = self.tables.events
+        async with self.db.reading() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(events).where(events.c.published_at.is_(None))
+            )
+        return int(count or 0)

@@ -1,0 +1,127 @@
+"""RFC 9457 problem details for every error a service answers, so clients never see a bare 500.
+
+`install_problem_handlers(app)` turns validation errors into a `422` with one entry per invalid
+field, HTTP errors into their status, a database outage into `503` with `Retry-After`, and any
+other exception into a `500` problem that leaks nothing of the internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.db import is_outage
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://leadrelay.dev/problems/"
+
+
+class ProblemError(Exception):
+    """Raise from any endpoint or service function to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        slug: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.slug = slug or title.lower().replace(" ", "-")
+        self.headers = headers or {}
+        self.extensions = extensions
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    slug: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + (slug or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "instance": request.url.path,
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _field_errors(error: RequestValidationError) -> list[dict[str, str]]:
+    entries = []
+    for item in error.errors():
+        location = [str(part) for part in item.get("loc", ())]
+        if location and location[0] in {"body", "query", "path", "header"}:
+            source, field = location[0], ".".join(location[1:])
+        else:
+            source, field = "body", ".".join(location)
+        entries.append({"field": field or source, "in": source, "message": str(item.get("msg"))})
+    return entries
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_problem(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ProblemError)
+        return problem_response(
+            request, error.status, error.title, error.detail,
+            slug=error.slug, headers=error.headers, **error.extensions,
+        )
+
+    async def on_validation(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        return problem_response(
+            request, 422, "Invalid request", "The request has invalid or missing fields.",
+            slug="invalid-request", errors=_field_errors(error),
+        )
+
+    async def on_http(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "HTTP error")
+        detail = error.detail if isinstance(error.detail, str) else None
+        return problem_response(
+            request, error.status_code, title, detail, headers=dict(error.headers or {})
+        )
+
+    async def on_database_down(request: Request, error: Exception) -> JSONResponse:
+        logger.error("database unavailable: %s", type(error).__name__)
+        return problem_response(
+            request, 503, "Service unavailable", "The database cannot be reached; retry later.",
+            slug="unavailable", headers={"Retry-After": "5"},
+        )
+
+    async def on_anything(request: Request, error: Exception) -> JSONResponse:
+        if is_outage(error):
+            return await on_database_down(request, error)
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request, 500, "Internal error", "An unexpected error occurred; it has been logged.",
+            slug="internal",
+        )
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(DBAPIError, on_anything)
+    app.add_exception_handler(OSError, on_anything)
+    app.add_exception_handler(Exception, on_anything)

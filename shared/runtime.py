@@ -1,0 +1,142 @@
+"""What every service runs beside its HTTP API: database, outbox relay, consumer, background loops.
+
+`ServiceRuntime` is entered from a FastAPI lifespan. It creates the topics, starts the Kafka
+producer and the outbox relay, the event consumer when the service consumes events, and any
+extra background loops the service names. Each loop is supervised: if it dies it is logged and
+restarted after a pause, so one failure never silently stops a service. Nothing connects at
+import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+
+from shared.clock import Clock, SystemClock
+from shared.consumer import EventConsumer, Handler
+from shared.db import Database
+from shared.events import ALL_TOPICS
+from shared.inbox import InboxTables
+from shared.kafka import build_consumer, build_producer, ensure_topics
+from shared.outbox import Outbox, OutboxRelay, OutboxTables
+from shared.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+BackgroundLoop = Callable[[], Awaitable[None]]
+
+
+class ServiceRuntime:
+    """Owns a service's connections and background tasks for the lifetime of its process."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        outbox_tables: OutboxTables,
+        inbox_tables: InboxTables,
+        publish_topic: str,
+        subscriptions: Sequence[str] = (),
+        handlers: Mapping[str, Handler] | None = None,
+        clock: Clock | None = None,
+        database: Database | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.db = database or Database(settings.database_url)
+        self.outbox = Outbox(
+            outbox_tables, topic=publish_topic, shards=settings.outbox_shards, clock=self.clock
+        )
+        self.inbox_tables = inbox_tables
+        self.subscriptions = tuple(subscriptions)
+        self.handlers = dict(handlers or {})
+        self.producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumer: EventConsumer | None = None
+        self._loops: dict[str, BackgroundLoop] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add_loop(self, name: str, loop: BackgroundLoop) -> None:
+        """Register a background loop to run (supervised) once the runtime starts."""
+        self._loops[name] = loop
+
+    async def __aenter__(self) -> Self:
+        await ensure_topics(self.settings, ALL_TOPICS)
+        self.producer = build_producer(self.settings)
+        await self.producer.start()
+        self.relay = OutboxRelay(
+            self.db,
+            self.outbox,
+            self.producer,
+            batch_size=self.settings.outbox_batch_size,
+            poll_seconds=self.settings.outbox_poll_seconds,
+            retention=timedelta(hours=self.settings.outbox_retention_hours),
+        )
+        self._start("outbox-relay", self.relay.run)
+        if self.handlers:
+            self._start("consumer", self._run_consumer)
+        for name, loop in self._loops.items():
+            self._start(name, loop)
+        return self
+
+    async def _run_consumer(self) -> None:
+        self.consumer = EventConsumer(
+            name=self.settings.service_name,
+            db=self.db,
+            inbox=self.inbox_tables,
+            consumer=build_consumer(self.settings, self.subscriptions),
+            handlers=self.handlers,
+            after_commit=self.outbox.wake_relay,
+            clock=self.clock,
+        )
+        await self.consumer.run()
+
+    def _start(self, name: str, loop: BackgroundLoop) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
+
+    async def _supervise(self, name: str, loop: BackgroundLoop) -> None:
+        failures = 0
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                logger.exception("%s stopped unexpectedly; restarting", name)
+                await asyncio.sleep(min(0.5 * failures, 10.0))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.db.dispose()
+
+    async def readiness(self) -> dict[str, bool]:
+        """What /readyz reports: each dependency and loop, True when it is working."""
+        checks: dict[str, bool] = {}
+        try:
+            async with self.db.reading() as session:
+                await session.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception:  # noqa: BLE001 - readiness reports failures, it does not raise them
+            checks["database"] = False
+        checks["loops"] = all(not task.done() for task in self._tasks)
+        if self.handlers:
+            checks["consumer"] = self.consumer is not None and self.consumer.ready.is_set()
+        return checks

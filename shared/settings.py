@@ -1,0 +1,91 @@
+"""Settings common to every service, read from environment variables and validated at start.
+
+Each service subclasses `ServiceSettings` and sets `service_name`. The database URL is looked up
+as `LEADRELAY_<SERVICE>_DATABASE_URL`, then `DATABASE_URL`, then falls back to an SQLite file in
+the data directory (the embedded default). The Kafka bootstrap servers come from
+`LEADRELAY_KAFKA_BOOTSTRAP_SERVERS` (or `KAFKA_BOOTSTRAP_SERVERS`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import ClassVar, Self, TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_BROKER_PORT = 19092
+DEFAULT_DATA_DIR = Path(".leadrelay")
+
+
+class ServiceSettings(BaseSettings):
+    """Configuration every service needs: its database, the broker and the delivery knobs."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADRELAY_", extra="ignore")
+
+    service_name: ClassVar[str] = "service"
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = Field(default="", description="SQLAlchemy async URL; empty: SQLite file")
+    kafka_bootstrap_servers: str = Field(
+        default=f"127.0.0.1:{EMBEDDED_BROKER_PORT}",
+        validation_alias=AliasChoices("LEADRELAY_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    kafka_enable_idempotence: bool = Field(
+        default=False, description="Idempotent producer; the embedded broker rejects it"
+    )
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
+    kafka_max_batch: int = Field(default=500, ge=1)
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    outbox_batch_size: int = Field(default=500, ge=1)
+    outbox_shards: int = Field(default=16, ge=1, le=1024)
+    outbox_retention_hours: float = Field(default=24.0, ge=0)
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _resolve_database_url(self) -> Self:
+        if not self.database_url:
+            specific = os.environ.get(f"LEADRELAY_{self.service_name.upper()}_DATABASE_URL")
+            generic = os.environ.get("DATABASE_URL")
+            self.database_url = specific or generic or self.default_sqlite_url()
+        self.database_url = normalise_database_url(self.database_url)
+        return self
+
+    def default_sqlite_url(self) -> str:
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
+
+    @property
+    def consumer_group(self) -> str:
+        return f"leadrelay-{self.service_name}"
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URLs people paste (`postgres://`, `postgresql://`, `sqlite://`) and pick async drivers."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    return url
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """Build settings from the environment, or stop the process with a readable message."""
+    try:
+        return cls()
+    except ValidationError as error:
+        lines = [f"leadrelay {cls.service_name}: invalid configuration"]
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"]) or "settings"
+            lines.append(f"  LEADRELAY_{where.upper()}: {item['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
