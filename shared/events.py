@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -194,10 +195,28 @@ def decode_event(raw: bytes) -> Event | None:
         raise UndecodableEvent(f"{event_type} does not match its contract: {error}") from error
 
 
-LEADS_TOPIC = "leadrelay.leads"
-"""Published by ingest: `lead.received`, `lead.updated`."""
-SCORES_TOPIC = "leadrelay.scores"
-"""Published by the scorer: `lead.scored`."""
-ASSIGNMENTS_TOPIC = "leadrelay.assignments"
-"""Published by the router: `assignment.*`."""
-ALL_TOPICS = (LEADS_TOPIC, SCORES_TOPIC, ASSIGNMENTS_TOPIC)
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names, all under one prefix (`leadrelay` unless configured otherwise)."""
+
+    prefix: str = "leadrelay"
+
+    @property
+    def leads(self) -> str:
+        """Published by ingest: `lead.received`, `lead.updated`."""
+        return f"{self.prefix}.leads"
+
+    @property
+    def scores(self) -> str:
+        """Published by the scorer: `lead.scored`."""
+        return f"{self.prefix}.scores"
+
+    @property
+    def assignments(self) -> str:
+        """Published by the router: `assignment.*`."""
+        return f"{self.prefix}.assignments"
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.leads, self.scores, self.assignments)

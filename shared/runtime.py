@@ -22,7 +22,6 @@ from sqlalchemy import text
 from shared.clock import Clock, SystemClock
 from shared.consumer import EventConsumer, Handler
 from shared.db import Database
-from shared.events import ALL_TOPICS
 from shared.inbox import InboxTables
 from shared.kafka import build_consumer, build_producer, ensure_topics
 from shared.outbox import Outbox, OutboxRelay, OutboxTables
@@ -68,7 +67,7 @@ class ServiceRuntime:
         self._loops[name] = loop
 
     async def __aenter__(self) -> Self:
-        await ensure_topics(self.settings, ALL_TOPICS)
+        await ensure_topics(self.settings, self.settings.topics.all)
         self.producer = build_producer(self.settings)
         await self.producer.start()
         self.relay = OutboxRelay(

@@ -16,6 +16,8 @@ from typing import ClassVar, Self, TypeVar
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.events import Topics
+
 EMBEDDED_BROKER_PORT = 19092
 DEFAULT_DATA_DIR = Path(".leadrelay")
 
@@ -31,8 +33,11 @@ class ServiceSettings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy async URL; empty: SQLite file")
     kafka_bootstrap_servers: str = Field(
         default=f"127.0.0.1:{EMBEDDED_BROKER_PORT}",
-        validation_alias=AliasChoices("LEADRELAY_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
     )
+    kafka_topic_prefix: str = Field(default="leadrelay", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     kafka_enable_idempotence: bool = Field(
         default=False, description="Idempotent producer; the embedded broker rejects it"
     )
@@ -62,11 +67,15 @@ class ServiceSettings(BaseSettings):
 
     @property
     def consumer_group(self) -> str:
-        return f"leadrelay-{self.service_name}"
+        return f"{self.kafka_topic_prefix}-{self.service_name}"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.kafka_topic_prefix)
 
 
 def normalise_database_url(url: str) -> str:
-    """Accept the URLs people paste (`postgres://`, `postgresql://`, `sqlite://`) and pick async drivers."""
+    """Accept the URLs people paste (`postgres://`, `sqlite:///`...); pick the async drivers."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url.removeprefix(prefix)

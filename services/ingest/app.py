@@ -10,7 +10,6 @@ from services.ingest.models import INBOX, OUTBOX
 from services.ingest.settings import IngestSettings
 from shared.app import service_app
 from shared.clock import Clock
-from shared.events import LEADS_TOPIC
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
 
@@ -23,7 +22,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
             config,
             outbox_tables=OUTBOX,
             inbox_tables=INBOX,
-            publish_topic=LEADS_TOPIC,
+            publish_topic=config.topics.leads,
             clock=clock,
         )
 
