@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
 T = TypeVar("T")
@@ -40,3 +42,33 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, count: int, *, timeout: float = 15.0
+) -> list[dict[str, Any]]:
+    """Read the first `count` events of `topic` (all partitions, no consumer group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await eventually(
+            lambda: _partitions(consumer, topic), timeout=timeout
+        )
+        consumer.assign([TopicPartition(topic, partition) for partition in partitions])
+        await consumer.seek_to_beginning()
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(events) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for messages in batch.values():
+                events.extend(json.loads(message.value) for message in messages)
+    finally:
+        await consumer.stop()
+    assert len(events) >= count, f"only {len(events)} of {count} events on {topic}"
+    events.sort(key=lambda event: event["occurred_at"])
+    return events
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer.topics()
+    return consumer.partitions_for_topic(topic) or set()

@@ -1,0 +1,78 @@
+"""ingest's JSON lead API against a real database and the real broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from leadrelay.broker import EmbeddedBroker
+from services.ingest.app import create_app
+from services.ingest.settings import IngestSettings
+from tests.conftest import migrate
+from tests.support import read_topic, running_app
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def settings(database_url: str, broker: EmbeddedBroker, topic_prefix: str) -> IngestSettings:
+    migrate("ingest", database_url)
+    return IngestSettings(
+        database_url=database_url,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_topic_prefix=topic_prefix,
+    )
+
+
+async def read_events(settings: IngestSettings, count: int) -> list[dict[str, Any]]:
+    return await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, count)
+
+
+async def test_new_lead_is_stored_and_published(settings: IngestSettings) -> None:
+    async with running_app(create_app(settings)) as client:
+        answer = await client.post(
+            "/v1/leads",
+            json={"email": " Ada@Example.COM ", "name": " Ada ", "country": "gb",
+                  "demo_requested": True},
+        )
+        assert answer.status_code == 202
+        lead_id = answer.json()["lead_id"]
+        assert answer.json()["status"] == "created"
+        stored = (await client.get(f"/v1/leads/{lead_id}")).json()
+        events = await read_events(settings, 1)
+    assert stored["email"] == "ada@example.com"
+    assert stored["name"] == "Ada"
+    assert stored["country"] == "GB"
+    assert stored["account_key"] == "example.com"
+    assert events[0]["type"] == "lead.received"
+    assert events[0]["lead_id"] == lead_id
+    assert events[0]["data"]["lead"]["demo_requested"] is True
+
+
+async def test_same_email_merges_and_publishes_what_changed(settings: IngestSettings) -> None:
+    async with running_app(create_app(settings)) as client:
+        first = (await client.post("/v1/leads", json={"email": "bob@acme.io", "company": "Acme"}))
+        second = await client.post("/v1/leads", json={"email": "BOB@acme.io", "name": "Bob",
+                                                      "company": ""})
+        third = await client.post("/v1/leads", json={"email": "bob@acme.io"})
+        stored = (await client.get(f"/v1/leads/{first.json()['lead_id']}")).json()
+        events = await read_events(settings, 2)
+    assert second.json() == {"lead_id": first.json()["lead_id"], "status": "merged"}
+    assert third.json()["status"] == "unchanged"
+    assert stored["company"] == "Acme"
+    assert stored["name"] == "Bob"
+    assert [event["type"] for event in events] == ["lead.received", "lead.updated"]
+    assert events[1]["data"]["changed_fields"] == ["name"]
+
+
+async def test_invalid_lead_gets_problem_details(settings: IngestSettings) -> None:
+    async with running_app(create_app(settings)) as client:
+        answer = await client.post("/v1/leads", json={"email": "not-an-email", "country": "France"})
+        missing = await client.get("/v1/leads/nope")
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+    fields = {entry["field"] for entry in answer.json()["errors"]}
+    assert fields == {"email", "country"}
+    assert missing.status_code == 404
+    assert missing.json()["title"] == "Lead not found"
