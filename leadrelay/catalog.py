@@ -7,7 +7,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, load_settings
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class ServiceSpec:
         return f"{self.name}_alembic_version"
 
     def settings(self) -> ServiceSettings:
+        """The service's settings from the environment; exits with a clear message if invalid."""
         module = importlib.import_module(f"{self.package}.settings")
         cls = next(
             value
@@ -43,7 +44,7 @@ class ServiceSpec:
             and issubclass(value, ServiceSettings)
             and value.service_name == self.name
         )
-        settings: ServiceSettings = cls()
+        settings: ServiceSettings = load_settings(cls)
         return settings
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.clock import Clock, SystemClock
 from shared.db import Database, insert_ignoring_conflicts, is_outage
-from shared.events import Event, UndecodableEvent, decode_event
+from shared.events import Event, UndecodableEventError, decode_event
 from shared.inbox import InboxTables
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[AsyncSession, Any], Awaitable[None]]
 """Applies one event's effect within the given session; never commits."""
 
-Records = Mapping[TopicPartition, Sequence[ConsumerRecord]]  # type: ignore[type-arg]
+Records = Mapping[TopicPartition, Sequence[ConsumerRecord]]
 
 
 class EventConsumer:
@@ -96,10 +96,10 @@ class EventConsumer:
                 for message in messages:
                     await self._apply_one(session, message)
 
-    async def _apply_one(self, session: AsyncSession, message: ConsumerRecord) -> None:  # type: ignore[type-arg]
+    async def _apply_one(self, session: AsyncSession, message: ConsumerRecord) -> None:
         try:
             event = decode_event(message.value)
-        except UndecodableEvent as error:
+        except UndecodableEventError as error:
             await self._dead_letter(session, message, str(error))
             return
         if event is None:
@@ -136,7 +136,9 @@ class EventConsumer:
         )
         return bool(getattr(result, "rowcount", 0))
 
-    async def _dead_letter(self, session: AsyncSession, message: ConsumerRecord, error: str) -> None:  # type: ignore[type-arg]
+    async def _dead_letter(
+        self, session: AsyncSession, message: ConsumerRecord, error: str
+    ) -> None:
         self.dead_lettered += 1
         value: bytes = message.value or b""
         await session.execute(

@@ -163,7 +163,7 @@ SUPPORTED_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_CLASSES}
 _ENVELOPE_PEEK: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
 
-class UndecodableEvent(ValueError):
+class UndecodableEventError(ValueError):
     """A message that is not a valid event of a known type; it cannot be applied."""
 
 
@@ -174,13 +174,13 @@ def encode_event(event: Envelope) -> bytes:
 def decode_event(raw: bytes) -> Event | None:
     """Parse one message value; None for an unknown type or a newer schema version.
 
-    Raises `UndecodableEvent` when a message claims a known type and version but does not
+    Raises `UndecodableEventError` when a message claims a known type and version but does not
     match its contract: that is a producer bug worth keeping, not skipping silently.
     """
     try:
         peek = _ENVELOPE_PEEK.validate_json(raw)
     except ValidationError as error:
-        raise UndecodableEvent(f"message value is not a JSON object: {error}") from error
+        raise UndecodableEventError(f"message value is not a JSON object: {error}") from error
     event_type = peek.get("type")
     version = peek.get("schema_version", 1)
     if event_type not in SUPPORTED_VERSIONS:
@@ -192,7 +192,7 @@ def decode_event(raw: bytes) -> Event | None:
     try:
         return EVENT_ADAPTER.validate_python(peek)
     except ValidationError as error:
-        raise UndecodableEvent(f"{event_type} does not match its contract: {error}") from error
+        raise UndecodableEventError(f"{event_type} does not match its contract: {error}") from error
 
 
 

@@ -1,4 +1,4 @@
-"""Logging set-up shared by the services. Log lines name leads by id only, never by personal data."""
+"""Logging set-up shared by the services. Log lines name leads by id, never by personal data."""
 
 from __future__ import annotations
 

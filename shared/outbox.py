@@ -15,6 +15,7 @@ then marks in a short transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ class OutboxTables:
 
 
 def outbox_tables(metadata: MetaData, prefix: str) -> OutboxTables:
-    """Declare the outbox tables of one service (`<prefix>_outbox_event`, `<prefix>_outbox_shard`)."""
+    """Declare a service's outbox tables: `<prefix>_outbox_event` and `<prefix>_outbox_shard`."""
     events = Table(
         f"{prefix}_outbox_event",
         metadata,
@@ -125,11 +126,9 @@ class Outbox:
         """Tell the relay that new rows were committed; call after commit."""
         self._wake.set()
 
-    async def wait_for_work(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
+    async def wait_for_work(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
 
 
@@ -261,7 +260,9 @@ class OutboxRelay:
         cutoff = self.outbox.clock.now() - self.retention
         async with self.db.transaction() as session:
             await session.execute(
-                delete(events).where(events.c.published_at.is_not(None), events.c.published_at < cutoff)
+                delete(events).where(
+                    events.c.published_at.is_not(None), events.c.published_at < cutoff
+                )
             )
 
     async def backlog(self) -> int:

@@ -107,7 +107,7 @@ async def _merge_into(
     await repository.record_submission(
         session, lead_id=lead_id, channel=channel, payload=incoming, received_at=now
     )
-    changes = merge_profile(existing, incoming)
+    changes = merge_profile(dict(existing), incoming)
     if not changes:
         return LeadAccepted(lead_id=lead_id, status="unchanged")
     await repository.update_lead(session, lead_id, {**changes, "updated_at": now})

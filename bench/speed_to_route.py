@@ -1,0 +1,134 @@
+"""Speed to route: time from ingest's 202 to the SDR notification arriving at a local receiver.
+
+Starts its own system (the embedded broker, the three services as processes, SQLite files or a
+throwaway PostgreSQL database), sends leads at a fixed rate, and prints p50, p90, p99, max and
+how many leads never arrived.
+
+    python bench/speed_to_route.py                      # SQLite, 100 leads/s for 30 s
+    python bench/speed_to_route.py --database postgres  # PostgreSQL on 127.0.0.1:5432
+    python bench/speed_to_route.py --rate 50 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from leadrelay.broker import EmbeddedBroker, free_port
+from leadrelay.local_system import running_system, webhook_receiver
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def create_database() -> str:
+    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(PG_ADMIN)
+    await connection.execute(f'CREATE DATABASE "{name}"')
+    await connection.close()
+    return name
+
+
+async def drop_database(name: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN)
+    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await connection.close()
+
+
+async def send_at_rate(
+    ingest_url: str, rate: float, seconds: float, accepted_at: dict[str, float]
+) -> int:
+    total = int(rate * seconds)
+    interval = 1.0 / rate
+    run = uuid.uuid4().hex[:6]
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        async def one(number: int) -> None:
+            answer = await client.post(f"{ingest_url}/v1/leads", json={
+                "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
+                "company": "Speed Inc", "demo_requested": True,
+            })
+            if answer.status_code == 202:
+                accepted_at[answer.json()["lead_id"]] = time.monotonic()
+
+        started = time.monotonic()
+        tasks = []
+        for number in range(total):
+            delay = started + number * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(number)))
+        await asyncio.gather(*tasks)
+    return total
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=100.0, help="leads per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--sdrs", type=int, default=20)
+    parser.add_argument("--drain-seconds", type=float, default=30.0)
+    args = parser.parse_args()
+
+    database_name = await create_database() if args.database == "postgres" else None
+    try:
+        with ExitStack() as stack:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            broker = stack.enter_context(EmbeddedBroker(free_port()))
+            receiver = stack.enter_context(webhook_receiver())
+            system = stack.enter_context(running_system(
+                bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
+                topic_prefix="bench", sla_seconds=3600,
+                database_url=(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database_name}"
+                              if database_name else None),
+            ))
+            async with httpx.AsyncClient() as client:
+                for number in range(args.sdrs):
+                    (await client.post(f"{system.url('router')}/v1/sdrs", json={
+                        "name": f"Rep {number}", "email": f"rep{number}@bench.example",
+                        "webhook_url": receiver.new_endpoint(),
+                    })).raise_for_status()
+            await asyncio.sleep(1.0)
+            accepted_at: dict[str, float] = {}
+            total = await send_at_rate(system.url("ingest"), args.rate, args.seconds, accepted_at)
+            deadline = time.monotonic() + args.drain_seconds
+            while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
+                await asyncio.sleep(0.1)
+            latencies = [
+                (receiver.arrived_at[lead] - accepted) * 1000
+                for lead, accepted in accepted_at.items()
+                if lead in receiver.arrived_at
+            ]
+    finally:
+        if database_name:
+            await drop_database(database_name)
+
+    missing = total - len(latencies)
+    print(f"speed to route, {args.database}: {total} leads "
+          f"at {args.rate:g}/s for {args.seconds:g} s")
+    print(f"  accepted by ingest: {len(accepted_at)}   notified: {len(latencies)}   "
+          f"never arrived: {missing}")
+    if latencies:
+        print(f"  p50 {percentile(latencies, 0.50):7.1f} ms"
+              f"   p90 {percentile(latencies, 0.90):7.1f} ms"
+              f"   p99 {percentile(latencies, 0.99):7.1f} ms   max {max(latencies):7.1f} ms"
+              f"   mean {statistics.fmean(latencies):7.1f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

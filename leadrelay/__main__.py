@@ -1,0 +1,5 @@
+"""`python -m leadrelay` is the `leadrelay` command."""
+
+from leadrelay.cli import main
+
+raise SystemExit(main())

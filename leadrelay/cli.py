@@ -1,0 +1,223 @@
+"""The `leadrelay` command line.
+
+    leadrelay up [--demo]        broker + databases + the three services on one machine
+    leadrelay demo               a demo team, sample leads, routing printed as it happens
+    leadrelay serve SERVICE      one service in the foreground (production)
+    leadrelay migrate [SERVICE]  apply database migrations
+    leadrelay broker             the embedded broker alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from leadrelay.broker import EmbeddedBroker, wait_for_port
+from leadrelay.catalog import SERVICES
+from leadrelay.processes import ServiceProcess, wait_until_ready
+from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT
+
+DEMO_RECEIVER_PORT = 8709
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leadrelay", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run everything on this machine (embedded default)")
+    up.add_argument("--data-dir", type=Path, default=None,
+                    help=f"where the SQLite files and logs go (default {DEFAULT_DATA_DIR}/)")
+    up.add_argument("--demo", action="store_true", help="also run the demo once ready")
+    up.add_argument("--sla-seconds", type=float, default=None,
+                    help="seconds an SDR has to accept (default 300; 20 with --demo)")
+    up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
+    up.set_defaults(run=_up)
+
+    demo = commands.add_parser("demo", help="demo team and sample leads against a running system")
+    demo.add_argument("--ingest-url", default=f"http://127.0.0.1:{SERVICES['ingest'].port}")
+    demo.add_argument("--router-url", default=f"http://127.0.0.1:{SERVICES['router'].port}")
+    demo.add_argument("--receiver-port", type=int, default=DEMO_RECEIVER_PORT)
+    demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("service", choices=sorted(SERVICES))
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("services", nargs="*", metavar="SERVICE", help=", ".join(SERVICES))
+    migrate.set_defaults(run=_migrate)
+
+    broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker")
+    broker.add_argument("--port", type=int, default=EMBEDDED_BROKER_PORT)
+    broker.set_defaults(run=_broker)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from shared.logs import configure_logging
+
+    spec = SERVICES[args.service]
+    settings = spec.settings()
+    configure_logging(spec.name, settings.log_level)
+    uvicorn.run(
+        spec.app_factory,
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from shared.migrations import upgrade
+
+    unknown = sorted(set(args.services) - set(SERVICES))
+    if unknown:
+        raise SystemExit(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+    for name in args.services or list(SERVICES):
+        spec = SERVICES[name]
+        settings = spec.settings()
+        upgrade(spec.migrations_dir, settings.database_url, spec.version_table)
+        print(f"{name}: database up to date")
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    broker = EmbeddedBroker(args.port)
+    broker.start()
+    print(f"broker listening on {broker.bootstrap_servers} (memory storage); Ctrl-C stops it")
+    try:
+        while broker.process is not None and broker.process.poll() is None:
+            time.sleep(0.5)
+    finally:
+        broker.stop()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from leadrelay.demo import run_demo
+
+    asyncio.run(run_demo(args.ingest_url, args.router_url, receiver_port=args.receiver_port))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    data_dir: Path = (args.data_dir or Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR)))
+    data_dir = data_dir.resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    sla = args.sla_seconds if args.sla_seconds is not None else (20.0 if args.demo else None)
+    env = {"LEADRELAY_DATA_DIR": str(data_dir)}
+    if sla is not None:
+        env["LEADRELAY_SLA_ACCEPT_SECONDS"] = str(sla)
+
+    bootstrap = os.environ.get("LEADRELAY_KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS"
+    )
+    broker: EmbeddedBroker | None = None
+    services: list[ServiceProcess] = []
+    _stop_on_sigterm()
+    try:
+        if bootstrap is None:
+            broker = _start_embedded_broker(logs)
+            bootstrap = broker.bootstrap_servers
+        env["LEADRELAY_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        os.environ.update(env)
+        _migrate(argparse.Namespace(services=[]))
+        services = [
+            ServiceProcess(spec.name, spec.port, env, logs / f"{spec.name}.log")
+            for spec in SERVICES.values()
+        ]
+        for service in services:
+            service.start()
+        wait_until_ready(services)
+        _print_banner(services, bootstrap, data_dir, broker is not None, sla)
+        if args.demo:
+            from leadrelay.demo import run_demo
+
+            asyncio.run(run_demo(
+                services[0].url, services[2].url,
+                receiver_port=DEMO_RECEIVER_PORT, keep_running=not args.exit_after_demo,
+            ))
+            if args.exit_after_demo:
+                return 0
+        _watch(services)
+    except KeyboardInterrupt:
+        print("\nstopping...")
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+def _start_embedded_broker(logs: Path) -> EmbeddedBroker:
+    try:
+        wait_for_port("127.0.0.1", EMBEDDED_BROKER_PORT, timeout=0.2)
+    except TimeoutError:
+        broker = EmbeddedBroker(EMBEDDED_BROKER_PORT, log=(logs / "broker.log").open("ab"))
+        broker.start()
+        return broker
+    raise SystemExit(
+        f"port {EMBEDDED_BROKER_PORT} is taken: is another `leadrelay up` running? "
+        "Stop it, or point LEADRELAY_KAFKA_BOOTSTRAP_SERVERS at your own broker."
+    )
+
+
+def _print_banner(
+    services: list[ServiceProcess], bootstrap: str, data_dir: Path, embedded: bool,
+    sla: float | None,
+) -> None:
+    print("leadrelay is up")
+    broker_kind = "embedded tansu, memory storage" if embedded else "external"
+    print(f"  broker   {bootstrap} ({broker_kind})")
+    for service in services:
+        print(f"  {service.name:<8} {service.url}  (API docs: {service.url}/docs)")
+    print(f"  data     {data_dir}  (SQLite files; logs in {data_dir / 'logs'})")
+    print(f"  SLA      {sla if sla is not None else 300:g} s to accept an assignment")
+    print("Ctrl-C stops everything.")
+
+
+def _watch(services: list[ServiceProcess]) -> None:
+    while True:
+        for service in services:
+            if not service.alive():
+                print(f"{service.name} stopped; see {service.log_path}. Stopping everything.")
+                return
+        time.sleep(0.5)
+
+
+def _stop_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

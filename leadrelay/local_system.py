@@ -1,0 +1,122 @@
+"""A whole leadrelay on this machine for tests and benchmarks: three service processes and a
+webhook receiver standing in for the SDRs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from leadrelay.broker import free_port
+from leadrelay.catalog import SERVICES
+from leadrelay.processes import ServiceProcess, wait_until_ready
+from shared.migrations import upgrade
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP server that records every JSON POST, standing in for SDR webhooks."""
+
+    server: ThreadingHTTPServer
+    received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    arrived_at: dict[str, float] = field(default_factory=dict)
+    """When the latest notification for each lead arrived (`time.monotonic()`)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def new_endpoint(self) -> str:
+        return f"{self.base_url}/sdr/{uuid.uuid4().hex}"
+
+    def for_lead(self, lead_id: str) -> list[tuple[str, dict[str, Any]]]:
+        with self.lock:
+            return [(path, body) for path, body in self.received if body.get("lead_id") == lead_id]
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver: WebhookReceiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            with receiver.lock:
+                receiver.received.append((self.path, body))
+                receiver.arrived_at[body.get("lead_id", "")] = time.monotonic()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"ok": true}')
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    receiver = WebhookReceiver(server)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class RunningSystem:
+    services: dict[str, ServiceProcess]
+    database_urls: dict[str, str]
+
+    def url(self, name: str) -> str:
+        return self.services[name].url
+
+    def restart(self, name: str) -> None:
+        self.services[name].start()
+        wait_until_ready([self.services[name]])
+
+
+@contextmanager
+def running_system(
+    *, bootstrap_servers: str, data_dir: Path, topic_prefix: str, sla_seconds: float,
+    database_url: str | None = None,
+) -> Iterator[RunningSystem]:
+    """Migrate and start ingest, scorer and router; stop them all at the end."""
+    ports = {name: free_port() for name in SERVICES}
+    urls = {
+        name: database_url or f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}" for name in SERVICES
+    }
+    for name, url in urls.items():
+        spec = SERVICES[name]
+        upgrade(spec.migrations_dir, url, spec.version_table)
+    services = {}
+    for name in SERVICES:
+        env = {
+            "LEADRELAY_DATA_DIR": str(data_dir),
+            "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+            "LEADRELAY_KAFKA_TOPIC_PREFIX": topic_prefix,
+            "LEADRELAY_SLA_ACCEPT_SECONDS": str(sla_seconds),
+            "LEADRELAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['router']}",
+            "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS": "true",
+            f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
+            "LEADRELAY_LOG_LEVEL": "INFO",
+        }
+        services[name] = ServiceProcess(name, ports[name], env, data_dir / "logs" / f"{name}.log")
+    try:
+        for service in services.values():
+            service.start()
+        wait_until_ready(list(services.values()))
+        yield RunningSystem(services, urls)
+    finally:
+        for service in services.values():
+            service.stop()

@@ -1,0 +1,133 @@
+"""The whole flow through real processes: a lead goes in, an SDR is notified, the SLA holds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from leadrelay.broker import EmbeddedBroker
+from leadrelay.local_system import RunningSystem, WebhookReceiver, running_system, webhook_receiver
+from tests.conftest import create_pg_database, drop_pg_database, pg_url
+from tests.support import eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.broker]
+
+SLA_SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    with webhook_receiver() as running:
+        yield running
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def system(
+    request: pytest.FixtureRequest,
+    broker: EmbeddedBroker,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_available: bool,
+) -> Iterator[RunningSystem]:
+    data_dir: Path = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    database_name = None
+    if request.param == "postgres":
+        if not postgres_available:
+            pytest.skip("PostgreSQL is not reachable")
+        database_name = create_pg_database()
+    try:
+        with running_system(
+            bootstrap_servers=broker.bootstrap_servers,
+            data_dir=data_dir,
+            topic_prefix=f"e2e{request.param}",
+            sla_seconds=SLA_SECONDS,
+            database_url=pg_url(database_name) if database_name else None,
+        ) as running:
+            yield running
+    finally:
+        if database_name:
+            drop_pg_database(database_name)
+
+
+async def add_sdrs(client: httpx.AsyncClient, system: RunningSystem, receiver: WebhookReceiver,
+                   count: int) -> list[dict[str, Any]]:
+    sdrs = []
+    for number in range(count):
+        answer = await client.post(f"{system.url('router')}/v1/sdrs", json={
+            "name": f"SDR {number}", "email": f"sdr{number}@team.example",
+            "webhook_url": receiver.new_endpoint(),
+        })
+        assert answer.status_code == 201, answer.text
+        sdrs.append(answer.json())
+    return sdrs
+
+
+async def submit_hot_lead(client: httpx.AsyncClient, system: RunningSystem, email: str) -> str:
+    answer = await client.post(f"{system.url('ingest')}/v1/leads", json={
+        "email": email, "name": "Hot Lead", "company": "Acme", "demo_requested": True,
+    })
+    assert answer.status_code == 202, answer.text
+    lead_id: str = answer.json()["lead_id"]
+    return lead_id
+
+
+async def notifications(receiver: WebhookReceiver, lead_id: str, count: int) -> list[Any]:
+    async def probe() -> list[Any]:
+        return receiver.for_lead(lead_id)
+
+    return await eventually(probe, until=lambda got: len(got) >= count, timeout=30)
+
+
+async def assignments(client: httpx.AsyncClient, system: RunningSystem, lead_id: str) -> Any:
+    answer = await client.get(f"{system.url('router')}/v1/assignments", params={"lead_id": lead_id})
+    assert answer.status_code == 200
+    return answer.json()
+
+
+async def test_posted_lead_reaches_an_sdr_webhook(
+    system: RunningSystem, receiver: WebhookReceiver
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        await add_sdrs(client, system, receiver, 2)
+        lead_id = await submit_hot_lead(client, system, "first.touch@acme.example")
+        (path, body), = await notifications(receiver, lead_id, 1)
+        score = (await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")).json()
+        listed = await assignments(client, system, lead_id)
+    assert path.startswith("/sdr/")
+    assert body["lead_id"] == lead_id
+    assert score["temperature"] == "hot"
+    assert [assignment["status"] for assignment in listed] == ["offered"]
+
+
+async def test_unaccepted_assignment_escalates_to_another_sdr(
+    system: RunningSystem, receiver: WebhookReceiver
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        await add_sdrs(client, system, receiver, 2)
+        lead_id = await submit_hot_lead(client, system, "nobody.answers@acme.example")
+        first, second = await notifications(receiver, lead_id, 2)
+        listed = await assignments(client, system, lead_id)
+    assert first[0] != second[0], "escalated to the same SDR"
+    statuses = sorted(assignment["status"] for assignment in listed)
+    assert statuses == ["escalated", "offered"]
+
+
+async def test_accepted_assignment_is_not_escalated(
+    system: RunningSystem, receiver: WebhookReceiver
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        await add_sdrs(client, system, receiver, 2)
+        lead_id = await submit_hot_lead(client, system, "quick.answer@acme.example")
+        (_, body), = await notifications(receiver, lead_id, 1)
+        accepted = await client.post(body["accept_url"])
+        assert accepted.status_code == 200, accepted.text
+        await asyncio.sleep(SLA_SECONDS * 2)
+        listed = await assignments(client, system, lead_id)
+    assert [assignment["status"] for assignment in listed] == ["accepted"]
+    assert len(receiver.for_lead(lead_id)) == 1
