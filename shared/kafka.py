@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
 from shared.settings import ServiceSettings
 
@@ -66,7 +66,7 @@ async def ensure_topics(
             existing = set(await admin.list_topics())
             missing = [topic for topic in wanted if topic not in existing]
             if missing:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [
                         NewTopic(
                             name=topic,
@@ -76,9 +76,8 @@ async def ensure_topics(
                         for topic in missing
                     ]
                 )
+                _raise_topic_errors(response)
                 logger.info("created topics %s", ", ".join(missing))
-            return
-        except TopicAlreadyExistsError:
             return
         except (KafkaConnectionError, KafkaError, OSError) as error:
             if attempt == attempts:
@@ -87,3 +86,12 @@ async def ensure_topics(
             await asyncio.sleep(min(0.2 * attempt, 2.0))
         finally:
             await admin.close()
+
+
+def _raise_topic_errors(response: object) -> None:
+    """Raise the first per-topic error of a CreateTopics response (an existing topic is fine)."""
+    for topic, code, *rest in getattr(response, "topic_errors", ()):
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        message = rest[0] if rest else ""
+        raise for_code(code)(f"cannot create topic {topic}: {message}")
