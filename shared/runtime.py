@@ -79,6 +79,7 @@ class ServiceRuntime:
             retention=timedelta(hours=self.settings.outbox_retention_hours),
         )
         self._start("outbox-relay", self.relay.run)
+        self._start("topic-keeper", self._keep_topics)
         if self.handlers:
             self._start("consumer", self._run_consumer)
         for name, loop in self._loops.items():
@@ -96,6 +97,15 @@ class ServiceRuntime:
             clock=self.clock,
         )
         await self.consumer.run()
+
+    async def _keep_topics(self) -> None:
+        """Re-create the topics if the broker lost them (the embedded broker keeps no disk)."""
+        while True:
+            await asyncio.sleep(self.settings.kafka_topic_check_seconds)
+            try:
+                await ensure_topics(self.settings, self.settings.topics.all, attempts=1)
+            except Exception as error:  # noqa: BLE001 - the next round tries again
+                logger.warning("cannot check topics: %s", type(error).__name__)
 
     def _start(self, name: str, loop: BackgroundLoop) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))

@@ -1,0 +1,172 @@
+"""The outbox relay against a real database and a real broker process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from leadrelay.broker import EmbeddedBroker, free_port
+from shared.db import Database, service_metadata
+from shared.events import LeadProfile, LeadReceived, LeadReceivedData
+from shared.kafka import build_producer, ensure_topics
+from shared.outbox import Outbox, OutboxRelay, outbox_tables
+from shared.settings import ServiceSettings
+from tests.support import read_topic
+
+pytestmark = pytest.mark.broker
+
+METADATA = service_metadata()
+TABLES = outbox_tables(METADATA, "sample")
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    async with db.engine.begin() as connection:
+        await connection.run_sync(METADATA.create_all)
+    yield db
+    await db.dispose()
+
+
+def settings_for(broker: EmbeddedBroker, prefix: str) -> ServiceSettings:
+    return ServiceSettings(kafka_bootstrap_servers=broker.bootstrap_servers,
+                           kafka_topic_prefix=prefix)
+
+
+@pytest.fixture
+async def producer(broker: EmbeddedBroker, topic_prefix: str) -> AsyncIterator[AIOKafkaProducer]:
+    settings = settings_for(broker, topic_prefix)
+    await ensure_topics(settings, settings.topics.all)
+    running = build_producer(settings)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def event(lead_id: str, number: int) -> LeadReceived:
+    return LeadReceived(
+        producer="test", lead_id=lead_id, correlation_id=str(number),
+        data=LeadReceivedData(lead=LeadProfile(email=f"{lead_id}.{number}@example.com")),
+    )
+
+
+async def write(database: Database, outbox: Outbox, events: list[LeadReceived]) -> None:
+    async with database.transaction() as session:
+        await outbox.add(session, *events)
+
+
+async def test_committed_events_are_published_in_order_per_lead(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    topic = settings_for(broker, topic_prefix).topics.leads
+    outbox = Outbox(TABLES, topic=topic, shards=4)
+    written = [event(f"lead-{number % 3}", number) for number in range(30)]
+    for start in range(0, 30, 7):
+        await write(database, outbox, written[start:start + 7])
+    relay = OutboxRelay(database, outbox, producer, batch_size=8)
+    await relay.prepare()
+    while await relay.relay_once():
+        pass
+    received = await read_topic(broker.bootstrap_servers, topic, 30)
+    assert await relay.backlog() == 0
+    order: dict[str, list[str]] = defaultdict(list)
+    for item in received:
+        order[item["lead_id"]].append(item["correlation_id"])
+    for lead_id in order:
+        expected = [e.correlation_id for e in written if e.lead_id == lead_id]
+        assert order[lead_id] == expected
+
+
+async def test_rolled_back_events_are_never_published(
+    database: Database, producer: AIOKafkaProducer
+) -> None:
+    outbox = Outbox(TABLES, topic="unused", shards=2)
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as session:
+            await outbox.add(session, event("lead-x", 1))
+            raise RuntimeError("the state change failed")
+    relay = OutboxRelay(database, outbox, producer)
+    await relay.prepare()
+    assert await relay.relay_once() == 0
+    assert relay.published == 0
+
+
+@pytest.mark.postgres
+async def test_two_relays_never_publish_an_event_twice(
+    database: Database, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    if database.dialect != "postgresql":
+        pytest.skip("several relays share one database only on PostgreSQL")
+    settings = settings_for(broker, topic_prefix)
+    await ensure_topics(settings, settings.topics.all)
+    outbox = Outbox(TABLES, topic=settings.topics.leads, shards=8)
+    written = [event(f"lead-{number % 20}", number) for number in range(400)]
+    await write(database, outbox, written)
+    producers = [build_producer(settings) for _ in range(2)]
+    for running in producers:
+        await running.start()
+    try:
+        relays = [OutboxRelay(database, outbox, running, batch_size=25) for running in producers]
+        await relays[0].prepare()
+
+        async def drain(relay: OutboxRelay) -> None:
+            while await relay.backlog():
+                await relay.relay_once()
+
+        await asyncio.gather(*(drain(relay) for relay in relays))
+    finally:
+        for running in producers:
+            await running.stop()
+    received = await read_topic(broker.bootstrap_servers, settings.topics.leads, 400)
+    assert relays[0].published + relays[1].published == 400
+    assert len({item["event_id"] for item in received}) == len(received) == 400
+    by_lead: dict[str, list[int]] = defaultdict(list)
+    for item in received:
+        by_lead[item["lead_id"]].append(int(item["correlation_id"]))
+    assert all(numbers == sorted(numbers) for numbers in by_lead.values())
+
+
+async def test_relay_delivers_once_the_broker_comes_back(database: Database) -> None:
+    broker = EmbeddedBroker(free_port())
+    broker.start()
+    settings = settings_for(broker, "outage")
+    await ensure_topics(settings, settings.topics.all)
+    outbox = Outbox(TABLES, topic=settings.topics.leads, shards=2)
+    producer = build_producer(settings)
+    await producer.start()
+    relay = OutboxRelay(database, outbox, producer, poll_seconds=0.1)
+    try:
+        broker.stop()
+        await write(database, outbox, [event("lead-outage", 1)])
+        during_outage = asyncio.create_task(relay.run())
+        await asyncio.sleep(1.5)
+        during_outage.cancel()
+        await asyncio.gather(during_outage, return_exceptions=True)
+        assert await relay.backlog() == 1, "marked published while the broker was down"
+
+        broker.start()  # memory storage: the topics are gone, as after any embedded restart
+        await ensure_topics(settings, settings.topics.all)  # the runtime's topic keeper does this
+        after_outage = asyncio.create_task(relay.run())
+        try:
+            received = await read_topic(broker.bootstrap_servers, settings.topics.leads, 1,
+                                        timeout=30)
+            assert {item["lead_id"] for item in received} == {"lead-outage"}
+            assert await _eventually_zero(relay)
+        finally:
+            after_outage.cancel()
+            await asyncio.gather(after_outage, return_exceptions=True)
+    finally:
+        await producer.stop()
+        broker.stop()
+
+
+async def _eventually_zero(relay: OutboxRelay) -> bool:
+    for _ in range(100):
+        if await relay.backlog() == 0:
+            return True
+        await asyncio.sleep(0.1)
+    return False
