@@ -1,0 +1,54 @@
+"""router's application factory: `uvicorn services.router.app:create_app --factory`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import services.router
+from services.router import api
+from services.router.escalation import EscalationTimer
+from services.router.handlers import handler_table
+from services.router.models import INBOX, OUTBOX
+from services.router.notifications import Notifier
+from services.router.service import RouterContext
+from services.router.settings import RouterSettings
+from shared.app import service_app
+from shared.clock import Clock
+from shared.runtime import ServiceRuntime
+from shared.settings import load_settings
+
+
+def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    config = settings or load_settings(RouterSettings)
+
+    def runtime() -> ServiceRuntime:
+        service_runtime = ServiceRuntime(
+            config,
+            outbox_tables=OUTBOX,
+            inbox_tables=INBOX,
+            publish_topic=config.topics.assignments,
+            subscriptions=[config.topics.scores],
+            clock=clock,
+        )
+        context = RouterContext.build(config, service_runtime.outbox, service_runtime.clock)
+        # The handlers publish through the runtime's outbox, which exists only from here on.
+        service_runtime.handlers.update(handler_table(context))
+        notifier = Notifier(service_runtime.db, service_runtime.clock, config, context.deliveries)
+        timer = EscalationTimer(
+            service_runtime.db,
+            context,
+            interval=config.timer_interval_seconds,
+            batch_size=config.escalation_batch_size,
+        )
+        service_runtime.add_loop("notifier", notifier.run)
+        service_runtime.add_loop("escalation-timer", timer.run)
+        app.state.router_context = context
+        return service_runtime
+
+    app = service_app(
+        title="leadrelay router",
+        description=services.router.__doc__ or "",
+        runtime_factory=runtime,
+        routes=[api.routes],
+    )
+    return app

@@ -1,0 +1,19 @@
+"""What router does with each event type it consumes: the whole table is `handler_table`."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.router import service
+from services.router.service import RouterContext
+from shared.consumer import Handler
+from shared.events import LeadScored
+
+
+def handler_table(context: RouterContext) -> dict[str, Handler]:
+    """Event type -> handler. Handlers run inside the consumer's transaction; never commit."""
+
+    async def on_lead_scored(session: AsyncSession, event: LeadScored) -> None:
+        await service.route_scored_lead(session, context, event)
+
+    return {"lead.scored": on_lead_scored}

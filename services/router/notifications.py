@@ -1,0 +1,297 @@
+"""Webhook notifications to SDRs: a durable delivery queue and the loop that empties it.
+
+An offer writes its notification row in the offer's own transaction, so an offer is never
+committed without its notification, nor the reverse. `Notifier.run` claims due rows in a
+short transaction (leasing them rather than holding locks), POSTs each one outside any
+transaction, then records the outcome: delivered on a 2xx, retried with exponential backoff
+and jitter on a network error, a timeout, a 5xx, 408 or 429 (a `Retry-After` header wins over
+the backoff), given up after `notify_max_attempts` or at once on any other status. Delivery
+is at least once; the `Idempotency-Key` header lets receivers drop duplicates.
+
+The loop sleeps until the next row is due, at most `notify_poll_seconds`; `DeliverySignal`
+wakes it as soon as a transaction that queued a notification commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import httpx
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from services.router import repository
+from services.router.settings import RouterSettings
+from shared.clock import Clock, as_utc
+from shared.db import Database, is_outage
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["delivered", "retry", "failed"]
+
+RETRIED_STATUSES = frozenset({408, 429})
+LEASE_MARGIN_SECONDS = 10.0
+_PENDING_WAKE = "router.notifications.pending_wake"
+_LISTENING = "router.notifications.listening"
+
+
+class DeliverySignal:
+    """Wakes the delivery loop; `wake_after_commit` waits for the caller's commit to do so."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wake_after_commit(self, session: AsyncSession) -> None:
+        """Wake the loop once `session`'s transaction commits (not on a savepoint release)."""
+        sync_session = session.sync_session
+        sync_session.info[_PENDING_WAKE] = True
+        if sync_session.info.get(_LISTENING):
+            return
+        sync_session.info[_LISTENING] = True
+
+        def on_commit(committed: Session) -> None:
+            if committed.in_nested_transaction():
+                return
+            if committed.info.pop(_PENDING_WAKE, False):
+                self._event.set()
+
+        event.listen(sync_session, "after_commit", on_commit)
+
+    async def wait(self, seconds: float) -> None:
+        """Return when woken, or after `seconds`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
+        self._event.clear()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The result of one attempt to deliver one notification."""
+
+    notification_id: int
+    attempt: int
+    outcome: Outcome
+    status_code: int | None
+    error: str | None
+    next_attempt_at: datetime | None
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), if usable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (as_utc(moment) - now).total_seconds())
+
+
+def retry_delay(
+    attempt: int, *, base: float, cap: float, retry_after: float | None, jitter: float
+) -> float:
+    """Seconds before the next attempt after failed attempt number `attempt` (1, 2, ...).
+
+    The receiver's `Retry-After` wins; otherwise `base * 2 ** (attempt - 1)` capped at `cap`,
+    scaled by a random factor between 0.5 and 1 (`jitter` in [0, 1)) so that receivers coming
+    back from an outage are not hit by every retry at once.
+    """
+    if retry_after is not None:
+        return retry_after
+    ceiling = min(cap, base * 2.0 ** (attempt - 1))
+    return ceiling * (0.5 + jitter / 2)
+
+
+def outcome_of(status_code: int | None, attempt: int, max_attempts: int) -> Outcome:
+    """Delivered on 2xx; retried on no answer, 5xx, 408, 429 while attempts remain."""
+    if status_code is not None and 200 <= status_code < 300:
+        return "delivered"
+    retriable = status_code is None or status_code >= 500 or status_code in RETRIED_STATUSES
+    return "retry" if retriable and attempt < max_attempts else "failed"
+
+
+class Notifier:
+    """Delivers queued notifications; run it as the `notifier` background loop."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: RouterSettings,
+        signal: DeliverySignal,
+        *,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.signal = signal
+        self.jitter = jitter
+
+    def http_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.settings.notify_timeout_seconds),
+            follow_redirects=False,
+            headers={"User-Agent": "leadrelay-router"},
+        )
+
+    async def run(self) -> None:
+        in_flight: set[asyncio.Task[Delivery]] = set()
+        failures = 0
+        async with self.http_client() as client:
+            try:
+                while True:
+                    try:
+                        room = self.settings.notify_concurrency - len(in_flight)
+                        if room > 0:
+                            for row in await self.claim(room):
+                                self._start(client, row, in_flight)
+                        pause = await self._seconds_until_due()
+                        failures = 0
+                    except Exception as error:
+                        if not is_outage(error):
+                            raise
+                        failures += 1
+                        logger.warning("notifier: database unavailable (%s)", type(error).__name__)
+                        pause = min(0.2 * 2**failures, 5.0)
+                    await self.signal.wait(pause)
+            finally:
+                for task in in_flight:
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+    def _start(
+        self, client: httpx.AsyncClient, row: dict[str, Any], in_flight: set[asyncio.Task[Delivery]]
+    ) -> None:
+        task = asyncio.create_task(self.deliver(client, row))
+        in_flight.add(task)
+
+        def finished(done: asyncio.Task[Delivery]) -> None:
+            in_flight.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                logger.error("notifier: delivery %s failed", row["id"], exc_info=done.exception())
+            if len(in_flight) == self.settings.notify_concurrency - 1:
+                self.signal.set()
+
+        task.add_done_callback(finished)
+
+    async def _seconds_until_due(self) -> float:
+        async with self.db.reading() as session:
+            due = await repository.next_notification_due(session)
+        poll = self.settings.notify_poll_seconds
+        if due is None:
+            return poll
+        return max(0.0, min(poll, (due - self.clock.now()).total_seconds()))
+
+    async def claim(self, limit: int) -> list[dict[str, Any]]:
+        """Lease up to `limit` due notifications for one attempt each."""
+        now = self.clock.now()
+        lease = timedelta(seconds=self.settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS)
+        async with self.db.transaction() as session:
+            return await repository.claim_due_notifications(
+                session, now, limit, lease_until=now + lease
+            )
+
+    async def deliver_due(self, client: httpx.AsyncClient) -> list[Delivery]:
+        """Claim what is due and deliver it all; returns once every attempt is recorded."""
+        rows = await self.claim(self.settings.notify_concurrency)
+        return list(await asyncio.gather(*(self.deliver(client, row) for row in rows)))
+
+    async def deliver(self, client: httpx.AsyncClient, row: dict[str, Any]) -> Delivery:
+        """POST one claimed notification and record the outcome."""
+        started = asyncio.get_running_loop().time()
+        attempted_at = self.clock.now()
+        status_code: int | None = None
+        retry_after: float | None = None
+        error: str | None = None
+        try:
+            async with asyncio.timeout(self.settings.notify_timeout_seconds):
+                response = await client.post(
+                    row["url"],
+                    json=row["payload"],
+                    headers={
+                        "Idempotency-Key": f"router-notification-{row['id']}",
+                        "X-Leadrelay-Event": str(row["payload"].get("event", "")),
+                    },
+                )
+            status_code = response.status_code
+            if not response.is_success:
+                body = response.text[:200].strip()
+                error = f"HTTP {status_code}: {body}" if body else f"HTTP {status_code}"
+                retry_after = parse_retry_after(response.headers.get("retry-after"), attempted_at)
+        except TimeoutError:
+            error = f"no answer within {self.settings.notify_timeout_seconds:g} s"
+        except httpx.TimeoutException as failure:
+            error = f"timed out ({type(failure).__name__})"
+        except httpx.HTTPError as failure:
+            error = f"{type(failure).__name__}: {failure}"[:500]
+        duration_ms = int((asyncio.get_running_loop().time() - started) * 1000)
+        return await self._record(row, attempted_at, duration_ms, status_code, error, retry_after)
+
+    async def _record(
+        self,
+        row: dict[str, Any],
+        attempted_at: datetime,
+        duration_ms: int,
+        status_code: int | None,
+        error: str | None,
+        retry_after: float | None,
+    ) -> Delivery:
+        attempt: int = row["attempts"]
+        outcome = outcome_of(status_code, attempt, self.settings.notify_max_attempts)
+        now = self.clock.now()
+        next_attempt_at: datetime | None = None
+        values: dict[str, Any] = {"last_status": status_code, "last_error": error}
+        if outcome == "delivered":
+            values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+        elif outcome == "failed":
+            values.update(status="failed", next_attempt_at=None)
+        else:
+            delay = retry_delay(
+                attempt,
+                base=self.settings.notify_backoff_seconds,
+                cap=self.settings.notify_max_backoff_seconds,
+                retry_after=retry_after,
+                jitter=self.jitter(),
+            )
+            next_attempt_at = now + timedelta(seconds=delay)
+            values.update(next_attempt_at=next_attempt_at)
+        async with self.db.transaction() as session:
+            await repository.finish_attempt(session, row["id"], values)
+            await repository.record_attempt(
+                session,
+                {
+                    "notification_id": row["id"],
+                    "attempt": attempt,
+                    "attempted_at": attempted_at,
+                    "duration_ms": duration_ms,
+                    "outcome": outcome,
+                    "status_code": status_code,
+                    "error": error,
+                },
+            )
+        if outcome == "failed":
+            logger.warning(
+                "notification %s to SDR %s given up after %d attempts: %s",
+                row["id"], row["sdr_id"], attempt, error,
+            )
+        return Delivery(row["id"], attempt, outcome, status_code, error, next_attempt_at)

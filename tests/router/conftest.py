@@ -1,0 +1,148 @@
+"""Fixtures for router tests: a migrated database, a manual clock, a routing context, helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from sqlalchemy import select
+
+from services.router import service
+from services.router.handlers import handler_table
+from services.router.models import INBOX, OUTBOX, assignment
+from services.router.schemas import SdrCreate
+from services.router.service import RouterContext
+from services.router.settings import RouterSettings
+from shared.clock import ManualClock
+from shared.consumer import EventConsumer
+from shared.db import Database
+from shared.events import LeadProfile, LeadScored, LeadScoredData, Temperature, encode_event
+from shared.outbox import Outbox
+from tests.conftest import migrate
+
+SCORES_TOPIC = "test.scores"
+
+
+@dataclass
+class Router:
+    """One router's state for a test: its database, clock, settings and routing context."""
+
+    db: Database
+    clock: ManualClock
+    settings: RouterSettings
+    context: RouterContext
+
+    async def add_sdr(self, name: str, webhook_url: str = "http://127.0.0.1:9/hook") -> str:
+        body = SdrCreate(
+            name=name, email=f"{name.lower()}@seller.example", webhook_url=webhook_url
+        )
+        async with self.db.transaction() as session:
+            row = await service.create_sdr(session, self.clock, body)
+        sdr_id: str = row["id"]
+        return sdr_id
+
+    async def consume(self, *events: LeadScored, consumer: EventConsumer | None = None) -> None:
+        """Apply `events` as one batch through the shared consumer loop, as Kafka would."""
+        consumer = consumer or self.consumer()
+        records = [
+            ConsumerRecord(
+                topic=SCORES_TOPIC, partition=0, offset=offset, timestamp=0, timestamp_type=0,
+                key=event.lead_id.encode(), value=encode_event(event), checksum=None,
+                serialized_key_size=len(event.lead_id), serialized_value_size=0, headers=[],
+            )
+            for offset, event in enumerate(events)
+        ]
+        await consumer.apply({TopicPartition(SCORES_TOPIC, 0): records})
+
+    def consumer(self) -> EventConsumer:
+        return EventConsumer(
+            name="router",
+            db=self.db,
+            inbox=INBOX,
+            consumer=None,
+            handlers=handler_table(self.context),
+            clock=self.clock,
+        )
+
+    async def assignments(self, lead_id: str) -> list[dict[str, Any]]:
+        async with self.db.reading() as session:
+            rows = await session.execute(
+                select(assignment)
+                .where(assignment.c.lead_id == lead_id)
+                .order_by(assignment.c.attempt)
+            )
+        return [dict(row) for row in rows.mappings()]
+
+    async def rows(self, table: Any) -> list[dict[str, Any]]:
+        async with self.db.reading() as session:
+            result = await session.execute(select(table))
+        return [dict(row) for row in result.mappings()]
+
+    async def events(self) -> list[dict[str, Any]]:
+        """The events in the outbox, oldest first, as JSON objects."""
+        async with self.db.reading() as session:
+            result = await session.execute(select(OUTBOX.events).order_by(OUTBOX.events.c.id))
+        return [json.loads(row.payload) for row in result]
+
+
+def scored(
+    lead_id: str,
+    temperature: Temperature = "hot",
+    *,
+    clock: ManualClock,
+    score: float = 87.0,
+    email: str | None = None,
+) -> LeadScored:
+    return LeadScored(
+        producer="scorer",
+        lead_id=lead_id,
+        occurred_at=clock.now(),
+        data=LeadScoredData(
+            score=score,
+            fit=50.0,
+            engagement=score - 50.0,
+            temperature=temperature,
+            model_version="test",
+            breakdown=[],
+            lead=LeadProfile(
+                email=email or f"{lead_id}@buyer.example",
+                name="Ada Lovelace",
+                company="Analytical Engines",
+                phone="+44 20 7946 0000",
+                demo_requested=True,
+            ),
+        ),
+    )
+
+
+def router_settings(database_url: str, **overrides: Any) -> RouterSettings:
+    return RouterSettings(database_url=database_url, **overrides)
+
+
+@pytest.fixture
+def router_url(database_url: str) -> str:
+    """`database_url` with router's tables; Alembic runs its own event loop, so not async."""
+    migrate("router", database_url)
+    return database_url
+
+
+@pytest.fixture
+async def router(router_url: str) -> AsyncIterator[Router]:
+    settings = router_settings(router_url)
+    clock = ManualClock()
+    db = Database(settings.database_url)
+    outbox = Outbox(
+        OUTBOX, topic=settings.topics.assignments, shards=settings.outbox_shards, clock=clock
+    )
+    try:
+        yield Router(db, clock, settings, RouterContext.build(settings, outbox, clock))
+    finally:
+        await db.dispose()
+
+
+def types_of(events: Sequence[dict[str, Any]]) -> list[str]:
+    return [event["type"] for event in events]

@@ -1,0 +1,207 @@
+"""Webhook delivery to a real local HTTP server: retries, Retry-After, giving up, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from services.router.models import notification, notification_attempt
+from services.router.notifications import Delivery, DeliverySignal, Notifier
+from services.router.service import RouterContext
+from shared.clock import SystemClock
+from tests.router.conftest import Router, router_settings, scored
+from tests.router.receiver import Reply, WebhookReceiver
+from tests.support import eventually
+
+
+def notifier_for(router: Router, **settings: Any) -> Notifier:
+    config = router_settings(router.settings.database_url, notify_backoff_seconds=1.0, **settings)
+    return Notifier(router.db, router.clock, config, router.context.deliveries, jitter=lambda: 0.0)
+
+
+async def offer_to(router: Router, receiver: WebhookReceiver, lead_id: str = "lead-1") -> None:
+    await router.add_sdr("Ada", webhook_url=receiver.url("/ada"))
+    await router.consume(scored(lead_id, clock=router.clock))
+
+
+async def deliver(router: Router, notifier: Notifier) -> list[Delivery]:
+    async with notifier.http_client() as client:
+        return await notifier.deliver_due(client)
+
+
+async def stored(router: Router) -> dict[str, Any]:
+    [row] = await router.rows(notification)
+    return row
+
+
+async def attempts(router: Router) -> list[tuple[str, int | None]]:
+    async with router.db.reading() as session:
+        rows = await session.execute(
+            select(notification_attempt.c.outcome, notification_attempt.c.status_code)
+            .order_by(notification_attempt.c.attempt)
+        )
+    return [(row.outcome, row.status_code) for row in rows]
+
+
+async def test_delivered_once_on_200(router: Router) -> None:
+    async with WebhookReceiver() as receiver:
+        await offer_to(router, receiver)
+        notifier = notifier_for(router)
+        [delivery] = await deliver(router, notifier)
+        assert await deliver(router, notifier) == []
+    assert delivery.outcome == "delivered"
+    [request] = receiver.received
+    assert request.path == "/ada"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["idempotency-key"] == f"router-notification-{delivery.notification_id}"
+    assert request.body["event"] == "assignment.offered"
+    assert request.body["lead_id"] == "lead-1"
+    assert request.body["lead"] == {
+        "name": "Ada Lovelace", "company": "Analytical Engines",
+        "email": "lead-1@buyer.example", "phone": "+44 20 7946 0000",
+    }
+    assert request.body["score"] == 87.0
+    assignment_id = request.body["assignment_id"]
+    assert request.body["accept_url"].endswith(f"/v1/assignments/{assignment_id}/accept")
+    row = await stored(router)
+    assert (row["status"], row["attempts"], row["last_status"]) == ("delivered", 1, 200)
+    assert row["delivered_at"] == router.clock.now()
+    assert await attempts(router) == [("delivered", 200)]
+
+
+async def test_retried_after_a_500_then_delivered(router: Router) -> None:
+    async with WebhookReceiver([Reply(500)]) as receiver:
+        await offer_to(router, receiver)
+        notifier = notifier_for(router)
+        [first] = await deliver(router, notifier)
+        assert first.outcome == "retry"
+        assert first.next_attempt_at == router.clock.now() + (timedelta(seconds=0.5))
+        assert await deliver(router, notifier) == []
+        router.clock.advance(0.5)
+        [second] = await deliver(router, notifier)
+    assert second.outcome == "delivered"
+    assert len(receiver.received) == 2
+    assert receiver.received[0].headers["idempotency-key"] == (
+        receiver.received[1].headers["idempotency-key"]
+    )
+    row = await stored(router)
+    assert (row["status"], row["attempts"], row["last_status"]) == ("delivered", 2, 200)
+    assert await attempts(router) == [("retry", 500), ("delivered", 200)]
+
+
+async def test_retry_after_is_honoured_on_429(router: Router) -> None:
+    async with WebhookReceiver([Reply(429, headers={"Retry-After": "7"})]) as receiver:
+        await offer_to(router, receiver)
+        notifier = notifier_for(router)
+        [first] = await deliver(router, notifier)
+        assert first.next_attempt_at == router.clock.now() + timedelta(seconds=7)
+        router.clock.advance(6.9)
+        assert await deliver(router, notifier) == []
+        router.clock.advance(0.1)
+        [second] = await deliver(router, notifier)
+    assert (first.outcome, first.status_code) == ("retry", 429)
+    assert second.outcome == "delivered"
+    assert len(receiver.received) == 2
+
+
+async def test_gives_up_after_max_attempts_with_the_last_error(router: Router) -> None:
+    async with WebhookReceiver([Reply(503), Reply(502), Reply(503)]) as receiver:
+        await offer_to(router, receiver)
+        notifier = notifier_for(router, notify_max_attempts=3)
+        outcomes = []
+        for _ in range(5):
+            outcomes += [delivery.outcome for delivery in await deliver(router, notifier)]
+            router.clock.advance(60)
+    assert outcomes == ["retry", "retry", "failed"]
+    assert len(receiver.received) == 3
+    row = await stored(router)
+    assert (row["status"], row["attempts"], row["last_status"]) == ("failed", 3, 503)
+    assert row["last_error"] == "HTTP 503"
+    assert row["next_attempt_at"] is None
+    assert await attempts(router) == [("retry", 503), ("retry", 502), ("failed", 503)]
+
+
+async def test_a_client_error_is_not_retried(router: Router) -> None:
+    async with WebhookReceiver([Reply(404)]) as receiver:
+        await offer_to(router, receiver)
+        notifier = notifier_for(router)
+        [delivery] = await deliver(router, notifier)
+        router.clock.advance(60)
+        assert await deliver(router, notifier) == []
+    assert delivery.outcome == "failed"
+    assert len(receiver.received) == 1
+
+
+async def test_a_hanging_receiver_hits_the_timeout(router: Router) -> None:
+    async with WebhookReceiver([Reply(200, delay=10)]) as receiver:
+        await offer_to(router, receiver)
+        notifier = notifier_for(router, notify_timeout_seconds=0.3)
+        started = time.monotonic()
+        [delivery] = await deliver(router, notifier)
+        elapsed = time.monotonic() - started
+    assert elapsed < 2
+    assert len(receiver.received) == 1
+    assert (delivery.outcome, delivery.status_code) == ("retry", None)
+    assert delivery.error is not None and "0.3 s" in delivery.error
+    row = await stored(router)
+    assert row["status"] == "pending"
+    assert row["last_error"] == delivery.error
+
+
+async def test_an_unreachable_receiver_is_retried(router: Router) -> None:
+    async with WebhookReceiver() as receiver:
+        url = receiver.url("/gone")
+    await router.add_sdr("Ada", webhook_url=url)
+    await router.consume(scored("lead-1", clock=router.clock))
+    [delivery] = await deliver(router, notifier_for(router))
+    assert (delivery.outcome, delivery.status_code) == ("retry", None)
+    assert delivery.error is not None and "ConnectError" in delivery.error
+
+
+async def test_the_running_loop_delivers_as_soon_as_the_offer_commits(router: Router) -> None:
+    clock = SystemClock()
+    context = RouterContext.build(router.settings, router.context.outbox, clock)
+    live = Router(router.db, router.clock, router.settings, context)
+    config = router_settings(router.settings.database_url, notify_poll_seconds=30)
+    notifier = Notifier(router.db, clock, config, context.deliveries)
+    async with WebhookReceiver() as receiver:
+        await live.add_sdr("Ada", webhook_url=receiver.url())
+        loop = asyncio.create_task(notifier.run())
+        try:
+            await asyncio.sleep(0.3)
+            assert receiver.received == []
+            await live.consume(scored("lead-1", clock=router.clock))
+            started = time.monotonic()
+            await eventually(
+                lambda: status_of(router), until="delivered".__eq__, timeout=3, interval=0.01
+            )
+            assert time.monotonic() - started < 1
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert len(receiver.received) == 1
+
+
+async def status_of(router: Router) -> str:
+    return str((await stored(router))["status"])
+
+
+async def test_the_signal_waits_for_the_commit_not_a_savepoint(router: Router) -> None:
+    signal = DeliverySignal()
+    async with router.db.transaction() as session:
+        async with session.begin_nested():
+            signal.wake_after_commit(session)
+        assert not signal.is_set()
+    assert signal.is_set()
+
+    signal = DeliverySignal()
+    with contextlib.suppress(LookupError):
+        async with router.db.transaction() as session:
+            signal.wake_after_commit(session)
+            raise LookupError("roll back")
+    assert not signal.is_set()
