@@ -88,9 +88,11 @@ class EmbeddedBroker:
     def stop(self) -> None:
         if self.process is None:
             return
+        # Memory storage has nothing to flush, and tansu lingers on SIGTERM once consumer
+        # groups exist: a short grace period, then SIGKILL.
         self.process.terminate()
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=1)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

@@ -42,8 +42,6 @@ class ServiceRuntime:
         outbox_tables: OutboxTables,
         inbox_tables: InboxTables,
         publish_topic: str,
-        subscriptions: Sequence[str] = (),
-        handlers: Mapping[str, Handler] | None = None,
         clock: Clock | None = None,
         database: Database | None = None,
     ) -> None:
@@ -54,13 +52,21 @@ class ServiceRuntime:
             outbox_tables, topic=publish_topic, shards=settings.outbox_shards, clock=self.clock
         )
         self.inbox_tables = inbox_tables
-        self.subscriptions = tuple(subscriptions)
-        self.handlers = dict(handlers or {})
+        self.subscriptions: tuple[str, ...] = ()
+        self.handlers: dict[str, Handler] = {}
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: EventConsumer | None = None
         self._loops: dict[str, BackgroundLoop] = {}
         self._tasks: list[asyncio.Task[None]] = []
+
+    def subscribe(self, topics: Sequence[str], handlers: Mapping[str, Handler]) -> None:
+        """Consume `topics` into `handlers` (event type -> handler) once the runtime starts.
+
+        Called after construction because handlers usually publish through this runtime's outbox.
+        """
+        self.subscriptions = tuple(topics)
+        self.handlers = dict(handlers)
 
     def add_loop(self, name: str, loop: BackgroundLoop) -> None:
         """Register a background loop to run (supervised) once the runtime starts."""

@@ -27,12 +27,10 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
             outbox_tables=OUTBOX,
             inbox_tables=INBOX,
             publish_topic=config.topics.assignments,
-            subscriptions=[config.topics.scores],
             clock=clock,
         )
         context = RouterContext.build(config, service_runtime.outbox, service_runtime.clock)
-        # The handlers publish through the runtime's outbox, which exists only from here on.
-        service_runtime.handlers.update(handler_table(context))
+        service_runtime.subscribe([config.topics.scores], handler_table(context))
         notifier = Notifier(service_runtime.db, service_runtime.clock, config, context.deliveries)
         timer = EscalationTimer(
             service_runtime.db,

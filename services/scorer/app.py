@@ -27,9 +27,10 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             outbox_tables=OUTBOX,
             inbox_tables=INBOX,
             publish_topic=config.topics.scores,
-            subscriptions=[config.topics.leads],
-            handlers=handler_table(lambda: ScorerContext(built.outbox, built.clock, model)),
             clock=clock,
+        )
+        built.subscribe(
+            [config.topics.leads], handler_table(ScorerContext(built.outbox, built.clock, model))
         )
         return built
 

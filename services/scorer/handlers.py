@@ -5,7 +5,6 @@ Both `lead.received` and `lead.updated` carry the lead's whole profile, so both 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,20 +26,15 @@ class ScorerContext:
     model: ScoringModel
 
 
-def handler_table(context: Callable[[], ScorerContext]) -> dict[str, Handler]:
-    """Map each consumed event type to its handler.
-
-    `context` is called when an event arrives rather than passed as a value, because the
-    outbox belongs to the runtime that the table itself is handed to.
-    """
+def handler_table(context: ScorerContext) -> dict[str, Handler]:
+    """Map each consumed event type to its handler."""
 
     async def score_profile(session: AsyncSession, event: LeadReceived | LeadUpdated) -> None:
-        scorer = context()
         await service.score_lead(
             session,
-            scorer.outbox,
-            scorer.clock,
-            scorer.model,
+            context.outbox,
+            context.clock,
+            context.model,
             lead_id=event.lead_id,
             profile=event.data.lead,
             correlation_id=event.correlation_id,

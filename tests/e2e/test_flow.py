@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ async def add_sdrs(client: httpx.AsyncClient, system: RunningSystem, receiver: W
     sdrs = []
     for number in range(count):
         answer = await client.post(f"{system.url('router')}/v1/sdrs", json={
-            "name": f"SDR {number}", "email": f"sdr{number}@team.example",
+            "name": f"SDR {number}", "email": f"sdr{number}.{uuid.uuid4().hex[:8]}@team.example",
             "webhook_url": receiver.new_endpoint(),
         })
         assert answer.status_code == 201, answer.text

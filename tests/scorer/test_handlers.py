@@ -64,7 +64,7 @@ def clock() -> ManualClock:
 def handlers(clock: ManualClock) -> dict[str, Handler]:
     outbox = Outbox(OUTBOX, topic=TOPICS.scores, shards=4, clock=clock)
     context = ScorerContext(outbox=outbox, clock=clock, model=load_scoring_model())
-    return handler_table(lambda: context)
+    return handler_table(context)
 
 
 def received(profile: LeadProfile = PROFILE) -> LeadReceived:
