@@ -81,8 +81,9 @@ class DemoConsole:
             self.lead_names[event.lead_id] = lead.name or lead.email
             self.say("received", f"{self.lead(event.lead_id)} ({lead.company or 'no company'})")
         elif event.type == "lead.scored":
+            routing = "not routed, goes to nurturing" if data.temperature == "cold" else "to route"
             self.say("scored", f"{self.lead(event.lead_id)}: {data.score:g} points, "
-                               f"{data.temperature}")
+                               f"{data.temperature} ({routing})")
         elif event.type == "assignment.offered":
             self.say("offered", f"{self.lead(event.lead_id)} -> {self.sdr(data.sdr_id)} "
                                 f"(attempt {data.attempt})")
@@ -114,8 +115,9 @@ def receiver_app(console: DemoConsole, client: httpx.AsyncClient) -> FastAPI:
         lead = body.get("lead") or {}
         who = lead.get("name") or lead.get("email") or body.get("lead_id", "?")
         rep = team.get(handle)
+        deadline = str(body.get("deadline_at", "?"))[11:19]
         console.say("notified", f"{rep.name if rep else handle}'s webhook: {who}, "
-                                f"accept by {body.get('deadline_at', '?')}")
+                                f"accept by {deadline} UTC")
         delay = rep.accept_after if rep else None
         accept_url = body.get("accept_url")
         if delay is not None and accept_url:
@@ -184,7 +186,9 @@ async def run_demo(ingest_url: str, router_url: str, *, receiver_port: int,
             await create_team(client, router_url, receiver_port, console)
             await asyncio.sleep(1.0)
             for lead in SAMPLE_LEADS:
-                (await client.post(f"{ingest_url}/v1/leads", json=lead)).raise_for_status()
+                answer = await client.post(f"{ingest_url}/v1/leads", json=lead)
+                answer.raise_for_status()
+                console.lead_names[answer.json()["lead_id"]] = lead["name"]
                 await asyncio.sleep(0.3)
             deadline = time.monotonic() + timeout
             while console.escalations == 0 and time.monotonic() < deadline:
