@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.health import health_routes
 from shared.problems import install_problem_handlers
@@ -38,6 +40,14 @@ def service_app(
         return await runtime.readiness()
 
     app.include_router(health_routes(readiness))
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics",
+             response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        runtime: ServiceRuntime = app.state.runtime
+        await runtime.refresh_metrics()
+        return PlainTextResponse(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     return app
 
 

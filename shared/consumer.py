@@ -29,6 +29,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import Database, insert_ignoring_conflicts, is_outage
 from shared.events import Event, UndecodableEventError, decode_event
 from shared.inbox import InboxTables
+from shared.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class EventConsumer:
         handlers: Mapping[str, Handler],
         after_commit: Callable[[], None] | None = None,
         clock: Clock | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.name = name
         self.db = db
@@ -59,6 +61,7 @@ class EventConsumer:
         self.handlers = dict(handlers)
         self.after_commit = after_commit or (lambda: None)
         self.clock = clock or SystemClock()
+        self.metrics = metrics or ServiceMetrics(name)
         self.applied = 0
         self.duplicates = 0
         self.dead_lettered = 0
@@ -109,6 +112,7 @@ class EventConsumer:
             return
         if not await self._record_processed(session, event):
             self.duplicates += 1
+            self.metrics.events_duplicate.labels(event.type).inc()
             return
         try:
             async with session.begin_nested():
@@ -120,6 +124,7 @@ class EventConsumer:
             await self._dead_letter(session, message, traceback.format_exc())
             return
         self.applied += 1
+        self.metrics.events_applied.labels(event.type).inc()
 
     async def _record_processed(self, session: AsyncSession, event: Event) -> bool:
         result = await session.execute(
@@ -140,6 +145,7 @@ class EventConsumer:
         self, session: AsyncSession, message: ConsumerRecord, error: str
     ) -> None:
         self.dead_lettered += 1
+        self.metrics.events_dead_lettered.inc()
         value: bytes = message.value or b""
         await session.execute(
             insert(self.inbox.failed).values(
@@ -153,6 +159,17 @@ class EventConsumer:
                 failed_at=self.clock.now(),
             )
         )
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the high watermark, per assigned partition (as far as fetched)."""
+        lags: dict[tuple[str, int], int] = {}
+        for partition in self.consumer.assignment():
+            highwater = self.consumer.highwater(partition)
+            if highwater is None:
+                continue
+            position = await self.consumer.position(partition)
+            lags[(partition.topic, partition.partition)] = max(0, highwater - position)
+        return lags
 
     def _rewind(self, records: Records) -> None:
         for partition, messages in records.items():

@@ -22,12 +22,44 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 logger = logging.getLogger(__name__)
 
 Temperature = Literal["cold", "warm", "hot"]
+Stage = Literal[
+    "lead", "mql", "sal", "sql", "opportunity", "customer", "recycled", "disqualified"
+]
+"""Lifecycle stages (see DOMAIN.md): lead -> MQL -> SAL -> SQL -> opportunity -> customer."""
+
+SignalType = str
+"""`email_open`, `email_click`, `page_view`, `content_download`, `webinar_registered`,
+`webinar_attended`, `demo_request`, `quote_request`, `pricing_page_view`, `trial_signup`,
+`product_usage`, `unsubscribe`, `email_bounce`, or a custom type (`custom:<name>`)."""
 
 
 class Contract(BaseModel):
     """Base of every event payload: immutable, and tolerant of fields added by newer producers."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Consent(Contract):
+    """What the lead agreed to, as the form or tool reported it."""
+
+    email: bool | None = None
+    phone: bool | None = None
+    legal_basis: str | None = None
+    given_at: AwareDatetime | None = None
+
+
+class Attribution(Contract):
+    """Where the lead came from, for reporting per source, channel and campaign."""
+
+    channel: str | None = None
+    campaign: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    referrer: str | None = None
+    landing_page: str | None = None
 
 
 class LeadProfile(Contract):
@@ -43,6 +75,13 @@ class LeadProfile(Contract):
     employee_count: int | None = None
     demo_requested: bool = False
     account_key: str | None = None
+    industry: str | None = None
+    annual_revenue: float | None = None
+    website: str | None = None
+    language: str | None = None
+    """ISO 639-1 code, lower case (`fr`, `en`), for routing to a rep who speaks it."""
+    consent: Consent | None = None
+    attribution: Attribution | None = None
 
 
 class LeadReceivedData(Contract):
@@ -54,12 +93,35 @@ class LeadUpdatedData(Contract):
     changed_fields: list[str]
 
 
+class LeadErasedData(Contract):
+    """The lead's personal data must be removed everywhere (right to erasure)."""
+
+    reason: str = "erasure_request"
+
+
+class SignalRecordedData(Contract):
+    """A behavioural event of a known lead: an email open, a download, a demo request..."""
+
+    signal_id: str
+    """Stable id of this signal (the sender's id when given), so a replay counts once."""
+    signal_type: SignalType
+    signal_at: AwareDatetime
+    """When the behaviour happened (not when it was received)."""
+    source: str | None = None
+    url: str | None = None
+    properties: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
 class ScoreLine(Contract):
     """One rule's contribution to a score."""
 
     rule_id: str
     points: float
     reason: str
+    raw_points: float | None = None
+    """Points before decay; `points` is what counts now."""
+    evidence: list[str] = Field(default_factory=list)
+    """Ids of the signals (or field names) that triggered the rule."""
 
 
 class LeadScoredData(Contract):
@@ -70,6 +132,26 @@ class LeadScoredData(Contract):
     model_version: str
     breakdown: list[ScoreLine]
     lead: LeadProfile
+    stage: Stage = "lead"
+    buying_signal: bool = False
+
+
+class LeadStageChangedData(Contract):
+    from_stage: Stage
+    to_stage: Stage
+    reason: str | None = None
+    """Why: a reason code for recycled/disqualified, the rule for MQL, the CRM's note."""
+    cause_event_id: str | None = None
+
+
+class Bant(Contract):
+    """The SDR's qualification answers."""
+
+    budget: str | None = None
+    authority: str | None = None
+    need: str | None = None
+    timing: str | None = None
+    notes: str | None = None
 
 
 class AssignmentOfferedData(Contract):
@@ -77,6 +159,11 @@ class AssignmentOfferedData(Contract):
     sdr_id: str
     deadline_at: AwareDatetime
     attempt: int
+    team_id: str | None = None
+    role: str = "sdr"
+    """`sdr`, or `ae` for the hand-over of a qualified lead."""
+    rule_id: str | None = None
+    rules_version: str | None = None
 
 
 class AssignmentAcceptedData(Contract):
@@ -86,12 +173,48 @@ class AssignmentAcceptedData(Contract):
     within_sla: bool
 
 
+class AssignmentContactedData(Contract):
+    assignment_id: str
+    sdr_id: str
+    contacted_at: AwareDatetime
+    within_sla: bool
+
+
+class AssignmentQualifiedData(Contract):
+    assignment_id: str
+    sdr_id: str
+    qualified_at: AwareDatetime
+    bant: Bant
+
+
+class AssignmentRejectedData(Contract):
+    assignment_id: str
+    sdr_id: str
+    reason_code: str
+    note: str | None = None
+
+
+class AssignmentDisqualifiedData(Contract):
+    assignment_id: str
+    sdr_id: str
+    reason_code: str
+    note: str | None = None
+
+
 class AssignmentEscalatedData(Contract):
     from_assignment_id: str
     from_sdr_id: str
     to_assignment_id: str | None
     to_sdr_id: str | None
     reason: str
+
+
+class LeadNurtureData(Contract):
+    """The lead is not for sales now: back to marketing's nurturing programmes."""
+
+    reason: str
+    temperature: Temperature | None = None
+    score: float | None = None
 
 
 class Envelope(Contract):
@@ -115,9 +238,24 @@ class LeadUpdated(Envelope):
     data: LeadUpdatedData
 
 
+class LeadErased(Envelope):
+    type: Literal["lead.erased"] = "lead.erased"
+    data: LeadErasedData
+
+
+class SignalRecorded(Envelope):
+    type: Literal["signal.recorded"] = "signal.recorded"
+    data: SignalRecordedData
+
+
 class LeadScored(Envelope):
     type: Literal["lead.scored"] = "lead.scored"
     data: LeadScoredData
+
+
+class LeadStageChanged(Envelope):
+    type: Literal["lead.stage_changed"] = "lead.stage_changed"
+    data: LeadStageChangedData
 
 
 class AssignmentOffered(Envelope):
@@ -130,18 +268,51 @@ class AssignmentAccepted(Envelope):
     data: AssignmentAcceptedData
 
 
+class AssignmentContacted(Envelope):
+    type: Literal["assignment.contacted"] = "assignment.contacted"
+    data: AssignmentContactedData
+
+
+class AssignmentQualified(Envelope):
+    type: Literal["assignment.qualified"] = "assignment.qualified"
+    data: AssignmentQualifiedData
+
+
+class AssignmentRejected(Envelope):
+    type: Literal["assignment.rejected"] = "assignment.rejected"
+    data: AssignmentRejectedData
+
+
+class AssignmentDisqualified(Envelope):
+    type: Literal["assignment.disqualified"] = "assignment.disqualified"
+    data: AssignmentDisqualifiedData
+
+
 class AssignmentEscalated(Envelope):
     type: Literal["assignment.escalated"] = "assignment.escalated"
     data: AssignmentEscalatedData
 
 
+class LeadNurture(Envelope):
+    type: Literal["lead.nurture"] = "lead.nurture"
+    data: LeadNurtureData
+
+
 Event = Annotated[
     LeadReceived
     | LeadUpdated
+    | LeadErased
+    | SignalRecorded
     | LeadScored
+    | LeadStageChanged
     | AssignmentOffered
     | AssignmentAccepted
-    | AssignmentEscalated,
+    | AssignmentContacted
+    | AssignmentQualified
+    | AssignmentRejected
+    | AssignmentDisqualified
+    | AssignmentEscalated
+    | LeadNurture,
     Field(discriminator="type"),
 ]
 
@@ -152,10 +323,18 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
     for cls in (
         LeadReceived,
         LeadUpdated,
+        LeadErased,
+        SignalRecorded,
         LeadScored,
+        LeadStageChanged,
         AssignmentOffered,
         AssignmentAccepted,
+        AssignmentContacted,
+        AssignmentQualified,
+        AssignmentRejected,
+        AssignmentDisqualified,
         AssignmentEscalated,
+        LeadNurture,
     )
 }
 SUPPORTED_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_CLASSES}
@@ -204,17 +383,17 @@ class Topics:
 
     @property
     def leads(self) -> str:
-        """Published by ingest: `lead.received`, `lead.updated`."""
+        """Published by ingest: `lead.received`, `lead.updated`, `lead.erased`, `signal.*`."""
         return f"{self.prefix}.leads"
 
     @property
     def scores(self) -> str:
-        """Published by the scorer: `lead.scored`."""
+        """Published by the scorer: `lead.scored`, `lead.stage_changed`."""
         return f"{self.prefix}.scores"
 
     @property
     def assignments(self) -> str:
-        """Published by the router: `assignment.*`."""
+        """Published by the router: `assignment.*`, `lead.nurture`."""
         return f"{self.prefix}.assignments"
 
     @property

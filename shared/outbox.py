@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.clock import Clock, SystemClock
 from shared.db import Database, UTCDateTime, insert_ignoring_conflicts
 from shared.events import Envelope, encode_event
+from shared.metrics import ServiceMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 0.5,
         retention: timedelta = timedelta(hours=24),
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.db = db
         self.outbox = outbox
@@ -152,6 +154,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.retention = retention
+        self.metrics = metrics
         self.published = 0
         self._next_purge_at = 0.0
 
@@ -238,6 +241,9 @@ class OutboxRelay:
         ]
         await asyncio.gather(*pending)
         self.published += len(rows)
+        if self.metrics is not None:
+            for row in rows:
+                self.metrics.events_published.labels(row.event_type).inc()
 
     async def _mark_published(self, session: AsyncSession, rows: Sequence[Row]) -> None:  # type: ignore[type-arg]
         if not rows:

@@ -24,6 +24,7 @@ from shared.consumer import EventConsumer, Handler
 from shared.db import Database
 from shared.inbox import InboxTables
 from shared.kafka import build_consumer, build_producer, ensure_topics
+from shared.metrics import ServiceMetrics
 from shared.outbox import Outbox, OutboxRelay, OutboxTables
 from shared.settings import ServiceSettings
 
@@ -52,6 +53,7 @@ class ServiceRuntime:
             outbox_tables, topic=publish_topic, shards=settings.outbox_shards, clock=self.clock
         )
         self.inbox_tables = inbox_tables
+        self.metrics = ServiceMetrics(settings.service_name)
         self.subscriptions: tuple[str, ...] = ()
         self.handlers: dict[str, Handler] = {}
         self.producer: AIOKafkaProducer | None = None
@@ -83,6 +85,7 @@ class ServiceRuntime:
             batch_size=self.settings.outbox_batch_size,
             poll_seconds=self.settings.outbox_poll_seconds,
             retention=timedelta(hours=self.settings.outbox_retention_hours),
+            metrics=self.metrics,
         )
         self._start("outbox-relay", self.relay.run)
         self._start("topic-keeper", self._keep_topics)
@@ -101,6 +104,7 @@ class ServiceRuntime:
             handlers=self.handlers,
             after_commit=self.outbox.wake_relay,
             clock=self.clock,
+            metrics=self.metrics,
         )
         await self.consumer.run()
 
@@ -141,6 +145,14 @@ class ServiceRuntime:
         if self.producer is not None:
             await self.producer.stop()
         await self.db.dispose()
+
+    async def refresh_metrics(self) -> None:
+        """Update the gauges that need a query; called when `/metrics` is scraped."""
+        if self.relay is not None:
+            self.metrics.outbox_backlog.set(await self.relay.backlog())
+        if self.consumer is not None:
+            for (topic, partition), lag in (await self.consumer.lag()).items():
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
 
     async def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each dependency and loop, True when it is working."""

@@ -10,7 +10,7 @@ from leadrelay.broker import EmbeddedBroker
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import migrate
-from tests.support import read_topic, running_app
+from tests.support import eventually, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -76,3 +76,17 @@ async def test_invalid_lead_gets_problem_details(settings: IngestSettings) -> No
     assert fields == {"email", "country"}
     assert missing.status_code == 404
     assert missing.json()["title"] == "Lead not found"
+
+
+async def test_metrics_count_published_events(settings: IngestSettings) -> None:
+    async with running_app(create_app(settings)) as client:
+        await client.post("/v1/leads", json={"email": "metered@example.com"})
+        await read_events(settings, 1)
+
+        async def scrape() -> str:
+            return (await client.get("/metrics")).text
+
+        text = await eventually(
+            scrape, until=lambda body: 'events_published_total{type="lead.received"} 1.0' in body
+        )
+    assert "leadrelay_outbox_backlog 0.0" in text
