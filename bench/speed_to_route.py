@@ -24,7 +24,12 @@ import asyncpg
 import httpx
 
 from leadrelay.broker import EmbeddedBroker, free_port
-from leadrelay.local_system import running_system, webhook_receiver
+from leadrelay.local_system import (
+    RunningSystem,
+    WebhookReceiver,
+    running_system,
+    webhook_receiver,
+)
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -75,7 +80,29 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def main() -> None:
+async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argparse.Namespace
+                  ) -> tuple[int, dict[str, float], list[float]]:
+    async with httpx.AsyncClient() as client:
+        for number in range(args.sdrs):
+            (await client.post(f"{system.url('router')}/v1/sdrs", json={
+                "name": f"Rep {number}", "email": f"rep{number}@bench.example",
+                "webhook_url": receiver.new_endpoint(),
+            })).raise_for_status()
+    await asyncio.sleep(1.0)
+    accepted_at: dict[str, float] = {}
+    total = await send_at_rate(system.url("ingest"), args.rate, args.seconds, accepted_at)
+    deadline = time.monotonic() + args.drain_seconds
+    while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
+        await asyncio.sleep(0.1)
+    latencies = [
+        (receiver.arrived_at[lead] - accepted) * 1000
+        for lead, accepted in accepted_at.items()
+        if lead in receiver.arrived_at
+    ]
+    return total, accepted_at, latencies
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=100.0, help="leads per second")
@@ -85,7 +112,7 @@ async def main() -> None:
     parser.add_argument("--drain-seconds", type=float, default=30.0)
     args = parser.parse_args()
 
-    database_name = await create_database() if args.database == "postgres" else None
+    database_name = asyncio.run(create_database()) if args.database == "postgres" else None
     try:
         with ExitStack() as stack:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -97,26 +124,10 @@ async def main() -> None:
                 database_url=(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database_name}"
                               if database_name else None),
             ))
-            async with httpx.AsyncClient() as client:
-                for number in range(args.sdrs):
-                    (await client.post(f"{system.url('router')}/v1/sdrs", json={
-                        "name": f"Rep {number}", "email": f"rep{number}@bench.example",
-                        "webhook_url": receiver.new_endpoint(),
-                    })).raise_for_status()
-            await asyncio.sleep(1.0)
-            accepted_at: dict[str, float] = {}
-            total = await send_at_rate(system.url("ingest"), args.rate, args.seconds, accepted_at)
-            deadline = time.monotonic() + args.drain_seconds
-            while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
-                await asyncio.sleep(0.1)
-            latencies = [
-                (receiver.arrived_at[lead] - accepted) * 1000
-                for lead, accepted in accepted_at.items()
-                if lead in receiver.arrived_at
-            ]
+            total, accepted_at, latencies = asyncio.run(measure(system, receiver, args))
     finally:
         if database_name:
-            await drop_database(database_name)
+            asyncio.run(drop_database(database_name))
 
     missing = total - len(latencies)
     print(f"speed to route, {args.database}: {total} leads "
@@ -131,4 +142,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -37,6 +38,15 @@ Handler = Callable[[AsyncSession, Any], Awaitable[None]]
 """Applies one event's effect within the given session; never commits."""
 
 Records = Mapping[TopicPartition, Sequence[ConsumerRecord]]
+
+
+@dataclass
+class _Tally:
+    """What one batch did, counted into the metrics only once its transaction committed."""
+
+    applied: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    dead_lettered: int = 0
 
 
 class EventConsumer:
@@ -93,59 +103,94 @@ class EventConsumer:
             await self.consumer.stop()
 
     async def apply(self, records: Records) -> None:
-        """Apply every message of the batch in one transaction."""
-        async with self.db.transaction() as session:
-            for messages in records.values():
-                for message in messages:
-                    await self._apply_one(session, message)
+        """Apply every message of the batch in one transaction.
 
-    async def _apply_one(self, session: AsyncSession, message: ConsumerRecord) -> None:
+        The fast path runs the handlers back to back. If one raises, the whole transaction is
+        rolled back and the batch is applied again with a savepoint around each handler, so
+        the failing event goes to the dead-letter table and the others still apply.
+        """
+        messages = [message for batch in records.values() for message in batch]
         try:
-            event = decode_event(message.value)
-        except UndecodableEventError as error:
-            await self._dead_letter(session, message, str(error))
-            return
-        if event is None:
-            return
-        handler = self.handlers.get(event.type)
-        if handler is None:
-            return
-        if not await self._record_processed(session, event):
-            self.duplicates += 1
-            self.metrics.events_duplicate.labels(event.type).inc()
-            return
-        try:
-            async with session.begin_nested():
-                await handler(session, event)
+            async with self.db.transaction() as session:
+                tally = await self._apply_batch(session, messages, isolate=False)
         except Exception as error:
             if is_outage(error):
                 raise
-            logger.exception("%s: handler for %s failed", self.name, event.type)
-            await self._dead_letter(session, message, traceback.format_exc())
-            return
-        self.applied += 1
-        self.metrics.events_applied.labels(event.type).inc()
+            logger.warning("%s: a handler failed; applying the batch event by event", self.name)
+            async with self.db.transaction() as session:
+                tally = await self._apply_batch(session, messages, isolate=True)
+        self._count(tally)
 
-    async def _record_processed(self, session: AsyncSession, event: Event) -> bool:
-        result = await session.execute(
-            insert_ignoring_conflicts(
-                self.inbox.processed,
-                self.db.dialect,
-                {
-                    "consumer": self.name,
-                    "event_id": str(event.event_id),
-                    "event_type": event.type,
-                    "processed_at": self.clock.now(),
-                },
-            )
-        )
-        return bool(getattr(result, "rowcount", 0))
+    async def _apply_batch(
+        self, session: AsyncSession, messages: list[ConsumerRecord], *, isolate: bool
+    ) -> _Tally:
+        tally = _Tally()
+        decoded: list[tuple[ConsumerRecord, Event]] = []
+        for message in messages:
+            try:
+                event = decode_event(message.value)
+            except UndecodableEventError as error:
+                await self._dead_letter(session, message, str(error))
+                tally.dead_lettered += 1
+                continue
+            if event is not None and event.type in self.handlers:
+                decoded.append((message, event))
+        fresh = await self._record_processed(session, [event for _, event in decoded])
+        for message, event in decoded:
+            event_id = str(event.event_id)
+            if event_id not in fresh:
+                tally.duplicates.append(event.type)
+                continue
+            fresh.discard(event_id)
+            handler = self.handlers[event.type]
+            if not isolate:
+                await handler(session, event)
+                tally.applied.append(event.type)
+                continue
+            try:
+                async with session.begin_nested():
+                    await handler(session, event)
+            except Exception as error:
+                if is_outage(error):
+                    raise
+                logger.exception("%s: handler for %s failed", self.name, event.type)
+                await self._dead_letter(session, message, traceback.format_exc())
+                tally.dead_lettered += 1
+                continue
+            tally.applied.append(event.type)
+        return tally
+
+    async def _record_processed(self, session: AsyncSession, events: list[Event]) -> set[str]:
+        """Record the events as processed; returns the ids that were not recorded before."""
+        if not events:
+            return set()
+        now = self.clock.now()
+        table = self.inbox.processed
+        statement = insert_ignoring_conflicts(
+            table,
+            self.db.dialect,
+            [
+                {"consumer": self.name, "event_id": str(event.event_id),
+                 "event_type": event.type, "processed_at": now}
+                for event in events
+            ],
+        ).returning(table.c.event_id)
+        return set((await session.scalars(statement)).all())
+
+    def _count(self, tally: _Tally) -> None:
+        self.applied += len(tally.applied)
+        self.duplicates += len(tally.duplicates)
+        self.dead_lettered += tally.dead_lettered
+        for event_type in tally.applied:
+            self.metrics.events_applied.labels(event_type).inc()
+        for event_type in tally.duplicates:
+            self.metrics.events_duplicate.labels(event_type).inc()
+        if tally.dead_lettered:
+            self.metrics.events_dead_lettered.inc(tally.dead_lettered)
 
     async def _dead_letter(
         self, session: AsyncSession, message: ConsumerRecord, error: str
     ) -> None:
-        self.dead_lettered += 1
-        self.metrics.events_dead_lettered.inc()
         value: bytes = message.value or b""
         await session.execute(
             insert(self.inbox.failed).values(

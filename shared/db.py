@@ -8,6 +8,7 @@ busy timeout instead of failing on a lock upgrade; on PostgreSQL rows are claime
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -126,11 +127,17 @@ def insert_ignoring_conflicts(
 
 
 class Database:
-    """An engine and its session factory; sessions never commit by themselves."""
+    """An engine and its session factory; sessions never commit by themselves.
+
+    On SQLite, write transactions of this process take turns on an asyncio lock: SQLite has a
+    single writer anyway, and its busy handler polls with growing sleeps, which under
+    concurrency costs far more than queueing in the event loop.
+    """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.engine = create_engine(url, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self._writer = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -139,7 +146,11 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block ends, rolls back if it raises."""
-        async with self.sessions() as session, session.begin():
+        if self._writer is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with self._writer, self.sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager

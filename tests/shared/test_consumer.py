@@ -1,0 +1,97 @@
+"""The consumer loop's guarantees, driven with real ConsumerRecords against a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from sqlalchemy import Column, String, Table, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.consumer import EventConsumer
+from shared.db import Database, service_metadata
+from shared.events import Envelope, LeadErased, LeadErasedData, encode_event
+from shared.inbox import inbox_tables
+
+METADATA = service_metadata()
+INBOX = inbox_tables(METADATA, "sample")
+EFFECT = Table("sample_effect", METADATA, Column("lead_id", String(36), primary_key=True))
+PARTITION = TopicPartition("sample.leads", 0)
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    async with db.engine.begin() as connection:
+        await connection.run_sync(METADATA.create_all)
+    yield db
+    await db.dispose()
+
+
+async def record_effect(session: AsyncSession, event: Any) -> None:
+    if event.lead_id.startswith("poison"):
+        raise ValueError("this handler cannot apply poison")
+    await session.execute(insert(EFFECT).values(lead_id=event.lead_id))
+
+
+def consumer_for(database: Database) -> EventConsumer:
+    return EventConsumer(
+        name="sample", db=database, inbox=INBOX, consumer=None,  # type: ignore[arg-type]
+        handlers={"lead.erased": record_effect},
+    )
+
+
+def erased(lead_id: str) -> LeadErased:
+    return LeadErased(producer="test", lead_id=lead_id, data=LeadErasedData())
+
+
+def records(*values: Envelope | bytes) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    batch = [
+        ConsumerRecord(
+            topic=PARTITION.topic, partition=0, offset=offset, timestamp=0, timestamp_type=0,
+            key=b"k", value=value if isinstance(value, bytes) else encode_event(value),
+            checksum=None, serialized_key_size=1, serialized_value_size=1, headers=(),
+        )
+        for offset, value in enumerate(values)
+    ]
+    return {PARTITION: batch}
+
+
+async def effects(database: Database) -> list[str]:
+    async with database.reading() as session:
+        return list(await session.scalars(select(EFFECT.c.lead_id).order_by(EFFECT.c.lead_id)))
+
+
+async def dead_letters(database: Database) -> int:
+    async with database.reading() as session:
+        return int(await session.scalar(select(func.count()).select_from(INBOX.failed)) or 0)
+
+
+async def test_redelivered_events_have_one_effect(database: Database) -> None:
+    consumer = consumer_for(database)
+    first, second = erased("lead-a"), erased("lead-b")
+    await consumer.apply(records(first, second, first))
+    await consumer.apply(records(second, first))
+    assert await effects(database) == ["lead-a", "lead-b"]
+    assert (consumer.applied, consumer.duplicates) == (2, 3)
+
+
+async def test_a_failing_handler_is_dead_lettered_and_the_rest_applies(database: Database) -> None:
+    consumer = consumer_for(database)
+    poison = erased("poison-1")
+    await consumer.apply(records(erased("lead-a"), poison, erased("lead-b")))
+    assert await effects(database) == ["lead-a", "lead-b"]
+    assert await dead_letters(database) == 1
+    assert (consumer.applied, consumer.dead_lettered) == (2, 1)
+    await consumer.apply(records(poison))
+    assert await dead_letters(database) == 1, "a dead-lettered event was applied again"
+
+
+async def test_unknown_and_broken_messages_never_block_the_batch(database: Database) -> None:
+    consumer = consumer_for(database)
+    unknown = b'{"type": "lead.teleported", "lead_id": "x"}'
+    await consumer.apply(records(unknown, b"{not json", erased("lead-c")))
+    assert await effects(database) == ["lead-c"]
+    assert await dead_letters(database) == 1
