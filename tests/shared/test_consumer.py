@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy import Column, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.consumer import EventConsumer
-from shared.db import Database, service_metadata
+from shared.db import Database
 from shared.events import Envelope, LeadErased, LeadErasedData, encode_event
-from shared.inbox import inbox_tables
+from tests.shared.conftest import INBOX, METADATA
 
-METADATA = service_metadata()
-INBOX = inbox_tables(METADATA, "sample")
 EFFECT = Table("sample_effect", METADATA, Column("lead_id", String(36), primary_key=True))
 PARTITION = TopicPartition("sample.leads", 0)
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url)
-    async with db.engine.begin() as connection:
-        await connection.run_sync(METADATA.create_all)
-    yield db
-    await db.dispose()
 
 
 async def record_effect(session: AsyncSession, event: Any) -> None:

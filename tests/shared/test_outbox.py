@@ -10,26 +10,17 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from leadrelay.broker import EmbeddedBroker, free_port
-from shared.db import Database, service_metadata
+from shared.db import Database
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData
 from shared.kafka import build_producer, ensure_topics
-from shared.outbox import Outbox, OutboxRelay, outbox_tables
+from shared.outbox import Outbox, OutboxRelay
 from shared.settings import ServiceSettings
+from tests.shared.conftest import OUTBOX
 from tests.support import read_topic
 
 pytestmark = pytest.mark.broker
 
-METADATA = service_metadata()
-TABLES = outbox_tables(METADATA, "sample")
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url)
-    async with db.engine.begin() as connection:
-        await connection.run_sync(METADATA.create_all)
-    yield db
-    await db.dispose()
+TABLES = OUTBOX
 
 
 def settings_for(broker: EmbeddedBroker, prefix: str) -> ServiceSettings:
