@@ -157,6 +157,10 @@ class OutboxRelay:
         self.metrics = metrics
         self.published = 0
         self._next_purge_at = 0.0
+        self._watermark = 0
+        """Highest id published by this relay (SQLite path); rows above it are not yet sent."""
+        self._unmarked: list[int] = []
+        self._marker: asyncio.Task[None] | None = None
 
     async def prepare(self) -> None:
         """Make sure every shard has its lock row."""
@@ -171,6 +175,14 @@ class OutboxRelay:
 
     async def run(self) -> None:
         await self.prepare()
+        try:
+            await self._relay_forever()
+        finally:
+            if self._marker is not None and not self._marker.done():
+                self._marker.cancel()
+                await asyncio.gather(self._marker, return_exceptions=True)
+
+    async def _relay_forever(self) -> None:
         failures = 0
         while True:
             try:
@@ -210,17 +222,38 @@ class OutboxRelay:
         return len(rows)
 
     async def _relay_single_writer(self) -> int:
+        """Publish past the watermark; marking runs behind, so the write lock never stalls it."""
         async with self.db.reading() as session:
-            rows = await self._pending(session, None)
+            rows = await self._pending(session, None, after=self._watermark)
         if rows:
             await self._publish(rows)
-            async with self.db.transaction() as session:
-                await self._mark_published(session, rows)
+            self._watermark = rows[-1].id
+            self._unmarked.extend(row.id for row in rows)
+            if self._marker is None or self._marker.done():
+                self._marker = asyncio.create_task(self._mark_in_background())
         return len(rows)
 
-    async def _pending(self, session: AsyncSession, shards: Sequence[int] | None) -> list[Row]:  # type: ignore[type-arg]
+    async def _mark_in_background(self) -> None:
+        while self._unmarked:
+            ids, self._unmarked = self._unmarked, []
+            try:
+                async with self.db.transaction() as session:
+                    await self._mark_ids(session, ids)
+            except Exception:
+                self._unmarked[:0] = ids
+                logger.exception("outbox relay could not mark events published; retrying")
+                await asyncio.sleep(1.0)
+
+    async def flush_marks(self) -> None:
+        """Wait until every published row is marked (tests and shutdown)."""
+        while self._marker is not None and not self._marker.done():
+            await self._marker
+
+    async def _pending(
+        self, session: AsyncSession, shards: Sequence[int] | None, *, after: int = 0
+    ) -> list[Row]:  # type: ignore[type-arg]
         events = self.tables.events
-        query = select(events).where(events.c.published_at.is_(None))
+        query = select(events).where(events.c.published_at.is_(None), events.c.id > after)
         if shards is not None:
             query = query.where(events.c.shard.in_(shards))
         result = await session.execute(query.order_by(events.c.id).limit(self.batch_size))
@@ -246,13 +279,13 @@ class OutboxRelay:
                 self.metrics.events_published.labels(row.event_type).inc()
 
     async def _mark_published(self, session: AsyncSession, rows: Sequence[Row]) -> None:  # type: ignore[type-arg]
-        if not rows:
-            return
+        if rows:
+            await self._mark_ids(session, [row.id for row in rows])
+
+    async def _mark_ids(self, session: AsyncSession, ids: Sequence[int]) -> None:
         events = self.tables.events
         await session.execute(
-            update(events)
-            .where(events.c.id.in_([row.id for row in rows]))
-            .values(published_at=self.outbox.clock.now())
+            update(events).where(events.c.id.in_(ids)).values(published_at=self.outbox.clock.now())
         )
 
     async def _purge_now_and_then(self) -> None:
@@ -272,6 +305,7 @@ class OutboxRelay:
             )
 
     async def backlog(self) -> int:
+        """Rows not yet marked published (including any this relay sent but has yet to mark)."""
         events = self.tables.events
         async with self.db.reading() as session:
             count = await session.scalar(

@@ -62,6 +62,7 @@ async def test_committed_events_are_published_in_order_per_lead(
     await relay.prepare()
     while await relay.relay_once():
         pass
+    await relay.flush_marks()
     received = await read_topic(broker.bootstrap_servers, topic, 30)
     assert await relay.backlog() == 0
     order: dict[str, list[str]] = defaultdict(list)
