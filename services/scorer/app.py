@@ -6,9 +6,11 @@ from fastapi import FastAPI
 
 import services.scorer
 from services.scorer import api
-from services.scorer.handlers import ScorerContext, handler_table
+from services.scorer.decay import DecaySweep
+from services.scorer.handlers import handler_table
 from services.scorer.models import INBOX, OUTBOX
 from services.scorer.scoring_model import load_scoring_model
+from services.scorer.service import ScorerContext
 from services.scorer.settings import ScorerSettings
 from shared.app import service_app
 from shared.clock import Clock
@@ -29,14 +31,28 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             publish_topic=config.topics.scores,
             clock=clock,
         )
-        built.subscribe(
-            [config.topics.leads], handler_table(ScorerContext(built.outbox, built.clock, model))
+        context = ScorerContext.build(
+            built.outbox, built.clock, model, built.metrics,
+            refresh_seconds=config.scoring_model_refresh_seconds,
         )
+        built.subscribe([config.topics.leads, config.topics.assignments], handler_table(context))
+        sweep = DecaySweep(
+            built.db, context,
+            interval=config.decay_sweep_seconds, batch_size=config.decay_sweep_batch_size,
+        )
+
+        async def keep_model_current() -> None:
+            await context.models.run(built.db, built.clock)
+
+        built.add_loop("scoring-model", keep_model_current)
+        built.add_loop("decay-sweep", sweep.run)
+        app.state.scorer_context = context
         return built
 
-    return service_app(
+    app = service_app(
         title="leadrelay scorer",
         description=services.scorer.__doc__ or "",
         runtime_factory=runtime,
         routes=[api.routes],
     )
+    return app

@@ -1,46 +1,107 @@
-"""What the scorer does with each event it consumes: the handler table.
+"""What the scorer does with each event it consumes: the whole flow is `handler_table`.
 
-Both `lead.received` and `lead.updated` carry the lead's whole profile, so both simply score it.
+From ingest (`leads` topic): a received or updated lead is rescored with its whole profile; a
+signal is kept once and the lead rescored; an erased lead loses its personal data here too.
+From the router (`assignments` topic): an accepted assignment makes the lead SAL, a qualified
+one SQL; a rejection recycles the lead and a disqualification disqualifies it, both kept with
+their reason code for the feedback report; `lead.nurture` recycles the lead.
+
+An assignment event that asks for a transition the lifecycle refuses (a late event about a
+lead that moved on) is logged and counted, not dead-lettered: the event itself is valid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import service
-from services.scorer.scoring_model import ScoringModel
-from shared.clock import Clock
+from services.scorer.lifecycle import IllegalTransitionError
+from services.scorer.service import ScorerContext
 from shared.consumer import Handler
-from shared.events import LeadReceived, LeadUpdated
-from shared.outbox import Outbox
+from shared.events import (
+    AssignmentAccepted,
+    AssignmentDisqualified,
+    AssignmentQualified,
+    AssignmentRejected,
+    Envelope,
+    LeadErased,
+    LeadNurture,
+    LeadReceived,
+    LeadUpdated,
+    SignalRecorded,
+    Stage,
+)
 
-
-@dataclass(frozen=True)
-class ScorerContext:
-    """What the handlers need beside the consumer's session."""
-
-    outbox: Outbox
-    clock: Clock
-    model: ScoringModel
+logger = logging.getLogger(__name__)
 
 
 def handler_table(context: ScorerContext) -> dict[str, Handler]:
-    """Map each consumed event type to its handler."""
+    """Event type -> handler. Handlers run inside the consumer's transaction; never commit."""
 
-    async def score_profile(session: AsyncSession, event: LeadReceived | LeadUpdated) -> None:
-        await service.score_lead(
-            session,
-            context.outbox,
-            context.clock,
-            context.model,
-            lead_id=event.lead_id,
-            profile=event.data.lead,
+    async def on_profile(session: AsyncSession, event: LeadReceived | LeadUpdated) -> None:
+        await service.score_profile(
+            session, context, lead_id=event.lead_id, profile=event.data.lead,
             correlation_id=event.correlation_id,
         )
 
+    async def on_signal(session: AsyncSession, event: SignalRecorded) -> None:
+        await service.record_signal(
+            session, context, lead_id=event.lead_id, data=event.data,
+            correlation_id=event.correlation_id,
+        )
+
+    async def on_erased(session: AsyncSession, event: LeadErased) -> None:
+        await service.erase_lead(session, context, event.lead_id)
+
+    async def on_accepted(session: AsyncSession, event: AssignmentAccepted) -> None:
+        await move(session, event, "sal", reason=None)
+
+    async def on_qualified(session: AsyncSession, event: AssignmentQualified) -> None:
+        await move(session, event, "sql", reason="qualified")
+
+    async def on_rejected(session: AsyncSession, event: AssignmentRejected) -> None:
+        await service.record_rejection(
+            session, context, event.lead_id, assignment_id=event.data.assignment_id,
+            outcome="rejected", reason_code=event.data.reason_code,
+        )
+        await move(session, event, "recycled", reason=event.data.reason_code)
+
+    async def on_disqualified(session: AsyncSession, event: AssignmentDisqualified) -> None:
+        await service.record_rejection(
+            session, context, event.lead_id, assignment_id=event.data.assignment_id,
+            outcome="disqualified", reason_code=event.data.reason_code,
+        )
+        await move(session, event, "disqualified", reason=event.data.reason_code)
+
+    async def on_nurture(session: AsyncSession, event: LeadNurture) -> None:
+        await move(session, event, "recycled", reason=event.data.reason)
+
+    async def move(
+        session: AsyncSession, event: Envelope, wanted: Stage, *, reason: str | None
+    ) -> None:
+        cause = str(getattr(event, "type", "event"))
+        try:
+            moved = await service.move_stage(
+                session, context, event.lead_id, wanted, reason=reason, cause=cause,
+                cause_event_id=str(event.event_id), correlation_id=event.correlation_id,
+            )
+        except IllegalTransitionError as refused:
+            context.metrics.stage_changes_refused.labels(cause).inc()
+            logger.warning("lead %s: %s ignored: %s", event.lead_id, cause, refused)
+            return
+        if moved is None:
+            logger.warning("lead %s: %s for a lead the scorer does not have", event.lead_id, cause)
+
     return {
-        "lead.received": score_profile,
-        "lead.updated": score_profile,
+        "lead.received": on_profile,
+        "lead.updated": on_profile,
+        "signal.recorded": on_signal,
+        "lead.erased": on_erased,
+        "assignment.accepted": on_accepted,
+        "assignment.qualified": on_qualified,
+        "assignment.rejected": on_rejected,
+        "assignment.disqualified": on_disqualified,
+        "lead.nurture": on_nurture,
     }

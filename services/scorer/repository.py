@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scorer.models import lead_score
+from services.scorer.models import (
+    lead_score,
+    rejection,
+    rejection_rule,
+    scoring_model,
+    signal,
+    stage_change,
+)
+from shared.db import insert_ignoring_conflicts
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+# Scores
 
 
 async def find_score(session: AsyncSession, lead_id: str) -> RowMapping | None:
@@ -32,3 +48,170 @@ async def update_score(session: AsyncSession, lead_id: str, values: Mapping[str,
     await session.execute(
         update(lead_score).where(lead_score.c.lead_id == lead_id).values(**values)
     )
+
+
+async def claim_due_scores(
+    session: AsyncSession, now: datetime, limit: int
+) -> Sequence[RowMapping]:
+    """Leads whose `next_check_at` has come, soonest first; locked rows are skipped (PostgreSQL)."""
+    result = await session.execute(
+        select(lead_score)
+        .where(lead_score.c.next_check_at <= now, lead_score.c.erased_at.is_(None))
+        .order_by(lead_score.c.next_check_at, lead_score.c.lead_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return result.mappings().all()
+
+
+async def recheck_all_scores(session: AsyncSession, at: datetime) -> None:
+    """Make every lead due for the sweep at `at` (a new scoring model was published)."""
+    await session.execute(
+        update(lead_score).where(lead_score.c.erased_at.is_(None)).values(next_check_at=at)
+    )
+
+
+# Signals
+
+
+async def insert_signal(session: AsyncSession, values: Mapping[str, Any]) -> bool:
+    """Store a signal; False when the lead already has a signal with this id."""
+    result = await session.execute(
+        insert_ignoring_conflicts(signal, _dialect(session), values)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def signals_of(session: AsyncSession, lead_id: str) -> Sequence[RowMapping]:
+    result = await session.execute(
+        select(signal.c.signal_id, signal.c.signal_type, signal.c.signal_at, signal.c.url)
+        .where(signal.c.lead_id == lead_id)
+    )
+    return result.mappings().all()
+
+
+async def signals_of_leads(
+    session: AsyncSession, lead_ids: Sequence[str]
+) -> dict[str, list[RowMapping]]:
+    by_lead: dict[str, list[RowMapping]] = {lead_id: [] for lead_id in lead_ids}
+    if not lead_ids:
+        return by_lead
+    result = await session.execute(
+        select(signal.c.lead_id, signal.c.signal_id, signal.c.signal_type, signal.c.signal_at,
+               signal.c.url)
+        .where(signal.c.lead_id.in_(lead_ids))
+    )
+    for row in result.mappings():
+        by_lead[row["lead_id"]].append(row)
+    return by_lead
+
+
+async def delete_signals(session: AsyncSession, lead_id: str) -> None:
+    await session.execute(delete(signal).where(signal.c.lead_id == lead_id))
+
+
+# Scoring models
+
+
+async def current_model(session: AsyncSession) -> RowMapping | None:
+    result = await session.execute(
+        select(scoring_model).order_by(scoring_model.c.id.desc()).limit(1)
+    )
+    return result.mappings().first()
+
+
+async def find_model(session: AsyncSession, version: str) -> RowMapping | None:
+    result = await session.execute(
+        select(scoring_model).where(scoring_model.c.version == version)
+    )
+    return result.mappings().first()
+
+
+async def insert_model(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    await session.execute(insert(scoring_model).values(**values))
+
+
+async def insert_model_unless_published(
+    session: AsyncSession, values: Mapping[str, Any]
+) -> None:
+    await session.execute(
+        insert_ignoring_conflicts(
+            scoring_model, _dialect(session), values, index_elements=["version"]
+        )
+    )
+
+
+# Lifecycle
+
+
+async def insert_stage_change(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    await session.execute(insert(stage_change).values(**values))
+
+
+async def stage_history(session: AsyncSession, lead_id: str) -> Sequence[RowMapping]:
+    result = await session.execute(
+        select(stage_change).where(stage_change.c.lead_id == lead_id).order_by(stage_change.c.id)
+    )
+    return result.mappings().all()
+
+
+async def last_mql_rules(session: AsyncSession, lead_id: str) -> list[str]:
+    """The rules that made the lead MQL the last time it became MQL; none if it never did."""
+    result = await session.execute(
+        select(stage_change.c.rule_ids)
+        .where(stage_change.c.lead_id == lead_id, stage_change.c.to_stage == "mql")
+        .order_by(stage_change.c.id.desc())
+        .limit(1)
+    )
+    rule_ids = result.scalar()
+    return list(rule_ids or [])
+
+
+# Sales feedback
+
+
+async def insert_rejection(
+    session: AsyncSession, values: Mapping[str, Any], rule_ids: Sequence[str]
+) -> None:
+    rejection_id = (
+        await session.execute(insert(rejection).values(**values).returning(rejection.c.id))
+    ).scalar_one()
+    if rule_ids:
+        await session.execute(
+            insert(rejection_rule),
+            [{"rejection_id": rejection_id, "rule_id": rule_id} for rule_id in set(rule_ids)],
+        )
+
+
+async def rejections_by_source(
+    session: AsyncSession, since: datetime | None
+) -> Sequence[RowMapping]:
+    query = select(
+        rejection.c.lead_source, rejection.c.outcome, rejection.c.reason_code,
+        func.count().label("count"),
+    ).group_by(rejection.c.lead_source, rejection.c.outcome, rejection.c.reason_code)
+    if since is not None:
+        query = query.where(rejection.c.recorded_at >= since)
+    result = await session.execute(
+        query.order_by(rejection.c.lead_source, rejection.c.outcome, rejection.c.reason_code)
+    )
+    return result.mappings().all()
+
+
+async def rejections_by_rule(
+    session: AsyncSession, since: datetime | None
+) -> Sequence[RowMapping]:
+    query = (
+        select(
+            rejection_rule.c.rule_id, rejection.c.outcome, rejection.c.reason_code,
+            func.count().label("count"),
+        )
+        .join(rejection, rejection.c.id == rejection_rule.c.rejection_id)
+        .group_by(rejection_rule.c.rule_id, rejection.c.outcome, rejection.c.reason_code)
+    )
+    if since is not None:
+        query = query.where(rejection.c.recorded_at >= since)
+    result = await session.execute(
+        query.order_by(rejection_rule.c.rule_id, rejection.c.outcome, rejection.c.reason_code)
+    )
+    return result.mappings().all()

@@ -1,21 +1,55 @@
-"""`score()`: a lead profile and a scoring model in, a score out. Pure: no I/O, no clock."""
+"""`score()`: a lead, its signals, a scoring model and a moment in, a score out.
+
+Pure: no I/O, and `now` is an argument, so the same inputs always give the same score (a replay
+of a lead's whole history included). Signals are deduplicated by id, so a redelivered signal
+never counts twice. A signal's points fade by half every `half_life_days` of its rule; points
+are rounded to the hundredth, per line and in total, so that a score read back from storage
+compares equal to a fresh one.
+
+`next_change_at()` says when the temperature of a quiet lead will change by decay alone, so
+that the sweep looks at each lead once per band crossing instead of rescoring everything.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
-from services.scorer.scoring_model import Rule, ScoringModel, Thresholds
+from services.scorer.scoring_model import (
+    BuyingSignalRule,
+    FieldRule,
+    ScoringModel,
+    SignalRule,
+    Thresholds,
+)
 from shared.events import LeadProfile, ScoreLine, Temperature
+
+EVIDENCE_LIMIT = 50
+"""At most this many signal ids are quoted as a line's evidence (the most recent ones)."""
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One behavioural event of a lead, as the scorer keeps it."""
+
+    signal_id: str
+    signal_type: str
+    signal_at: datetime
+    url: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """A lead's score, split into its parts, with one line per rule that matched.
+    """A lead's score, split into its parts, with one line per rule that counted.
 
     `total` is `fit + engagement`. Fit comes from who the lead is; engagement from what it did
-    (today only buying signals, which also make the lead hot whatever its total).
+    (its signals, and buying signals on the profile). `buying_signal` is True while a buying
+    signal keeps the lead hot; `mql` when the model hands the lead to sales.
     """
 
     total: float
@@ -25,29 +59,35 @@ class ScoreResult:
     model_version: str
     fit_lines: tuple[ScoreLine, ...]
     engagement_lines: tuple[ScoreLine, ...]
+    buying_signal: bool
+    mql: bool
 
     @property
     def breakdown(self) -> tuple[ScoreLine, ...]:
         return self.fit_lines + self.engagement_lines
 
+    @property
+    def contributing_rules(self) -> tuple[str, ...]:
+        """The rules that added points: those that made the lead MQL, when it is."""
+        return tuple(line.rule_id for line in self.breakdown if line.points > 0)
 
-def score(profile: LeadProfile, model: ScoringModel) -> ScoreResult:
-    fit_lines = _matching_lines(model.fit_rules, profile)
-    engagement_lines = _matching_lines(model.buying_signals, profile)
-    fit = math.fsum(line.points for line in fit_lines)
-    engagement = math.fsum(line.points for line in engagement_lines)
-    total = fit + engagement
-    return ScoreResult(
-        total=total,
-        fit=fit,
-        engagement=engagement,
-        temperature=temperature_of(
-            total, thresholds=model.thresholds, buying_signal=bool(engagement_lines)
-        ),
-        model_version=model.version,
-        fit_lines=fit_lines,
-        engagement_lines=engagement_lines,
-    )
+
+def facts_of(profile: LeadProfile, model: ScoringModel) -> dict[str, object]:
+    """The values fit rules look at: the profile's fields plus `email_domain` and `region`."""
+    facts: dict[str, object] = dict(profile)
+    email = profile.email
+    facts["email_domain"] = email.rpartition("@")[2].lower() if "@" in email else None
+    facts["region"] = model.region_of(profile.country)
+    return facts
+
+
+def score(
+    profile: LeadProfile,
+    signals: Iterable[Signal],
+    model: ScoringModel,
+    now: datetime,
+) -> ScoreResult:
+    return _Scorer(profile, signals, model).at(now)
 
 
 def temperature_of(total: float, *, thresholds: Thresholds, buying_signal: bool) -> Temperature:
@@ -58,9 +98,182 @@ def temperature_of(total: float, *, thresholds: Thresholds, buying_signal: bool)
     return "cold"
 
 
-def _matching_lines(rules: Iterable[Rule], profile: LeadProfile) -> tuple[ScoreLine, ...]:
+def decayed(points: float, age: timedelta, half_life_days: float | None) -> float:
+    """`points` after `age`: halved every half-life (a signal from the future has age 0)."""
+    if half_life_days is None:
+        return points
+    age_days = max(age.total_seconds(), 0.0) / SECONDS_PER_DAY
+    return float(points * 0.5 ** (age_days / half_life_days))
+
+
+def next_change_at(
+    profile: LeadProfile,
+    signals: Iterable[Signal],
+    model: ScoringModel,
+    now: datetime,
+    *,
+    horizon: timedelta = timedelta(days=400),
+    precision: timedelta = timedelta(seconds=1),
+) -> datetime | None:
+    """The first moment after `now` at which decay alone changes the lead's temperature.
+
+    None when nothing about the lead fades. Found by probing at growing steps (one hour,
+    doubling, at most a week apart) and then bisecting the first step that changed, down to
+    `precision`; the moment returned is one at which the new temperature already holds. When no
+    change shows within `horizon`, the horizon itself is returned, so the lead is looked at
+    again then. A change that reverts between two probes (a negative signal fading while a
+    positive one fades too) may be missed; the next event about the lead corrects it.
+    """
+    scorer = _Scorer(profile, signals, model)
+    if not scorer.fades:
+        return None
+    current = scorer.temperature_at(now)
+
+    def changed(moment: datetime) -> bool:
+        return scorer.temperature_at(moment) != current
+
+    step = timedelta(hours=1)
+    before, probe = now, now + step
+    end = now + horizon
+    while probe < end and not changed(probe):
+        before, step = probe, min(step * 2, timedelta(days=7))
+        probe = before + step
+    if probe >= end:
+        return end
+    after = probe
+    while after - before > precision:
+        middle = before + (after - before) / 2
+        if changed(middle):
+            after = middle
+        else:
+            before = middle
+    return after
+
+
+class _Scorer:
+    """One lead against one model: what does not depend on time is worked out once."""
+
+    def __init__(self, profile: LeadProfile, signals: Iterable[Signal], model: ScoringModel):
+        self.model = model
+        facts = facts_of(profile, model)
+        self.fit_lines = _field_lines(model.fit_rules, facts)
+        self.fit = _sum(line.points for line in self.fit_lines)
+        buying_fields = [rule for rule in model.buying_signals if not isinstance(rule, SignalRule)]
+        self.buying_field_lines = _field_lines(buying_fields, facts)
+        by_type = _by_type(signals)
+        self.matches: list[tuple[SignalRule, list[Signal]]] = []
+        for rule in model.signal_rules:
+            matching = [s for s in by_type.get(rule.signal_type, ()) if rule.accepts(s.url)]
+            if matching:
+                self.matches.append((rule, matching))
+        self.fades = any(
+            rule.half_life_days is not None
+            or (isinstance(rule, BuyingSignalRule) and rule.hot_for_days is not None)
+            for rule, _ in self.matches
+        )
+
+    def at(self, now: datetime) -> ScoreResult:
+        signal_lines = tuple(_signal_line(rule, matching, now) for rule, matching in self.matches)
+        engagement_lines = self.buying_field_lines + signal_lines
+        engagement = _sum(line.points for line in engagement_lines)
+        total = _round(self.fit + engagement)
+        buying_signal = self._buying_signal(now)
+        mql = self.model.mql
+        return ScoreResult(
+            total=total,
+            fit=self.fit,
+            engagement=engagement,
+            temperature=temperature_of(
+                total, thresholds=self.model.thresholds, buying_signal=buying_signal
+            ),
+            model_version=self.model.version,
+            fit_lines=self.fit_lines,
+            engagement_lines=engagement_lines,
+            buying_signal=buying_signal,
+            mql=buying_signal or (mql is not None and mql.met(fit=self.fit, total=total)),
+        )
+
+    def temperature_at(self, now: datetime) -> Temperature:
+        """The temperature at `now`, without building the breakdown."""
+        engagement = _sum(line.points for line in self.buying_field_lines) + _sum(
+            _round(_signal_points(rule, matching, now)) for rule, matching in self.matches
+        )
+        return temperature_of(
+            _round(self.fit + engagement),
+            thresholds=self.model.thresholds,
+            buying_signal=self._buying_signal(now),
+        )
+
+    def _buying_signal(self, now: datetime) -> bool:
+        return bool(self.buying_field_lines) or any(
+            _keeps_hot(rule, matching, now) for rule, matching in self.matches
+        )
+
+
+def _field_lines(
+    rules: Iterable[FieldRule], facts: Mapping[str, object]
+) -> tuple[ScoreLine, ...]:
     return tuple(
-        ScoreLine(rule_id=rule.id, points=rule.points, reason=rule.explanation)
+        ScoreLine(
+            rule_id=rule.id,
+            points=rule.points,
+            raw_points=rule.points,
+            reason=rule.explanation,
+            evidence=[rule.field],
+        )
         for rule in rules
-        if rule.applies_to(profile)
+        if rule.applies_to(facts)
     )
+
+
+def _by_type(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
+    """Signals grouped by type, each group newest first; a repeated id counts once."""
+    unique = {signal.signal_id: signal for signal in signals}
+    by_type: dict[str, list[Signal]] = {}
+    for signal in unique.values():
+        by_type.setdefault(signal.signal_type, []).append(signal)
+    for group in by_type.values():
+        group.sort(key=lambda signal: (signal.signal_at, signal.signal_id), reverse=True)
+    return by_type
+
+
+def _signal_points(rule: SignalRule, newest_first: Sequence[Signal], now: datetime) -> float:
+    counted = newest_first if rule.repeatable else newest_first[:1]
+    faded = math.fsum(
+        decayed(rule.points, now - signal.signal_at, rule.half_life_days) for signal in counted
+    )
+    return faded if rule.cap is None else _capped(faded, rule.cap)
+
+
+def _signal_line(rule: SignalRule, newest_first: Sequence[Signal], now: datetime) -> ScoreLine:
+    counted = newest_first if rule.repeatable else newest_first[:1]
+    raw = rule.points * len(counted)
+    if rule.cap is not None:
+        raw = _capped(raw, rule.cap)
+    return ScoreLine(
+        rule_id=rule.id,
+        points=_round(_signal_points(rule, newest_first, now)),
+        raw_points=_round(raw),
+        reason=rule.explanation,
+        evidence=[signal.signal_id for signal in counted[:EVIDENCE_LIMIT]],
+    )
+
+
+def _keeps_hot(rule: SignalRule, newest_first: Sequence[Signal], now: datetime) -> bool:
+    if not isinstance(rule, BuyingSignalRule):
+        return False
+    if rule.hot_for_days is None:
+        return True
+    return now - newest_first[0].signal_at < timedelta(days=rule.hot_for_days)
+
+
+def _capped(points: float, cap: float) -> float:
+    return max(-cap, min(cap, points))
+
+
+def _round(points: float) -> float:
+    return round(points, 2) + 0.0
+
+
+def _sum(points: Iterable[float]) -> float:
+    return _round(math.fsum(points))

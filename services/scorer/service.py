@@ -1,48 +1,252 @@
-"""scorer's business logic: score the latest profile of a lead, publish the score when it changes.
+"""scorer's business logic: keep each lead's score and stage, publish what changed.
 
-Functions here take the caller's session and never commit: the consumer loop owns the
-transaction, so the stored score, the outbox event and the processed-event record commit
-together or not at all.
+Functions here take the caller's session and never commit: the consumer loop, the sweep or the
+HTTP endpoint owns the transaction, so the stored score, the history, the outbox events and the
+processed-event record commit together or not at all.
+
+`lead.scored` is published the first time a lead is scored and then whenever its temperature,
+its stage, or what counts towards its score (the rules that matched, their raw points and
+evidence) changes. Decay alone moves the stored total without publishing; when it moves the
+lead to another temperature band, the sweep publishes that crossing, once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository
-from services.scorer.scoring import ScoreResult, score
-from services.scorer.scoring_model import ScoringModel
+from services.scorer.lifecycle import model_makes_mql, next_stage
+from services.scorer.scoring import ScoreResult, Signal, next_change_at, score
+from services.scorer.scoring_model import ScoringModel, parse_scoring_model
 from shared.clock import Clock
-from shared.events import LeadProfile, LeadScored, LeadScoredData
+from shared.db import Database, is_outage
+from shared.events import (
+    LeadProfile,
+    LeadScored,
+    LeadScoredData,
+    LeadStageChanged,
+    LeadStageChangedData,
+    ScoreLine,
+    SignalRecordedData,
+    Stage,
+)
+from shared.metrics import ServiceMetrics
 from shared.outbox import Outbox
+from shared.problems import ProblemError
+
+logger = logging.getLogger(__name__)
 
 PRODUCER = "scorer"
+UNKNOWN_SOURCE = "unknown"
 
-ScoreOutcome = Literal["scored", "rescored", "unchanged"]
+ScoreOutcome = Literal["scored", "rescored", "unchanged", "erased", "waiting"]
 
 
-async def score_lead(
+class ScoringModels:
+    """The scoring model in force, cached in memory and refreshed from the database.
+
+    At start the model file is published unless its version already was (an operator who
+    edits the file and changes its version gets it in force; a version published since through
+    the API is not overridden by a restart). Every instance then re-reads the model in force
+    every `refresh_seconds`, so a `PUT` on one instance reaches the others that quickly.
+    """
+
+    def __init__(self, file_model: ScoringModel, *, refresh_seconds: float = 5.0) -> None:
+        self.file_model = file_model
+        self.current = file_model
+        self.refresh_seconds = refresh_seconds
+
+    async def install(self, session: AsyncSession, now: datetime) -> None:
+        """Publish the file's model if its version is new; then use the one in force."""
+        await repository.insert_model_unless_published(
+            session, _model_row(self.file_model, "file", now)
+        )
+        await self.refresh(session)
+
+    async def refresh(self, session: AsyncSession) -> None:
+        row = await repository.current_model(session)
+        if row is not None and row["version"] != self.current.version:
+            self.current = parse_scoring_model(row["document"])
+
+    async def run(self, db: Database, clock: Clock) -> None:
+        """The `scoring-model` loop: install at start, then refresh now and then."""
+        async with db.transaction() as session:
+            await self.install(session, clock.now())
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                async with db.reading() as session:
+                    await self.refresh(session)
+            except Exception as error:
+                if not is_outage(error):
+                    raise
+                logger.warning("scoring model not refreshed: %s", type(error).__name__)
+
+
+@dataclass(frozen=True)
+class ScorerMetrics:
+    """The scorer's own metrics; labels carry causes, stages and temperatures, never a lead."""
+
+    scoring_seconds: Histogram
+    leads_scored: Counter
+    stage_changes: Counter
+    stage_changes_refused: Counter
+
+    @classmethod
+    def register(cls, metrics: ServiceMetrics) -> ScorerMetrics:
+        return cls(
+            scoring_seconds=metrics.histogram(
+                "scorer_scoring_seconds", "Time to score one lead against the model", [],
+                buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+            ),
+            leads_scored=metrics.counter(
+                "scorer_leads_scored_total", "lead.scored events published",
+                ["cause", "temperature"],
+            ),
+            stage_changes=metrics.counter(
+                "scorer_stage_changes_total", "Lifecycle transitions", ["from_stage", "to_stage"]
+            ),
+            stage_changes_refused=metrics.counter(
+                "scorer_stage_changes_refused_total",
+                "Events asking for a transition the lifecycle does not allow", ["cause"],
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ScorerContext:
+    """What the handlers, the sweep and the endpoints need beside a session."""
+
+    outbox: Outbox
+    clock: Clock
+    models: ScoringModels
+    metrics: ScorerMetrics
+
+    @classmethod
+    def build(
+        cls, outbox: Outbox, clock: Clock, model: ScoringModel, metrics: ServiceMetrics,
+        *, refresh_seconds: float = 5.0,
+    ) -> ScorerContext:
+        return cls(
+            outbox, clock, ScoringModels(model, refresh_seconds=refresh_seconds),
+            ScorerMetrics.register(metrics),
+        )
+
+
+# Scoring
+
+
+async def score_profile(
     session: AsyncSession,
-    outbox: Outbox,
-    clock: Clock,
-    model: ScoringModel,
+    context: ScorerContext,
     *,
     lead_id: str,
     profile: LeadProfile,
     correlation_id: str | None = None,
 ) -> ScoreOutcome:
-    """Store the lead's latest profile and score; publish `lead.scored` if the score changed.
+    """A lead was received or updated: store its profile and rescore it."""
+    now = context.clock.now()
+    current = await repository.find_score_for_update(session, lead_id)
+    if current is not None and current["erased_at"] is not None:
+        return "erased"
+    return await _rescore(
+        session, context, lead_id, current, profile, now=now, cause="profile",
+        correlation_id=correlation_id,
+    )
 
-    The first score of a lead is always published. Later ones are published only when the
-    total, the temperature or the breakdown differs from the stored one.
+
+async def record_signal(
+    session: AsyncSession,
+    context: ScorerContext,
+    *,
+    lead_id: str,
+    data: SignalRecordedData,
+    correlation_id: str | None = None,
+) -> ScoreOutcome:
+    """Keep the signal (once per id) and rescore the lead with it.
+
+    A signal of a lead not received yet is kept and counts when the lead arrives.
     """
-    now = clock.now()
-    result = score(profile, model)
+    now = context.clock.now()
+    current = await repository.find_score_for_update(session, lead_id)
+    if current is not None and current["erased_at"] is not None:
+        return "erased"
+    stored = await repository.insert_signal(
+        session,
+        {
+            "lead_id": lead_id,
+            "signal_id": data.signal_id,
+            "signal_type": data.signal_type,
+            "signal_at": data.signal_at,
+            "url": data.url,
+            "source": data.source,
+            "properties": data.properties,
+            "recorded_at": now,
+        },
+    )
+    if not stored:
+        return "unchanged"
+    if current is None:
+        return "waiting"
+    profile = LeadProfile.model_validate(current["profile"])
+    return await _rescore(
+        session, context, lead_id, current, profile, now=now, cause="signal",
+        correlation_id=correlation_id, active=True,
+    )
+
+
+async def rescore_due(session: AsyncSession, context: ScorerContext, *, limit: int) -> int:
+    """The sweep: rescore leads whose `next_check_at` has come; returns how many were looked at.
+
+    Rows are claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several instances sweep
+    different leads; a claimed lead gets a new `next_check_at`, so it is not claimed again
+    until decay may change it again.
+    """
+    now = context.clock.now()
+    due = await repository.claim_due_scores(session, now, limit)
+    signals = await repository.signals_of_leads(session, [row["lead_id"] for row in due])
+    for row in due:
+        await _rescore(
+            session, context, row["lead_id"], row, LeadProfile.model_validate(row["profile"]),
+            now=now, cause="decay", signals=[_signal(item) for item in signals[row["lead_id"]]],
+        )
+    return len(due)
+
+
+async def _rescore(
+    session: AsyncSession,
+    context: ScorerContext,
+    lead_id: str,
+    current: RowMapping | None,
+    profile: LeadProfile,
+    *,
+    now: datetime,
+    cause: str,
+    correlation_id: str | None = None,
+    active: bool = False,
+    signals: Sequence[Signal] | None = None,
+) -> ScoreOutcome:
+    model = context.models.current
+    if signals is None:
+        signals = [_signal(row) for row in await repository.signals_of(session, lead_id)]
+    started = time.perf_counter()
+    result = score(profile, signals, model, now)
+    context.metrics.scoring_seconds.observe(time.perf_counter() - started)
+    stage: Stage = current["stage"] if current is not None else "lead"
+    active_at = now if active else (current["active_at"] if current is not None else None)
+    changed_at = current["stage_changed_at"] if current is not None else None
+    fresh = active_at is not None and (changed_at is None or active_at > changed_at)
     values: dict[str, Any] = {
         "profile": profile.model_dump(mode="json"),
         "score": result.total,
@@ -51,30 +255,65 @@ async def score_lead(
         "temperature": result.temperature,
         "model_version": result.model_version,
         "breakdown": [line.model_dump(mode="json") for line in result.breakdown],
+        "buying_signal": result.buying_signal,
+        "active_at": active_at,
+        "next_check_at": next_change_at(profile, signals, model, now),
         "updated_at": now,
     }
-    current = await repository.find_score_for_update(session, lead_id)
+    events: list[LeadScored | LeadStageChanged] = []
+    if model_makes_mql(stage, mql=result.mql, fresh_activity=fresh):
+        reason = "buying_signal" if result.buying_signal else "mql_rule"
+        events.append(
+            await _record_transition(
+                session, lead_id, stage, "mql", reason=reason, cause=cause, now=now,
+                correlation_id=correlation_id, rule_ids=list(result.contributing_rules),
+            )
+        )
+        context.metrics.stage_changes.labels(stage, "mql").inc()
+        stage = "mql"
+        values.update(stage=stage, stage_changed_at=now)
     if current is None:
-        await repository.insert_score(session, {**values, "lead_id": lead_id, "scored_at": now})
         outcome: ScoreOutcome = "scored"
-    elif _same_score(current, values):
+        await repository.insert_score(session, {**values, "lead_id": lead_id, "scored_at": now})
+    elif not events and _same_score(current, values):
         await repository.update_score(session, lead_id, values)
         return "unchanged"
     else:
-        await repository.update_score(session, lead_id, {**values, "scored_at": now})
         outcome = "rescored"
-    await outbox.add(session, _scored_event(lead_id, profile, result, correlation_id, now))
+        await repository.update_score(session, lead_id, {**values, "scored_at": now})
+    events.append(_scored_event(lead_id, profile, result, stage, correlation_id, now))
+    await context.outbox.add(session, *events)
+    context.metrics.leads_scored.labels(cause, result.temperature).inc()
     return outcome
 
 
 def _same_score(stored: RowMapping, fresh: Mapping[str, Any]) -> bool:
-    return all(stored[name] == fresh[name] for name in ("score", "temperature", "breakdown"))
+    """Whether nothing worth telling changed: temperature, and what counts (not decay)."""
+    return (
+        stored["temperature"] == fresh["temperature"]
+        and _substance(stored["breakdown"]) == _substance(fresh["breakdown"])
+    )
+
+
+def _substance(breakdown: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (line["rule_id"], line.get("raw_points"), tuple(line.get("evidence") or ()))
+        for line in breakdown
+    ]
+
+
+def _signal(row: RowMapping) -> Signal:
+    return Signal(
+        signal_id=row["signal_id"], signal_type=row["signal_type"], signal_at=row["signal_at"],
+        url=row["url"],
+    )
 
 
 def _scored_event(
     lead_id: str,
     profile: LeadProfile,
     result: ScoreResult,
+    stage: Stage,
     correlation_id: str | None,
     occurred_at: datetime,
 ) -> LeadScored:
@@ -91,5 +330,227 @@ def _scored_event(
             model_version=result.model_version,
             breakdown=list(result.breakdown),
             lead=profile,
+            stage=stage,
+            buying_signal=result.buying_signal,
         ),
     )
+
+
+# Lifecycle
+
+
+@dataclass(frozen=True)
+class StageMove:
+    """What a request to change a lead's stage did: `moved` is False when it was there already."""
+
+    lead_id: str
+    stage: Stage
+    moved: bool
+
+
+async def move_stage(
+    session: AsyncSession,
+    context: ScorerContext,
+    lead_id: str,
+    wanted: Stage,
+    *,
+    reason: str | None,
+    cause: str,
+    cause_event_id: str | None = None,
+    correlation_id: str | None = None,
+) -> StageMove | None:
+    """Move the lead to `wanted`; publish `lead.stage_changed`, then `lead.scored` with the stage.
+
+    None when the scorer does not know the lead (or it was erased). Raises
+    `IllegalTransitionError` when the state machine refuses the move; moving a lead to the
+    stage it is in does nothing.
+    """
+    now = context.clock.now()
+    current = await repository.find_score_for_update(session, lead_id)
+    if current is None or current["erased_at"] is not None:
+        return None
+    stage: Stage = current["stage"]
+    target = next_stage(stage, wanted)
+    if target is None:
+        return StageMove(lead_id, stage, moved=False)
+    changed = await _record_transition(
+        session, lead_id, stage, target, reason=reason, cause=cause, now=now,
+        cause_event_id=cause_event_id, correlation_id=correlation_id,
+    )
+    await repository.update_score(
+        session, lead_id,
+        {"stage": target, "stage_changed_at": now, "scored_at": now, "updated_at": now},
+    )
+    context.metrics.stage_changes.labels(stage, target).inc()
+    await context.outbox.add(session, changed, _rescored_with_stage(current, target, now,
+                                                                    correlation_id))
+    return StageMove(lead_id, target, moved=True)
+
+
+async def _record_transition(
+    session: AsyncSession,
+    lead_id: str,
+    from_stage: Stage,
+    to_stage: Stage,
+    *,
+    reason: str | None,
+    cause: str,
+    now: datetime,
+    cause_event_id: str | None = None,
+    correlation_id: str | None = None,
+    rule_ids: list[str] | None = None,
+) -> LeadStageChanged:
+    await repository.insert_stage_change(
+        session,
+        {
+            "lead_id": lead_id,
+            "from_stage": from_stage,
+            "to_stage": to_stage,
+            "reason": reason,
+            "cause": cause,
+            "cause_event_id": cause_event_id,
+            "rule_ids": rule_ids,
+            "changed_at": now,
+        },
+    )
+    return LeadStageChanged(
+        producer=PRODUCER,
+        lead_id=lead_id,
+        correlation_id=correlation_id,
+        occurred_at=now,
+        data=LeadStageChangedData(
+            from_stage=from_stage, to_stage=to_stage, reason=reason,
+            cause_event_id=cause_event_id,
+        ),
+    )
+
+
+def _rescored_with_stage(
+    row: RowMapping, stage: Stage, now: datetime, correlation_id: str | None
+) -> LeadScored:
+    return LeadScored(
+        producer=PRODUCER,
+        lead_id=row["lead_id"],
+        correlation_id=correlation_id,
+        occurred_at=now,
+        data=LeadScoredData(
+            score=row["score"],
+            fit=row["fit"],
+            engagement=row["engagement"],
+            temperature=row["temperature"],
+            model_version=row["model_version"],
+            breakdown=[ScoreLine.model_validate(line) for line in row["breakdown"]],
+            lead=LeadProfile.model_validate(row["profile"]),
+            stage=stage,
+            buying_signal=row["buying_signal"],
+        ),
+    )
+
+
+# Sales feedback and erasure
+
+
+async def record_rejection(
+    session: AsyncSession,
+    context: ScorerContext,
+    lead_id: str,
+    *,
+    assignment_id: str,
+    outcome: Literal["rejected", "disqualified"],
+    reason_code: str,
+) -> None:
+    """Keep an SDR's rejection or disqualification for the feedback report."""
+    current = await repository.find_score(session, lead_id)
+    source = UNKNOWN_SOURCE
+    if current is not None and current["erased_at"] is None:
+        source = current["profile"].get("source") or UNKNOWN_SOURCE
+    await repository.insert_rejection(
+        session,
+        {
+            "lead_id": lead_id,
+            "assignment_id": assignment_id,
+            "outcome": outcome,
+            "reason_code": reason_code,
+            "lead_source": source[:100],
+            "recorded_at": context.clock.now(),
+        },
+        await repository.last_mql_rules(session, lead_id),
+    )
+
+
+async def erase_lead(session: AsyncSession, context: ScorerContext, lead_id: str) -> None:
+    """Forget the lead's personal data and signals; keep a tombstone so later events are ignored.
+
+    The stage history and the feedback records stay: they hold ids, stages, rule ids and
+    reason codes, no personal data.
+    """
+    now = context.clock.now()
+    await repository.delete_signals(session, lead_id)
+    tombstone: dict[str, Any] = {
+        "profile": {},
+        "breakdown": [],
+        "score": 0.0,
+        "fit": 0.0,
+        "engagement": 0.0,
+        "buying_signal": False,
+        "active_at": None,
+        "next_check_at": None,
+        "erased_at": now,
+        "updated_at": now,
+    }
+    current = await repository.find_score_for_update(session, lead_id)
+    if current is None:
+        await repository.insert_score(
+            session,
+            {**tombstone, "lead_id": lead_id, "temperature": "cold", "model_version": "",
+             "scored_at": now},
+        )
+    else:
+        await repository.update_score(session, lead_id, tombstone)
+
+
+# Scoring models
+
+
+async def publish_model(
+    session: AsyncSession, context: ScorerContext, model: ScoringModel
+) -> None:
+    """Put `model` in force; every lead is rescored against it by the sweep."""
+    if await repository.find_model(session, model.version) is not None:
+        raise ProblemError(
+            409, "Version already published",
+            f"A scoring model with version {model.version!r} was published before; "
+            "give this one a new version.",
+            slug="model-version-taken",
+        )
+    now = context.clock.now()
+    await repository.insert_model(session, _model_row(model, "api", now))
+    await repository.recheck_all_scores(session, now)
+
+
+def parse_model_document(document: Any) -> ScoringModel:
+    """Validate a scoring model sent to the API; a 422 problem lists every mistake."""
+    try:
+        return parse_scoring_model(document)
+    except ValidationError as error:
+        raise ProblemError(
+            422, "Invalid scoring model",
+            f"The scoring model has {error.error_count()} error(s); nothing was published.",
+            slug="invalid-scoring-model",
+            errors=[
+                {
+                    "field": ".".join(str(part) for part in item["loc"]) or "document",
+                    "message": item["msg"],
+                }
+                for item in error.errors(include_url=False)
+            ],
+        ) from None
+
+
+def _model_row(model: ScoringModel, source: str, now: datetime) -> dict[str, Any]:
+    return {
+        "version": model.version,
+        "document": model.document(),
+        "source": source,
+        "published_at": now,
+    }

@@ -18,5 +18,14 @@ class ScorerSettings(ServiceSettings):
     port: int = Field(default=SCORER_PORT, ge=0, le=65535)
     scoring_model_path: Path | None = Field(
         default=None,
-        description="YAML scoring model to use instead of the one shipped with the scorer",
+        description="YAML scoring model to publish at start instead of the one shipped",
+    )
+    scoring_model_refresh_seconds: float = Field(
+        default=5.0, gt=0, description="How often each instance re-reads the model in force"
+    )
+    decay_sweep_seconds: float = Field(
+        default=30.0, gt=0, description="How often the sweep looks for leads that cooled down"
+    )
+    decay_sweep_batch_size: int = Field(
+        default=200, ge=1, description="Leads rescored per sweep transaction"
     )

@@ -2,76 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import func, select
-from sqlalchemy.engine import RowMapping
 
-from services.scorer import repository
-from services.scorer.handlers import ScorerContext, handler_table
-from services.scorer.models import INBOX, OUTBOX
-from services.scorer.scoring_model import load_scoring_model
+from services.scorer.models import INBOX, signal
 from shared.clock import ManualClock
 from shared.consumer import EventConsumer, Handler
 from shared.db import Database
 from shared.events import (
     Envelope,
     LeadProfile,
-    LeadReceived,
-    LeadReceivedData,
     LeadScored,
     LeadUpdated,
     LeadUpdatedData,
-    Topics,
-    decode_event,
     encode_event,
 )
-from shared.outbox import Outbox
-from tests.conftest import migrate
-
-TOPICS = Topics("test")
-LEAD_ID = "4b4a7a3e-2b0c-4f39-9d8e-0d6b1f7d2c11"
-PROFILE = LeadProfile(
-    email="ada@acme.io", company="Acme", country="FR", employee_count=120, account_key="acme.io"
-)
-
-
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    migrate("scorer", database_url)
-    return database_url
-
-
-@pytest.fixture
-async def db(migrated_url: str) -> AsyncIterator[Database]:
-    database = Database(migrated_url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def handlers(clock: ManualClock) -> dict[str, Handler]:
-    outbox = Outbox(OUTBOX, topic=TOPICS.scores, shards=4, clock=clock)
-    context = ScorerContext(outbox=outbox, clock=clock, model=load_scoring_model())
-    return handler_table(context)
-
-
-def received(profile: LeadProfile = PROFILE) -> LeadReceived:
-    return LeadReceived(
-        producer="ingest", lead_id=LEAD_ID, correlation_id="request-1",
-        data=LeadReceivedData(lead=profile),
-    )
+from tests.scorer.conftest import LEAD_ID, PROFILE, TOPICS, Scorer
 
 
 def updated(**changes: Any) -> LeadUpdated:
@@ -83,58 +33,31 @@ def updated(**changes: Any) -> LeadUpdated:
     )
 
 
-async def apply(
-    db: Database, handlers: dict[str, Handler], event: LeadReceived | LeadUpdated
-) -> None:
-    async with db.transaction() as session:
-        await handlers[event.type](session, event)
-
-
-async def stored_score(db: Database) -> RowMapping:
-    async with db.reading() as session:
-        row = await repository.find_score(session, LEAD_ID)
-    assert row is not None
-    return row
-
-
-async def published(db: Database) -> list[tuple[RowMapping, LeadScored]]:
-    async with db.reading() as session:
-        rows = (
-            await session.execute(select(OUTBOX.events).order_by(OUTBOX.events.c.id))
-        ).mappings().all()
-    decoded = []
-    for row in rows:
-        event = decode_event(row["payload"].encode())
-        assert isinstance(event, LeadScored)
-        decoded.append((row, event))
-    return decoded
+def rule_ids(event_or_row: Any) -> list[str]:
+    if isinstance(event_or_row, LeadScored):
+        return [line.rule_id for line in event_or_row.data.breakdown]
+    return [line["rule_id"] for line in event_or_row["breakdown"]]
 
 
 async def test_received_lead_is_stored_with_its_score_and_published(
-    db: Database, handlers: dict[str, Handler], clock: ManualClock
+    scorer: Scorer, clock: ManualClock
 ) -> None:
-    await apply(db, handlers, received())
+    await scorer.apply(scorer.received())
 
-    row = await stored_score(db)
-    [(outbox_row, event)] = await published(db)
+    row = await scorer.stored()
+    [event] = await scorer.published()
     assert (row["score"], row["fit"], row["engagement"]) == (20, 20, 0)
-    assert row["temperature"] == "cold"
-    assert row["model_version"] == "default-1"
-    assert [line["rule_id"] for line in row["breakdown"]] == ["company-size-mid", "target-country"]
+    assert (row["temperature"], row["stage"]) == ("cold", "lead")
+    assert row["model_version"] == "default-2"
+    assert rule_ids(row) == ["company-size-mid", "target-country"]
     assert LeadProfile.model_validate(row["profile"]) == PROFILE
     assert row["scored_at"] == row["updated_at"] == clock.now()
-    assert (outbox_row["topic"], outbox_row["message_key"]) == (TOPICS.scores, LEAD_ID)
-    assert outbox_row["event_type"] == "lead.scored"
+    assert row["next_check_at"] is None
+    assert isinstance(event, LeadScored)
     assert (event.producer, event.lead_id, event.correlation_id) == ("scorer", LEAD_ID, "request-1")
     assert event.data.lead == PROFILE
-    assert (event.data.score, event.data.temperature, event.data.model_version) == (
-        20, "cold", "default-1"
-    )
-    assert [line.rule_id for line in event.data.breakdown] == row_rule_ids(row)
-
-
-def row_rule_ids(row: RowMapping) -> list[str]:
-    return [line["rule_id"] for line in row["breakdown"]]
+    assert (event.data.score, event.data.temperature, event.data.stage) == (20, "cold", "lead")
+    assert rule_ids(event) == rule_ids(row)
 
 
 def record(event: Envelope, offset: int) -> ConsumerRecord:
@@ -147,90 +70,114 @@ def record(event: Envelope, offset: int) -> ConsumerRecord:
 
 
 async def test_a_redelivered_event_is_applied_once(
-    db: Database, handlers: dict[str, Handler], clock: ManualClock
+    db: Database, handlers: dict[str, Handler], clock: ManualClock, scorer: Scorer
 ) -> None:
     consumer = EventConsumer(
         name="scorer", db=db, inbox=INBOX, handlers=handlers, clock=clock,
         consumer=cast(AIOKafkaConsumer, object()),  # apply() never touches the Kafka client
     )
-    records = {TopicPartition(TOPICS.leads, 0): [record(received(), offset=0)]}
+    records = {TopicPartition(TOPICS.leads, 0): [record(scorer.received(), offset=0),
+                                                 record(scorer.signal("email_open"), offset=1)]}
 
     await consumer.apply(records)
-    first = await stored_score(db)
+    first = await scorer.stored()
     clock.advance(timedelta(minutes=5))
     await consumer.apply(records)
 
-    assert (consumer.applied, consumer.duplicates, consumer.dead_lettered) == (1, 1, 0)
-    assert await stored_score(db) == first
-    assert len(await published(db)) == 1
-    async with db.reading() as session:
-        processed = await session.scalar(select(func.count()).select_from(INBOX.processed))
-    assert processed == 1
+    assert (consumer.applied, consumer.duplicates, consumer.dead_lettered) == (2, 2, 0)
+    assert await scorer.stored() == first
+    assert len(await scorer.published()) == 2
 
 
 async def test_an_update_that_changes_nothing_scored_publishes_nothing(
-    db: Database, handlers: dict[str, Handler], clock: ManualClock
+    scorer: Scorer, clock: ManualClock
 ) -> None:
-    await apply(db, handlers, received())
+    await scorer.apply(scorer.received())
     scored_at = clock.now()
     clock.advance(timedelta(minutes=5))
 
-    await apply(db, handlers, updated(name="Ada Lovelace"))
+    await scorer.apply(updated(name="Ada Lovelace"))
 
-    row = await stored_score(db)
-    assert len(await published(db)) == 1
+    row = await scorer.stored()
+    assert len(await scorer.published()) == 1
     assert row["profile"]["name"] == "Ada Lovelace"
     assert (row["scored_at"], row["updated_at"]) == (scored_at, clock.now())
 
 
 async def test_an_update_that_changes_the_score_publishes_it_again(
-    db: Database, handlers: dict[str, Handler], clock: ManualClock
+    scorer: Scorer, clock: ManualClock
 ) -> None:
-    await apply(db, handlers, received())
+    await scorer.apply(scorer.received())
     clock.advance(timedelta(minutes=5))
 
-    await apply(db, handlers, updated(employee_count=450, demo_requested=True))
+    await scorer.apply(updated(employee_count=450, demo_requested=True))
 
-    row = await stored_score(db)
-    [_, (_, event)] = await published(db)
+    row = await scorer.stored()
+    [_, changed, scored] = await scorer.published()
     assert (row["score"], row["fit"], row["engagement"], row["temperature"]) == (60, 30, 30, "hot")
-    assert row["scored_at"] == clock.now()
-    assert (event.data.score, event.data.temperature) == (60, "hot")
-    assert event.correlation_id == "request-2"
-    assert event.data.lead.employee_count == 450
-    assert row_rule_ids(row) == [line.rule_id for line in event.data.breakdown] == [
+    assert (row["stage"], row["buying_signal"]) == ("mql", True)
+    assert (changed.type, changed.data.from_stage, changed.data.to_stage) == (
+        "lead.stage_changed", "lead", "mql"
+    )
+    assert changed.data.reason == "buying_signal"
+    assert (scored.data.score, scored.data.temperature, scored.data.stage) == (60, "hot", "mql")
+    assert scored.data.buying_signal
+    assert scored.correlation_id == "request-2"
+    assert rule_ids(row) == rule_ids(scored) == [
         "company-size-large", "target-country", "demo-requested"
     ]
 
 
-async def test_an_update_for_a_lead_not_seen_yet_is_scored_and_published(
-    db: Database, handlers: dict[str, Handler]
-) -> None:
-    await apply(db, handlers, updated(company=None))
-
-    [(_, event)] = await published(db)
-    assert (await stored_score(db))["score"] == 10
-    assert [line.rule_id for line in event.data.breakdown] == ["company-size-mid",
-                                                               "target-country", "company-missing"]
-
-
 @pytest.mark.parametrize(
-    ("changes", "score", "rule_ids"),
+    ("changes", "score", "expected_rules"),
     [
         ({"company": None}, 10, ["company-size-mid", "target-country", "company-missing"]),
-        ({"country": "US", "employee_count": 450}, 20, ["company-size-large"]),
+        ({"country": "US", "employee_count": 450}, 10, ["company-size-large",
+                                                        "outside-territory"]),
     ],
     ids=["score-changes-temperature-stays", "only-the-breakdown-changes"],
 )
-async def test_any_change_of_score_or_breakdown_is_published(
-    db: Database, handlers: dict[str, Handler], changes: dict[str, Any], score: float,
-    rule_ids: list[str],
+async def test_any_change_of_what_counts_is_published(
+    scorer: Scorer, changes: dict[str, Any], score: float, expected_rules: list[str]
 ) -> None:
-    await apply(db, handlers, received())
+    await scorer.apply(scorer.received())
 
-    await apply(db, handlers, updated(**changes))
+    await scorer.apply(updated(**changes))
 
-    [(_, first), (_, second)] = await published(db)
+    [first, second] = await scorer.published()
     assert first.data.temperature == second.data.temperature == "cold"
     assert (first.data.score, second.data.score) == (20, score)
-    assert [line.rule_id for line in second.data.breakdown] == rule_ids
+    assert rule_ids(second) == expected_rules
+
+
+async def test_signals_count_once_each_and_explain_the_score(
+    scorer: Scorer, clock: ManualClock
+) -> None:
+    await scorer.apply(scorer.received())
+    opened = scorer.signal("email_open", signal_id="open-1")
+    await scorer.apply(opened, scorer.signal("content_download", signal_id="dl-1"))
+    await scorer.apply(scorer.signal("email_open", signal_id="open-1"))  # a replay, new envelope
+
+    row = await scorer.stored()
+    published = await scorer.published("lead.scored")
+    assert (row["score"], row["engagement"], row["temperature"]) == (50, 30, "warm")
+    lines = {line["rule_id"]: line for line in row["breakdown"]}
+    assert lines["email-open"] == {
+        "rule_id": "email-open", "points": 10.0, "raw_points": 10.0,
+        "reason": "Opened our emails", "evidence": ["open-1"],
+    }
+    assert lines["content-download"]["evidence"] == ["dl-1"]
+    assert [event.data.score for event in published] == [20, 30, 50]
+    async with scorer.db.reading() as session:
+        assert await session.scalar(select(func.count()).select_from(signal)) == 2
+
+
+async def test_a_signal_before_the_lead_counts_when_the_lead_arrives(scorer: Scorer) -> None:
+    await scorer.apply(scorer.signal("content_download"))
+    assert await scorer.published() == []
+
+    await scorer.apply(scorer.received())
+
+    [event] = await scorer.published()
+    assert event.data.engagement == 20
+    assert "content-download" in rule_ids(event)

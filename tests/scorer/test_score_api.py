@@ -57,21 +57,26 @@ async def test_a_received_lead_is_scored_served_and_published(settings: ScorerSe
             timeout=30,
         )
         ready = await client.get("/readyz")
-        [scored] = await read_topic(settings.kafka_bootstrap_servers, settings.topics.scores, 1)
+        published = await read_topic(
+            settings.kafka_bootstrap_servers, settings.topics.scores, 2
+        )
 
     assert unknown.status_code == 404
     assert unknown.headers["content-type"] == "application/problem+json"
-    assert unknown.json()["title"] == "Score not found"
+    assert unknown.json()["title"] == "Lead not found"
     assert ready.status_code == 200
     body = answer.json()
     assert {key: body[key] for key in ("lead_id", "score", "fit", "engagement", "temperature",
                                        "model_version")} == {
         "lead_id": LEAD_ID, "score": 50, "fit": 20, "engagement": 30, "temperature": "hot",
-        "model_version": "default-1",
+        "model_version": "default-2",
     }
     assert [line["rule_id"] for line in body["breakdown"]] == ["company-size-large",
                                                                "demo-requested"]
+    assert (body["stage"], body["buying_signal"]) == ("mql", True)
     assert datetime.fromisoformat(body["scored_at"]).utcoffset() == timedelta(0)
+    changed, scored = sorted(published, key=lambda event: event["type"] == "lead.scored")
+    assert (changed["type"], changed["data"]["to_stage"]) == ("lead.stage_changed", "mql")
     assert scored["type"] == "lead.scored"
     assert (scored["lead_id"], scored["producer"], scored["correlation_id"]) == (
         LEAD_ID, "scorer", "request-1"

@@ -43,7 +43,8 @@ def test_a_valid_document_is_accepted() -> None:
     ("bad_rule", "message"),
     [
         ({**VALID_RULE, "operator": "gt"},
-         "does not match any of the expected tags: 'equals', 'in', 'range', 'missing', 'regex'"),
+         "does not match any of the expected tags: 'equals', 'in', 'range', 'missing', 'regex',"
+         " 'keywords'"),
         ({k: v for k, v in VALID_RULE.items() if k != "operator"}, "discriminator 'operator'"),
         ({k: v for k, v in VALID_RULE.items() if k != "points"}, "points\n  Field required"),
         ({k: v for k, v in VALID_RULE.items() if k != "id"}, "id\n  Field required"),
@@ -76,11 +77,57 @@ def test_model_level_mistakes_are_rejected() -> None:
 
 def test_default_model_ships_with_the_package() -> None:
     model = load_scoring_model()
-    assert model.version == "default-1"
-    assert [signal.id for signal in model.buying_signals] == ["demo-requested"]
-    assert {"company-size-mid", "company-size-large", "target-country", "company-missing"} <= {
+    assert model.version == "default-2"
+    assert [signal.id for signal in model.buying_signals] == [
+        "demo-requested", "demo-request", "quote-request", "pricing-form"
+    ]
+    assert {"company-size-mid", "company-size-large", "target-country", "company-missing",
+            "personal-email", "student-or-intern", "outside-territory"} <= {
         rule.id for rule in model.fit_rules
     }
+    points = {rule.signal_type: rule.points for rule in model.signal_rules if not rule.url}
+    assert (points["email_open"], points["content_download"], points["demo_request"],
+            points["quote_request"]) == (10, 20, 30, 30)
+    assert points["unsubscribe"] < 0 and points["email_bounce"] < 0
+    assert model.region_of("NO") == "europe"  # quoted in the YAML: a bare NO reads as false
+
+
+SIGNAL_RULE = {"id": "opens", "signal_type": "email_open", "points": 10}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"engagement_rules": [{**SIGNAL_RULE, "cap": 0}]}, "greater than 0"),
+        ({"engagement_rules": [{**SIGNAL_RULE, "half_life_days": -1}]}, "greater than 0"),
+        ({"engagement_rules": [{**SIGNAL_RULE, "url": "("}]}, "invalid regular expression"),
+        ({"engagement_rules": [{**SIGNAL_RULE, "signal_type": "Email Open"}]},
+         "should match pattern"),
+        ({"engagement_rules": [{**SIGNAL_RULE, "hot_for_days": 3}]},
+         "`hot_for_days` belongs to buying signals"),
+        ({"engagement_rules": [{**SIGNAL_RULE, "operator": "equals"}]},
+         "Extra inputs are not permitted"),
+        ({"buying_signals": [{**SIGNAL_RULE, "hot_for_days": 0}]}, "greater than 0"),
+        ({"buying_signals": [{"id": "x", "field": "demo_requested", "points": 1}]},
+         "discriminator 'operator'"),
+        ({"engagement_rules": [{**SIGNAL_RULE, "id": "size"}]}, "repeated: size"),
+        ({"mql": {"min_fit": 10}}, "mql.min_total\n  Field required"),
+        ({"regions": {"europe": ["FRA"]}}, "should match pattern"),
+        ({"regions": {"a": ["FR"], "b": ["fr"]}}, "a country belongs to one region only"),
+        ({"regions": {"other": ["FR"]}}, "'other' is the region of countries listed in no"),
+        ({"fit_rules": [{**VALID_RULE, "operator": "keywords", "keywords": []}]},
+         "at least 1 item"),
+    ],
+)
+def test_bad_engagement_buying_and_band_settings_are_rejected(
+    overrides: dict[str, Any], message: str
+) -> None:
+    assert message in errors_of(document(**overrides))
+
+
+def test_a_document_round_trips_through_its_plain_form() -> None:
+    model = load_scoring_model()
+    assert ScoringModel.model_validate(model.document()) == model
 
 
 def test_a_model_file_overrides_the_default(tmp_path: Path) -> None:
