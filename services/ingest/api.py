@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request, status
 
 from services.ingest import repository, service
 from services.ingest.schemas import LeadAccepted, LeadSubmission, LeadView
+from services.ingest.service import IngestContext, Intake
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
 routes = APIRouter(prefix="/v1", tags=["leads"])
+
+
+def ingest_context(request: Request) -> IngestContext:
+    context: IngestContext = request.app.state.ingest
+    return context
+
+
+ContextDep = Annotated[IngestContext, Depends(ingest_context)]
 
 
 @routes.post(
@@ -22,6 +33,7 @@ routes = APIRouter(prefix="/v1", tags=["leads"])
 async def submit_lead(
     submission: LeadSubmission,
     runtime: RuntimeDep,
+    context: ContextDep,
     x_correlation_id: str | None = Header(default=None, max_length=128),
 ) -> LeadAccepted:
     """Store the lead (or merge it into the lead with the same email) and publish the event.
@@ -30,7 +42,7 @@ async def submit_lead(
     """
     async with runtime.db.transaction() as session:
         accepted = await service.submit_lead(
-            session, runtime.outbox, runtime.clock, submission, correlation_id=x_correlation_id
+            session, context, submission, Intake(correlation_id=x_correlation_id)
         )
     runtime.outbox.wake_relay()
     return accepted

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, ForeignKey, Integer, String, Table, Text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from shared.db import JSONType, UTCDateTime, service_metadata
 from shared.inbox import inbox_tables
@@ -22,8 +32,14 @@ lead = Table(
     Column("source", String(100)),
     Column("job_title", String(200)),
     Column("employee_count", Integer),
+    Column("industry", String(200)),
+    Column("annual_revenue", Float),
+    Column("website", String(255)),
+    Column("language", String(8)),
     Column("demo_requested", Boolean, nullable=False, default=False),
     Column("account_key", String(255), index=True),
+    Column("consent", JSONType),
+    Column("attribution", JSONType),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
@@ -34,10 +50,17 @@ submission = Table(
     Column("id", AutoIncrement, primary_key=True, autoincrement=True),
     Column("lead_id", String(36), ForeignKey("ingest_lead.id", ondelete="CASCADE"), index=True),
     Column("channel", String(32), nullable=False),
+    Column("source_key", String(100)),
+    Column("external_id", String(255)),
     Column("payload", JSONType, nullable=False),
-    Column("received_at", UTCDateTime, nullable=False),
+    Column("raw", Text),
+    Column("received_at", UTCDateTime, nullable=False, index=True),
     Column("note", Text),
+    UniqueConstraint("source_key", "external_id"),
 )
+"""Each submission as received (`raw`) and as normalised (`payload`); purged after the retention.
+
+`(source_key, external_id)` is unique: a vendor delivering the same event twice is a replay."""
 
 OUTBOX = outbox_tables(metadata, "ingest")
 INBOX = inbox_tables(metadata, "ingest")

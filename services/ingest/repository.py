@@ -32,11 +32,19 @@ async def update_lead(session: AsyncSession, lead_id: str, values: Mapping[str, 
 
 
 async def record_submission(
-    session: AsyncSession, *, lead_id: str, channel: str, payload: Mapping[str, Any],
+    session: AsyncSession,
+    *,
+    lead_id: str | None,
+    channel: str,
+    source_key: str | None,
+    external_id: str | None,
+    payload: Mapping[str, Any],
+    raw: str | None,
     received_at: datetime,
 ) -> None:
     await session.execute(
         insert(submission).values(
-            lead_id=lead_id, channel=channel, payload=dict(payload), received_at=received_at
+            lead_id=lead_id, channel=channel, source_key=source_key, external_id=external_id,
+            payload=dict(payload), raw=raw, received_at=received_at,
         )
     )

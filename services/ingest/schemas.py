@@ -1,14 +1,82 @@
-"""The shapes ingest's HTTP API accepts and returns."""
+"""The shapes ingest's HTTP API accepts and returns.
+
+`LeadSubmission` is the canonical lead every channel produces: the JSON API takes it as is,
+forms and vendor webhooks map their fields onto it. Validating it normalises every field
+(see `normalise`); fields it does not know are dropped, never stored.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from services.ingest.normalise import normalise_country, normalise_email
+from services.ingest.normalise import (
+    account_key_for,
+    full_name,
+    normalise_country,
+    normalise_domain,
+    normalise_email,
+    normalise_language,
+    normalise_legal_basis,
+    normalise_phone,
+    normalise_text,
+    utm_from_url,
+)
+from shared.events import Attribution, Consent
 
-Text200 = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=200), AfterValidator(normalise_text)]
+Url = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+
+
+LegalBasis = Annotated[str, Field(max_length=40), AfterValidator(normalise_legal_basis)]
+Country = Annotated[str, Field(max_length=60), AfterValidator(normalise_country)]
+Website = Annotated[str, Field(max_length=300), AfterValidator(normalise_domain)]
+Language = Annotated[str, Field(max_length=40), AfterValidator(normalise_language)]
+
+
+class ConsentInput(BaseModel):
+    """What the lead agreed to. `given_at` defaults to the time of the submission."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    email: bool | None = None
+    phone: bool | None = None
+    legal_basis: LegalBasis | None = None
+    given_at: AwareDatetime | None = None
+
+
+class AttributionInput(BaseModel):
+    """Where the lead came from. UTM parameters missing here are read from `landing_page`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    channel: Text | None = None
+    campaign: Text | None = None
+    utm_source: Text | None = None
+    utm_medium: Text | None = None
+    utm_campaign: Text | None = None
+    utm_term: Text | None = None
+    utm_content: Text | None = None
+    referrer: Url | None = None
+    landing_page: Url | None = None
+
+    @model_validator(mode="after")
+    def _utm_from_landing_page(self) -> AttributionInput:
+        for field, value in utm_from_url(self.landing_page).items():
+            if not getattr(self, field):
+                setattr(self, field, normalise_text(value)[:200])
+        return self
 
 
 class LeadSubmission(BaseModel):
@@ -23,22 +91,58 @@ class LeadSubmission(BaseModel):
                     "name": "Ada Lovelace",
                     "company": "Analytical Engines Ltd",
                     "country": "GB",
+                    "phone": "020 7946 0000",
                     "source": "website",
                     "demo_requested": True,
+                    "consent": {"email": True, "legal_basis": "consent"},
+                    "attribution": {"utm_source": "linkedin", "utm_campaign": "q3-launch"},
                 }
             ]
         },
     )
 
     email: Annotated[str, Field(max_length=320), AfterValidator(normalise_email)]
-    name: Text200 | None = None
-    company: Text200 | None = None
-    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = None
-    country: Annotated[str, AfterValidator(normalise_country)] | None = None
+    name: Text | None = None
+    first_name: Text | None = Field(
+        default=None, description="Joined with `last_name` into `name` when `name` is not given"
+    )
+    last_name: Text | None = None
+    company: Text | None = None
+    country: Country | None = Field(default=None, description="ISO 3166 code or English name")
+    phone: Annotated[str, Field(max_length=40)] | None = Field(
+        default=None, description="Read in `country` unless it starts with `+`; stored as E.164"
+    )
     source: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
-    job_title: Text200 | None = None
+    job_title: Text | None = None
     employee_count: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    industry: Text | None = None
+    annual_revenue: Annotated[float, Field(ge=0, le=1e13, allow_inf_nan=False)] | None = None
+    website: Website | None = Field(default=None, description="Stored as its domain")
+    language: Language | None = None
     demo_requested: bool = False
+    consent: ConsentInput | None = None
+    attribution: AttributionInput | None = None
+
+    @field_validator("phone")
+    @classmethod
+    def _phone_in_country(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return normalise_phone(value, info.data.get("country"))
+
+    def profile(self, **defaults: Any) -> dict[str, Any]:
+        """The canonical lead fields, JSON-ready, with `defaults` filling what is missing."""
+        values = self.model_dump(mode="json", exclude={"first_name", "last_name"})
+        values["name"] = self.name or full_name(self.first_name, self.last_name)
+        values["account_key"] = account_key_for(self.email, self.website)
+        for field, default in defaults.items():
+            given = values.get(field)
+            if isinstance(default, dict):
+                known = {key: item for key, item in (given or {}).items() if item is not None}
+                values[field] = {**default, **known}
+            elif given is None:
+                values[field] = default
+        return values
 
 
 class LeadAccepted(BaseModel):
@@ -56,7 +160,13 @@ class LeadView(BaseModel):
     source: str | None
     job_title: str | None
     employee_count: int | None
+    industry: str | None
+    annual_revenue: float | None
+    website: str | None
+    language: str | None
     demo_requested: bool
     account_key: str | None
+    consent: Consent | None
+    attribution: Attribution | None
     created_at: AwareDatetime
     updated_at: AwareDatetime

@@ -7,6 +7,7 @@ transaction, so the lead, the raw submission and the outbox event commit togethe
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
@@ -14,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository
-from services.ingest.normalise import account_key_for
+from services.ingest.merge import merge_profile
 from services.ingest.schemas import LeadAccepted, LeadSubmission
 from shared.clock import Clock
 from shared.db import new_id
@@ -31,18 +32,27 @@ PRODUCER = "ingest"
 PROFILE_FIELDS = tuple(LeadProfile.model_fields)
 
 
-def merge_profile(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields `incoming` changes: the newest non-empty value wins, blanks never erase.
+@dataclass(frozen=True)
+class Intake:
+    """Where a submission came from, kept with its raw copy for audit and replay."""
 
-    A demo request, once made, stays made.
-    """
-    changes: dict[str, Any] = {}
-    for field, value in incoming.items():
-        if value is None or value == "" or (field == "demo_requested" and value is False):
-            continue
-        if current.get(field) != value:
-            changes[field] = value
-    return changes
+    channel: str = "api"
+    source_key: str | None = None
+    external_id: str | None = None
+    """The sender's id of this delivery (vendor event id); a second delivery is a replay."""
+    raw: str | None = None
+    """The request body exactly as received, when it is not the JSON of the lead itself."""
+    defaults: Mapping[str, Any] | None = None
+    """Values for fields the submission leaves empty (the source's channel, campaign...)."""
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """What the service functions need besides the session."""
+
+    outbox: Outbox
+    clock: Clock
 
 
 def profile_of(row: Mapping[str, Any]) -> LeadProfile:
@@ -51,24 +61,24 @@ def profile_of(row: Mapping[str, Any]) -> LeadProfile:
 
 async def submit_lead(
     session: AsyncSession,
-    outbox: Outbox,
-    clock: Clock,
+    context: IngestContext,
     submission: LeadSubmission,
-    *,
-    channel: str = "api",
-    correlation_id: str | None = None,
+    intake: Intake | None = None,
 ) -> LeadAccepted:
     """Store a submission as a new lead or merge it into the lead with the same email."""
-    now = clock.now()
-    incoming = submission.model_dump()
-    incoming["account_key"] = account_key_for(submission.email)
+    intake = intake or Intake()
+    now = context.clock.now()
+    incoming = submission.profile(**_defaults(intake))
+    if incoming.get("consent") and incoming["consent"].get("given_at") is None:
+        incoming["consent"]["given_at"] = now.isoformat()
     existing = await repository.find_lead_by_email_for_update(session, submission.email)
     if existing is None:
         lead_id = new_id()
+        values = {"demo_requested": False, **merge_profile({}, incoming)}
         try:
             async with session.begin_nested():
                 await repository.insert_lead(
-                    session, {**incoming, "id": lead_id, "created_at": now, "updated_at": now}
+                    session, {**values, "id": lead_id, "created_at": now, "updated_at": now}
                 )
         except IntegrityError:
             # Another request created this email's lead a moment ago: merge into it instead.
@@ -76,47 +86,67 @@ async def submit_lead(
             if existing is None:
                 raise
         else:
-            await repository.record_submission(
-                session, lead_id=lead_id, channel=channel, payload=incoming, received_at=now
-            )
-            await outbox.add(
+            await _record(session, context, lead_id, incoming, intake)
+            await context.outbox.add(
                 session,
                 LeadReceived(
                     producer=PRODUCER,
                     lead_id=lead_id,
-                    correlation_id=correlation_id,
+                    correlation_id=intake.correlation_id,
                     occurred_at=now,
-                    data=LeadReceivedData(lead=LeadProfile.model_validate(incoming)),
+                    data=LeadReceivedData(lead=profile_of(values)),
                 ),
             )
             return LeadAccepted(lead_id=lead_id, status="created")
-    return await _merge_into(session, outbox, existing, incoming, channel, correlation_id, clock)
+    return await _merge_into(session, context, existing, incoming, intake)
+
+
+def _defaults(intake: Intake) -> dict[str, Any]:
+    defaults = dict(intake.defaults or {})
+    attribution = {
+        key: defaults.pop(key) for key in ("channel", "campaign") if key in defaults
+    }
+    if attribution:
+        defaults["attribution"] = attribution
+    return defaults
+
+
+async def _record(
+    session: AsyncSession, context: IngestContext, lead_id: str | None,
+    incoming: Mapping[str, Any], intake: Intake,
+) -> None:
+    await repository.record_submission(
+        session,
+        lead_id=lead_id,
+        channel=intake.channel,
+        source_key=intake.source_key,
+        external_id=intake.external_id,
+        payload=incoming,
+        raw=intake.raw,
+        received_at=context.clock.now(),
+    )
 
 
 async def _merge_into(
     session: AsyncSession,
-    outbox: Outbox,
+    context: IngestContext,
     existing: RowMapping,
     incoming: dict[str, Any],
-    channel: str,
-    correlation_id: str | None,
-    clock: Clock,
+    intake: Intake,
 ) -> LeadAccepted:
-    now = clock.now()
+    now = context.clock.now()
     lead_id: str = existing["id"]
-    await repository.record_submission(
-        session, lead_id=lead_id, channel=channel, payload=incoming, received_at=now
-    )
+    await _record(session, context, lead_id, incoming, intake)
     changes = merge_profile(dict(existing), incoming)
     if not changes:
         return LeadAccepted(lead_id=lead_id, status="unchanged")
     await repository.update_lead(session, lead_id, {**changes, "updated_at": now})
-    await outbox.add(
+    await context.outbox.add(
         session,
         LeadUpdated(
             producer=PRODUCER,
             lead_id=lead_id,
-            correlation_id=correlation_id,
+            correlation_id=intake.correlation_id,
             occurred_at=now,
             data=LeadUpdatedData(
                 lead=profile_of({**existing, **changes}), changed_fields=sorted(changes)

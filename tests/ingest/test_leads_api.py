@@ -68,12 +68,14 @@ async def test_same_email_merges_and_publishes_what_changed(settings: IngestSett
 
 async def test_invalid_lead_gets_problem_details(settings: IngestSettings) -> None:
     async with running_app(create_app(settings)) as client:
-        answer = await client.post("/v1/leads", json={"email": "not-an-email", "country": "France"})
+        answer = await client.post(
+            "/v1/leads", json={"email": "not-an-email", "country": "Atlantis", "website": "nowhere"}
+        )
         missing = await client.get("/v1/leads/nope")
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"
     fields = {entry["field"] for entry in answer.json()["errors"]}
-    assert fields == {"email", "country"}
+    assert fields == {"email", "country", "website"}
     assert missing.status_code == 404
     assert missing.json()["title"] == "Lead not found"
 
@@ -90,3 +92,45 @@ async def test_metrics_count_published_events(settings: IngestSettings) -> None:
             scrape, until=lambda body: 'events_published_total{type="lead.received"} 1.0' in body
         )
     assert "leadrelay_outbox_backlog 0.0" in text
+
+
+async def test_profile_fields_are_normalised_stored_and_published(settings: IngestSettings) -> None:
+    async with running_app(create_app(settings)) as client:
+        answer = await client.post("/v1/leads", json={
+            "email": "marie@gmail.com", "first_name": "Marie", "last_name": " Curie ",
+            "country": "France", "phone": "06 12 34 56 78", "website": "https://www.radium.fr/",
+            "industry": "Research", "annual_revenue": 1200000, "language": "French",
+            "consent": {"email": True, "phone": False, "legal_basis": "consent"},
+            "attribution": {"referrer": "https://www.google.com/",
+                            "landing_page": "https://radium.fr/?utm_source=google&utm_medium=cpc"},
+        })
+        assert answer.status_code == 202, answer.text
+        stored = (await client.get(f"/v1/leads/{answer.json()['lead_id']}")).json()
+        events = await read_events(settings, 1)
+    assert stored["name"] == "Marie Curie"
+    assert (stored["country"], stored["phone"], stored["language"]) == ("FR", "+33612345678", "fr")
+    assert (stored["website"], stored["account_key"]) == ("radium.fr", "radium.fr")
+    assert stored["consent"]["email"] is True and stored["consent"]["phone"] is False
+    assert stored["consent"]["given_at"] is not None
+    assert stored["attribution"]["utm_medium"] == "cpc"
+    published = events[0]["data"]["lead"]
+    assert published["consent"]["legal_basis"] == "consent"
+    assert published["attribution"]["utm_source"] == "google"
+    assert published["annual_revenue"] == 1200000
+
+
+async def test_merge_keeps_known_values_and_merges_attribution(settings: IngestSettings) -> None:
+    async with running_app(create_app(settings)) as client:
+        first = await client.post("/v1/leads", json={
+            "email": "kim@acme.io", "phone": "+1 281 332 2575",
+            "attribution": {"utm_source": "linkedin"}})
+        second = await client.post("/v1/leads", json={
+            "email": "kim@acme.io", "phone": " ", "industry": "Software",
+            "attribution": {"utm_campaign": "launch"}})
+        stored = (await client.get(f"/v1/leads/{first.json()['lead_id']}")).json()
+        events = await read_events(settings, 2)
+    assert second.json()["status"] == "merged"
+    assert stored["phone"] == "+12813322575"
+    assert stored["attribution"]["utm_source"] == "linkedin"
+    assert stored["attribution"]["utm_campaign"] == "launch"
+    assert events[1]["data"]["changed_fields"] == ["attribution", "industry"]
