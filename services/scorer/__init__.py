@@ -1,12 +1,23 @@
-"""scorer: ranks each lead so the sales team calls the best first.
+"""scorer: owns each lead's score, temperature and lifecycle stage, and explains them.
 
-Consumes (topic `leadrelay.leads`): `lead.received` and `lead.updated`; both carry the whole
-lead profile, which is scored against the configured scoring model (`scoring_model.py`,
-default in `default_model.yaml`).
-Produces (topic `leadrelay.scores`, keyed by lead id): `lead.scored`, the first time a lead is
-scored and whenever its score, temperature or breakdown changes; never for an update that
-changes nothing the model looks at.
-Owns: `scorer_lead_score` (each lead's latest profile and score), and its outbox and
-processed-event tables.
-HTTP: `GET /v1/leads/{id}/score`.
+Consumes (topic `leadrelay.leads`): `lead.received` and `lead.updated` (the whole profile, scored
+for fit), `signal.recorded` (kept once per signal id, scored for engagement with decay) and
+`lead.erased` (the lead's personal data and signals are deleted here). From the router (topic
+`leadrelay.assignments`): `assignment.accepted` (-> SAL), `assignment.qualified` (-> SQL),
+`assignment.rejected` (-> recycled) and `assignment.disqualified` (-> disqualified), both kept
+with their reason code for the feedback report, and `lead.nurture` (-> recycled).
+Produces (topic `leadrelay.scores`, keyed by lead id): `lead.scored`, with the full breakdown,
+whenever the temperature, the stage or what counts towards the score changes (never on a
+no-op), and `lead.stage_changed` for every lifecycle transition.
+Decides with pure functions: `scoring.score()` against the versioned scoring model
+(`scoring_model.py`, default in `default_model.yaml`) and `lifecycle.next_stage()`.
+Owns: `scorer_lead_score` (each lead's profile, score, stage and next decay check),
+`scorer_signal`, `scorer_scoring_model` (every published version), `scorer_stage_change`
+(the lifecycle history), `scorer_rejection` and `scorer_rejection_rule` (sales' feedback), and
+its outbox and processed-event tables.
+Background loops: `decay-sweep` (rescores leads when decay moves them to another band) and
+`scoring-model` (publishes the model file at start, then follows the model in force).
+HTTP: `GET /v1/leads/{id}/score`, `GET /v1/leads/{id}/stage-history`,
+`POST /v1/leads/{id}/stage`, `GET/PUT /v1/scoring-model`, `POST /v1/scoring-model/preview`,
+`GET /v1/reports/rejections`.
 """

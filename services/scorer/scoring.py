@@ -13,7 +13,7 @@ that the sweep looks at each lead once per band crossing instead of rescoring ev
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,35 +113,40 @@ def next_change_at(
     now: datetime,
     *,
     horizon: timedelta = timedelta(days=400),
-    precision: timedelta = timedelta(seconds=1),
+    precision: timedelta = timedelta(minutes=1),
 ) -> datetime | None:
     """The first moment after `now` at which decay alone changes the lead's temperature.
 
-    None when nothing about the lead fades. Found by probing at growing steps (one hour,
-    doubling, at most a week apart) and then bisecting the first step that changed, down to
-    `precision`; the moment returned is one at which the new temperature already holds. When no
-    change shows within `horizon`, the horizon itself is returned, so the lead is looked at
-    again then. A change that reverts between two probes (a negative signal fading while a
-    positive one fades too) may be missed; the next event about the lead corrects it.
+    None when nothing about the lead fades. Found by probing at doubling steps from one hour,
+    then bisecting the first step that changed, down to `precision` or a thousandth of the
+    wait, whichever is longer; the moment returned is one at which the new temperature already
+    holds (at most that late). When no change shows within `horizon`, the horizon itself is
+    returned, so the lead is looked at again then. A change that reverts between two probes
+    (a negative signal fading while a positive one fades too) may be missed; the next event
+    about the lead corrects it.
     """
     scorer = _Scorer(profile, signals, model)
     if not scorer.fades:
         return None
-    current = scorer.temperature_at(now)
+    temperature = scorer.timeline(now)
+    current = temperature(now)
 
     def changed(moment: datetime) -> bool:
-        return scorer.temperature_at(moment) != current
+        return temperature(moment) != current
 
     step = timedelta(hours=1)
     before, probe = now, now + step
     end = now + horizon
     while probe < end and not changed(probe):
-        before, step = probe, min(step * 2, timedelta(days=7))
+        before, step = probe, step * 2
         probe = before + step
     if probe >= end:
-        return end
+        probe = end
+        if not changed(end):
+            return end
     after = probe
-    while after - before > precision:
+    tolerance = max(precision, (after - now) / 1000)
+    while after - before > tolerance:
         middle = before + (after - before) / 2
         if changed(middle):
             after = middle
@@ -158,8 +163,7 @@ class _Scorer:
         facts = facts_of(profile, model)
         self.fit_lines = _field_lines(model.fit_rules, facts)
         self.fit = _sum(line.points for line in self.fit_lines)
-        buying_fields = [rule for rule in model.buying_signals if not isinstance(rule, SignalRule)]
-        self.buying_field_lines = _field_lines(buying_fields, facts)
+        self.buying_field_lines = _field_lines(model.buying_field_rules, facts)
         by_type = _by_type(signals)
         self.matches: list[tuple[SignalRule, list[Signal]]] = []
         for rule in model.signal_rules:
@@ -193,16 +197,50 @@ class _Scorer:
             mql=buying_signal or (mql is not None and mql.met(fit=self.fit, total=total)),
         )
 
-    def temperature_at(self, now: datetime) -> Temperature:
-        """The temperature at `now`, without building the breakdown."""
-        engagement = _sum(line.points for line in self.buying_field_lines) + _sum(
-            _round(_signal_points(rule, matching, now)) for rule, matching in self.matches
+    def timeline(self, origin: datetime) -> Callable[[datetime], Temperature]:
+        """The temperature at any moment from `origin` on, cheaply, without the breakdown.
+
+        A rule's decayed points at `origin + d` are its points at `origin` halved every
+        half-life of `d`, so each rule costs one power per moment instead of one per signal.
+        (A signal dated after `origin` breaks that shortcut: the exact sum is used then.)
+        """
+        fixed = [line.points for line in self.buying_field_lines]
+        exact = any(s.signal_at > origin for _, matching in self.matches for s in matching)
+        terms = [
+            (_signal_points(rule, matching, origin, capped=False), rule.half_life_days, rule.cap)
+            for rule, matching in self.matches
+        ]
+        hot_for_good = bool(fixed) or any(
+            isinstance(rule, BuyingSignalRule) and rule.hot_for_days is None
+            for rule, _ in self.matches
         )
-        return temperature_of(
-            _round(self.fit + engagement),
-            thresholds=self.model.thresholds,
-            buying_signal=self._buying_signal(now),
+        hot_until = max(
+            (
+                matching[0].signal_at + timedelta(days=rule.hot_for_days)
+                for rule, matching in self.matches
+                if isinstance(rule, BuyingSignalRule) and rule.hot_for_days is not None
+            ),
+            default=None,
         )
+        thresholds = self.model.thresholds
+
+        def temperature(moment: datetime) -> Temperature:
+            if exact:
+                return self.at(moment).temperature
+            elapsed_days = (moment - origin).total_seconds() / SECONDS_PER_DAY
+            points = list(fixed)
+            for at_origin, half_life_days, cap in terms:
+                value = at_origin
+                if half_life_days is not None:
+                    value *= 0.5 ** (elapsed_days / half_life_days)
+                if cap is not None:
+                    value = _capped(value, cap)
+                points.append(_round(value))
+            buying_signal = hot_for_good or (hot_until is not None and moment < hot_until)
+            total = _round(self.fit + _sum(points))
+            return temperature_of(total, thresholds=thresholds, buying_signal=buying_signal)
+
+        return temperature
 
     def _buying_signal(self, now: datetime) -> bool:
         return bool(self.buying_field_lines) or any(
@@ -237,12 +275,14 @@ def _by_type(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
     return by_type
 
 
-def _signal_points(rule: SignalRule, newest_first: Sequence[Signal], now: datetime) -> float:
+def _signal_points(
+    rule: SignalRule, newest_first: Sequence[Signal], now: datetime, *, capped: bool = True
+) -> float:
     counted = newest_first if rule.repeatable else newest_first[:1]
     faded = math.fsum(
         decayed(rule.points, now - signal.signal_at, rule.half_life_days) for signal in counted
     )
-    return faded if rule.cap is None else _capped(faded, rule.cap)
+    return faded if rule.cap is None or not capped else _capped(faded, rule.cap)
 
 
 def _signal_line(rule: SignalRule, newest_first: Sequence[Signal], now: datetime) -> ScoreLine:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -44,7 +45,6 @@ from pydantic import (
     Field,
     FiniteFloat,
     PositiveFloat,
-    PrivateAttr,
     StringConstraints,
     Tag,
     ValidationError,
@@ -147,10 +147,10 @@ class EqualsRule(_FieldRule):
 class InRule(_FieldRule):
     operator: Literal["in"]
     values: Annotated[tuple[Scalar, ...], Field(min_length=1)]
-    _keys: frozenset[tuple[str, object]] = PrivateAttr(default=frozenset())
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._keys = frozenset(_key(value) for value in self.values)
+    @cached_property
+    def _keys(self) -> frozenset[tuple[str, object]]:
+        return frozenset(_key(value) for value in self.values)
 
     def matches(self, value: object) -> bool:
         return value is not None and _key(value) in self._keys
@@ -203,7 +203,6 @@ class MissingRule(_FieldRule):
 class RegexRule(_FieldRule):
     operator: Literal["regex"]
     pattern: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-    _regex: re.Pattern[str] = PrivateAttr()
 
     @field_validator("pattern")
     @classmethod
@@ -211,8 +210,9 @@ class RegexRule(_FieldRule):
         _compiled(value)
         return value
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._regex = _compiled(self.pattern)
+    @cached_property
+    def _regex(self) -> re.Pattern[str]:
+        return _compiled(self.pattern)
 
     def matches(self, value: object) -> bool:
         return isinstance(value, str) and self._regex.search(value) is not None
@@ -229,11 +229,10 @@ class KeywordsRule(_FieldRule):
         tuple[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)], ...],
         Field(min_length=1),
     ]
-    _regex: re.Pattern[str] = PrivateAttr()
-
-    def model_post_init(self, context: Any, /) -> None:
+    @cached_property
+    def _regex(self) -> re.Pattern[str]:
         words = "|".join(re.escape(word) for word in self.keywords)
-        self._regex = re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
+        return re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE)
 
     def matches(self, value: object) -> bool:
         return isinstance(value, str) and self._regex.search(value) is not None
@@ -265,7 +264,6 @@ class SignalRule(BaseModel):
     """The most points (in absolute value) the rule adds, however many signals match."""
     half_life_days: PositiveFloat | None = None
     """Days after which a signal counts half; unset: it never fades."""
-    _url: re.Pattern[str] | None = PrivateAttr(default=None)
 
     @field_validator("url")
     @classmethod
@@ -274,8 +272,9 @@ class SignalRule(BaseModel):
             _compiled(value)
         return value
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._url = _compiled(self.url) if self.url else None
+    @cached_property
+    def _url(self) -> re.Pattern[str] | None:
+        return _compiled(self.url) if self.url else None
 
     def accepts(self, signal_url: str | None) -> bool:
         return self._url is None or (signal_url is not None and bool(self._url.search(signal_url)))
@@ -353,8 +352,6 @@ class ScoringModel(BaseModel):
     fit_rules: tuple[FieldRule, ...] = ()
     engagement_rules: tuple[SignalRule, ...] = ()
     buying_signals: tuple[BuyingSignal, ...] = ()
-    _region_of: dict[str, str] = PrivateAttr(default_factory=dict)
-    _signal_rules: dict[str, tuple[SignalRule, ...]] = PrivateAttr(default_factory=dict)
 
     @field_validator("engagement_rules", mode="before")
     @classmethod
@@ -380,24 +377,33 @@ class ScoringModel(BaseModel):
             raise ValueError(f"a country belongs to one region only; repeated: {', '.join(shared)}")
         return self
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._region_of = {
+    @cached_property
+    def _region_of(self) -> dict[str, str]:
+        return {
             country: region for region, members in self.regions.items() for country in members
         }
+
+    @cached_property
+    def _signal_rules(self) -> dict[str, tuple[SignalRule, ...]]:
         by_type: dict[str, list[SignalRule]] = {}
         for rule in self.signal_rules:
             by_type.setdefault(rule.signal_type, []).append(rule)
-        self._signal_rules = {name: tuple(rules) for name, rules in by_type.items()}
+        return {name: tuple(rules) for name, rules in by_type.items()}
 
     @property
     def rules(self) -> tuple[FieldRule | SignalRule, ...]:
         return (*self.fit_rules, *self.engagement_rules, *self.buying_signals)
 
-    @property
+    @cached_property
     def signal_rules(self) -> tuple[SignalRule, ...]:
         """Engagement rules then buying signals that look at signals, in document order."""
         buying = tuple(rule for rule in self.buying_signals if isinstance(rule, SignalRule))
         return (*self.engagement_rules, *buying)
+
+    @cached_property
+    def buying_field_rules(self) -> tuple[FieldRule, ...]:
+        """Buying signals that look at a field of the lead (`demo_requested`)."""
+        return tuple(rule for rule in self.buying_signals if not isinstance(rule, SignalRule))
 
     def rules_for(self, signal_type: str) -> tuple[SignalRule, ...]:
         return self._signal_rules.get(signal_type, ())

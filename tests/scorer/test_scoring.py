@@ -285,18 +285,19 @@ def test_next_change_is_when_decay_crosses_a_band() -> None:
 
     moment = next_change_at(lead(), signals, model, NOW)
 
-    # 40 + 40 * 2^(-t/10) < 60 once t > 10 days (a few minutes more: points are rounded).
+    # 40 + 40 * 2^(-t/10) < 60 once t > 10 days (a few minutes more: points are rounded);
+    # found within a thousandth of the wait, never before the crossing.
     assert moment is not None
-    assert timedelta(days=10) < moment - NOW <= timedelta(days=10, minutes=10)
+    assert timedelta(days=10) < moment - NOW <= timedelta(days=10, minutes=5 + 15)
     assert score(lead(), signals, model, moment).temperature == "warm"
-    assert score(lead(), signals, model, moment - timedelta(seconds=1)).temperature == "hot"
+    assert score(lead(), signals, model, moment - timedelta(minutes=15)).temperature == "hot"
 
 
 def test_next_change_ends_a_buying_signal_window_and_is_none_when_nothing_fades() -> None:
     model = model_with(buying_signals=({**BUYING, "half_life_days": None},))
     moment = next_change_at(lead(), [signal("demo_request", 4)], model, NOW)
     assert moment is not None
-    assert abs(moment - (NOW + timedelta(days=10))) <= timedelta(seconds=1)
+    assert timedelta(0) <= moment - (NOW + timedelta(days=10)) <= timedelta(minutes=15)
     assert next_change_at(lead(), [], model, NOW) is None
     assert next_change_at(lead(), [signal("custom:podcast")], model, NOW) is None
 
