@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import time
 from collections.abc import Sequence
@@ -121,8 +122,25 @@ def _broker(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from leadrelay.demo import run_demo
 
-    asyncio.run(run_demo(args.ingest_url, args.router_url, receiver_port=args.receiver_port))
+    data_dir = Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR))
+    token = os.environ.get("LEADRELAY_ADMIN_TOKEN") or _admin_token(data_dir.resolve())
+    asyncio.run(run_demo(args.ingest_url, args.router_url, receiver_port=args.receiver_port,
+                         admin_token=token))
     return 0
+
+
+def _admin_token(data_dir: Path) -> str:
+    """The embedded system's router admin token: kept in `<data dir>/admin-token` (mode 0600),
+    made on first use."""
+    path = data_dir / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    return token
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -131,7 +149,13 @@ def _up(args: argparse.Namespace) -> int:
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sla = args.sla_seconds if args.sla_seconds is not None else (20.0 if args.demo else None)
-    env = {"LEADRELAY_DATA_DIR": str(data_dir)}
+    env = {
+        "LEADRELAY_DATA_DIR": str(data_dir),
+        "LEADRELAY_ADMIN_TOKEN": os.environ.get("LEADRELAY_ADMIN_TOKEN") or _admin_token(data_dir),
+        # Everything runs on this machine: webhooks to loopback (the demo's) are expected.
+        "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS": os.environ.get(
+            "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS", "true"),
+    }
     if sla is not None:
         env["LEADRELAY_SLA_ACCEPT_SECONDS"] = str(sla)
 
@@ -156,11 +180,13 @@ def _up(args: argparse.Namespace) -> int:
             service.start()
         wait_until_ready(services)
         _print_banner(services, bootstrap, data_dir, broker is not None, sla)
+        print(f"  admin    router admin token in {data_dir / 'admin-token'} "
+              "(or LEADRELAY_ADMIN_TOKEN)")
         if args.demo:
             from leadrelay.demo import run_demo
 
             asyncio.run(run_demo(
-                services[0].url, services[2].url,
+                services[0].url, services[2].url, admin_token=env["LEADRELAY_ADMIN_TOKEN"],
                 receiver_port=DEMO_RECEIVER_PORT, keep_running=not args.exit_after_demo,
             ))
             if args.exit_after_demo:
@@ -199,7 +225,8 @@ def _print_banner(
     for service in services:
         print(f"  {service.name:<8} {service.url}  (API docs: {service.url}/docs)")
     print(f"  data     {data_dir}  (SQLite files; logs in {data_dir / 'logs'})")
-    print(f"  SLA      {sla if sla is not None else 300:g} s to accept an assignment")
+    accept = f"{sla:g} s" if sla is not None else "2 min for hot leads, 15 min for warm"
+    print(f"  SLA      {accept} to accept an assignment")
     print("Ctrl-C stops everything.")
 
 

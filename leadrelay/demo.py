@@ -92,6 +92,9 @@ class DemoConsole:
             timing = "within the SLA" if data.within_sla else "after the SLA"
             self.say("accepted", f"{self.sdr(data.sdr_id)} took {self.lead(event.lead_id)} "
                                  f"{timing}")
+        elif event.type == "lead.nurture":
+            self.say("nurture", f"{self.lead(event.lead_id)} goes back to marketing "
+                                f"({data.reason})")
         elif event.type == "assignment.escalated":
             self.escalations += 1
             self.say("escalated", f"{self.sdr(data.from_sdr_id)} did not answer in time: "
@@ -116,11 +119,12 @@ def receiver_app(console: DemoConsole, client: httpx.AsyncClient) -> FastAPI:
         who = lead.get("name") or lead.get("email") or body.get("lead_id", "?")
         rep = team.get(handle)
         deadline = str(body.get("deadline_at", "?"))[11:19]
-        console.say("notified", f"{rep.name if rep else handle}'s webhook: {who}, "
-                                f"accept by {deadline} UTC")
+        what = "reminder" if body.get("kind") == "reminder" else "notified"
+        console.say(what, f"{rep.name if rep else handle}'s webhook: {who}, "
+                          f"accept by {deadline} UTC")
         delay = rep.accept_after if rep else None
         accept_url = body.get("accept_url")
-        if delay is not None and accept_url:
+        if delay is not None and accept_url and body.get("kind", "offer") == "offer":
             task = asyncio.create_task(accept_later(accept_url, delay))
             pending.add(task)
             task.add_done_callback(pending.discard)
@@ -155,12 +159,15 @@ async def follow_topics(console: DemoConsole, settings: ServiceSettings) -> None
 
 
 async def create_team(client: httpx.AsyncClient, router_url: str, receiver_port: int,
-                      console: DemoConsole) -> None:
-    existing = {sdr["email"]: sdr for sdr in (await client.get(f"{router_url}/v1/sdrs")).json()}
+                      console: DemoConsole, admin_token: str) -> None:
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    listed = await client.get(f"{router_url}/v1/sdrs", headers=admin)
+    listed.raise_for_status()
+    existing = {sdr["email"]: sdr for sdr in listed.json()}
     for rep in TEAM:
         sdr = existing.get(rep.email)
         if sdr is None:
-            answer = await client.post(f"{router_url}/v1/sdrs", json={
+            answer = await client.post(f"{router_url}/v1/sdrs", headers=admin, json={
                 "name": rep.name, "email": rep.email,
                 "webhook_url": f"http://127.0.0.1:{receiver_port}/sdr/{rep.handle}",
             })
@@ -170,9 +177,12 @@ async def create_team(client: httpx.AsyncClient, router_url: str, receiver_port:
     console.say("team", ", ".join(rep.name for rep in TEAM))
 
 
-async def run_demo(ingest_url: str, router_url: str, *, receiver_port: int,
+async def run_demo(ingest_url: str, router_url: str, *, receiver_port: int, admin_token: str,
                    keep_running: bool = False, timeout: float = 120.0) -> DemoConsole:
-    """Run the demo against a running system; returns once a lead has been escalated."""
+    """Run the demo against a running system; returns once a lead has been escalated.
+
+    `admin_token` is the router's (`LEADRELAY_ADMIN_TOKEN`): the demo adds its team with it.
+    """
     console = DemoConsole()
     settings = ServiceSettings()
     async with httpx.AsyncClient(timeout=10) as client:
@@ -183,7 +193,7 @@ async def run_demo(ingest_url: str, router_url: str, *, receiver_port: int,
         try:
             while not server.started:
                 await asyncio.sleep(0.05)
-            await create_team(client, router_url, receiver_port, console)
+            await create_team(client, router_url, receiver_port, console, admin_token)
             await asyncio.sleep(1.0)
             for lead in SAMPLE_LEADS:
                 answer = await client.post(f"{ingest_url}/v1/leads", json=lead)

@@ -4,6 +4,7 @@ webhook receiver standing in for the SDRs."""
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -77,6 +78,12 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 class RunningSystem:
     services: dict[str, ServiceProcess]
     database_urls: dict[str, str]
+    admin_token: str = ""
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What the router's admin routes (roster, rules, reports) need."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     def url(self, name: str) -> str:
         return self.services[name].url
@@ -100,6 +107,7 @@ def running_system(
         spec = SERVICES[name]
         upgrade(spec.migrations_dir, url, spec.version_table)
     services = {}
+    admin_token = secrets.token_urlsafe(24)
     for name in SERVICES:
         env = {
             "LEADRELAY_DATA_DIR": str(data_dir),
@@ -108,6 +116,8 @@ def running_system(
             "LEADRELAY_SLA_ACCEPT_SECONDS": str(sla_seconds),
             "LEADRELAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['router']}",
             "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS": "true",
+            "LEADRELAY_ADMIN_TOKEN": admin_token,
+            "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",
         }
@@ -116,7 +126,7 @@ def running_system(
         for service in services.values():
             service.start()
         wait_until_ready(list(services.values()))
-        yield RunningSystem(services, urls)
+        yield RunningSystem(services, urls, admin_token)
     finally:
         for service in services.values():
             service.stop()

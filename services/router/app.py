@@ -29,9 +29,17 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
             publish_topic=config.topics.assignments,
             clock=clock,
         )
-        context = RouterContext.build(config, service_runtime.outbox, service_runtime.clock)
-        service_runtime.subscribe([config.topics.scores], handler_table(context))
-        notifier = Notifier(service_runtime.db, service_runtime.clock, config, context.deliveries)
+        context = RouterContext.build(
+            config, service_runtime.outbox, service_runtime.clock, service_runtime.metrics
+        )
+        service_runtime.subscribe(
+            [config.topics.scores, config.topics.leads], handler_table(context)
+        )
+        notifier = Notifier(
+            service_runtime.db, service_runtime.clock, config, context.deliveries,
+            on_failure=lambda channel: context.metrics.delivery_failures.labels(
+                channel=channel).inc(),
+        )
         timer = EscalationTimer(
             service_runtime.db,
             context,

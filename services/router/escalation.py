@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository, service
-from services.router.routing import escalation_target
 from services.router.service import Offer, RouterContext
 from shared.db import Database, is_outage, new_id
 from shared.events import AssignmentEscalated, AssignmentEscalatedData
@@ -36,12 +36,24 @@ class Escalation:
     from_sdr_id: str
     to_assignment_id: str | None
     to_sdr_id: str | None
+    queued_team_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Tick:
     escalations: list[Escalation] = field(default_factory=list)
     offers: list[Offer] = field(default_factory=list)
+    reminders: int = 0
+    contact_breaches: int = 0
+
+
+def next_escalation(reoffers_so_far: int, max_reoffers: int, someone_eligible: bool) -> str:
+    """What happens to a lead whose offer lapsed: `reoffer` to the next rep, or `queue` it
+    (the manager is told and the team's reps may claim it) after `max_reoffers` re-offers or
+    when nobody else is eligible."""
+    if reoffers_so_far >= max_reoffers or not someone_eligible:
+        return "queue"
+    return "reoffer"
 
 
 async def escalate_due(
@@ -50,75 +62,134 @@ async def escalate_due(
     """Escalate up to `limit` offers whose deadline is at or before `now`.
 
     Each lapsed offer becomes `escalated` through a conditional update (an acceptance that
-    got there first wins), and its lead is offered to the next SDR in round robin other than
-    the one who let it lapse, preferring SDRs who never had it. With nobody else active the
-    lead is left `stranded` and the event says so with `to_sdr_id` None.
+    got there first wins). Its lead is re-offered by the rules to the next eligible rep other
+    than the one who let it lapse, preferring reps who never had it; after
+    `max_reoffers` re-offers, or with nobody eligible, it goes to the team's shared queue and
+    the team's manager is notified.
     """
     await repository.lock_routing(session)
     lapsed = await repository.claim_lapsed_offers(session, now, limit)
-    if not lapsed:
-        return []
-    candidates = await repository.active_sdrs(session)
     escalations: list[Escalation] = []
+    settings = context.settings
     for offer in lapsed:
         if not await repository.escalate_offer(session, offer["id"], now):
             continue
         await repository.cancel_pending_notifications(session, offer["id"])
+        context.metrics.sla_breaches.labels(deadline="accept").inc()
+        context.metrics.escalations.labels(reason=SLA_EXPIRED).inc()
+        if settings.pause_late_rep_seconds > 0:
+            await repository.pause_person(
+                session, offer["sdr_id"], now + timedelta(seconds=settings.pause_late_rep_seconds)
+            )
         lead_id: str = offer["lead_id"]
-        target = escalation_target(
-            candidates,
-            lapsed_sdr_id=offer["sdr_id"],
-            previous_sdr_ids=await repository.sdrs_who_had(session, lead_id),
-        )
+        lead = await repository.find_lead(session, lead_id)
+        assert lead is not None
+        previous = frozenset(await repository.sdrs_who_had(session, lead_id))
+        role = offer["role"]
+        rep_id, routing = await service.decide(session, context, lead, now, role=role,
+                                               exclude=previous)
+        if rep_id is None:
+            rep_id, routing = await service.decide(session, context, lead, now, role=role,
+                                                   exclude=frozenset({offer["sdr_id"]}))
+        reoffers = await repository.reoffer_count(session, lead_id, role) - 1
+        step = next_escalation(reoffers, settings.max_reoffers, rep_id is not None)
+        to_assignment_id = new_id() if step == "reoffer" else None
+        queued_team = offer["team_id"] if step == "queue" else None
         escalated = Escalation(
-            lead_id=lead_id,
-            from_assignment_id=offer["id"],
-            from_sdr_id=offer["sdr_id"],
-            to_assignment_id=new_id() if target else None,
-            to_sdr_id=target.id if target else None,
+            lead_id=lead_id, from_assignment_id=offer["id"], from_sdr_id=offer["sdr_id"],
+            to_assignment_id=to_assignment_id,
+            to_sdr_id=rep_id if step == "reoffer" else None, queued_team_id=queued_team,
         )
-        await context.outbox.add(
-            session,
-            AssignmentEscalated(
-                producer=service.PRODUCER,
-                lead_id=lead_id,
-                occurred_at=now,
-                data=AssignmentEscalatedData(
-                    from_assignment_id=escalated.from_assignment_id,
-                    from_sdr_id=escalated.from_sdr_id,
-                    to_assignment_id=escalated.to_assignment_id,
-                    to_sdr_id=escalated.to_sdr_id,
-                    reason=SLA_EXPIRED,
-                ),
+        await context.outbox.add(session, AssignmentEscalated(
+            producer=service.PRODUCER, lead_id=lead_id, occurred_at=now,
+            data=AssignmentEscalatedData(
+                from_assignment_id=escalated.from_assignment_id,
+                from_sdr_id=escalated.from_sdr_id,
+                to_assignment_id=escalated.to_assignment_id,
+                to_sdr_id=escalated.to_sdr_id,
+                reason=SLA_EXPIRED if step == "reoffer" else f"{SLA_EXPIRED}:queued",
             ),
-        )
-        if target is None:
-            await repository.update_lead(
-                session, lead_id, {"status": "stranded", "updated_at": now}
-            )
+        ))
+        if step == "reoffer":
+            assert rep_id is not None
+            await service.offer_lead(session, context, lead, rep_id, now=now, routing=routing,
+                                     role=role, assignment_id=to_assignment_id)
         else:
-            lead = await repository.find_lead(session, lead_id)
-            assert lead is not None
-            await service.offer_lead(
-                session, context, lead, target.id, now=now,
-                assignment_id=escalated.to_assignment_id,
-            )
-            candidates = service.moved_to_back(candidates, target.id, now)
-        await repository.insert_escalation(
-            session,
-            {
-                "id": new_id(),
-                "lead_id": lead_id,
-                "from_assignment_id": escalated.from_assignment_id,
-                "to_assignment_id": escalated.to_assignment_id,
-                "from_sdr_id": escalated.from_sdr_id,
-                "to_sdr_id": escalated.to_sdr_id,
-                "reason": SLA_EXPIRED,
-                "escalated_at": now,
-            },
-        )
+            await _to_queue(session, context, lead, offer, now)
+        await repository.insert_escalation(session, {
+            "id": new_id(), "lead_id": lead_id,
+            "from_assignment_id": escalated.from_assignment_id,
+            "to_assignment_id": escalated.to_assignment_id,
+            "from_sdr_id": escalated.from_sdr_id, "to_sdr_id": escalated.to_sdr_id,
+            "reason": SLA_EXPIRED if step == "reoffer" else "queued", "escalated_at": now,
+        })
         escalations.append(escalated)
     return escalations
+
+
+async def _to_queue(
+    session: AsyncSession, context: RouterContext, lead: RowMapping, offer: RowMapping,
+    now: datetime,
+) -> None:
+    """Nobody (else) took the lead in time: into the team's shared queue, manager told.
+    Without a team, the lead is `stranded` until someone is eligible again."""
+    team_id = offer["team_id"]
+    if team_id is None:
+        await repository.update_lead(session, lead["id"], {"status": "stranded",
+                                                           "updated_at": now})
+        return
+    await repository.update_lead(session, lead["id"], {
+        "status": "queued", "queue_team_id": team_id, "queued_at": now, "updated_at": now,
+    })
+    team = await repository.find_team(session, team_id)
+    if team is None or team["manager_id"] is None:
+        return
+    manager = await repository.find_sdr(session, team["manager_id"])
+    if manager is not None:
+        await service.notify_person(
+            session, context, manager, lead,
+            Offer(offer["id"], lead["id"], offer["sdr_id"], offer["attempt"], offer["deadline_at"]),
+            kind="escalation", now=now, role=offer["role"],
+        )
+
+
+async def send_reminders(
+    session: AsyncSession, context: RouterContext, now: datetime, *, limit: int = 100
+) -> int:
+    """Remind reps of offers whose deadline is near."""
+    due = await repository.claim_due_reminders(session, now, limit)
+    for row in due:
+        person = await repository.find_sdr(session, row["sdr_id"])
+        lead = await repository.find_lead(session, row["lead_id"])
+        if person is None or lead is None:
+            continue
+        offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"], row["deadline_at"])
+        await service.notify_person(session, context, person, lead, offer, kind="reminder",
+                                    now=now, role=row["role"])
+    return len(due)
+
+
+async def report_contact_breaches(
+    session: AsyncSession, context: RouterContext, now: datetime, *, limit: int = 100
+) -> int:
+    """Accepted leads nobody contacted in time: counted, and the team's manager told."""
+    due = await repository.claim_contact_breaches(session, now, limit)
+    for row in due:
+        context.metrics.sla_breaches.labels(deadline="contact").inc()
+        if row["team_id"] is None:
+            continue
+        team = await repository.find_team(session, row["team_id"])
+        if team is None or team["manager_id"] is None:
+            continue
+        manager = await repository.find_sdr(session, team["manager_id"])
+        lead = await repository.find_lead(session, row["lead_id"])
+        if manager is None or lead is None:
+            continue
+        offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"],
+                      row["contact_deadline_at"])
+        await service.notify_person(session, context, manager, lead, offer,
+                                    kind="contact_overdue", now=now, role=row["role"])
+    return len(due)
 
 
 class EscalationTimer:
@@ -158,6 +229,13 @@ class EscalationTimer:
             done.escalations.extend(escalations)
             if len(escalations) < self.batch_size:
                 break
+        async with self.db.transaction() as session:
+            now = self.context.clock.now()
+            reminders = await send_reminders(session, self.context, now, limit=self.batch_size)
+            breaches = await report_contact_breaches(
+                session, self.context, now, limit=self.batch_size
+            )
+        done = Tick(done.escalations, done.offers, reminders, breaches)
         while True:
             async with self.db.transaction() as session:
                 offers = await service.route_waiting_leads(
@@ -166,6 +244,6 @@ class EscalationTimer:
             done.offers.extend(offers)
             if len(offers) < self.batch_size:
                 break
-        if done.escalations or done.offers:
+        if done.escalations or done.offers or done.reminders or done.contact_breaches:
             self.context.outbox.wake_relay()
         return done

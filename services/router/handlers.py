@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.router import service
 from services.router.service import RouterContext
 from shared.consumer import Handler
-from shared.events import LeadScored
+from shared.events import LeadErased, LeadScored
 
 
 def handler_table(context: RouterContext) -> dict[str, Handler]:
@@ -16,4 +16,7 @@ def handler_table(context: RouterContext) -> dict[str, Handler]:
     async def on_lead_scored(session: AsyncSession, event: LeadScored) -> None:
         await service.route_scored_lead(session, context, event)
 
-    return {"lead.scored": on_lead_scored}
+    async def on_lead_erased(session: AsyncSession, event: LeadErased) -> None:
+        await service.erase_lead(session, event.lead_id)
+
+    return {"lead.scored": on_lead_scored, "lead.erased": on_lead_erased}

@@ -20,19 +20,71 @@ from shared.outbox import AutoIncrement, outbox_tables
 
 metadata = service_metadata()
 
-ACTIVE_STATUSES = ("offered", "accepted")
+ACTIVE_STATUSES = ("offered", "accepted", "contacted")
 """Assignment statuses that hold a lead: a lead has at most one assignment in them."""
+OPEN_STATUSES = ACTIVE_STATUSES
+"""Assignment statuses that count against a rep's capacity."""
 
+# Everyone on the roster: SDRs, AEs and managers (the table kept its first name).
 sdr = Table(
     "router_sdr",
     metadata,
     Column("id", String(36), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("email", String(320), nullable=False, unique=True),
-    Column("webhook_url", String(2048), nullable=False),
+    Column("webhook_url", String(2048), nullable=True),
     Column("active", Boolean, nullable=False, default=True),
     Column("last_assigned_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("role", String(16), nullable=False, server_default="sdr"),
+    Column("languages", JSONType, nullable=False, server_default="[]"),
+    Column("territories", JSONType, nullable=False, server_default="[]"),
+    Column("segments", JSONType, nullable=False, server_default="[]"),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("working_hours", JSONType, nullable=True),
+    Column("out_of_office", JSONType, nullable=False, server_default="[]"),
+    Column("presence", String(16), nullable=False, server_default="available"),
+    Column("capacity", Integer, nullable=True),
+    Column("weight", Float, nullable=False, server_default="1"),
+    Column("paused_until", UTCDateTime, nullable=True),
+    Column("slack_webhook_url", String(2048), nullable=True),
+    Column("webhook_secret", String(200), nullable=True),
+    Column("token_hash", String(64), nullable=True, unique=True),
+    Column("updated_at", UTCDateTime, nullable=True),
+)
+
+team = Table(
+    "router_team",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("manager_id", String(36), ForeignKey("router_sdr.id"), nullable=True),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("working_hours", JSONType, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+membership = Table(
+    "router_membership",
+    metadata,
+    Column("team_id", String(36), ForeignKey("router_team.id"), primary_key=True),
+    Column("person_id", String(36), ForeignKey("router_sdr.id"), primary_key=True),
+)
+
+rule_set = Table(
+    "router_rule_set",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("document", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+account_owner = Table(
+    "router_account_owner",
+    metadata,
+    Column("account_key", String(320), primary_key=True),
+    Column("person_id", String(36), ForeignKey("router_sdr.id"), nullable=False),
+    Column("assigned_at", UTCDateTime, nullable=False),
 )
 
 lead = Table(
@@ -48,6 +100,10 @@ lead = Table(
     Column("scored_at", UTCDateTime, nullable=False),
     Column("waiting_since", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The team whose shared queue holds the lead (status `queued`).
+    Column("queue_team_id", String(36), nullable=True),
+    Column("queued_at", UTCDateTime, nullable=True),
+    Column("source", String(100), nullable=True),
 )
 Index(
     "ix_router_lead_waiting",
@@ -69,6 +125,22 @@ assignment = Table(
     Column("accepted_at", UTCDateTime, nullable=True),
     Column("closed_at", UTCDateTime, nullable=True),
     Column("lead_snapshot", JSONType, nullable=False),
+    Column("role", String(8), nullable=False, server_default="sdr"),
+    Column("team_id", String(36), nullable=True),
+    Column("rule_id", String(64), nullable=True),
+    Column("rules_version", String(32), nullable=True),
+    Column("decision", JSONType, nullable=True),
+    Column("contact_deadline_at", UTCDateTime, nullable=True),
+    Column("reminder_at", UTCDateTime, nullable=True),
+    Column("contacted_at", UTCDateTime, nullable=True),
+    Column("qualified_at", UTCDateTime, nullable=True),
+    Column("contact_breached_at", UTCDateTime, nullable=True),
+    Column("bant", JSONType, nullable=True),
+    Column("reason_code", String(64), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("scored_at", UTCDateTime, nullable=True),
+    Column("notified_at", UTCDateTime, nullable=True),
+    Column("source", String(100), nullable=True),
 )
 Index("ix_router_assignment_lead_id", assignment.c.lead_id, assignment.c.offered_at)
 Index(
@@ -84,6 +156,19 @@ Index(
     postgresql_where=assignment.c.status == "offered",
     sqlite_where=assignment.c.status == "offered",
 )
+Index(
+    "ix_router_assignment_reminder",
+    assignment.c.reminder_at,
+    postgresql_where=assignment.c.status == "offered",
+    sqlite_where=assignment.c.status == "offered",
+)
+Index(
+    "ix_router_assignment_contact_due",
+    assignment.c.contact_deadline_at,
+    postgresql_where=assignment.c.status == "accepted",
+    sqlite_where=assignment.c.status == "accepted",
+)
+Index("ix_router_assignment_sdr", assignment.c.sdr_id, assignment.c.status)
 
 escalation = Table(
     "router_escalation",
@@ -103,10 +188,15 @@ notification = Table(
     metadata,
     Column("id", AutoIncrement, primary_key=True, autoincrement=True),
     Column(
-        "assignment_id", String(36), ForeignKey("router_assignment.id"), nullable=False, index=True
+        "assignment_id", String(36), ForeignKey("router_assignment.id"), nullable=True, index=True
     ),
-    Column("sdr_id", String(36), ForeignKey("router_sdr.id"), nullable=False),
+    Column("sdr_id", String(36), ForeignKey("router_sdr.id"), nullable=True),
     Column("url", String(2048), nullable=False),
+    # generic (Standard Webhooks signed JSON) | slack; `kind` says what the message is about.
+    Column("channel", String(16), nullable=False, server_default="generic"),
+    Column("kind", String(32), nullable=False, server_default="offer"),
+    Column("message_id", String(64), nullable=True),
+    Column("secret", String(200), nullable=True),
     Column("payload", JSONType, nullable=False),
     # pending -> delivered | failed (gave up) | cancelled (the offer closed first)
     Column("status", String(16), nullable=False),
@@ -142,6 +232,15 @@ notification_attempt = Table(
     Column("status_code", Integer, nullable=True),
     Column("error", Text, nullable=True),
 )
+
+disabled_endpoint = Table(
+    "router_disabled_endpoint",
+    metadata,
+    Column("url", String(2048), primary_key=True),
+    Column("disabled_at", UTCDateTime, nullable=False),
+    Column("reason", String(200), nullable=False),
+)
+"""Webhook URLs that answered `410 Gone`: nothing is sent to them any more."""
 
 OUTBOX = outbox_tables(metadata, "router")
 INBOX = inbox_tables(metadata, "router")

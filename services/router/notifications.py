@@ -1,12 +1,16 @@
-"""Webhook notifications to SDRs: a durable delivery queue and the loop that empties it.
+"""Notifications to reps, managers and the marketing tool: a durable queue and its loop.
 
 An offer writes its notification row in the offer's own transaction, so an offer is never
 committed without its notification, nor the reverse. `Notifier.run` claims due rows in a
 short transaction (leasing them rather than holding locks), POSTs each one outside any
 transaction, then records the outcome: delivered on a 2xx, retried with exponential backoff
 and jitter on a network error, a timeout, a 5xx, 408 or 429 (a `Retry-After` header wins over
-the backoff), given up after `notify_max_attempts` or at once on any other status. Delivery
-is at least once; the `Idempotency-Key` header lets receivers drop duplicates.
+the backoff), given up after `notify_max_attempts` or at once on any other status; `410 Gone`
+disables the URL for good. Redirects are never followed. Delivery is at least once: generic
+webhooks are signed with Standard Webhooks, and `webhook-id` stays the same across retries
+while the timestamp and signature are fresh on each attempt. Slack-compatible channels get a
+Block Kit message. URLs resolving to loopback, private or link-local addresses are refused
+unless `allow_private_webhooks` is set (the embedded demo sets it).
 
 The loop sleeps until the next row is due, at most `notify_poll_seconds`; `DeliverySignal`
 wakes it as soon as a transaction that queued a notification commits.
@@ -16,23 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import logging
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from services.router import repository
+from services.router import repository, signing
 from services.router.settings import RouterSettings
 from shared.clock import Clock, as_utc
 from shared.db import Database, is_outage
+
+if TYPE_CHECKING:
+    from services.router.schemas import OfferNotice
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +135,72 @@ def outcome_of(status_code: int | None, attempt: int, max_attempts: int) -> Outc
     """Delivered on 2xx; retried on no answer, 5xx, 408, 429 while attempts remain."""
     if status_code is not None and 200 <= status_code < 300:
         return "delivered"
+    if status_code == 410:
+        return "failed"
     retriable = status_code is None or status_code >= 500 or status_code in RETRIED_STATUSES
     return "retry" if retriable and attempt < max_attempts else "failed"
+
+
+class RefusedDestinationError(Exception):
+    """The URL resolves to an address webhooks may not reach."""
+
+
+def refused_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return bool(
+        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved
+        or ip.is_multicast or ip.is_unspecified
+    )
+
+
+async def check_destination(url: str, *, allow_private: bool) -> None:
+    """Refuse URLs whose host resolves to loopback or private addresses (SSRF)."""
+    if allow_private:
+        return
+    host = httpx.URL(url).host
+    if not host:
+        raise RefusedDestinationError("no host")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise RefusedDestinationError(f"cannot resolve {host}: {error.strerror}") from None
+    for info in infos:
+        if refused_address(str(info[4][0])):
+            raise RefusedDestinationError(f"{host} resolves to a private or loopback address")
+
+
+def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
+    """A Slack incoming-webhook message: the lead, its score and why, the countdown, a button."""
+    from services.router.schemas import countdown
+
+    lead = notice.lead
+    who = " · ".join(part for part in (lead.name, lead.company, lead.country) if part)
+    headline = {
+        "offer": "New lead for you", "reminder": "Reminder: lead waiting for you",
+        "escalation": "Lead escalated to your team's queue",
+        "contact_overdue": "Lead accepted but not contacted in time",
+    }.get(notice.kind, "Lead update")
+    reasons = "\n".join(f"• {reason}" for reason in notice.why[:5]) or "• (no breakdown)"
+    text = (f"{headline}: {who or 'a lead'} — {notice.temperature} {notice.score:g} pts, "
+            f"accept within {countdown(notice.deadline_at, now)}")
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": headline}},
+            {"type": "section", "fields": [
+                {"type": "mrkdwn", "text": f"*Lead*\n{who or '—'}"},
+                {"type": "mrkdwn", "text": f"*Score*\n{notice.score:g} ({notice.temperature})"},
+                {"type": "mrkdwn", "text": f"*Source*\n{lead.source or '—'}"},
+                {"type": "mrkdwn",
+                 "text": f"*Accept within*\n{countdown(notice.deadline_at, now)}"},
+            ]},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{reasons}"}},
+            {"type": "actions", "elements": [
+                {"type": "button", "style": "primary", "url": notice.accept_url,
+                 "text": {"type": "plain_text", "text": "Accept"}},
+            ]},
+        ],
+    }
 
 
 class Notifier:
@@ -140,7 +214,9 @@ class Notifier:
         signal: DeliverySignal,
         *,
         jitter: Callable[[], float] = random.random,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_failure = on_failure
         self.db = db
         self.clock = clock
         self.settings = settings
@@ -224,20 +300,31 @@ class Notifier:
         retry_after: float | None = None
         error: str | None = None
         try:
-            async with asyncio.timeout(self.settings.notify_timeout_seconds):
-                response = await client.post(
-                    row["url"],
-                    json=row["payload"],
-                    headers={
-                        "Idempotency-Key": f"router-notification-{row['id']}",
-                        "X-Leadrelay-Event": str(row["payload"].get("event", "")),
-                    },
+            async with self.db.reading() as session:
+                disabled = await repository.is_disabled(session, row["url"])
+            if disabled:
+                raise RefusedDestinationError("the endpoint answered 410 Gone before")
+            await check_destination(row["url"], allow_private=self.settings.allow_private_webhooks)
+            body = json.dumps(row["payload"], separators=(",", ":")).encode()
+            message_id = row["message_id"] or f"msg_router_{row['id']}"
+            headers = {
+                "Content-Type": "application/json",
+                "Idempotency-Key": message_id,
+                "X-Leadrelay-Event": str(row["payload"].get("type", "")),
+            }
+            if row["channel"] == "generic":
+                headers |= signing.headers(
+                    row["secret"], message_id, int(attempted_at.timestamp()), body
                 )
+            async with asyncio.timeout(self.settings.notify_timeout_seconds):
+                response = await client.post(row["url"], content=body, headers=headers)
             status_code = response.status_code
             if not response.is_success:
-                body = response.text[:200].strip()
-                error = f"HTTP {status_code}: {body}" if body else f"HTTP {status_code}"
+                answer = response.text[:200].strip()
+                error = f"HTTP {status_code}: {answer}" if answer else f"HTTP {status_code}"
                 retry_after = parse_retry_after(response.headers.get("retry-after"), attempted_at)
+        except RefusedDestinationError as refused:
+            status_code, error = 0, f"refused: {refused}"
         except TimeoutError:
             error = f"no answer within {self.settings.notify_timeout_seconds:g} s"
         except httpx.TimeoutException as failure:
@@ -258,6 +345,8 @@ class Notifier:
     ) -> Delivery:
         attempt: int = row["attempts"]
         outcome = outcome_of(status_code, attempt, self.settings.notify_max_attempts)
+        if status_code == 0:
+            status_code = None
         now = self.clock.now()
         next_attempt_at: datetime | None = None
         values: dict[str, Any] = {"last_status": status_code, "last_error": error}
@@ -277,6 +366,10 @@ class Notifier:
             values.update(next_attempt_at=next_attempt_at)
         async with self.db.transaction() as session:
             await repository.finish_attempt(session, row["id"], values)
+            if status_code == 410:
+                await repository.disable_endpoint(session, row["url"], now, "410 Gone")
+            if outcome == "delivered" and row["kind"] == "offer" and row["assignment_id"]:
+                await repository.mark_notified(session, row["assignment_id"], now)
             await repository.record_attempt(
                 session,
                 {
@@ -290,8 +383,10 @@ class Notifier:
                 },
             )
         if outcome == "failed":
+            if self.on_failure is not None:
+                self.on_failure(str(row["channel"]))
             logger.warning(
-                "notification %s to SDR %s given up after %d attempts: %s",
-                row["id"], row["sdr_id"], attempt, error,
+                "notification %s (%s) given up after %d attempts: %s",
+                row["id"], row["channel"], attempt, error,
             )
         return Delivery(row["id"], attempt, outcome, status_code, error, next_attempt_at)

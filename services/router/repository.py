@@ -7,20 +7,25 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.models import (
     ACTIVE_STATUSES,
+    OPEN_STATUSES,
+    account_owner,
     assignment,
+    disabled_endpoint,
     escalation,
     lead,
+    membership,
     notification,
     notification_attempt,
+    rule_set,
     sdr,
+    team,
 )
-from services.router.routing import SdrCandidate
 
 ROUTING_LOCK_KEY = zlib.crc32(b"leadrelay.router.routing")
 """PostgreSQL advisory lock taken by every transaction that hands out leads."""
@@ -48,6 +53,10 @@ async def insert_sdr(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(sdr).values(**values))
 
 
+async def update_person(session: AsyncSession, person_id: str, values: Mapping[str, Any]) -> None:
+    await session.execute(update(sdr).where(sdr.c.id == person_id).values(**values))
+
+
 async def find_sdr(session: AsyncSession, sdr_id: str) -> RowMapping | None:
     result = await session.execute(select(sdr).where(sdr.c.id == sdr_id))
     return result.mappings().first()
@@ -58,22 +67,153 @@ async def find_sdr_by_email(session: AsyncSession, email: str) -> RowMapping | N
     return result.mappings().first()
 
 
-async def list_sdrs(session: AsyncSession) -> Sequence[RowMapping]:
-    result = await session.execute(select(sdr).order_by(sdr.c.created_at, sdr.c.id))
+async def find_person_by_token(session: AsyncSession, token_hash: str) -> RowMapping | None:
+    result = await session.execute(select(sdr).where(sdr.c.token_hash == token_hash))
+    return result.mappings().first()
+
+
+async def list_sdrs(session: AsyncSession, *, role: str | None = None) -> Sequence[RowMapping]:
+    query = select(sdr).order_by(sdr.c.created_at, sdr.c.id)
+    if role is not None:
+        query = query.where(sdr.c.role == role)
+    result = await session.execute(query)
     return result.mappings().all()
 
 
-async def active_sdrs(session: AsyncSession) -> list[SdrCandidate]:
-    result = await session.execute(
-        select(sdr.c.id, sdr.c.active, sdr.c.last_assigned_at, sdr.c.created_at).where(
-            sdr.c.active.is_(True)
-        )
+async def people_in_pool(
+    session: AsyncSession, *, team_id: str | None, role: str
+) -> Sequence[RowMapping]:
+    """People of `role` in a team (every one of the role when `team_id` is None), with their
+    count of open assignments."""
+    open_count = (
+        select(assignment.c.sdr_id, func.count().label("open_assignments"))
+        .where(assignment.c.status.in_(OPEN_STATUSES))
+        .group_by(assignment.c.sdr_id)
+        .subquery()
     )
-    return [SdrCandidate(**row) for row in result.mappings()]
+    query = (
+        select(sdr, func.coalesce(open_count.c.open_assignments, 0).label("open_assignments"))
+        .outerjoin(open_count, open_count.c.sdr_id == sdr.c.id)
+        .where(sdr.c.role == role)
+    )
+    if team_id is not None:
+        query = query.join(membership, membership.c.person_id == sdr.c.id).where(
+            membership.c.team_id == team_id
+        )
+    result = await session.execute(query.order_by(sdr.c.created_at, sdr.c.id))
+    return result.mappings().all()
+
+
+async def assignment_counts(
+    session: AsyncSession, person_ids: Sequence[str], since: datetime
+) -> dict[str, int]:
+    """Leads each person was given since `since`, not counting offers they let lapse or
+    turned down (those leads went to someone else)."""
+    if not person_ids:
+        return {}
+    result = await session.execute(
+        select(assignment.c.sdr_id, func.count())
+        .where(
+            assignment.c.sdr_id.in_(person_ids),
+            assignment.c.offered_at >= since,
+            assignment.c.status.not_in(("escalated", "rejected")),
+        )
+        .group_by(assignment.c.sdr_id)
+    )
+    return {row[0]: int(row[1]) for row in result}
 
 
 async def mark_sdr_assigned(session: AsyncSession, sdr_id: str, at: datetime) -> None:
     await session.execute(update(sdr).where(sdr.c.id == sdr_id).values(last_assigned_at=at))
+
+
+async def pause_person(session: AsyncSession, person_id: str, until: datetime) -> None:
+    await session.execute(update(sdr).where(sdr.c.id == person_id).values(paused_until=until))
+
+
+# Teams
+
+
+async def insert_team(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    await session.execute(insert(team).values(**values))
+
+
+async def update_team(session: AsyncSession, team_id: str, values: Mapping[str, Any]) -> None:
+    await session.execute(update(team).where(team.c.id == team_id).values(**values))
+
+
+async def find_team(session: AsyncSession, team_id: str) -> RowMapping | None:
+    result = await session.execute(select(team).where(team.c.id == team_id))
+    return result.mappings().first()
+
+
+async def find_team_by_name(session: AsyncSession, name: str) -> RowMapping | None:
+    result = await session.execute(select(team).where(team.c.name == name))
+    return result.mappings().first()
+
+
+async def list_teams(session: AsyncSession) -> Sequence[RowMapping]:
+    result = await session.execute(select(team).order_by(team.c.name))
+    return result.mappings().all()
+
+
+async def team_members(session: AsyncSession, team_id: str) -> list[str]:
+    result = await session.scalars(
+        select(membership.c.person_id).where(membership.c.team_id == team_id)
+        .order_by(membership.c.person_id)
+    )
+    return list(result)
+
+
+async def teams_of(session: AsyncSession, person_id: str) -> list[str]:
+    result = await session.scalars(
+        select(membership.c.team_id).where(membership.c.person_id == person_id)
+    )
+    return list(result)
+
+
+async def teams_managed_by(session: AsyncSession, person_id: str) -> list[str]:
+    result = await session.scalars(select(team.c.id).where(team.c.manager_id == person_id))
+    return list(result)
+
+
+async def set_memberships(session: AsyncSession, person_id: str, team_ids: Sequence[str]) -> None:
+    await session.execute(delete(membership).where(membership.c.person_id == person_id))
+    if team_ids:
+        await session.execute(
+            insert(membership),
+            [{"team_id": team_id, "person_id": person_id} for team_id in team_ids],
+        )
+
+
+# Rules and account owners
+
+
+async def current_rule_set(session: AsyncSession) -> RowMapping | None:
+    result = await session.execute(select(rule_set).order_by(rule_set.c.version.desc()).limit(1))
+    return result.mappings().first()
+
+
+async def insert_rule_set(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    await session.execute(insert(rule_set).values(**values))
+
+
+async def find_account_owner(session: AsyncSession, account_key: str) -> str | None:
+    found: str | None = await session.scalar(
+        select(account_owner.c.person_id).where(account_owner.c.account_key == account_key)
+    )
+    return found
+
+
+async def claim_account(
+    session: AsyncSession, account_key: str, person_id: str, at: datetime
+) -> None:
+    """Make `person_id` the owner of the account unless it already has one."""
+    if await find_account_owner(session, account_key) is None:
+        await session.execute(
+            insert(account_owner).values(account_key=account_key, person_id=person_id,
+                                         assigned_at=at)
+        )
 
 
 # Leads
@@ -126,11 +266,22 @@ async def active_assignment(session: AsyncSession, lead_id: str) -> RowMapping |
 
 
 async def list_assignments(
-    session: AsyncSession, *, lead_id: str | None, limit: int
+    session: AsyncSession,
+    *,
+    lead_id: str | None,
+    limit: int,
+    person_ids: Sequence[str] | None = None,
+    team_ids: Sequence[str] | None = None,
 ) -> Sequence[RowMapping]:
+    """Newest first; `person_ids`/`team_ids` restrict to what a rep or a manager may see."""
     query = select(assignment)
     if lead_id is not None:
         query = query.where(assignment.c.lead_id == lead_id)
+    if person_ids is not None or team_ids is not None:
+        query = query.where(or_(
+            assignment.c.sdr_id.in_(list(person_ids or ())),
+            assignment.c.team_id.in_(list(team_ids or ())),
+        ))
     result = await session.execute(
         query.order_by(assignment.c.offered_at.desc(), assignment.c.attempt.desc()).limit(limit)
     )
@@ -165,6 +316,126 @@ async def accept_offer(session: AsyncSession, assignment_id: str, at: datetime) 
     return _rowcount(result) == 1
 
 
+async def transition(
+    session: AsyncSession,
+    assignment_id: str,
+    *,
+    from_status: str,
+    values: Mapping[str, Any],
+) -> bool:
+    """Move an assignment on only if it is still in `from_status` (one conditional update)."""
+    result = await session.execute(
+        update(assignment)
+        .where(assignment.c.id == assignment_id, assignment.c.status == from_status)
+        .values(**values)
+    )
+    return _rowcount(result) == 1
+
+
+async def claim_due_reminders(
+    session: AsyncSession, now: datetime, limit: int
+) -> Sequence[RowMapping]:
+    result = await session.execute(
+        select(assignment)
+        .where(assignment.c.status == "offered", assignment.c.reminder_at <= now)
+        .order_by(assignment.c.reminder_at, assignment.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = result.mappings().all()
+    if rows:
+        await session.execute(
+            update(assignment).where(assignment.c.id.in_([row["id"] for row in rows]))
+            .values(reminder_at=None)
+        )
+    return rows
+
+
+async def claim_contact_breaches(
+    session: AsyncSession, now: datetime, limit: int
+) -> Sequence[RowMapping]:
+    """Accepted assignments past their first-contact deadline, not yet reported."""
+    result = await session.execute(
+        select(assignment)
+        .where(
+            assignment.c.status == "accepted",
+            assignment.c.contact_deadline_at <= now,
+            assignment.c.contact_breached_at.is_(None),
+        )
+        .order_by(assignment.c.contact_deadline_at, assignment.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = result.mappings().all()
+    if rows:
+        await session.execute(
+            update(assignment).where(assignment.c.id.in_([row["id"] for row in rows]))
+            .values(contact_breached_at=now)
+        )
+    return rows
+
+
+async def reoffer_count(session: AsyncSession, lead_id: str, role: str) -> int:
+    found = await session.scalar(
+        select(func.count()).select_from(assignment).where(
+            assignment.c.lead_id == lead_id, assignment.c.role == role,
+            assignment.c.status == "escalated",
+        )
+    )
+    return int(found or 0)
+
+
+async def queued_leads(session: AsyncSession, team_ids: Sequence[str]) -> Sequence[RowMapping]:
+    result = await session.execute(
+        select(lead.c.id, lead.c.queue_team_id, lead.c.queued_at, lead.c.score,
+               lead.c.temperature)
+        .where(lead.c.status == "queued", lead.c.queue_team_id.in_(list(team_ids)))
+        .order_by(lead.c.queued_at, lead.c.id)
+    )
+    return result.mappings().all()
+
+
+async def take_from_queue(session: AsyncSession, lead_id: str, at: datetime) -> bool:
+    """Take a lead out of its team's shared queue; False when someone else got it first."""
+    result = await session.execute(
+        update(lead).where(lead.c.id == lead_id, lead.c.status == "queued")
+        .values(status="routed", queue_team_id=None, queued_at=None, updated_at=at)
+    )
+    return _rowcount(result) == 1
+
+
+async def mark_notified(session: AsyncSession, assignment_id: str, at: datetime) -> None:
+    await session.execute(
+        update(assignment)
+        .where(assignment.c.id == assignment_id, assignment.c.notified_at.is_(None))
+        .values(notified_at=at)
+    )
+
+
+async def erase_lead(session: AsyncSession, lead_id: str) -> None:
+    """Remove a lead's personal data: profile, assignment snapshots, queued messages."""
+    await session.execute(update(lead).where(lead.c.id == lead_id).values(profile={}))
+    await session.execute(
+        update(assignment).where(assignment.c.lead_id == lead_id)
+        .values(lead_snapshot={}, note=None, bant=None)
+    )
+    ids = select(assignment.c.id).where(assignment.c.lead_id == lead_id).scalar_subquery()
+    await session.execute(
+        update(notification).where(notification.c.assignment_id.in_(ids))
+        .values(payload={}, status="cancelled", next_attempt_at=None)
+    )
+
+
+async def assignments_between(
+    session: AsyncSession, since: datetime, until: datetime
+) -> Sequence[RowMapping]:
+    """Assignments offered in [since, until), for the reports."""
+    result = await session.execute(
+        select(assignment).where(assignment.c.offered_at >= since, assignment.c.offered_at < until)
+    )
+    return result.mappings().all()
+
+
 async def escalate_offer(session: AsyncSession, assignment_id: str, at: datetime) -> bool:
     """Close an offer as `escalated`; False when it is no longer `offered`."""
     result = await session.execute(
@@ -185,6 +456,16 @@ async def claim_lapsed_offers(
         .order_by(assignment.c.deadline_at, assignment.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
+    )
+    return result.mappings().all()
+
+
+async def escalations_between(
+    session: AsyncSession, since: datetime, until: datetime
+) -> Sequence[RowMapping]:
+    result = await session.execute(
+        select(escalation).where(escalation.c.escalated_at >= since,
+                                 escalation.c.escalated_at < until)
     )
     return result.mappings().all()
 
@@ -266,5 +547,35 @@ async def find_notifications(session: AsyncSession, assignment_id: str) -> Seque
         select(notification)
         .where(notification.c.assignment_id == assignment_id)
         .order_by(notification.c.id)
+    )
+    return result.mappings().all()
+
+
+async def disable_endpoint(session: AsyncSession, url: str, at: datetime, reason: str) -> None:
+    if await is_disabled(session, url):
+        return
+    await session.execute(insert(disabled_endpoint).values(url=url, disabled_at=at, reason=reason))
+    await session.execute(
+        update(notification).where(notification.c.url == url, notification.c.status == "pending")
+        .values(status="cancelled", next_attempt_at=None)
+    )
+
+
+async def is_disabled(session: AsyncSession, url: str) -> bool:
+    found = await session.scalar(
+        select(disabled_endpoint.c.url).where(disabled_endpoint.c.url == url)
+    )
+    return found is not None
+
+
+async def find_attempts(
+    session: AsyncSession, notification_ids: Sequence[int]
+) -> Sequence[RowMapping]:
+    if not notification_ids:
+        return []
+    result = await session.execute(
+        select(notification_attempt)
+        .where(notification_attempt.c.notification_id.in_(list(notification_ids)))
+        .order_by(notification_attempt.c.id)
     )
     return result.mappings().all()

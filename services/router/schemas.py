@@ -1,8 +1,10 @@
-"""The shapes router's HTTP API accepts and returns, and the webhook it sends to SDRs."""
+"""The shapes router's HTTP API accepts and returns, and the notifications it sends."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -11,85 +13,323 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     EmailStr,
+    Field,
     StringConstraints,
     UrlConstraints,
+    field_validator,
+    model_validator,
 )
 
-from shared.events import Temperature
+from services.router.routing import Presence, Role, parse_working_hours
+from services.router.rules import Rule
+from shared.events import Bant, Temperature
 
-AssignmentStatus = Literal["offered", "accepted", "escalated"]
+AssignmentStatus = Literal[
+    "offered", "accepted", "contacted", "qualified", "rejected", "disqualified", "escalated"
+]
+RejectReason = Literal[
+    "wrong_territory", "wrong_language", "wrong_segment", "at_capacity", "conflict_of_interest",
+    "existing_customer", "out_of_office", "other",
+]
+DisqualifyReason = Literal[
+    "no_budget", "no_authority", "no_need", "bad_timing", "unreachable", "competitor",
+    "student_or_personal", "spam", "duplicate", "other",
+]
 
 WebhookUrl = Annotated[
     AnyHttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])
 ]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=8)]
+WorkingHours = dict[str, list[Annotated[str, StringConstraints(max_length=11)]]]
 
 
-class SdrCreate(BaseModel):
-    """An SDR joining the roster. `webhook_url` receives an `assignment.offered` POST per offer."""
+def _valid_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}") from None
+    return value
+
+
+def _valid_hours(value: WorkingHours | None) -> WorkingHours | None:
+    try:
+        parse_working_hours(value)
+    except ValueError as error:
+        raise ValueError(f"working hours: {error}") from None
+    return value
+
+
+Secret = Annotated[str, StringConstraints(pattern=r"^whsec_[A-Za-z0-9+/=]{16,}$")]
+Timezone = Annotated[str, AfterValidator(_valid_timezone)]
+Hours = Annotated[WorkingHours | None, AfterValidator(_valid_hours)]
+
+
+class OutOfOffice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutOfOffice:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class PersonFields(BaseModel):
+    """Everything about a person but who they are; every field optional (a PATCH)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teams: list[Name] | None = Field(default=None, description="Team names")
+    languages: list[Code] | None = None
+    territories: list[Code] | None = Field(default=None, description="Country codes")
+    segments: list[Name] | None = None
+    timezone: Timezone | None = None
+    working_hours: Hours = Field(
+        default=None, description='{"mon": ["09:00-12:00", "13:00-17:30"], ...}; none: always'
+    )
+    out_of_office: list[OutOfOffice] | None = None
+    presence: Presence | None = None
+    capacity: Annotated[int, Field(ge=0)] | None = None
+    weight: Annotated[float, Field(gt=0, le=100)] | None = None
+    webhook_url: WebhookUrl | None = None
+    webhook_secret: Secret | None = None
+    slack_webhook_url: WebhookUrl | None = None
+    active: bool | None = None
+
+
+class PersonCreate(PersonFields):
+    """A person joining the roster. Their API token is in the answer, and only there."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Grace Hopper",
-                    "email": "grace@seller.example",
-                    "webhook_url": "https://hooks.seller.example/leadrelay/grace",
-                }
-            ]
-        },
+        json_schema_extra={"examples": [{
+            "name": "Grace Hopper", "email": "grace@seller.example", "role": "sdr",
+            "teams": ["SDR EMEA"], "languages": ["en", "fr"], "territories": ["GB", "FR"],
+            "timezone": "Europe/Paris", "working_hours": {"mon": ["09:00-18:00"]},
+            "capacity": 20, "weight": 1, "webhook_url": "https://hooks.seller.example/grace",
+        }]},
     )
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Name
+    email: Annotated[EmailStr, AfterValidator(str.lower)]
+    role: Role = "sdr"
+
+
+class SdrCreate(BaseModel):
+    """The first roster API, kept: an SDR with a webhook, in no team, always working."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
     email: Annotated[EmailStr, AfterValidator(str.lower)]
     webhook_url: WebhookUrl
     active: bool = True
 
 
-class SdrView(BaseModel):
+class PersonView(BaseModel):
     id: str
     name: str
     email: str
-    webhook_url: str
+    role: str
+    teams: list[str] = Field(default_factory=list, description="Team ids")
+    languages: list[str]
+    territories: list[str]
+    segments: list[str]
+    timezone: str
+    working_hours: dict[str, list[str]] | None
+    out_of_office: list[dict[str, Any]]
+    presence: str
+    capacity: int | None
+    weight: float
+    webhook_url: str | None
+    slack_webhook_url: str | None
     active: bool
+    paused_until: AwareDatetime | None
     last_assigned_at: AwareDatetime | None
     created_at: AwareDatetime
+
+
+class PersonCreated(PersonView):
+    token: str | None = Field(
+        default=None, description="The person's API token; shown once, never again"
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="Signing secret of the generic webhook; shown once"
+    )
+
+
+SdrView = PersonCreated
+
+
+class PresenceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    presence: Presence
+
+
+class TeamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    manager_email: Annotated[EmailStr, AfterValidator(str.lower)] | None = None
+    timezone: Timezone = "UTC"
+    working_hours: Hours = None
+
+
+class TeamView(BaseModel):
+    id: str
+    name: str
+    manager_id: str | None
+    timezone: str
+    working_hours: dict[str, list[str]] | None
+    members: list[str]
+    created_at: AwareDatetime
+
+
+class RosterPerson(PersonCreate):
+    pass
+
+
+class RosterDocument(BaseModel):
+    """`POST /v1/roster/import`: teams and people, matched by team name and email."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teams: list[TeamCreate] = Field(default_factory=list, max_length=1000)
+    people: list[RosterPerson] = Field(default_factory=list, max_length=10000)
+
+
+class RosterImported(BaseModel):
+    teams_created: int
+    teams_updated: int
+    people_created: list[PersonCreated]
+    people_updated: int
+
+
+class RuleSetView(BaseModel):
+    version: str
+    rules: list[Rule]
+    created_at: AwareDatetime | None
 
 
 class AssignmentView(BaseModel):
     id: str
     lead_id: str
     sdr_id: str
+    role: str
+    team_id: str | None
     status: AssignmentStatus
     attempt: int
+    rule_id: str | None
+    rules_version: str | None
     offered_at: AwareDatetime
     deadline_at: AwareDatetime
     accepted_at: AwareDatetime | None
+    contact_deadline_at: AwareDatetime | None
+    contacted_at: AwareDatetime | None
+    qualified_at: AwareDatetime | None
     closed_at: AwareDatetime | None
+    reason_code: str | None
+    bant: dict[str, Any] | None
     lead: dict[str, Any]
+
+
+class DecisionView(BaseModel):
+    """Why this rep got this lead."""
+
+    assignment_id: str
+    rule_id: str | None
+    rules_version: str | None
+    pools: list[dict[str, Any]] = Field(
+        description="Each pool tried, in order: its candidates, exclusions, scores, tie-break"
+    )
+    chosen: str
+
+
+class RejectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason_code: RejectReason
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class DisqualifyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason_code: DisqualifyReason
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class QualifyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bant: Bant
+
+    @field_validator("bant")
+    @classmethod
+    def _answered(cls, bant: Bant) -> Bant:
+        if not any((bant.budget, bant.authority, bant.need, bant.timing)):
+            raise ValueError("at least one BANT answer is needed to qualify a lead")
+        return bant
+
+
+class QueuedLead(BaseModel):
+    lead_id: str
+    team_id: str
+    queued_at: AwareDatetime
+    score: float
+    temperature: str
+
+
+class DeliveryView(BaseModel):
+    id: int
+    channel: str
+    kind: str
+    status: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    delivered_at: AwareDatetime | None
+    log: list[dict[str, Any]]
 
 
 class OfferedLead(BaseModel):
     name: str | None
     company: str | None
-    email: str
+    email: str | None
     phone: str | None
+    country: str | None = None
+    source: str | None = None
 
 
 class OfferNotice(BaseModel):
-    """The JSON body POSTed to an SDR's webhook when a lead is offered to them.
+    """The JSON body POSTed to a rep's generic webhook (signed with Standard Webhooks).
 
-    Delivery is at least once: a retry carries the same `Idempotency-Key` header, and
-    `assignment_id` names the offer. Accepting is a `POST` to `accept_url` before `deadline_at`.
+    Delivery is at least once: a retry carries the same `webhook-id` header. `kind` is
+    `offer`, `reminder` or, for managers, `escalation`. Accepting is a `POST` to `accept_url`.
     """
 
-    event: Literal["assignment.offered"] = "assignment.offered"
+    type: str = "assignment.offered"
+    kind: str = "offer"
+    timestamp: AwareDatetime
     assignment_id: str
     lead_id: str
     sdr_id: str
+    role: str
     attempt: int
     lead: OfferedLead
     score: float
     temperature: Temperature
+    why: list[str]
     deadline_at: AwareDatetime
     accept_url: str
+
+
+def countdown(deadline: datetime, now: datetime) -> str:
+    seconds = max(0, int((deadline - now).total_seconds()))
+    minutes, rest = divmod(seconds, 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"

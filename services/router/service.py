@@ -1,35 +1,52 @@
-"""router's business logic: keep the roster, offer leads round robin, take acceptances.
+"""router's business logic: route leads by the rules, offer them, and follow each offer.
 
 Functions here take the caller's session and never commit: the HTTP endpoint, the consumer
-loop or the timer loop owns the transaction, so an assignment, its notification and its
+loop or the timer loop owns the transaction, so an assignment, its notifications and its
 events commit together or not at all. Every function that hands out leads first takes the
-routing lock (`repository.lock_routing`), so round robin decisions never interleave.
+routing lock (`repository.lock_routing`), so decisions that read the roster never interleave.
+Every state change is a conditional update from the state it expects: of two racing
+changes (an acceptance and the deadline, two reps claiming from the queue) exactly one wins.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import repository
-from services.router.notifications import DeliverySignal
-from services.router.routing import SdrCandidate, choose_sdr
-from services.router.schemas import OfferedLead, OfferNotice, SdrCreate
+from services.router import repository, roster
+from services.router.access import action_token
+from services.router.notifications import DeliverySignal, slack_offer
+from services.router.routing import Decision, LeadFacts, Role, choose_rep
+from services.router.rules import DEFAULT_RULE, Rule, first_match
+from services.router.schemas import OfferedLead, OfferNotice
 from services.router.settings import RouterSettings
 from shared.clock import Clock
 from shared.db import new_id
 from shared.events import (
     AssignmentAccepted,
     AssignmentAcceptedData,
+    AssignmentContacted,
+    AssignmentContactedData,
+    AssignmentDisqualified,
+    AssignmentDisqualifiedData,
     AssignmentOffered,
     AssignmentOfferedData,
+    AssignmentQualified,
+    AssignmentQualifiedData,
+    AssignmentRejected,
+    AssignmentRejectedData,
+    Bant,
+    LeadNurture,
+    LeadNurtureData,
     LeadScored,
 )
+from shared.metrics import ServiceMetrics
 from shared.outbox import Outbox
 from shared.problems import ProblemError
 
@@ -37,33 +54,72 @@ PRODUCER = "router"
 ROUTED_TEMPERATURES = frozenset({"hot", "warm"})
 
 
+class RouterMetrics:
+    """router's own Prometheus metrics (labels never carry personal data)."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.assignments = metrics.counter(
+            "router_assignments_total", "Leads offered to a rep", ["role", "strategy"])
+        self.escalations = metrics.counter(
+            "router_escalations_total", "Offers escalated", ["reason"])
+        self.sla_breaches = metrics.counter(
+            "router_sla_breaches_total", "SLA deadlines missed", ["deadline"])
+        self.delivery_failures = metrics.counter(
+            "router_delivery_failures_total", "Notifications given up or refused", ["channel"])
+        self.decision_seconds = metrics.histogram(
+            "router_decision_seconds", "Time to take one routing decision", [],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1))
+
+
 @dataclass(frozen=True)
 class RouterContext:
-    """What routing needs besides a session: where events go, the time, the SLA."""
+    """What routing needs besides a session: where events go, the time, the settings."""
 
     outbox: Outbox
     clock: Clock
-    sla: timedelta
-    public_base_url: str
+    settings: RouterSettings
     deliveries: DeliverySignal
+    metrics: RouterMetrics
+    action_key: str
 
     @classmethod
-    def build(cls, settings: RouterSettings, outbox: Outbox, clock: Clock) -> RouterContext:
+    def build(
+        cls, settings: RouterSettings, outbox: Outbox, clock: Clock,
+        metrics: ServiceMetrics | None = None,
+    ) -> RouterContext:
+        key = settings.action_secret or settings.admin_token or uuid.uuid4().hex
         return cls(
-            outbox=outbox,
-            clock=clock,
-            sla=timedelta(seconds=settings.sla_accept_seconds),
-            public_base_url=settings.public_base_url,
-            deliveries=DeliverySignal(),
+            outbox=outbox, clock=clock, settings=settings, deliveries=DeliverySignal(),
+            metrics=RouterMetrics(metrics or ServiceMetrics("router")), action_key=key,
         )
 
-    def accept_url(self, assignment_id: str) -> str:
-        return f"{self.public_base_url}/v1/assignments/{assignment_id}/accept"
+    @property
+    def public_base_url(self) -> str:
+        return self.settings.public_base_url
+
+    def action_url(self, assignment_id: str, action: str = "accept") -> str:
+        token = action_token(self.action_key, assignment_id, action)
+        return f"{self.public_base_url}/v1/assignments/{assignment_id}/{action}?token={token}"
+
+    def sla(self, temperature: str, role: str, rule: Rule | None) -> tuple[timedelta, timedelta]:
+        """(time to accept, time to first contact) for a lead."""
+        settings = self.settings
+        if role == "ae":
+            accept, contact = settings.sla_ae_accept_seconds, settings.sla_ae_contact_seconds
+        elif rule is not None and rule.sla is not None:
+            accept, contact = rule.sla.accept_seconds, rule.sla.contact_seconds
+        elif temperature == "hot":
+            accept, contact = settings.sla_hot_accept_seconds, settings.sla_hot_contact_seconds
+        else:
+            accept, contact = settings.sla_warm_accept_seconds, settings.sla_warm_contact_seconds
+        if settings.sla_accept_seconds is not None and role == "sdr":
+            accept = settings.sla_accept_seconds
+        return timedelta(seconds=accept), timedelta(seconds=contact)
 
 
 @dataclass(frozen=True)
 class Offer:
-    """An assignment just offered to an SDR."""
+    """An assignment just offered to a rep."""
 
     assignment_id: str
     lead_id: str
@@ -72,103 +128,191 @@ class Offer:
     deadline_at: datetime
 
 
-# The roster
+@dataclass
+class Routing:
+    """The outcome of routing one lead: the offer made (or None) and why."""
+
+    offer: Offer | None
+    rule: Rule
+    rules_version: str
+    pools: list[dict[str, Any]] = field(default_factory=list)
+    team_id: str | None = None
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule.id, "rules_version": self.rules_version, "pools": self.pools,
+            "chosen": self.offer.sdr_id if self.offer else None,
+        }
 
 
-async def create_sdr(session: AsyncSession, clock: Clock, body: SdrCreate) -> RowMapping:
-    """Add an SDR to the roster; 409 when the email is already on it."""
-    values = {
-        **body.model_dump(),
-        "webhook_url": str(body.webhook_url),
-        "id": new_id(),
-        "created_at": clock.now(),
-        "last_assigned_at": None,
-    }
-    try:
-        async with session.begin_nested():
-            await repository.insert_sdr(session, values)
-    except IntegrityError:
-        raise ProblemError(
-            409,
-            "SDR already exists",
-            f"An SDR with the email {body.email!r} is already on the roster.",
-            slug="sdr-exists",
-        ) from None
-    created = await repository.find_sdr(session, values["id"])
-    assert created is not None
-    return created
+def lead_facts(row: RowMapping) -> LeadFacts:
+    profile: dict[str, Any] = row["profile"] or {}
+    return LeadFacts(
+        id=row["id"],
+        temperature=row["temperature"],
+        score=row["score"],
+        stage=profile.get("stage") or "lead",
+        country=profile.get("country"),
+        language=profile.get("language"),
+        source=profile.get("source"),
+        employee_count=profile.get("employee_count"),
+        account_key=profile.get("account_key"),
+        fields=profile,
+    )
 
 
-# Offering leads
+# Routing
 
 
 async def route_scored_lead(
     session: AsyncSession, context: RouterContext, event: LeadScored
 ) -> Offer | None:
-    """Record a lead's latest score and offer it to an SDR when it is hot or warm.
+    """Record a lead's latest score; route it when hot or warm, nurture it when cold.
 
     A lead that already has an active assignment keeps it (its score is still recorded). A hot
-    or warm lead that finds no active SDR is kept `waiting`; the timer loop offers it as soon
-    as an SDR is active. A score older than the one recorded changes nothing.
+    or warm lead that finds no eligible rep is kept `waiting`; the timer loop routes it as soon
+    as someone is. A score older than the one recorded changes nothing.
     """
     now = context.clock.now()
     await repository.lock_routing(session)
     current = await repository.find_lead(session, event.lead_id, for_update=True)
     if current is not None and current["scored_at"] > event.occurred_at:
         return None
+    profile = event.data.lead.model_dump(mode="json")
+    profile["stage"] = event.data.stage
+    profile["why"] = [line.reason for line in event.data.breakdown[:5]]
     values: dict[str, Any] = {
-        "profile": event.data.lead.model_dump(mode="json"),
+        "profile": profile,
         "score": event.data.score,
         "temperature": event.data.temperature,
         "scored_at": event.occurred_at,
         "updated_at": now,
+        "source": (event.data.lead.source or "")[:100] or None,
     }
-    if await repository.active_assignment(session, event.lead_id) is None:
+    previous_status = current["status"] if current is not None else None
+    held = previous_status in ("queued", "qualified", "disqualified")
+    nurture = False
+    if not held and await repository.active_assignment(session, event.lead_id) is None:
         if event.data.temperature in ROUTED_TEMPERATURES:
             already_waiting = current["waiting_since"] if current is not None else None
             values.update(status="waiting", waiting_since=already_waiting or now)
         else:
+            nurture = previous_status != "cold"
             values.update(status="cold", waiting_since=None)
     if current is None:
         await repository.insert_lead(session, {"id": event.lead_id, **values})
     else:
         await repository.update_lead(session, event.lead_id, values)
-    if values.get("status") != "waiting":
-        return None
-    sdr = choose_sdr(await repository.active_sdrs(session))
-    if sdr is None:
-        return None
     lead = await repository.find_lead(session, event.lead_id)
     assert lead is not None
-    return await offer_lead(
-        session, context, lead, sdr.id, now=now, correlation_id=event.correlation_id
-    )
+    if nurture:
+        await send_to_nurture(session, context, lead, "cold", now)
+    if values.get("status") != "waiting":
+        return None
+    routing = await route_lead(session, context, lead, now, correlation_id=event.correlation_id)
+    return routing.offer
 
 
 async def route_waiting_leads(
     session: AsyncSession, context: RouterContext, now: datetime, *, limit: int
 ) -> list[Offer]:
-    """Offer leads that found no active SDR, oldest first, now that one may be active."""
+    """Route leads that found no eligible rep, oldest first, now that someone may be."""
     await repository.lock_routing(session)
     waiting = await repository.claim_waiting_leads(session, limit)
-    if not waiting:
-        return []
-    candidates = await repository.active_sdrs(session)
     offers: list[Offer] = []
     for lead in waiting:
-        sdr = choose_sdr(candidates)
-        if sdr is None:
-            break
-        offers.append(await offer_lead(session, context, lead, sdr.id, now=now))
-        candidates = moved_to_back(candidates, sdr.id, now)
+        routing = await route_lead(session, context, lead, now)
+        if routing.offer is not None:
+            offers.append(routing.offer)
     return offers
 
 
-def moved_to_back(
-    candidates: list[SdrCandidate], sdr_id: str, now: datetime
-) -> list[SdrCandidate]:
-    """The roster as round robin sees it once `sdr_id` was assigned a lead at `now`."""
-    return [replace(c, last_assigned_at=now) if c.id == sdr_id else c for c in candidates]
+async def _pools(session: AsyncSession, rule: Rule, role: Role) -> list[tuple[str, str | None]]:
+    """(label, team id) of each pool to try in order; team id None: everyone of the role."""
+    if role == "ae":
+        names = [rule.handoff_pool] if rule.handoff_pool else []
+    else:
+        names = [name for name in (rule.pool, rule.fallback_pool) if name]
+        if rule.outside_hours == "follow_the_sun":
+            names.extend(rule.follow_the_sun)
+    if not names:
+        return [(f"every {role}", None)]
+    pools: list[tuple[str, str | None]] = []
+    for name in names:
+        team = await repository.find_team_by_name(session, name)
+        if team is not None:
+            pools.append((name, team["id"]))
+    return pools
+
+
+async def decide(
+    session: AsyncSession,
+    context: RouterContext,
+    lead: RowMapping,
+    now: datetime,
+    *,
+    role: Role = "sdr",
+    exclude: frozenset[str] = frozenset(),
+) -> tuple[str | None, Routing]:
+    """Choose who gets `lead` by the current rules; nothing is written."""
+    version, rule_set, _ = await roster.current_rules(session)
+    facts = lead_facts(lead)
+    rule = first_match(rule_set.rules, facts) if rule_set.rules else DEFAULT_RULE
+    routing = Routing(offer=None, rule=rule, rules_version=version)
+    owner = None
+    if rule.strategy == "account_owner" and facts.account_key:
+        owner = await repository.find_account_owner(session, facts.account_key)
+    window_start = now - timedelta(hours=context.settings.fairness_window_hours)
+    for label, team_id in await _pools(session, rule, role):
+        started = _perf()
+        people = await repository.people_in_pool(session, team_id=team_id, role=role)
+        reps = [roster.rep_of(row) for row in people]
+        counts = (
+            await repository.assignment_counts(session, [rep.id for rep in reps], window_start)
+            if rule.strategy == "weighted_fairness" else {}
+        )
+        decision: Decision = choose_rep(
+            reps, facts, rule.strategy, now, exclude=exclude, counts=counts,
+            window_start=window_start, account_owner_id=owner, role=role,
+        )
+        context.metrics.decision_seconds.observe(_perf() - started)
+        routing.pools.append({"pool": label, "team_id": team_id, **decision.as_json()})
+        if decision.rep_id is not None:
+            routing.team_id = team_id
+            return decision.rep_id, routing
+    return None, routing
+
+
+def _perf() -> float:
+    return time.perf_counter()
+
+
+async def route_lead(
+    session: AsyncSession,
+    context: RouterContext,
+    lead: RowMapping,
+    now: datetime,
+    *,
+    role: Role = "sdr",
+    exclude: frozenset[str] = frozenset(),
+    correlation_id: str | None = None,
+    assignment_id: str | None = None,
+) -> Routing:
+    """Decide and, when someone is eligible, offer. With nobody, the lead is left `waiting`."""
+    rep_id, routing = await decide(session, context, lead, now, role=role, exclude=exclude)
+    if rep_id is None:
+        if role == "sdr":
+            await repository.update_lead(session, lead["id"], {
+                "status": "waiting", "waiting_since": lead["waiting_since"] or now,
+                "updated_at": now,
+            })
+        return routing
+    routing.offer = await offer_lead(
+        session, context, lead, rep_id, now=now, routing=routing, role=role,
+        correlation_id=correlation_id, assignment_id=assignment_id,
+    )
+    return routing
 
 
 async def offer_lead(
@@ -178,130 +322,359 @@ async def offer_lead(
     sdr_id: str,
     *,
     now: datetime,
+    routing: Routing,
+    role: Role = "sdr",
     assignment_id: str | None = None,
     correlation_id: str | None = None,
+    status: str = "offered",
 ) -> Offer:
-    """Offer `lead` to an SDR: the assignment, its notification and `assignment.offered`."""
-    sdr = await repository.find_sdr(session, sdr_id)
-    if sdr is None:
-        raise LookupError(f"no SDR {sdr_id}")
+    """Offer `lead` to a rep: the assignment, its notifications and `assignment.offered`."""
+    person = await repository.find_sdr(session, sdr_id)
+    if person is None:
+        raise LookupError(f"no person {sdr_id}")
+    accept_within, contact_within = context.sla(lead["temperature"], role, routing.rule)
     offer = Offer(
         assignment_id=assignment_id or new_id(),
         lead_id=lead["id"],
         sdr_id=sdr_id,
         attempt=await repository.last_attempt(session, lead["id"]) + 1,
-        deadline_at=now + context.sla,
+        deadline_at=now + accept_within,
     )
-    profile: dict[str, Any] = lead["profile"]
+    profile: dict[str, Any] = lead["profile"] or {}
     snapshot = {
-        "name": profile.get("name"),
-        "company": profile.get("company"),
-        "email": profile["email"],
-        "phone": profile.get("phone"),
-        "score": lead["score"],
-        "temperature": lead["temperature"],
+        "name": profile.get("name"), "company": profile.get("company"),
+        "email": profile.get("email"), "phone": profile.get("phone"),
+        "country": profile.get("country"), "source": profile.get("source"),
+        "score": lead["score"], "temperature": lead["temperature"],
     }
-    await repository.insert_assignment(
-        session,
-        {
-            "id": offer.assignment_id,
-            "lead_id": offer.lead_id,
-            "sdr_id": sdr_id,
-            "status": "offered",
-            "attempt": offer.attempt,
-            "offered_at": now,
-            "deadline_at": offer.deadline_at,
-            "lead_snapshot": snapshot,
-        },
-    )
+    fraction = context.settings.sla_reminder_fraction
+    accepted = status == "accepted"
+    await repository.insert_assignment(session, {
+        "id": offer.assignment_id,
+        "lead_id": offer.lead_id,
+        "sdr_id": sdr_id,
+        "status": status,
+        "attempt": offer.attempt,
+        "offered_at": now,
+        "deadline_at": offer.deadline_at,
+        "accepted_at": now if accepted else None,
+        "contact_deadline_at": now + contact_within if accepted else None,
+        "reminder_at": now + accept_within * fraction if fraction and not accepted else None,
+        "lead_snapshot": snapshot,
+        "role": role,
+        "team_id": routing.team_id,
+        "rule_id": routing.rule.id,
+        "rules_version": routing.rules_version,
+        "decision": routing.decision | {"chosen": sdr_id},
+        "scored_at": lead["scored_at"],
+        "source": lead["source"],
+    })
     await repository.mark_sdr_assigned(session, sdr_id, now)
     await repository.update_lead(
         session, offer.lead_id, {"status": "routed", "waiting_since": None, "updated_at": now}
     )
+    if not accepted:
+        await notify_person(session, context, person, lead, offer, kind="offer", now=now,
+                            role=role)
+    context.metrics.assignments.labels(role=role, strategy=routing.rule.strategy).inc()
+    await context.outbox.add(session, AssignmentOffered(
+        producer=PRODUCER, lead_id=offer.lead_id, correlation_id=correlation_id, occurred_at=now,
+        data=AssignmentOfferedData(
+            assignment_id=offer.assignment_id, sdr_id=sdr_id, deadline_at=offer.deadline_at,
+            attempt=offer.attempt, team_id=routing.team_id, role=role, rule_id=routing.rule.id,
+            rules_version=routing.rules_version,
+        ),
+    ))
+    return offer
+
+
+async def notify_person(
+    session: AsyncSession,
+    context: RouterContext,
+    person: RowMapping,
+    lead: RowMapping,
+    offer: Offer,
+    *,
+    kind: str,
+    now: datetime,
+    role: str = "sdr",
+) -> None:
+    """Queue the offer (or a reminder, or an escalation notice) on each of the person's
+    channels: the generic signed webhook and Slack."""
+    profile: dict[str, Any] = lead["profile"] or {}
     notice = OfferNotice(
+        type="assignment.offered" if kind == "offer" else f"assignment.{kind}",
+        kind=kind,
+        timestamp=now,
         assignment_id=offer.assignment_id,
         lead_id=offer.lead_id,
-        sdr_id=sdr_id,
+        sdr_id=offer.sdr_id,
+        role=role,
         attempt=offer.attempt,
-        lead=OfferedLead.model_validate(snapshot),
+        lead=OfferedLead.model_validate(profile | {"email": profile.get("email")}),
         score=lead["score"],
         temperature=lead["temperature"],
+        why=list(profile.get("why") or []),
         deadline_at=offer.deadline_at,
-        accept_url=context.accept_url(offer.assignment_id),
+        accept_url=context.action_url(offer.assignment_id),
     )
-    await repository.insert_notification(
-        session,
-        {
+    channels: list[tuple[str, str, dict[str, Any]]] = []
+    if person["webhook_url"]:
+        channels.append(("generic", person["webhook_url"], notice.model_dump(mode="json")))
+    if person["slack_webhook_url"]:
+        channels.append(("slack", person["slack_webhook_url"], slack_offer(notice, now)))
+    for channel, url, payload in channels:
+        await repository.insert_notification(session, {
             "assignment_id": offer.assignment_id,
-            "sdr_id": sdr_id,
-            "url": sdr["webhook_url"],
-            "payload": notice.model_dump(mode="json"),
+            "sdr_id": person["id"],
+            "url": url,
+            "payload": payload,
             "status": "pending",
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
-        },
-    )
-    context.deliveries.wake_after_commit(session)
-    await context.outbox.add(
-        session,
-        AssignmentOffered(
-            producer=PRODUCER,
-            lead_id=offer.lead_id,
-            correlation_id=correlation_id,
-            occurred_at=now,
-            data=AssignmentOfferedData(
-                assignment_id=offer.assignment_id,
-                sdr_id=sdr_id,
-                deadline_at=offer.deadline_at,
-                attempt=offer.attempt,
-            ),
-        ),
-    )
-    return offer
+            "channel": channel,
+            "kind": kind,
+            "message_id": f"msg_{uuid.uuid4().hex}",
+            "secret": person["webhook_secret"] if channel == "generic" else None,
+        })
+    if channels:
+        context.deliveries.wake_after_commit(session)
 
 
-# Accepting
+async def send_to_nurture(
+    session: AsyncSession, context: RouterContext, lead: RowMapping, reason: str, now: datetime
+) -> None:
+    """Hand a lead back to marketing: `lead.nurture`, and the marketing tool's webhook."""
+    event = LeadNurture(
+        producer=PRODUCER, lead_id=lead["id"], occurred_at=now,
+        data=LeadNurtureData(reason=reason, temperature=lead["temperature"], score=lead["score"]),
+    )
+    await context.outbox.add(session, event)
+    url = context.settings.nurture_webhook_url
+    if url:
+        await repository.insert_notification(session, {
+            "assignment_id": None, "sdr_id": None, "url": url,
+            "payload": {"type": "lead.nurture", "timestamp": now.isoformat(),
+                        "data": {"lead_id": lead["id"], "reason": reason,
+                                 "temperature": lead["temperature"], "score": lead["score"],
+                                 "email": (lead["profile"] or {}).get("email")}},
+            "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+            "channel": "generic", "kind": "nurture", "message_id": f"msg_{uuid.uuid4().hex}",
+            "secret": context.settings.nurture_webhook_secret or None,
+        })
+        context.deliveries.wake_after_commit(session)
+
+
+# What reps do with an assignment
+
+
+def _not_open(existing: RowMapping, action: str, allowed: str) -> ProblemError:
+    return ProblemError(
+        409, "Assignment not open",
+        f"This assignment is {existing['status']}; only an {allowed} assignment can be "
+        f"{action}.",
+        slug="assignment-not-open", assignment_status=existing["status"],
+    )
+
+
+async def _require(session: AsyncSession, assignment_id: str) -> RowMapping:
+    found = await repository.find_assignment(session, assignment_id)
+    if found is None:
+        raise ProblemError(
+            404, "Assignment not found", f"No assignment has the id {assignment_id!r}."
+        )
+    return found
 
 
 async def accept_assignment(
     session: AsyncSession, context: RouterContext, assignment_id: str
 ) -> RowMapping:
-    """Stop the SLA clock: `offered` -> `accepted`, unless the offer already closed.
+    """Stop the accept clock: `offered` -> `accepted`, unless the offer already closed.
 
     The status check and the change are one conditional update, so an acceptance racing the
     escalation of the same offer either wins or gets a 409, never both.
     """
     now = context.clock.now()
-    if not await repository.accept_offer(session, assignment_id, now):
-        existing = await repository.find_assignment(session, assignment_id)
-        if existing is None:
-            raise ProblemError(
-                404, "Assignment not found", f"No assignment has the id {assignment_id!r}."
-            )
-        raise ProblemError(
-            409,
-            "Assignment not open",
-            f"This assignment is {existing['status']}; only an offered assignment can be "
-            "accepted.",
-            slug="assignment-not-open",
-            assignment_status=existing["status"],
-        )
-    accepted = await repository.find_assignment(session, assignment_id)
-    assert accepted is not None
+    existing = await _require(session, assignment_id)
+    lead = await repository.find_lead(session, existing["lead_id"])
+    assert lead is not None
+    _, contact_within = context.sla(lead["temperature"], existing["role"], None)
+    rule = await _rule_of(session, existing)
+    if rule is not None:
+        _, contact_within = context.sla(lead["temperature"], existing["role"], rule)
+    if not await repository.transition(session, assignment_id, from_status="offered", values={
+        "status": "accepted", "accepted_at": now, "reminder_at": None,
+        "contact_deadline_at": now + contact_within,
+    }):
+        raise _not_open(await _require(session, assignment_id), "accepted", "offered")
+    accepted = await _require(session, assignment_id)
     await repository.cancel_pending_notifications(session, assignment_id)
-    await context.outbox.add(
-        session,
-        AssignmentAccepted(
-            producer=PRODUCER,
-            lead_id=accepted["lead_id"],
-            occurred_at=now,
-            data=AssignmentAcceptedData(
-                assignment_id=assignment_id,
-                sdr_id=accepted["sdr_id"],
-                accepted_at=now,
-                within_sla=now <= accepted["deadline_at"],
-            ),
-        ),
-    )
+    account_key = (lead["profile"] or {}).get("account_key")
+    if account_key:
+        await repository.claim_account(session, account_key, accepted["sdr_id"], now)
+    within = now <= accepted["deadline_at"]
+    if not within:
+        context.metrics.sla_breaches.labels(deadline="accept").inc()
+    await context.outbox.add(session, AssignmentAccepted(
+        producer=PRODUCER, lead_id=accepted["lead_id"], occurred_at=now,
+        data=AssignmentAcceptedData(assignment_id=assignment_id, sdr_id=accepted["sdr_id"],
+                                    accepted_at=now, within_sla=within),
+    ))
     return accepted
+
+
+async def _rule_of(session: AsyncSession, row: RowMapping) -> Rule | None:
+    version, rule_set, _ = await roster.current_rules(session)
+    if version != row["rules_version"]:
+        return None
+    return next((rule for rule in rule_set.rules if rule.id == row["rule_id"]), None)
+
+
+async def mark_contacted(
+    session: AsyncSession, context: RouterContext, assignment_id: str
+) -> RowMapping:
+    """First touch: `accepted` -> `contacted`."""
+    now = context.clock.now()
+    if not await repository.transition(session, assignment_id, from_status="accepted",
+                                       values={"status": "contacted", "contacted_at": now}):
+        raise _not_open(await _require(session, assignment_id), "marked contacted", "accepted")
+    row = await _require(session, assignment_id)
+    deadline = row["contact_deadline_at"]
+    await context.outbox.add(session, AssignmentContacted(
+        producer=PRODUCER, lead_id=row["lead_id"], occurred_at=now,
+        data=AssignmentContactedData(assignment_id=assignment_id, sdr_id=row["sdr_id"],
+                                     contacted_at=now,
+                                     within_sla=deadline is None or now <= deadline),
+    ))
+    return row
+
+
+async def qualify(
+    session: AsyncSession, context: RouterContext, assignment_id: str, bant: Bant
+) -> tuple[RowMapping, Offer | None]:
+    """SQL: `contacted` (or `accepted`) -> `qualified`, then the lead is routed to an AE."""
+    now = context.clock.now()
+    existing = await _require(session, assignment_id)
+    if existing["role"] != "sdr":
+        raise ProblemError(409, "Not an SDR assignment",
+                           "Only an SDR's assignment is qualified and handed to an AE.",
+                           slug="not-sdr-assignment")
+    values = {"status": "qualified", "qualified_at": now, "closed_at": now,
+              "bant": bant.model_dump(mode="json")}
+    done = await repository.transition(session, assignment_id, from_status="contacted",
+                                       values=values)
+    if not done:
+        done = await repository.transition(session, assignment_id, from_status="accepted",
+                                           values=values | {"contacted_at": now})
+    if not done:
+        raise _not_open(
+            await _require(session, assignment_id), "qualified", "accepted or contacted"
+        )
+    row = await _require(session, assignment_id)
+    await context.outbox.add(session, AssignmentQualified(
+        producer=PRODUCER, lead_id=row["lead_id"], occurred_at=now,
+        data=AssignmentQualifiedData(assignment_id=assignment_id, sdr_id=row["sdr_id"],
+                                     qualified_at=now, bant=bant),
+    ))
+    await repository.lock_routing(session)
+    lead = await repository.find_lead(session, row["lead_id"])
+    assert lead is not None
+    routing = await route_lead(session, context, lead, now, role="ae")
+    if routing.offer is None:
+        await repository.update_lead(session, lead["id"], {"status": "qualified",
+                                                           "waiting_since": now,
+                                                           "updated_at": now})
+    return row, routing.offer
+
+
+async def reject(
+    session: AsyncSession, context: RouterContext, assignment_id: str, reason_code: str,
+    note: str | None,
+) -> tuple[RowMapping, Offer | None]:
+    """The rep turns the lead down: it is offered at once to the next rep (never them)."""
+    now = context.clock.now()
+    if not await repository.transition(session, assignment_id, from_status="offered", values={
+        "status": "rejected", "closed_at": now, "reason_code": reason_code, "note": note,
+        "reminder_at": None,
+    }):
+        raise _not_open(await _require(session, assignment_id), "rejected", "offered")
+    row = await _require(session, assignment_id)
+    await repository.cancel_pending_notifications(session, assignment_id)
+    await context.outbox.add(session, AssignmentRejected(
+        producer=PRODUCER, lead_id=row["lead_id"], occurred_at=now,
+        data=AssignmentRejectedData(assignment_id=assignment_id, sdr_id=row["sdr_id"],
+                                    reason_code=reason_code, note=note),
+    ))
+    await repository.lock_routing(session)
+    lead = await repository.find_lead(session, row["lead_id"])
+    assert lead is not None
+    exclude = frozenset(await repository.sdrs_who_had(session, lead["id"]))
+    routing = await route_lead(session, context, lead, now, role=row["role"], exclude=exclude)
+    return row, routing.offer
+
+
+async def disqualify(
+    session: AsyncSession, context: RouterContext, assignment_id: str, reason_code: str,
+    note: str | None,
+) -> RowMapping:
+    """Not a fit: the assignment closes and the lead is recycled to nurturing."""
+    now = context.clock.now()
+    values = {"status": "disqualified", "closed_at": now, "reason_code": reason_code,
+              "note": note, "reminder_at": None}
+    for status in ("accepted", "contacted"):
+        if await repository.transition(session, assignment_id, from_status=status, values=values):
+            break
+    else:
+        raise _not_open(await _require(session, assignment_id), "disqualified",
+                        "accepted or contacted")
+    row = await _require(session, assignment_id)
+    await context.outbox.add(session, AssignmentDisqualified(
+        producer=PRODUCER, lead_id=row["lead_id"], occurred_at=now,
+        data=AssignmentDisqualifiedData(assignment_id=assignment_id, sdr_id=row["sdr_id"],
+                                        reason_code=reason_code, note=note),
+    ))
+    await repository.update_lead(session, row["lead_id"], {"status": "disqualified",
+                                                           "waiting_since": None,
+                                                           "updated_at": now})
+    lead = await repository.find_lead(session, row["lead_id"])
+    assert lead is not None
+    await send_to_nurture(session, context, lead, f"disqualified:{reason_code}", now)
+    return row
+
+
+async def claim_from_queue(
+    session: AsyncSession, context: RouterContext, lead_id: str, person_id: str,
+    team_ids: frozenset[str],
+) -> RowMapping:
+    """The first rep to claim a lead from their team's shared queue gets it, accepted."""
+    now = context.clock.now()
+    await repository.lock_routing(session)
+    lead = await repository.find_lead(session, lead_id)
+    if lead is None or lead["queue_team_id"] not in team_ids:
+        raise ProblemError(404, "Lead not in your queue",
+                           f"No lead {lead_id!r} waits in a queue of your teams.")
+    if not await repository.take_from_queue(session, lead_id, now):
+        raise ProblemError(409, "Already claimed", "Another rep claimed this lead first.",
+                           slug="already-claimed")
+    version, _, _ = await roster.current_rules(session)
+    routing = Routing(offer=None, rule=Rule(id="shared-queue"), rules_version=version,
+                      team_id=lead["queue_team_id"],
+                      pools=[{"pool": "shared queue", "team_id": lead["queue_team_id"],
+                              "candidates": [person_id], "excluded": {}, "scores": {},
+                              "tie_break": "first to claim", "strategy": "claim",
+                              "rep_id": person_id, "note": ""}])
+    offer = await offer_lead(session, context, lead, person_id, now=now, routing=routing,
+                             status="accepted")
+    row = await _require(session, offer.assignment_id)
+    await context.outbox.add(session, AssignmentAccepted(
+        producer=PRODUCER, lead_id=lead_id, occurred_at=now,
+        data=AssignmentAcceptedData(assignment_id=offer.assignment_id, sdr_id=person_id,
+                                    accepted_at=now, within_sla=False),
+    ))
+    return row
+
+
+async def erase_lead(session: AsyncSession, lead_id: str) -> None:
+    """Right to erasure: the lead's personal data leaves router's tables."""
+    await repository.erase_lead(session, lead_id)

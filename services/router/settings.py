@@ -19,9 +19,42 @@ class RouterSettings(ServiceSettings):
         default=f"http://127.0.0.1:{ROUTER_PORT}",
         description="Where SDRs reach this service; accept links in notifications start with it",
     )
-    sla_accept_seconds: float = Field(
-        default=300.0, gt=0, description="How long an SDR has to accept an offered lead"
+    sla_accept_seconds: float | None = Field(
+        default=None, gt=0,
+        description="When set, how long to accept an offer whatever the lead's temperature",
     )
+    sla_hot_accept_seconds: float = Field(default=120.0, gt=0)
+    sla_hot_contact_seconds: float = Field(default=300.0, gt=0)
+    sla_warm_accept_seconds: float = Field(default=900.0, gt=0)
+    sla_warm_contact_seconds: float = Field(default=3600.0, gt=0)
+    sla_ae_accept_seconds: float = Field(default=3600.0, gt=0)
+    sla_ae_contact_seconds: float = Field(default=86400.0, gt=0)
+    sla_reminder_fraction: float = Field(
+        default=0.5, ge=0, lt=1,
+        description="Remind the rep when this share of the time to accept has passed; 0: never",
+    )
+    max_reoffers: int = Field(
+        default=3, ge=0,
+        description="Re-offers after lapsed deadlines before the lead goes to the team queue",
+    )
+    pause_late_rep_seconds: float = Field(
+        default=0.0, ge=0, description="Pause a rep who let an offer lapse; 0: do not pause"
+    )
+    fairness_window_hours: float = Field(default=168.0, gt=0)
+    admin_token: str = Field(
+        default="", description="Bearer token of the admin routes (roster, rules, reports)"
+    )
+    action_secret: str = Field(
+        default="", description="Key of the signed accept links; the admin token when empty"
+    )
+    allow_private_webhooks: bool = Field(
+        default=False,
+        description="Allow webhook URLs on loopback or private addresses (local demos only)",
+    )
+    nurture_webhook_url: str = Field(
+        default="", description="The marketing tool's webhook for `lead.nurture`; empty: none"
+    )
+    nurture_webhook_secret: str = Field(default="", description="Its `whsec_...` signing secret")
     timer_interval_seconds: float = Field(
         default=0.25, gt=0, description="How often lapsed offers and waiting leads are looked for"
     )

@@ -55,7 +55,8 @@ async def test_killing_scorer_and_router_loses_nothing_and_doubles_nothing(
     sent: list[str] = []
     async with httpx.AsyncClient(timeout=30) as client:
         for number in range(3):
-            answer = await client.post(f"{system.url('router')}/v1/sdrs", json={
+            answer = await client.post(
+                f"{system.url('router')}/v1/sdrs", headers=system.admin_headers, json={
                 "name": f"Rep {number}", "email": f"rep{number}@team.example",
                 "webhook_url": receiver.new_endpoint(),
             })

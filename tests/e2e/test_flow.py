@@ -60,7 +60,8 @@ async def add_sdrs(client: httpx.AsyncClient, system: RunningSystem, receiver: W
                    count: int) -> list[dict[str, Any]]:
     sdrs = []
     for number in range(count):
-        answer = await client.post(f"{system.url('router')}/v1/sdrs", json={
+        answer = await client.post(
+            f"{system.url('router')}/v1/sdrs", headers=system.admin_headers, json={
             "name": f"SDR {number}", "email": f"sdr{number}.{uuid.uuid4().hex[:8]}@team.example",
             "webhook_url": receiver.new_endpoint(),
         })
@@ -86,7 +87,8 @@ async def notifications(receiver: WebhookReceiver, lead_id: str, count: int) -> 
 
 
 async def assignments(client: httpx.AsyncClient, system: RunningSystem, lead_id: str) -> Any:
-    answer = await client.get(f"{system.url('router')}/v1/assignments", params={"lead_id": lead_id})
+    answer = await client.get(f"{system.url('router')}/v1/assignments", params={"lead_id": lead_id},
+                              headers=system.admin_headers)
     assert answer.status_code == 200
     return answer.json()
 

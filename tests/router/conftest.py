@@ -11,10 +11,10 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy import select
 
-from services.router import service
+from services.router import roster
 from services.router.handlers import handler_table
 from services.router.models import INBOX, OUTBOX, assignment
-from services.router.schemas import SdrCreate
+from services.router.schemas import PersonCreate, SdrCreate, TeamCreate
 from services.router.service import RouterContext
 from services.router.settings import RouterSettings
 from shared.clock import ManualClock
@@ -25,6 +25,8 @@ from shared.outbox import Outbox
 from tests.conftest import migrate
 
 SCORES_TOPIC = "test.scores"
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @dataclass
@@ -41,9 +43,27 @@ class Router:
             name=name, email=f"{name.lower()}@seller.example", webhook_url=webhook_url
         )
         async with self.db.transaction() as session:
-            row = await service.create_sdr(session, self.clock, body)
-        sdr_id: str = row["id"]
+            joined = await roster.create_sdr(session, self.clock, body)
+        sdr_id: str = joined.row["id"]
         return sdr_id
+
+    async def add_person(self, name: str, **fields: Any) -> str:
+        """Add a person (an SDR unless `role` says otherwise); fields as in `PersonCreate`."""
+        fields.setdefault("email", f"{name.lower()}@seller.example")
+        async with self.db.transaction() as session:
+            joined = await roster.create_person(
+                session, self.clock, PersonCreate.model_validate({"name": name, **fields})
+            )
+        person_id: str = joined.row["id"]
+        return person_id
+
+    async def add_team(self, name: str, **fields: Any) -> str:
+        async with self.db.transaction() as session:
+            row = await roster.create_team(
+                session, self.clock, TeamCreate.model_validate({"name": name, **fields})
+            )
+        team_id: str = row["id"]
+        return team_id
 
     async def consume(self, *events: LeadScored, consumer: EventConsumer | None = None) -> None:
         """Apply `events` as one batch through the shared consumer loop, as Kafka would."""
@@ -96,6 +116,7 @@ def scored(
     clock: ManualClock,
     score: float = 87.0,
     email: str | None = None,
+    **profile: Any,
 ) -> LeadScored:
     return LeadScored(
         producer="scorer",
@@ -114,12 +135,16 @@ def scored(
                 company="Analytical Engines",
                 phone="+44 20 7946 0000",
                 demo_requested=True,
+                **profile,
             ),
         ),
     )
 
 
 def router_settings(database_url: str, **overrides: Any) -> RouterSettings:
+    overrides.setdefault("admin_token", ADMIN_TOKEN)
+    overrides.setdefault("sla_reminder_fraction", 0)
+    overrides.setdefault("allow_private_webhooks", True)
     return RouterSettings(database_url=database_url, **overrides)
 
 

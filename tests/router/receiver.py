@@ -24,6 +24,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes = b""
 
 
 class WebhookReceiver:
@@ -74,7 +75,9 @@ class WebhookReceiver:
                 headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             path = request_line.split(" ")[1]
-            self.received.append(Received(path, headers, json.loads(body) if body else {}))
+            self.received.append(
+                Received(path, headers, json.loads(body) if body else {}, body)
+            )
             reply = self.replies.popleft() if self.replies else Reply()
             if reply.delay:
                 await asyncio.sleep(reply.delay)

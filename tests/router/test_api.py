@@ -13,7 +13,7 @@ from services.router.app import create_app
 from services.router.settings import RouterSettings
 from shared.clock import ManualClock
 from shared.events import encode_event
-from tests.router.conftest import scored, types_of
+from tests.router.conftest import ADMIN, ADMIN_TOKEN, scored, types_of
 from tests.router.receiver import WebhookReceiver
 from tests.support import eventually, read_topic, running_app
 
@@ -28,6 +28,9 @@ def settings(router_url: str, broker: EmbeddedBroker, topic_prefix: str) -> Rout
         kafka_topic_prefix=topic_prefix,
         public_base_url="http://testserver/",
         sla_accept_seconds=1,
+        admin_token=ADMIN_TOKEN,
+        sla_reminder_fraction=0,
+        allow_private_webhooks=True,
         timer_interval_seconds=0.1,
         notify_poll_seconds=5,
     )
@@ -35,6 +38,7 @@ def settings(router_url: str, broker: EmbeddedBroker, topic_prefix: str) -> Rout
 
 async def test_the_roster(settings: RouterSettings) -> None:
     async with running_app(create_app(settings)) as client:
+        client.headers.update(ADMIN)
         created = await client.post(
             "/v1/sdrs",
             json={"name": " Grace ", "email": "Grace@Seller.example",
@@ -60,7 +64,9 @@ async def test_the_roster(settings: RouterSettings) -> None:
         no_accept = await client.post("/v1/assignments/nope/accept")
         none_yet = await client.get("/v1/assignments", params={"lead_id": "lead-1"})
     assert created.status_code == 201
-    assert created.headers["location"] == f"/v1/sdrs/{sdr_id}"
+    assert created.headers["location"] == f"/v1/people/{sdr_id}"
+    assert created.json()["token"].startswith("lr_")
+    assert created.json()["webhook_secret"].startswith("whsec_")
     assert created.json()["name"] == "Grace"
     assert created.json()["email"] == "grace@seller.example"
     assert created.json()["active"] is True
@@ -72,7 +78,10 @@ async def test_the_roster(settings: RouterSettings) -> None:
     assert {error["field"] for error in invalid.json()["errors"]} == {
         "name", "email", "webhook_url",
     }
-    assert one.json() == created.json()
+    assert one.json() == {
+        key: value for key, value in created.json().items()
+        if key not in ("token", "webhook_secret")
+    }
     assert [sdr["email"] for sdr in roster.json()] == [
         "grace@seller.example", "alan@seller.example",
     ]
@@ -87,6 +96,7 @@ async def test_a_hot_lead_reaches_an_sdr_and_moves_on_when_the_sla_lapses(
     settings: RouterSettings,
 ) -> None:
     async with WebhookReceiver() as receiver, running_app(create_app(settings)) as client:
+        client.headers.update(ADMIN)
         ada = await add_sdr(client, "ada", receiver.url("/ada"))
         bob = await add_sdr(client, "bob", receiver.url("/bob"))
         event = scored("lead-1", clock=ManualClock())
@@ -96,8 +106,8 @@ async def test_a_hot_lead_reaches_an_sdr_and_moves_on_when_the_sla_lapses(
         first = (await client.get("/v1/assignments", params={"lead_id": "lead-1"})).json()
         assert first[-1]["sdr_id"] == ada
         assert receiver.bodies()[0]["assignment_id"] == first[-1]["id"]
-        assert receiver.bodies()[0]["accept_url"] == (
-            f"http://testserver/v1/assignments/{first[-1]['id']}/accept"
+        assert receiver.bodies()[0]["accept_url"].startswith(
+            f"http://testserver/v1/assignments/{first[-1]['id']}/accept?token="
         )
 
         await eventually(lambda: paths(receiver), until=lambda got: got[:2] == ["/ada", "/bob"])

@@ -24,18 +24,18 @@ async def test_a_hot_lead_is_offered_with_its_deadline_notification_and_event(
     assert offer["status"] == "offered"
     assert offer["attempt"] == 1
     assert offer["offered_at"] == router.clock.now()
-    assert offer["deadline_at"] == router.clock.now() + timedelta(seconds=300)
+    assert offer["deadline_at"] == router.clock.now() + timedelta(seconds=120)
     assert offer["lead_snapshot"]["company"] == "Analytical Engines"
     [queued] = await router.rows(notification)
     assert queued["assignment_id"] == offer["id"]
     assert queued["url"] == "http://127.0.0.1:9/ada"
     assert queued["status"] == "pending"
     assert queued["next_attempt_at"] == router.clock.now()
-    assert queued["payload"]["event"] == "assignment.offered"
+    assert queued["payload"]["type"] == "assignment.offered"
     assert queued["payload"]["lead"]["email"] == "lead-1@buyer.example"
     assert queued["payload"]["temperature"] == "hot"
-    assert queued["payload"]["accept_url"] == (
-        f"http://127.0.0.1:8703/v1/assignments/{offer['id']}/accept"
+    assert queued["payload"]["accept_url"].startswith(
+        f"http://127.0.0.1:8703/v1/assignments/{offer['id']}/accept?token="
     )
     [event] = await router.events()
     assert event["type"] == "assignment.offered"
@@ -56,7 +56,10 @@ async def test_a_warm_lead_is_offered_and_a_cold_lead_is_not(router: Router) -> 
     assert await router.assignments("cold-1") == []
     statuses = {row["id"]: row["status"] for row in await router.rows(lead)}
     assert statuses == {"warm-1": "routed", "cold-1": "cold"}
-    assert types_of(await router.events()) == ["assignment.offered"]
+    events = await router.events()
+    assert types_of(events) == ["assignment.offered", "lead.nurture"]
+    assert events[1]["lead_id"] == "cold-1"
+    assert events[1]["data"]["reason"] == "cold"
 
 
 async def test_redelivered_event_gives_one_assignment(router: Router) -> None:

@@ -1,4 +1,5 @@
-"""Webhook delivery to a real local HTTP server: retries, Retry-After, giving up, timeouts."""
+"""Webhook delivery to a real local HTTP server: signatures, retries, Retry-After, 410, redirects,
+timeouts, refused private addresses, Slack messages."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.router.models import notification, notification_attempt
+from services.router.models import disabled_endpoint, notification, notification_attempt, sdr
 from services.router.notifications import Delivery, DeliverySignal, Notifier
 from services.router.service import RouterContext
+from services.router.signing import verify
 from shared.clock import SystemClock
 from tests.router.conftest import Router, router_settings, scored
 from tests.router.receiver import Reply, WebhookReceiver
@@ -58,16 +60,27 @@ async def test_delivered_once_on_200(router: Router) -> None:
     [request] = receiver.received
     assert request.path == "/ada"
     assert request.headers["content-type"] == "application/json"
-    assert request.headers["idempotency-key"] == f"router-notification-{delivery.notification_id}"
-    assert request.body["event"] == "assignment.offered"
+    row = await stored(router)
+    assert request.headers["webhook-id"] == row["message_id"]
+    assert request.headers["idempotency-key"] == row["message_id"]
+    assert request.headers["webhook-timestamp"] == str(int(router.clock.now().timestamp()))
+    [person] = await router.rows(sdr)
+    assert verify(person["webhook_secret"], request.headers["webhook-id"],
+                  int(request.headers["webhook-timestamp"]), request.raw,
+                  request.headers["webhook-signature"])
+    assert not verify(person["webhook_secret"], request.headers["webhook-id"],
+                      int(request.headers["webhook-timestamp"]) + 1, request.raw,
+                      request.headers["webhook-signature"])
+    assert request.body["type"] == "assignment.offered"
     assert request.body["lead_id"] == "lead-1"
     assert request.body["lead"] == {
         "name": "Ada Lovelace", "company": "Analytical Engines",
         "email": "lead-1@buyer.example", "phone": "+44 20 7946 0000",
+        "country": None, "source": None,
     }
     assert request.body["score"] == 87.0
     assignment_id = request.body["assignment_id"]
-    assert request.body["accept_url"].endswith(f"/v1/assignments/{assignment_id}/accept")
+    assert f"/v1/assignments/{assignment_id}/accept?token=" in request.body["accept_url"]
     row = await stored(router)
     assert (row["status"], row["attempts"], row["last_status"]) == ("delivered", 1, 200)
     assert row["delivered_at"] == router.clock.now()
@@ -82,13 +95,15 @@ async def test_retried_after_a_500_then_delivered(router: Router) -> None:
         assert first.outcome == "retry"
         assert first.next_attempt_at == router.clock.now() + (timedelta(seconds=0.5))
         assert await deliver(router, notifier) == []
-        router.clock.advance(0.5)
+        router.clock.advance(1.5)
         [second] = await deliver(router, notifier)
     assert second.outcome == "delivered"
     assert len(receiver.received) == 2
-    assert receiver.received[0].headers["idempotency-key"] == (
-        receiver.received[1].headers["idempotency-key"]
-    )
+    first_call, second_call = receiver.received
+    assert first_call.headers["webhook-id"] == second_call.headers["webhook-id"]
+    assert int(second_call.headers["webhook-timestamp"]) == int(
+        first_call.headers["webhook-timestamp"]) + 1
+    assert first_call.headers["webhook-signature"] != second_call.headers["webhook-signature"]
     row = await stored(router)
     assert (row["status"], row["attempts"], row["last_status"]) == ("delivered", 2, 200)
     assert await attempts(router) == [("retry", 500), ("delivered", 200)]
@@ -205,3 +220,55 @@ async def test_the_signal_waits_for_the_commit_not_a_savepoint(router: Router) -
             signal.wake_after_commit(session)
             raise LookupError("roll back")
     assert not signal.is_set()
+
+
+async def test_410_disables_the_endpoint_for_good(router: Router) -> None:
+    async with WebhookReceiver([Reply(410)]) as receiver:
+        await offer_to(router, receiver)
+        notifier = notifier_for(router)
+        [gone] = await deliver(router, notifier)
+        await router.consume(scored("lead-2", clock=router.clock))
+        [refused] = await deliver(router, notifier)
+        url = receiver.url("/ada")
+    assert (gone.outcome, gone.status_code) == ("failed", 410)
+    assert refused.outcome == "failed"
+    assert refused.error is not None and "410" in refused.error
+    assert len(receiver.received) == 1
+    [disabled] = await router.rows(disabled_endpoint)
+    assert disabled["url"] == url
+
+
+async def test_redirects_are_never_followed(router: Router) -> None:
+    async with WebhookReceiver([Reply(307, headers={"Location": "/elsewhere"})]) as receiver:
+        await offer_to(router, receiver)
+        [delivery] = await deliver(router, notifier_for(router))
+    assert (delivery.outcome, delivery.status_code) == ("failed", 307)
+    assert [request.path for request in receiver.received] == ["/ada"]
+
+
+async def test_loopback_urls_are_refused_unless_allowed(router: Router) -> None:
+    async with WebhookReceiver() as receiver:
+        await offer_to(router, receiver)
+        [delivery] = await deliver(router, notifier_for(router, allow_private_webhooks=False))
+    assert delivery.outcome == "failed"
+    assert delivery.error is not None and "private or loopback" in delivery.error
+    assert receiver.received == []
+
+
+async def test_slack_gets_a_message_with_the_lead_score_why_countdown_and_accept_button(
+    router: Router,
+) -> None:
+    async with WebhookReceiver() as receiver:
+        await router.add_person("Ada", slack_webhook_url=receiver.url("/slack"))
+        await router.consume(scored("lead-1", clock=router.clock, country="GB"))
+        [delivery] = await deliver(router, notifier_for(router))
+    assert delivery.outcome == "delivered"
+    [request] = receiver.received
+    assert "webhook-signature" not in request.headers
+    message = request.body
+    assert message["text"].startswith("New lead for you: Ada Lovelace · Analytical Engines · GB")
+    assert "accept within 2 min 00 s" in message["text"]
+    fields = [field["text"] for field in message["blocks"][1]["fields"]]
+    assert "*Score*\n87 (hot)" in fields
+    [button] = message["blocks"][3]["elements"]
+    assert "/accept?token=" in button["url"]

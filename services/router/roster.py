@@ -1,0 +1,260 @@
+"""The roster and the rule set: people, teams, their import from YAML, rule versions.
+
+Functions take the caller's session and never commit. A person's API token and webhook
+signing secret are generated here and returned once; only the token's hash is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.router import repository
+from services.router.access import new_token, token_hash
+from services.router.routing import Period, Rep, parse_working_hours
+from services.router.rules import RuleSet
+from services.router.schemas import (
+    PersonCreate,
+    PersonCreated,
+    PersonFields,
+    PersonView,
+    RosterDocument,
+    RosterImported,
+    SdrCreate,
+    TeamCreate,
+    TeamView,
+)
+from services.router.signing import new_secret
+from shared.clock import Clock
+from shared.db import new_id
+from shared.problems import ProblemError
+
+DEFAULT_RULES_VERSION = "default"
+
+
+@dataclass(frozen=True)
+class Joined:
+    """A person just added: their row, and the secrets shown once."""
+
+    row: RowMapping
+    token: str
+    webhook_secret: str | None
+
+
+def _person_values(fields: PersonFields, team_free: bool = False) -> dict[str, Any]:
+    values = fields.model_dump(exclude_unset=True, exclude={"teams"}, mode="json")
+    for name in ("languages", "segments"):
+        if name in values and values[name] is not None:
+            values[name] = sorted({item.lower() for item in values[name]})
+    if values.get("territories") is not None:
+        values["territories"] = sorted({item.upper() for item in values["territories"]})
+    return {name: value for name, value in values.items() if value is not None or name in (
+        "capacity", "webhook_url", "slack_webhook_url", "working_hours")}
+
+
+async def _team_ids(session: AsyncSession, names: Sequence[str]) -> list[str]:
+    ids = []
+    for name in names:
+        found = await repository.find_team_by_name(session, name)
+        if found is None:
+            raise ProblemError(422, "Unknown team", f"No team is named {name!r}.",
+                               slug="unknown-team", team=name)
+        ids.append(found["id"])
+    return ids
+
+
+async def create_person(session: AsyncSession, clock: Clock, body: PersonCreate) -> Joined:
+    """Add a person to the roster; 409 when the email is already on it."""
+    token = new_token()
+    values = _person_values(body)
+    secret = body.webhook_secret or (new_secret() if body.webhook_url else None)
+    values.update(
+        id=new_id(), created_at=clock.now(), updated_at=clock.now(), last_assigned_at=None,
+        token_hash=token_hash(token), webhook_secret=secret,
+    )
+    try:
+        async with session.begin_nested():
+            await repository.insert_sdr(session, values)
+    except IntegrityError:
+        raise ProblemError(
+            409, "Person already exists",
+            f"Someone with the email {body.email!r} is already on the roster.",
+            slug="person-exists",
+        ) from None
+    if body.teams:
+        await repository.set_memberships(session, values["id"],
+                                         await _team_ids(session, body.teams))
+    created = await repository.find_sdr(session, values["id"])
+    assert created is not None
+    return Joined(created, token, None if body.webhook_secret else secret)
+
+
+async def create_sdr(session: AsyncSession, clock: Clock, body: SdrCreate) -> Joined:
+    """The first roster API: an SDR with a webhook, always working, in no team."""
+    return await create_person(session, clock, PersonCreate(
+        name=body.name, email=body.email, webhook_url=body.webhook_url, active=body.active,
+    ))
+
+
+async def update_person(
+    session: AsyncSession, clock: Clock, person_id: str, body: PersonFields
+) -> RowMapping:
+    found = await repository.find_sdr(session, person_id)
+    if found is None:
+        raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")
+    values = _person_values(body)
+    values["updated_at"] = clock.now()
+    await repository.update_person(session, person_id, values)
+    if body.teams is not None:
+        await repository.set_memberships(session, person_id, await _team_ids(session, body.teams))
+    updated = await repository.find_sdr(session, person_id)
+    assert updated is not None
+    return updated
+
+
+async def person_view(
+    session: AsyncSession, row: RowMapping, joined: Joined | None = None
+) -> PersonView | PersonCreated:
+    values = dict(row)
+    values["teams"] = await repository.teams_of(session, row["id"])
+    if joined is None:
+        return PersonView.model_validate(values)
+    return PersonCreated.model_validate(
+        {**values, "token": joined.token, "webhook_secret": joined.webhook_secret}
+    )
+
+
+async def create_team(session: AsyncSession, clock: Clock, body: TeamCreate) -> RowMapping:
+    manager_id = await _manager_id(session, body.manager_email)
+    values: dict[str, Any] = {
+        "id": new_id(), "name": body.name, "manager_id": manager_id, "timezone": body.timezone,
+        "working_hours": body.working_hours, "created_at": clock.now(),
+    }
+    try:
+        async with session.begin_nested():
+            await repository.insert_team(session, values)
+    except IntegrityError:
+        raise ProblemError(409, "Team already exists", f"A team is named {body.name!r}.",
+                           slug="team-exists") from None
+    created = await repository.find_team(session, values["id"])
+    assert created is not None
+    return created
+
+
+async def _manager_id(session: AsyncSession, email: str | None) -> str | None:
+    if email is None:
+        return None
+    manager = await repository.find_sdr_by_email(session, email)
+    if manager is None:
+        raise ProblemError(422, "Unknown manager", f"No one on the roster has {email!r}.",
+                           slug="unknown-person")
+    found: str = manager["id"]
+    return found
+
+
+async def team_view(session: AsyncSession, row: RowMapping) -> TeamView:
+    return TeamView.model_validate(
+        {**dict(row), "members": await repository.team_members(session, row["id"])}
+    )
+
+
+async def import_roster(
+    session: AsyncSession, clock: Clock, document: RosterDocument
+) -> RosterImported:
+    """Create or update teams (by name) and people (by email). Managers named by a team must
+    be on the roster or in the same document."""
+    teams_created = teams_updated = people_updated = 0
+    for team_body in document.teams:
+        if await repository.find_team_by_name(session, team_body.name) is None:
+            await create_team(session, clock, team_body.model_copy(update={"manager_email": None}))
+            teams_created += 1
+        else:
+            teams_updated += 1
+    created: list[PersonCreated] = []
+    for person in document.people:
+        existing = await repository.find_sdr_by_email(session, person.email)
+        if existing is None:
+            joined = await create_person(session, clock, person)
+            view = await person_view(session, joined.row, joined)
+            assert isinstance(view, PersonCreated)
+            created.append(view)
+        else:
+            fields = PersonFields.model_validate(
+                person.model_dump(exclude_unset=True, exclude={"name", "email", "role"})
+            )
+            await update_person(session, clock, existing["id"], fields)
+            await repository.update_person(
+                session, existing["id"], {"name": person.name, "role": person.role}
+            )
+            people_updated += 1
+    for team_body in document.teams:
+        team_row = await repository.find_team_by_name(session, team_body.name)
+        assert team_row is not None
+        await repository.update_team(session, team_row["id"], {
+            "manager_id": await _manager_id(session, team_body.manager_email),
+            "timezone": team_body.timezone, "working_hours": team_body.working_hours,
+        })
+    return RosterImported(teams_created=teams_created, teams_updated=teams_updated,
+                          people_created=created, people_updated=people_updated)
+
+
+# Rules
+
+
+async def current_rules(session: AsyncSession) -> tuple[str, RuleSet, RowMapping | None]:
+    row = await repository.current_rule_set(session)
+    if row is None:
+        return DEFAULT_RULES_VERSION, RuleSet(rules=[]), None
+    return str(row["version"]), RuleSet.model_validate(row["document"]), row
+
+
+async def store_rules(session: AsyncSession, clock: Clock, rules: RuleSet) -> RowMapping:
+    """Store `rules` as the next version; every pool they name must be a team."""
+    for name in sorted(rules.pools()):
+        if await repository.find_team_by_name(session, name) is None:
+            raise ProblemError(422, "Unknown team", f"The rules name a pool {name!r} that is "
+                               "not a team.", slug="unknown-team", team=name)
+    current = await repository.current_rule_set(session)
+    version = 1 if current is None else int(current["version"]) + 1
+    await repository.insert_rule_set(session, {
+        "version": version, "document": rules.model_dump(mode="json"), "created_at": clock.now(),
+    })
+    stored = await repository.current_rule_set(session)
+    assert stored is not None
+    return stored
+
+
+# Rows -> routing's plain data
+
+
+def rep_of(row: RowMapping) -> Rep:
+    return Rep(
+        id=row["id"],
+        created_at=row["created_at"],
+        role=row["role"],
+        active=row["active"],
+        presence=row["presence"],
+        timezone=row["timezone"],
+        working_hours=parse_working_hours(row["working_hours"]),
+        out_of_office=tuple(
+            Period(_aware(period["start"]), _aware(period["end"]))
+            for period in row["out_of_office"] or ()
+        ),
+        languages=frozenset(row["languages"] or ()),
+        territories=frozenset(row["territories"] or ()),
+        capacity=row["capacity"],
+        open_assignments=int(row.get("open_assignments", 0) or 0),
+        weight=float(row["weight"]),
+        last_assigned_at=row["last_assigned_at"],
+        paused_until=row["paused_until"],
+    )
+
+
+def _aware(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value

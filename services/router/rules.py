@@ -1,0 +1,146 @@
+"""Routing rules: an ordered list, first match wins. Parsing and matching are pure.
+
+A rule set is written in YAML (or sent as JSON to `PUT /v1/rules`)::
+
+    rules:
+      - id: enterprise-fr
+        when:
+          country: [FR, BE]                 # one of
+          employee_count: {gte: 1000}       # comparisons: eq, ne, gt, gte, lt, lte, in, not_in
+          temperature: hot                  # equal
+          account_key: {exists: true}
+        pool: Enterprise EMEA               # a team's name
+        strategy: weighted_fairness         # round_robin | weighted_fairness | least_loaded
+                                            # | account_owner
+        fallback_pool: SDR pool
+        handoff_pool: AE EMEA               # where a qualified lead goes (AEs)
+        sla: {accept_seconds: 120, contact_seconds: 300}
+
+Conditions look at `temperature`, `score`, `stage`, `source`, `country`, `language`,
+`employee_count`, `account_key` and any other lead profile field by name. A rule with no
+`when` matches every lead. Each stored set gets the next version number; every decision
+records the version it used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from services.router.routing import LeadFacts, Strategy
+
+Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists"]
+OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-defined]
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class SlaPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accept_seconds: float = Field(gt=0)
+    contact_seconds: float = Field(gt=0)
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    when: dict[str, Any] = Field(default_factory=dict)
+    pool: Name | None = None
+    """A team name; None: every rep of the role."""
+    strategy: Strategy = "round_robin"
+    fallback_pool: Name | None = None
+    handoff_pool: Name | None = None
+    sla: SlaPolicy | None = None
+    outside_hours: Literal["hold", "follow_the_sun"] = "hold"
+    """Nobody in the pools working now: keep the lead until someone is (`hold`), or try
+    the `follow_the_sun` pools, which work other hours."""
+    follow_the_sun: list[Name] = Field(default_factory=list)
+
+    @field_validator("when")
+    @classmethod
+    def _valid_conditions(cls, when: dict[str, Any]) -> dict[str, Any]:
+        for name, condition in when.items():
+            if isinstance(condition, Mapping):
+                unknown = set(condition) - OPERATORS
+                if unknown:
+                    raise ValueError(f"{name}: unknown operators {sorted(unknown)}")
+        return when
+
+
+class RuleSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[Rule] = Field(max_length=500)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_ids(cls, rules: list[Rule]) -> list[Rule]:
+        ids = [rule.id for rule in rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError("rule ids must be unique")
+        return rules
+
+    def pools(self) -> set[str]:
+        return {
+            name
+            for rule in self.rules
+            for name in (rule.pool, rule.fallback_pool, rule.handoff_pool, *rule.follow_the_sun)
+            if name is not None
+        }
+
+
+DEFAULT_RULE = Rule(id="default")
+"""Used when no rule set was stored, or none matches: every SDR, round robin."""
+
+
+def _normalise(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _compare(operator: str, actual: Any, expected: Any) -> bool:
+    if operator == "exists":
+        return (actual is not None) == bool(expected)
+    if operator in ("in", "not_in"):
+        options = expected if isinstance(expected, Sequence) and not isinstance(
+            expected, str) else [expected]
+        found = _normalise(actual) in {_normalise(option) for option in options}
+        return found if operator == "in" else not found
+    if operator == "eq":
+        return bool(_normalise(actual) == _normalise(expected))
+    if operator == "ne":
+        return bool(_normalise(actual) != _normalise(expected))
+    if actual is None:
+        return False
+    try:
+        if operator == "gt":
+            return bool(actual > expected)
+        if operator == "gte":
+            return bool(actual >= expected)
+        if operator == "lt":
+            return bool(actual < expected)
+        return bool(actual <= expected)
+    except TypeError:
+        return False
+
+
+def condition_holds(condition: Any, actual: Any) -> bool:
+    if isinstance(condition, Mapping):
+        return all(_compare(operator, actual, value) for operator, value in condition.items())
+    if isinstance(condition, Sequence) and not isinstance(condition, str):
+        return _compare("in", actual, condition)
+    return _compare("eq", actual, condition)
+
+
+def matches(rule: Rule, lead: LeadFacts) -> bool:
+    return all(
+        condition_holds(condition, lead.value(name)) for name, condition in rule.when.items()
+    )
+
+
+def first_match(rules: Sequence[Rule], lead: LeadFacts) -> Rule:
+    """The first rule whose conditions all hold; `DEFAULT_RULE` when none does."""
+    return next((rule for rule in rules if matches(rule, lead)), DEFAULT_RULE)
