@@ -90,6 +90,17 @@ def score(
     return _Scorer(profile, signals, model).at(now)
 
 
+def score_and_next_change(
+    profile: LeadProfile,
+    signals: Iterable[Signal],
+    model: ScoringModel,
+    now: datetime,
+) -> tuple[ScoreResult, datetime | None]:
+    """`score()` and `next_change_at()` at once, sharing the work that does not depend on time."""
+    scorer = _Scorer(profile, signals, model)
+    return scorer.at(now), _next_change(scorer, now)
+
+
 def temperature_of(total: float, *, thresholds: Thresholds, buying_signal: bool) -> Temperature:
     if buying_signal or total >= thresholds.hot:
         return "hot"
@@ -125,7 +136,18 @@ def next_change_at(
     (a negative signal fading while a positive one fades too) may be missed; the next event
     about the lead corrects it.
     """
-    scorer = _Scorer(profile, signals, model)
+    return _next_change(
+        _Scorer(profile, signals, model), now, horizon=horizon, precision=precision
+    )
+
+
+def _next_change(
+    scorer: _Scorer,
+    now: datetime,
+    *,
+    horizon: timedelta = timedelta(days=400),
+    precision: timedelta = timedelta(minutes=1),
+) -> datetime | None:
     if not scorer.fades:
         return None
     temperature = scorer.timeline(now)
@@ -251,17 +273,7 @@ class _Scorer:
 def _field_lines(
     rules: Iterable[FieldRule], facts: Mapping[str, object]
 ) -> tuple[ScoreLine, ...]:
-    return tuple(
-        ScoreLine(
-            rule_id=rule.id,
-            points=rule.points,
-            raw_points=rule.points,
-            reason=rule.explanation,
-            evidence=[rule.field],
-        )
-        for rule in rules
-        if rule.applies_to(facts)
-    )
+    return tuple(rule.line for rule in rules if rule.applies_to(facts))
 
 
 def _by_type(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
@@ -290,12 +302,15 @@ def _signal_line(rule: SignalRule, newest_first: Sequence[Signal], now: datetime
     raw = rule.points * len(counted)
     if rule.cap is not None:
         raw = _capped(raw, rule.cap)
-    return ScoreLine(
+    if len(counted) > EVIDENCE_LIMIT:
+        counted = counted[:EVIDENCE_LIMIT]
+    # Built without validation: every value here is already of the right type.
+    return ScoreLine.model_construct(
         rule_id=rule.id,
         points=_round(_signal_points(rule, newest_first, now)),
         raw_points=_round(raw),
         reason=rule.explanation,
-        evidence=[signal.signal_id for signal in counted[:EVIDENCE_LIMIT]],
+        evidence=[signal.signal_id for signal in counted],
     )
 
 

@@ -52,7 +52,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.events import LeadProfile
+from shared.events import LeadProfile, ScoreLine
 
 DEFAULT_MODEL_FILE = "default_model.yaml"
 DERIVED_FIELDS: tuple[str, ...] = ("email_domain", "region")
@@ -125,12 +125,20 @@ class _FieldRule(BaseModel):
     def describe(self) -> str:
         raise NotImplementedError
 
-    @property
+    @cached_property
     def explanation(self) -> str:
         """The reason shown in a score's breakdown: the configured one, or a generated one."""
         if self.reason:
             return self.reason
         return f"not ({self.describe()})" if self.negate else self.describe()
+
+    @cached_property
+    def line(self) -> ScoreLine:
+        """The rule's line in a breakdown when it matches (the same every time)."""
+        return ScoreLine(
+            rule_id=self.id, points=self.points, raw_points=self.points,
+            reason=self.explanation, evidence=[self.field],
+        )
 
 
 class EqualsRule(_FieldRule):
@@ -279,7 +287,7 @@ class SignalRule(BaseModel):
     def accepts(self, signal_url: str | None) -> bool:
         return self._url is None or (signal_url is not None and bool(self._url.search(signal_url)))
 
-    @property
+    @cached_property
     def explanation(self) -> str:
         if self.reason:
             return self.reason

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository
 from services.scorer.lifecycle import model_makes_mql, next_stage
-from services.scorer.scoring import ScoreResult, Signal, next_change_at, score
+from services.scorer.scoring import ScoreResult, Signal, score_and_next_change
 from services.scorer.scoring_model import ScoringModel, parse_scoring_model
 from shared.clock import Clock
 from shared.db import Database, is_outage
@@ -241,7 +241,7 @@ async def _rescore(
     if signals is None:
         signals = [_signal(row) for row in await repository.signals_of(session, lead_id)]
     started = time.perf_counter()
-    result = score(profile, signals, model, now)
+    result, next_check_at = score_and_next_change(profile, signals, model, now)
     context.metrics.scoring_seconds.observe(time.perf_counter() - started)
     stage: Stage = current["stage"] if current is not None else "lead"
     active_at = now if active else (current["active_at"] if current is not None else None)
@@ -254,10 +254,10 @@ async def _rescore(
         "engagement": result.engagement,
         "temperature": result.temperature,
         "model_version": result.model_version,
-        "breakdown": [line.model_dump(mode="json") for line in result.breakdown],
+        "breakdown": [_line_json(line) for line in result.breakdown],
         "buying_signal": result.buying_signal,
         "active_at": active_at,
-        "next_check_at": next_change_at(profile, signals, model, now),
+        "next_check_at": next_check_at,
         "updated_at": now,
     }
     events: list[LeadScored | LeadStageChanged] = []
@@ -293,6 +293,16 @@ def _same_score(stored: RowMapping, fresh: Mapping[str, Any]) -> bool:
         stored["temperature"] == fresh["temperature"]
         and _substance(stored["breakdown"]) == _substance(fresh["breakdown"])
     )
+
+
+def _line_json(line: ScoreLine) -> dict[str, Any]:
+    return {
+        "rule_id": line.rule_id,
+        "points": line.points,
+        "raw_points": line.raw_points,
+        "reason": line.reason,
+        "evidence": list(line.evidence),
+    }
 
 
 def _substance(breakdown: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:

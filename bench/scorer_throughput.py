@@ -1,0 +1,269 @@
+"""Scorer throughput: signals per second the scorer sustains from the broker with its database.
+
+Starts the embedded broker and a fresh database (an SQLite file, or a throwaway PostgreSQL
+database), produces a backlog of leads and their signals on the leads topic, then measures in
+the same run:
+
+1. the raw consume rate of a bare aiokafka consumer (its own group) reading that backlog;
+2. the rate at which the scorer (in-process, its real consumer loop, handlers and database)
+   applies the same backlog: events and signals per second, and the ratio to (1);
+3. the time to score one event against a 500-rule model (`score()`, and
+   `score_and_next_change()`, which is what a handler computes), p50 and p99.
+
+    python bench/scorer_throughput.py                      # SQLite
+    python bench/scorer_throughput.py --database postgres  # PostgreSQL on 127.0.0.1:5432
+    python bench/scorer_throughput.py --leads 500 --signals-per-lead 19
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from leadrelay.broker import EmbeddedBroker, free_port
+from leadrelay.catalog import SERVICES
+from services.scorer.app import create_app
+from services.scorer.scoring import Signal, score, score_and_next_change
+from services.scorer.scoring_model import ScoringModel, load_scoring_model
+from services.scorer.settings import ScorerSettings
+from shared.events import (
+    LeadProfile,
+    LeadReceived,
+    LeadReceivedData,
+    SignalRecorded,
+    SignalRecordedData,
+    encode_event,
+)
+from shared.kafka import ensure_topics
+from shared.migrations import upgrade
+from shared.runtime import ServiceRuntime
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SIGNAL_TYPES = ["email_open", "email_click", "content_download", "page_view", "webinar_attended"]
+NOW = datetime.now(UTC)
+
+
+async def create_database() -> str:
+    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(PG_ADMIN)
+    await connection.execute(f'CREATE DATABASE "{name}"')
+    await connection.close()
+    return name
+
+
+async def drop_database(name: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN)
+    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await connection.close()
+
+
+def backlog(leads: int, signals_per_lead: int) -> list[tuple[str, bytes]]:
+    """(key, value) of every event: each lead, then its signals, interleaved across leads."""
+    rng = random.Random(7)
+    lead_ids = [str(uuid.uuid4()) for _ in range(leads)]
+    events: list[tuple[str, bytes]] = []
+    for number, lead_id in enumerate(lead_ids):
+        profile = LeadProfile(
+            email=f"lead{number}@company{number % 50}.example", company=f"Company {number % 50}",
+            country=rng.choice(["FR", "DE", "US", "GB"]), employee_count=rng.randint(5, 3000),
+            job_title=rng.choice(["VP Sales", "Engineer", "Head of Marketing", "Student"]),
+        )
+        event = LeadReceived(producer="bench", lead_id=lead_id,
+                             data=LeadReceivedData(lead=profile))
+        events.append((lead_id, encode_event(event)))
+    for round_number in range(signals_per_lead):
+        for lead_id in lead_ids:
+            signal_type = rng.choice(SIGNAL_TYPES)
+            event = SignalRecorded(
+                producer="bench", lead_id=lead_id,
+                data=SignalRecordedData(
+                    signal_id=f"{lead_id[:8]}-{round_number}", signal_type=signal_type,
+                    signal_at=NOW - timedelta(days=rng.uniform(0, 60)),
+                    url="https://acme.example/pricing" if signal_type == "page_view" else None,
+                ),
+            )
+            events.append((lead_id, encode_event(event)))
+    return events
+
+
+async def produce(bootstrap_servers: str, topic: str, events: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=key.encode(), value=value)
+                   for key, value in events]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def raw_consume_rate(settings: ScorerSettings, total: int) -> float:
+    """Messages/s of a bare consumer, configured like the scorer's, from first to last message."""
+    consumer = AIOKafkaConsumer(
+        settings.topics.leads,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        max_poll_records=settings.kafka_max_batch,
+    )
+    await consumer.start()
+    try:
+        seen, first_at = 0, 0.0
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000)
+            count = sum(len(messages) for messages in batch.values())
+            if count and not seen:
+                first_at = time.perf_counter()
+                count -= 1  # the rate counts what arrived after the first message
+                total -= 1
+            seen += count
+            if batch:
+                await consumer.commit()
+        return seen / (time.perf_counter() - first_at)
+    finally:
+        await consumer.stop()
+
+
+async def scorer_rate(settings: ScorerSettings, total: int) -> tuple[float, float]:
+    """Events/s the scorer applies, from its first applied event to the last; and the seconds."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime: ServiceRuntime = app.state.runtime
+
+        def done() -> int:
+            consumer = runtime.consumer
+            return 0 if consumer is None else consumer.applied + consumer.duplicates
+
+        first_count, first_at = 0, 0.0
+        while True:
+            count = done()
+            if count and not first_at:
+                first_count, first_at = count, time.perf_counter()
+            if count >= total:
+                break
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - first_at
+        dead = runtime.consumer.dead_lettered if runtime.consumer else 0
+        if dead:
+            raise SystemExit(f"{dead} events were dead-lettered; the figures would be wrong")
+    return (total - first_count) / elapsed, elapsed
+
+
+def big_model(rules: int = 500) -> ScoringModel:
+    """A model of `rules` rules: 80% fit rules of every operator, the rest on signals."""
+    base = load_scoring_model().document()
+    fit: list[dict[str, Any]] = []
+    signals: list[dict[str, Any]] = []
+    makers: list[Callable[[int], dict[str, Any]]] = [
+        lambda n: {"field": "industry", "operator": "equals", "value": f"industry-{n}"},
+        lambda n: {"field": "country", "operator": "in", "values": ["FR", "DE", f"X{n % 10}"]},
+        lambda n: {"field": "employee_count", "operator": "range", "min": n, "max": n * 10},
+        lambda n: {"field": "job_title", "operator": "keywords", "keywords": ["vp", f"k{n}"]},
+        lambda n: {"field": "email_domain", "operator": "regex", "pattern": rf"^c{n}\."},
+        lambda n: {"field": "website", "operator": "missing"},
+    ]
+    fit_count = rules * 4 // 5 - len(base["fit_rules"])
+    for number in range(fit_count):
+        rule = makers[number % len(makers)](number)
+        fit.append({"id": f"fit-{number}", "points": (number % 7) - 2, **rule})
+    signal_count = rules - fit_count - len(base["fit_rules"]) - len(base["buying_signals"])
+    for number in range(signal_count):
+        signals.append({
+            "id": f"signal-{number}", "signal_type": SIGNAL_TYPES[number % len(SIGNAL_TYPES)],
+            "points": 5, "repeatable": number % 2 == 0, "cap": 40, "half_life_days": 30,
+        })
+    document = {**base, "version": "bench-500", "fit_rules": [*base["fit_rules"], *fit],
+                "engagement_rules": signals}
+    model = ScoringModel.model_validate(document)
+    assert len(model.rules) == rules, len(model.rules)
+    return model
+
+
+def scoring_latency(samples: int = 5000) -> dict[str, tuple[float, float]]:
+    model = big_model()
+    rng = random.Random(3)
+    profile = LeadProfile(email="ada@c42.example", company="Acme", country="FR",
+                          employee_count=420, job_title="VP Sales", industry="industry-6")
+    history = [
+        Signal(f"s{n}", rng.choice(SIGNAL_TYPES), NOW - timedelta(days=rng.uniform(0, 90)))
+        for n in range(20)
+    ]
+    timings: dict[str, tuple[float, float]] = {}
+    for name, work in (
+        ("score()", lambda: score(profile, history, model, NOW)),
+        ("score_and_next_change()", lambda: score_and_next_change(profile, history, model, NOW)),
+    ):
+        for _ in range(200):
+            work()
+        durations = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            work()
+            durations.append((time.perf_counter() - started) * 1000)
+        durations.sort()
+        timings[name] = (statistics.median(durations), durations[int(0.99 * len(durations))])
+    return timings
+
+
+async def measure(settings: ScorerSettings, args: argparse.Namespace) -> None:
+    await ensure_topics(settings, settings.topics.all)
+    events = backlog(args.leads, args.signals_per_lead)
+    await produce(settings.kafka_bootstrap_servers, settings.topics.leads, events)
+    raw = await raw_consume_rate(settings, len(events))
+    applied, seconds = await scorer_rate(settings, len(events))
+    signal_share = args.signals_per_lead / (args.signals_per_lead + 1)
+    print(f"scorer throughput, {args.database}: {len(events)} events "
+          f"({args.leads} leads, {args.leads * args.signals_per_lead} signals)")
+    print(f"  bare aiokafka consumer : {raw:9,.0f} msg/s")
+    print(f"  scorer (with database) : {applied:9,.0f} events/s "
+          f"({applied * signal_share:,.0f} signals/s), {seconds:.1f} s")
+    print(f"  ratio                  : {applied / raw:9.3f}   (target >= 0.5)")
+    for name, (p50, p99) in scoring_latency().items():
+        print(f"  {name:<27}, 500 rules: p50 {p50:.3f} ms   p99 {p99:.3f} ms   "
+              f"(target p99 <= 1 ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--leads", type=int, default=500)
+    parser.add_argument("--signals-per-lead", type=int, default=19)
+    args = parser.parse_args()
+
+    database_name = asyncio.run(create_database()) if args.database == "postgres" else None
+    try:
+        with ExitStack() as stack:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            broker = stack.enter_context(EmbeddedBroker(free_port()))
+            url = (f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database_name}"
+                   if database_name else f"sqlite+aiosqlite:///{data_dir / 'scorer.db'}")
+            spec = SERVICES["scorer"]
+            upgrade(spec.migrations_dir, url, spec.version_table)
+            settings = ScorerSettings(
+                database_url=url, kafka_bootstrap_servers=broker.bootstrap_servers,
+                kafka_topic_prefix=f"bench{uuid.uuid4().hex[:6]}", decay_sweep_seconds=3600,
+            )
+            asyncio.run(measure(settings, args))
+    finally:
+        if database_name:
+            asyncio.run(drop_database(database_name))
+
+
+if __name__ == "__main__":
+    main()
