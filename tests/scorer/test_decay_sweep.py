@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import select
+
+from services.scorer import service
 from services.scorer.decay import DecaySweep
-from services.scorer.service import ScorerContext
+from services.scorer.models import scoring_model
+from services.scorer.scoring_model import ScoringModel, Thresholds
+from services.scorer.service import ScorerContext, ScoringModels
 from shared.clock import ManualClock
 from shared.db import Database
+from shared.problems import ProblemError
 from tests.scorer.conftest import Scorer
 
 
@@ -75,3 +82,46 @@ async def test_a_new_signal_moves_the_next_check(
     clock.advance(timedelta(days=5))
     await scorer.apply(scorer.signal("email_open"))
     assert (await scorer.stored())["next_check_at"] > first
+
+
+async def test_a_new_model_is_applied_to_every_lead_by_the_sweep(
+    scorer: Scorer, context: ScorerContext, clock: ManualClock, db: Database
+) -> None:
+    await scorer.apply(scorer.received())
+    assert (await scorer.stored())["temperature"] == "cold"
+    stricter = context.models.current.model_copy(
+        update={"version": "warmer-1", "thresholds": Thresholds(warm=10, hot=60)}
+    )
+
+    async with db.transaction() as session:
+        await service.publish_model(session, context, stricter)
+    context.models.current = stricter
+    swept = await DecaySweep(db, context, interval=1, batch_size=10).tick()
+
+    row = await scorer.stored()
+    assert swept == 1
+    assert (row["model_version"], row["temperature"]) == ("warmer-1", "warm")
+    assert [event.data.model_version for event in await scorer.published("lead.scored")] == [
+        "default-2", "warmer-1"
+    ]
+    async with db.transaction() as session:
+        with pytest.raises(ProblemError, match="was published before"):
+            await service.publish_model(session, context, stricter)
+
+
+async def test_the_model_file_is_installed_once_and_a_published_one_survives_a_restart(
+    context: ScorerContext, clock: ManualClock, db: Database, model: ScoringModel
+) -> None:
+    async with db.transaction() as session:
+        await context.models.install(session, clock.now())
+        newer = model.model_copy(update={"version": "api-1"})
+        await service.publish_model(session, context, newer)
+
+    restarted = ScoringModels(model)
+    async with db.transaction() as session:
+        await restarted.install(session, clock.now())
+        rows = await session.execute(select(scoring_model.c.version, scoring_model.c.source)
+                                     .order_by(scoring_model.c.id))
+
+    assert restarted.current == newer
+    assert rows.all() == [("default-2", "file"), ("api-1", "api")]

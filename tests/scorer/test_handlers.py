@@ -181,3 +181,23 @@ async def test_a_signal_before_the_lead_counts_when_the_lead_arrives(scorer: Sco
     [event] = await scorer.published()
     assert event.data.engagement == 20
     assert "content-download" in rule_ids(event)
+
+
+async def test_replaying_a_lead_s_whole_history_gives_the_same_score(
+    scorer: Scorer, clock: ManualClock, migrated_url: str
+) -> None:
+    history = [scorer.received(), scorer.signal("content_download", at=clock.now()),
+               updated(job_title="VP Sales"), scorer.signal("email_open", at=clock.now()),
+               scorer.signal("page_view", at=clock.now(), url="https://acme.io/careers")]
+    await scorer.apply(*history)
+    first = await scorer.stored()
+
+    replay = Scorer(scorer.db, scorer.handlers, clock,
+                    lead_id="5c6f1e2a-0000-4000-8000-000000000002")
+    await replay.apply(*(event.model_copy(update={"lead_id": replay.lead_id})
+                         for event in history))
+    again = await replay.stored()
+
+    keys = ("score", "fit", "engagement", "temperature", "stage", "breakdown", "next_check_at")
+    assert {key: first[key] for key in keys} == {key: again[key] for key in keys}
+    assert first["score"] == 55
