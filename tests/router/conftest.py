@@ -14,13 +14,21 @@ from sqlalchemy import select
 from services.router import roster
 from services.router.handlers import handler_table
 from services.router.models import INBOX, OUTBOX, assignment
+from services.router.rules import RuleSet
 from services.router.schemas import PersonCreate, SdrCreate, TeamCreate
 from services.router.service import RouterContext
 from services.router.settings import RouterSettings
 from shared.clock import ManualClock
 from shared.consumer import EventConsumer
 from shared.db import Database
-from shared.events import LeadProfile, LeadScored, LeadScoredData, Temperature, encode_event
+from shared.events import (
+    Envelope,
+    LeadProfile,
+    LeadScored,
+    LeadScoredData,
+    Temperature,
+    encode_event,
+)
 from shared.outbox import Outbox
 from tests.conftest import migrate
 
@@ -65,7 +73,15 @@ class Router:
         team_id: str = row["id"]
         return team_id
 
-    async def consume(self, *events: LeadScored, consumer: EventConsumer | None = None) -> None:
+    async def set_rules(self, *rules: dict[str, Any]) -> str:
+        """Store a rule set; returns its version."""
+        async with self.db.transaction() as session:
+            row = await roster.store_rules(
+                session, self.clock, RuleSet.model_validate({"rules": list(rules)})
+            )
+        return str(row["version"])
+
+    async def consume(self, *events: Envelope, consumer: EventConsumer | None = None) -> None:
         """Apply `events` as one batch through the shared consumer loop, as Kafka would."""
         consumer = consumer or self.consumer()
         records = [
