@@ -56,19 +56,29 @@ class ServiceRuntime:
         self.metrics = ServiceMetrics(settings.service_name)
         self.subscriptions: tuple[str, ...] = ()
         self.handlers: dict[str, Handler] = {}
+        self.consumer_factory: Callable[..., EventConsumer] = EventConsumer
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: EventConsumer | None = None
         self._loops: dict[str, BackgroundLoop] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    def subscribe(self, topics: Sequence[str], handlers: Mapping[str, Handler]) -> None:
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        *,
+        consumer_factory: Callable[..., EventConsumer] = EventConsumer,
+    ) -> None:
         """Consume `topics` into `handlers` (event type -> handler) once the runtime starts.
 
         Called after construction because handlers usually publish through this runtime's outbox.
+        `consumer_factory` takes `EventConsumer`'s keyword arguments: a service may pass a
+        subclass that applies its batches faster.
         """
         self.subscriptions = tuple(topics)
         self.handlers = dict(handlers)
+        self.consumer_factory = consumer_factory
 
     def add_loop(self, name: str, loop: BackgroundLoop) -> None:
         """Register a background loop to run (supervised) once the runtime starts."""
@@ -96,7 +106,7 @@ class ServiceRuntime:
         return self
 
     async def _run_consumer(self) -> None:
-        self.consumer = EventConsumer(
+        self.consumer = self.consumer_factory(
             name=self.settings.service_name,
             db=self.db,
             inbox=self.inbox_tables,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 import services.scorer
 from services.scorer import api
+from services.scorer.consumer import ScorerConsumer
 from services.scorer.decay import DecaySweep
 from services.scorer.handlers import handler_table
 from services.scorer.models import INBOX, OUTBOX
@@ -35,7 +38,11 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             built.outbox, built.clock, model, built.metrics,
             refresh_seconds=config.scoring_model_refresh_seconds,
         )
-        built.subscribe([config.topics.leads, config.topics.assignments], handler_table(context))
+        built.subscribe(
+            [config.topics.leads, config.topics.assignments],
+            handler_table(context),
+            consumer_factory=partial(ScorerConsumer, context=context),
+        )
         sweep = DecaySweep(
             built.db, context,
             interval=config.decay_sweep_seconds, batch_size=config.decay_sweep_batch_size,

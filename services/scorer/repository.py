@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +49,41 @@ async def update_score(session: AsyncSession, lead_id: str, values: Mapping[str,
     await session.execute(
         update(lead_score).where(lead_score.c.lead_id == lead_id).values(**values)
     )
+
+
+async def insert_scores(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(lead_score), list(rows))
+
+
+async def update_scores(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write whole rows back, one statement for all of them (every row has every column)."""
+    if not rows:
+        return
+    columns = [column.name for column in lead_score.columns if column.name != "lead_id"]
+    statement = (
+        update(lead_score)
+        .where(lead_score.c.lead_id == bindparam("key"))
+        .values({name: bindparam(f"new_{name}") for name in columns})
+    )
+    await session.execute(
+        statement,
+        [{"key": row["lead_id"], **{f"new_{name}": row[name] for name in columns}}
+         for row in rows],
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def find_scores_for_update(
+    session: AsyncSession, lead_ids: Sequence[str]
+) -> dict[str, RowMapping]:
+    result = await session.execute(
+        select(lead_score)
+        .where(lead_score.c.lead_id.in_(sorted(lead_ids)))
+        .order_by(lead_score.c.lead_id)
+        .with_for_update()
+    )
+    return {row["lead_id"]: row for row in result.mappings()}
 
 
 async def claim_due_scores(
@@ -106,6 +142,14 @@ async def signals_of_leads(
     return by_lead
 
 
+async def insert_signals(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Store signals, skipping those a lead already has; one statement, executed for many rows."""
+    if not rows:
+        return
+    dialect: Any = postgresql if _dialect(session) == "postgresql" else sqlite
+    await session.execute(dialect.insert(signal).on_conflict_do_nothing(), list(rows))
+
+
 async def delete_signals(session: AsyncSession, lead_id: str) -> None:
     await session.execute(delete(signal).where(signal.c.lead_id == lead_id))
 
@@ -144,8 +188,11 @@ async def insert_model_unless_published(
 # Lifecycle
 
 
-async def insert_stage_change(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(stage_change).values(**values))
+async def insert_stage_changes(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    if rows:
+        await session.execute(insert(stage_change), list(rows))
 
 
 async def stage_history(session: AsyncSession, lead_id: str) -> Sequence[RowMapping]:

@@ -159,6 +159,13 @@ def _next_change(
     step = timedelta(hours=1)
     before, probe = now, now + step
     end = now + horizon
+    settled = scorer.settled_at(now)
+    if settled is not None:
+        # Nothing that fades takes points away: the temperature can only fall, and is final
+        # once every fading point rounds to nothing.
+        if current == "cold" or not changed(settled):
+            return None
+        end = min(end, settled)
     while probe < end and not changed(probe):
         before, step = probe, step * 2
         probe = before + step
@@ -218,6 +225,22 @@ class _Scorer:
             buying_signal=buying_signal,
             mql=buying_signal or (mql is not None and mql.met(fit=self.fit, total=total)),
         )
+
+    def settled_at(self, origin: datetime) -> datetime | None:
+        """When every fading point will have faded to nothing and every buying window closed, if
+        none of the fading rules takes points away (then the temperature only ever falls);
+        None when one does."""
+        latest = origin
+        for rule, matching in self.matches:
+            at_origin = _signal_points(rule, matching, origin, capped=False)
+            if at_origin < 0 and rule.half_life_days is not None:
+                return None
+            if rule.half_life_days is not None and at_origin > 0:
+                halvings = math.log2(max(at_origin, 1.0) / 0.004)
+                latest = max(latest, origin + timedelta(days=rule.half_life_days * halvings))
+            if isinstance(rule, BuyingSignalRule) and rule.hot_for_days is not None:
+                latest = max(latest, matching[0].signal_at + timedelta(days=rule.hot_for_days))
+        return latest + timedelta(seconds=1)
 
     def timeline(self, origin: datetime) -> Callable[[datetime], Temperature]:
         """The temperature at any moment from `origin` on, cheaply, without the breakdown.

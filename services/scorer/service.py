@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 PRODUCER = "scorer"
 UNKNOWN_SOURCE = "unknown"
 
+Row = Mapping[str, Any] | RowMapping
+"""A lead's row, as read from the database or as kept in memory."""
+
 ScoreOutcome = Literal["scored", "rescored", "unchanged", "erased", "waiting"]
 
 
@@ -182,19 +185,7 @@ async def record_signal(
     current = await repository.find_score_for_update(session, lead_id)
     if current is not None and current["erased_at"] is not None:
         return "erased"
-    stored = await repository.insert_signal(
-        session,
-        {
-            "lead_id": lead_id,
-            "signal_id": data.signal_id,
-            "signal_type": data.signal_type,
-            "signal_at": data.signal_at,
-            "url": data.url,
-            "source": data.source,
-            "properties": data.properties,
-            "recorded_at": now,
-        },
-    )
+    stored = await repository.insert_signal(session, signal_row(lead_id, data, now))
     if not stored:
         return "unchanged"
     if current is None:
@@ -219,9 +210,84 @@ async def rescore_due(session: AsyncSession, context: ScorerContext, *, limit: i
     for row in due:
         await _rescore(
             session, context, row["lead_id"], row, LeadProfile.model_validate(row["profile"]),
-            now=now, cause="decay", signals=[_signal(item) for item in signals[row["lead_id"]]],
+            now=now, cause="decay", signals=[signal_of(item) for item in signals[row["lead_id"]]],
         )
     return len(due)
+
+
+@dataclass
+class Rescored:
+    """What rescoring a lead decided: its whole row afterwards, and what to record and publish."""
+
+    outcome: ScoreOutcome
+    row: dict[str, Any]
+    is_new: bool
+    history: list[dict[str, Any]]
+    events: list[LeadScored | LeadStageChanged]
+
+
+def rescore(
+    context: ScorerContext,
+    lead_id: str,
+    current: Row | None,
+    profile: LeadProfile,
+    signals: Sequence[Signal],
+    *,
+    now: datetime,
+    cause: str,
+    correlation_id: str | None = None,
+    active: bool = False,
+) -> Rescored:
+    """Score the lead and decide its stage; no I/O (the caller reads and writes the rows).
+
+    The model may make the lead MQL (kept in the history with the rules that made it so);
+    `lead.scored` is published for a new lead and whenever `_same_score` says it changed.
+    """
+    model = context.models.current
+    started = time.perf_counter()
+    result, next_check_at = score_and_next_change(profile, signals, model, now)
+    context.metrics.scoring_seconds.observe(time.perf_counter() - started)
+    stage: Stage = current["stage"] if current is not None else "lead"
+    active_at = now if active else (current["active_at"] if current is not None else None)
+    changed_at = current["stage_changed_at"] if current is not None else None
+    fresh = active_at is not None and (changed_at is None or active_at > changed_at)
+    row: dict[str, Any] = dict(current) if current is not None else {
+        "lead_id": lead_id, "stage": "lead", "stage_changed_at": None, "erased_at": None,
+        "scored_at": now,
+    }
+    row.update(
+        profile=profile.model_dump(mode="json"),
+        score=result.total,
+        fit=result.fit,
+        engagement=result.engagement,
+        temperature=result.temperature,
+        model_version=result.model_version,
+        breakdown=[_line_json(line) for line in result.breakdown],
+        buying_signal=result.buying_signal,
+        active_at=active_at,
+        next_check_at=next_check_at,
+        updated_at=now,
+    )
+    history: list[dict[str, Any]] = []
+    events: list[LeadScored | LeadStageChanged] = []
+    if model_makes_mql(stage, mql=result.mql, fresh_activity=fresh):
+        reason = "buying_signal" if result.buying_signal else "mql_rule"
+        entry, changed = _transition(
+            lead_id, stage, "mql", reason=reason, cause=cause, now=now,
+            correlation_id=correlation_id, rule_ids=list(result.contributing_rules),
+        )
+        history.append(entry)
+        events.append(changed)
+        context.metrics.stage_changes.labels(stage, "mql").inc()
+        stage = "mql"
+        row.update(stage=stage, stage_changed_at=now)
+    if current is not None and not events and _same_score(current, row):
+        return Rescored("unchanged", row, False, history, events)
+    row["scored_at"] = now
+    events.append(_scored_event(lead_id, profile, result, stage, correlation_id, now))
+    context.metrics.leads_scored.labels(cause, result.temperature).inc()
+    return Rescored("scored" if current is None else "rescored", row, current is None,
+                    history, events)
 
 
 async def _rescore(
@@ -237,57 +303,29 @@ async def _rescore(
     active: bool = False,
     signals: Sequence[Signal] | None = None,
 ) -> ScoreOutcome:
-    model = context.models.current
     if signals is None:
-        signals = [_signal(row) for row in await repository.signals_of(session, lead_id)]
-    started = time.perf_counter()
-    result, next_check_at = score_and_next_change(profile, signals, model, now)
-    context.metrics.scoring_seconds.observe(time.perf_counter() - started)
-    stage: Stage = current["stage"] if current is not None else "lead"
-    active_at = now if active else (current["active_at"] if current is not None else None)
-    changed_at = current["stage_changed_at"] if current is not None else None
-    fresh = active_at is not None and (changed_at is None or active_at > changed_at)
-    values: dict[str, Any] = {
-        "profile": profile.model_dump(mode="json"),
-        "score": result.total,
-        "fit": result.fit,
-        "engagement": result.engagement,
-        "temperature": result.temperature,
-        "model_version": result.model_version,
-        "breakdown": [_line_json(line) for line in result.breakdown],
-        "buying_signal": result.buying_signal,
-        "active_at": active_at,
-        "next_check_at": next_check_at,
-        "updated_at": now,
-    }
-    events: list[LeadScored | LeadStageChanged] = []
-    if model_makes_mql(stage, mql=result.mql, fresh_activity=fresh):
-        reason = "buying_signal" if result.buying_signal else "mql_rule"
-        events.append(
-            await _record_transition(
-                session, lead_id, stage, "mql", reason=reason, cause=cause, now=now,
-                correlation_id=correlation_id, rule_ids=list(result.contributing_rules),
-            )
-        )
-        context.metrics.stage_changes.labels(stage, "mql").inc()
-        stage = "mql"
-        values.update(stage=stage, stage_changed_at=now)
-    if current is None:
-        outcome: ScoreOutcome = "scored"
-        await repository.insert_score(session, {**values, "lead_id": lead_id, "scored_at": now})
-    elif not events and _same_score(current, values):
-        await repository.update_score(session, lead_id, values)
-        return "unchanged"
-    else:
-        outcome = "rescored"
-        await repository.update_score(session, lead_id, {**values, "scored_at": now})
-    events.append(_scored_event(lead_id, profile, result, stage, correlation_id, now))
-    await context.outbox.add(session, *events)
-    context.metrics.leads_scored.labels(cause, result.temperature).inc()
-    return outcome
+        signals = [signal_of(row) for row in await repository.signals_of(session, lead_id)]
+    done = rescore(
+        context, lead_id, current, profile, signals, now=now, cause=cause,
+        correlation_id=correlation_id, active=active,
+    )
+    await write_rescored(session, context, [done])
+    return done.outcome
 
 
-def _same_score(stored: RowMapping, fresh: Mapping[str, Any]) -> bool:
+async def write_rescored(
+    session: AsyncSession, context: ScorerContext, rescored: Sequence[Rescored]
+) -> None:
+    """Write what `rescore` decided for one or more leads, in a few statements."""
+    await repository.insert_scores(session, [done.row for done in rescored if done.is_new])
+    await repository.update_scores(session, [done.row for done in rescored if not done.is_new])
+    await repository.insert_stage_changes(
+        session, [entry for done in rescored for entry in done.history]
+    )
+    await context.outbox.add(session, *(event for done in rescored for event in done.events))
+
+
+def _same_score(stored: Row, fresh: Row) -> bool:
     """Whether nothing worth telling changed: temperature, and what counts (not decay)."""
     return (
         stored["temperature"] == fresh["temperature"]
@@ -312,7 +350,21 @@ def _substance(breakdown: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
-def _signal(row: RowMapping) -> Signal:
+def signal_row(lead_id: str, data: SignalRecordedData, now: datetime) -> dict[str, Any]:
+    """The stored form of a signal."""
+    return {
+        "lead_id": lead_id,
+        "signal_id": data.signal_id,
+        "signal_type": data.signal_type,
+        "signal_at": data.signal_at,
+        "url": data.url,
+        "source": data.source,
+        "properties": data.properties,
+        "recorded_at": now,
+    }
+
+
+def signal_of(row: Row) -> Signal:
     return Signal(
         signal_id=row["signal_id"], signal_type=row["signal_type"], signal_at=row["signal_at"],
         url=row["url"],
@@ -408,22 +460,39 @@ async def _record_transition(
     now: datetime,
     cause_event_id: str | None = None,
     correlation_id: str | None = None,
-    rule_ids: list[str] | None = None,
 ) -> LeadStageChanged:
-    await repository.insert_stage_change(
-        session,
-        {
-            "lead_id": lead_id,
-            "from_stage": from_stage,
-            "to_stage": to_stage,
-            "reason": reason,
-            "cause": cause,
-            "cause_event_id": cause_event_id,
-            "rule_ids": rule_ids,
-            "changed_at": now,
-        },
+    entry, event = _transition(
+        lead_id, from_stage, to_stage, reason=reason, cause=cause, now=now,
+        cause_event_id=cause_event_id, correlation_id=correlation_id,
     )
-    return LeadStageChanged(
+    await repository.insert_stage_changes(session, [entry])
+    return event
+
+
+def _transition(
+    lead_id: str,
+    from_stage: Stage,
+    to_stage: Stage,
+    *,
+    reason: str | None,
+    cause: str,
+    now: datetime,
+    cause_event_id: str | None = None,
+    correlation_id: str | None = None,
+    rule_ids: list[str] | None = None,
+) -> tuple[dict[str, Any], LeadStageChanged]:
+    """The history row and the event of one transition."""
+    entry = {
+        "lead_id": lead_id,
+        "from_stage": from_stage,
+        "to_stage": to_stage,
+        "reason": reason,
+        "cause": cause,
+        "cause_event_id": cause_event_id,
+        "rule_ids": rule_ids,
+        "changed_at": now,
+    }
+    event = LeadStageChanged(
         producer=PRODUCER,
         lead_id=lead_id,
         correlation_id=correlation_id,
@@ -433,6 +502,7 @@ async def _record_transition(
             cause_event_id=cause_event_id,
         ),
     )
+    return entry, event
 
 
 def _rescored_with_stage(

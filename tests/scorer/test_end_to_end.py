@@ -94,7 +94,7 @@ async def test_a_lead_from_the_form_to_a_rejection_through_the_broker(
             ]
         ]
         await produce(broker.bootstrap_servers, topics.leads, signals)
-        hot = await score_of(scorer, lead_id, until=lambda body: body["stage"] == "mql")
+        hot = await score_of(scorer, lead_id, until=lambda body: body["buying_signal"])
 
         await produce(broker.bootstrap_servers, topics.assignments, [
             AssignmentAccepted(producer="router", lead_id=lead_id, data=AssignmentAcceptedData(

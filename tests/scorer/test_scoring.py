@@ -302,8 +302,27 @@ def test_next_change_ends_a_buying_signal_window_and_is_none_when_nothing_fades(
     assert next_change_at(lead(), [signal("custom:podcast")], model, NOW) is None
 
 
-def test_next_change_is_the_horizon_when_no_band_is_crossed() -> None:
+def test_next_change_is_the_horizon_when_no_band_is_crossed_before() -> None:
+    model = model_with(engagement_rules=(
+        on("email_open", points=100, half_life_days=10),
+        on("unsubscribe", id="unsubscribed", points=-60, half_life_days=12),
+    ))
+    signals = [signal("email_open"), signal("unsubscribe")]
+    assert score(lead(), signals, model, NOW).temperature == "warm"
+    # It turns cold after about 3.3 days; a negative signal fades too, so no shortcut applies.
+    moment = next_change_at(lead(), signals, model, NOW, horizon=timedelta(days=2))
+    assert moment == NOW + timedelta(days=2)
+    later = next_change_at(lead(), signals, model, NOW)
+    assert later is not None
+    assert timedelta(days=3.2) < later - NOW < timedelta(days=3.4)
+
+
+def test_a_cold_lead_whose_points_only_fade_never_changes() -> None:
     model = model_with(engagement_rules=(on("email_open", points=1, half_life_days=1),))
-    moment = next_change_at(lead(), [signal("email_open")], model, NOW,
-                            horizon=timedelta(days=30))
-    assert moment == NOW + timedelta(days=30)
+    assert next_change_at(lead(), [signal("email_open")], model, NOW) is None
+
+
+def test_a_lead_that_cannot_fall_below_its_band_never_changes() -> None:
+    model = model_with(rule("missing", "company", points=65),
+                       engagement_rules=(on("email_open", points=10, half_life_days=1),))
+    assert next_change_at(lead(), [signal("email_open")], model, NOW) is None

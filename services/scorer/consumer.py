@@ -1,0 +1,174 @@
+"""The scorer's consumer: the shared loop, with a fast path for whole batches of signals.
+
+Signals and profile changes are most of what the scorer consumes. Applied one by one (as the
+shared `EventConsumer` does), each costs about ten statements: a savepoint, the processed-event
+record, the lead, its signals, the new signal, the score, the outbox. `ScorerConsumer.apply`
+instead reads every lead of the batch and their signals in two statements, applies the events
+in memory in their order (each lead's events exactly as one by one would: same scores, same
+transitions, same `lead.scored` events), and writes everything back in a handful of
+statements: processed-event records, signals, scores, history, outbox.
+
+Other events (the router's, erasure) go through their handlers in order, after the pending
+state of their lead is written. If anything in the fast path fails for a reason other than an
+outage, the batch is rolled back and applied again one event at a time by the shared loop,
+which dead-letters what cannot be applied: the fast path never loses a message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.scorer import repository, service
+from services.scorer.scoring import Signal
+from services.scorer.service import Rescored, ScorerContext
+from shared.consumer import EventConsumer, Records
+from shared.db import is_outage
+from shared.events import (
+    Event,
+    LeadProfile,
+    LeadReceived,
+    LeadUpdated,
+    SignalRecorded,
+    decode_event,
+)
+
+logger = logging.getLogger(__name__)
+
+IN_MEMORY = frozenset({"lead.received", "lead.updated", "signal.recorded"})
+
+
+@dataclass
+class _Lead:
+    """One lead of the batch: its row and signals as they stand after the events seen so far."""
+
+    row: dict[str, Any] | None
+    signals: dict[str, Signal]
+    stored: bool
+    new_signals: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[Rescored] = field(default_factory=list)
+
+
+class ScorerConsumer(EventConsumer):
+    """`EventConsumer` whose `apply` takes a whole batch in a few statements."""
+
+    def __init__(self, *, context: ScorerContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.context = context
+
+    async def apply(self, records: Records) -> None:
+        try:
+            async with self.db.transaction() as session:
+                applied, duplicates = await self._apply_in_bulk(session, records)
+        except Exception as error:
+            if is_outage(error):
+                raise
+            logger.warning("%s: batch fast path failed (%s); applying one event at a time",
+                           self.name, type(error).__name__)
+            await super().apply(records)
+            return
+        self.applied += len(applied)
+        self.duplicates += len(duplicates)
+        for event in applied:
+            self.metrics.events_applied.labels(event.type).inc()
+        for event in duplicates:
+            self.metrics.events_duplicate.labels(event.type).inc()
+
+    async def _apply_in_bulk(
+        self, session: AsyncSession, records: Records
+    ) -> tuple[list[Event], list[Event]]:
+        events: list[Event] = []
+        for messages in records.values():
+            for message in messages:
+                event = decode_event(message.value)  # a broken message: the slow path keeps it
+                if event is not None and event.type in self.handlers:
+                    events.append(event)
+        if not events:
+            return [], []
+        new_ids = await self._record_processed(session, events)
+        fresh: list[Event] = []
+        duplicates: list[Event] = []
+        for event in events:
+            if str(event.event_id) in new_ids:
+                new_ids.discard(str(event.event_id))
+                fresh.append(event)
+            else:
+                duplicates.append(event)
+        leads = await self._read_leads(
+            session, {event.lead_id for event in fresh if event.type in IN_MEMORY}
+        )
+        for event in fresh:
+            if isinstance(event, LeadReceived | LeadUpdated | SignalRecorded):
+                if event.lead_id not in leads:  # its handler-applied event came before
+                    leads.update(await self._read_leads(session, {event.lead_id}))
+                self._apply_in_memory(leads[event.lead_id], event)
+                continue
+            pending = leads.pop(event.lead_id, None)
+            if pending is not None:
+                await self._write(session, [pending])
+            async with session.begin_nested():
+                await self.handlers[event.type](session, event)
+        await self._write(session, list(leads.values()))
+        return fresh, duplicates
+
+    async def _read_leads(self, session: AsyncSession, lead_ids: set[str]) -> dict[str, _Lead]:
+        if not lead_ids:
+            return {}
+        rows = await repository.find_scores_for_update(session, sorted(lead_ids))
+        signals = await repository.signals_of_leads(session, sorted(lead_ids))
+        return {
+            lead_id: _Lead(
+                row=dict(rows[lead_id]) if lead_id in rows else None,
+                signals={item["signal_id"]: service.signal_of(item) for item in signals[lead_id]},
+                stored=lead_id in rows,
+            )
+            for lead_id in lead_ids
+        }
+
+    def _apply_in_memory(
+        self, lead: _Lead, event: LeadReceived | LeadUpdated | SignalRecorded
+    ) -> None:
+        if lead.row is not None and lead.row["erased_at"] is not None:
+            return
+        now = self.clock.now()
+        if isinstance(event, SignalRecorded):
+            data = event.data
+            if data.signal_id in lead.signals:
+                return
+            lead.new_signals.append(service.signal_row(event.lead_id, data, now))
+            lead.signals[data.signal_id] = Signal(
+                data.signal_id, data.signal_type, data.signal_at, data.url
+            )
+            if lead.row is None:
+                return
+            profile = LeadProfile.model_validate(lead.row["profile"])
+            cause, active = "signal", True
+        else:
+            profile, cause, active = event.data.lead, "profile", False
+        done = service.rescore(
+            self.context, event.lead_id, lead.row, profile, list(lead.signals.values()),
+            now=now, cause=cause, correlation_id=event.correlation_id, active=active,
+        )
+        lead.row = done.row
+        lead.changes.append(done)
+
+    async def _write(self, session: AsyncSession, leads: list[_Lead]) -> None:
+        await repository.insert_signals(
+            session, [row for lead in leads for row in lead.new_signals]
+        )
+        merged: list[Rescored] = []
+        for lead in leads:
+            if not lead.changes:
+                continue
+            last = lead.changes[-1]
+            merged.append(Rescored(
+                outcome=last.outcome,
+                row=last.row,
+                is_new=not lead.stored,
+                history=[entry for change in lead.changes for entry in change.history],
+                events=[event for change in lead.changes for event in change.events],
+            ))
+        await service.write_rescored(session, self.context, merged)
