@@ -207,11 +207,13 @@ async def rescore_due(session: AsyncSession, context: ScorerContext, *, limit: i
     now = context.clock.now()
     due = await repository.claim_due_scores(session, now, limit)
     signals = await repository.signals_of_leads(session, [row["lead_id"] for row in due])
-    for row in due:
-        await _rescore(
-            session, context, row["lead_id"], row, LeadProfile.model_validate(row["profile"]),
-            now=now, cause="decay", signals=[signal_of(item) for item in signals[row["lead_id"]]],
+    await write_rescored(session, context, [
+        rescore(
+            context, row["lead_id"], row, LeadProfile.model_validate(row["profile"]),
+            [signal_of(item) for item in signals[row["lead_id"]]], now=now, cause="decay",
         )
+        for row in due
+    ])
     return len(due)
 
 
