@@ -327,8 +327,7 @@ def _signal_line(rule: SignalRule, newest_first: Sequence[Signal], now: datetime
         raw = _capped(raw, rule.cap)
     if len(counted) > EVIDENCE_LIMIT:
         counted = counted[:EVIDENCE_LIMIT]
-    # Built without validation: every value here is already of the right type.
-    return ScoreLine.model_construct(
+    return ScoreLine(
         rule_id=rule.id,
         points=_round(_signal_points(rule, newest_first, now)),
         raw_points=_round(raw),
