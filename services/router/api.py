@@ -283,9 +283,9 @@ async def import_roster(request: Request, runtime: RuntimeDep, context: ContextD
 
 @routes.get("/rules", response_model=RuleSetView, tags=["rules"],
             summary="The routing rules in force and their version", responses=ERRORS)
-async def read_rules(runtime: RuntimeDep, _: AdminDep) -> RuleSetView:
+async def read_rules(runtime: RuntimeDep, context: ContextDep, _: AdminDep) -> RuleSetView:
     async with runtime.db.reading() as session:
-        version, rule_set, row = await roster.current_rules(session)
+        version, rule_set, row = await roster.current_rules(session, context.rule_cache)
     return RuleSetView(version=version, rules=rule_set.rules,
                        created_at=row["created_at"] if row else None)
 

@@ -67,8 +67,10 @@ async def escalate_due(
     `max_reoffers` re-offers, or with nobody eligible, it goes to the team's shared queue and
     the team's manager is notified.
     """
-    await repository.lock_routing(session)
     lapsed = await repository.claim_lapsed_offers(session, now, limit)
+    if not lapsed:
+        return []
+    await repository.lock_routing(session)
     escalations: list[Escalation] = []
     settings = context.settings
     for offer in lapsed:

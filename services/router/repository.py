@@ -194,6 +194,15 @@ async def current_rule_set(session: AsyncSession) -> RowMapping | None:
     return result.mappings().first()
 
 
+async def current_rule_set_head(session: AsyncSession) -> RowMapping | None:
+    """The version in force and when it was stored, without the document."""
+    result = await session.execute(
+        select(rule_set.c.version, rule_set.c.created_at)
+        .order_by(rule_set.c.version.desc()).limit(1)
+    )
+    return result.mappings().first()
+
+
 async def insert_rule_set(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(rule_set).values(**values))
 
@@ -235,6 +244,11 @@ async def insert_lead(session: AsyncSession, values: Mapping[str, Any]) -> None:
 
 async def update_lead(session: AsyncSession, lead_id: str, values: Mapping[str, Any]) -> None:
     await session.execute(update(lead).where(lead.c.id == lead_id).values(**values))
+
+
+async def any_waiting(session: AsyncSession) -> bool:
+    found = await session.scalar(select(lead.c.id).where(lead.c.status == "waiting").limit(1))
+    return found is not None
 
 
 async def claim_waiting_leads(session: AsyncSession, limit: int) -> Sequence[RowMapping]:

@@ -6,6 +6,7 @@ signing secret are generated here and returned once; only the token's hash is st
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository
 from services.router.access import new_token, token_hash
-from services.router.routing import Period, Rep, parse_working_hours
+from services.router.routing import Period, Rep, Shift, parse_working_hours
 from services.router.rules import RuleSet
 from services.router.schemas import (
     PersonCreate,
@@ -207,11 +208,26 @@ async def import_roster(
 # Rules
 
 
-async def current_rules(session: AsyncSession) -> tuple[str, RuleSet, RowMapping | None]:
-    row = await repository.current_rule_set(session)
-    if row is None:
+async def current_rules(
+    session: AsyncSession, cache: dict[int, RuleSet] | None = None
+) -> tuple[str, RuleSet, RowMapping | None]:
+    """The rule set in force, its version and its head row (None: the built-in default).
+
+    A stored version never changes, so with a `cache` (one per database: the router's
+    context holds it) each version is read and parsed once.
+    """
+    head = await repository.current_rule_set_head(session)
+    if head is None:
         return DEFAULT_RULES_VERSION, RuleSet(rules=[]), None
-    return str(row["version"]), RuleSet.model_validate(row["document"]), row
+    version = int(head["version"])
+    parsed = cache.get(version) if cache is not None else None
+    if parsed is None:
+        row = await repository.current_rule_set(session)
+        assert row is not None
+        parsed = RuleSet.model_validate(row["document"])
+        if cache is not None and int(row["version"]) == version:
+            cache[version] = parsed
+    return str(version), parsed, head
 
 
 async def store_rules(session: AsyncSession, clock: Clock, rules: RuleSet) -> RowMapping:
@@ -241,7 +257,7 @@ def rep_of(row: RowMapping) -> Rep:
         active=row["active"],
         presence=row["presence"],
         timezone=row["timezone"],
-        working_hours=parse_working_hours(row["working_hours"]),
+        working_hours=_shifts(row["working_hours"]),
         out_of_office=tuple(
             Period(_aware(period["start"]), _aware(period["end"]))
             for period in row["out_of_office"] or ()
@@ -254,6 +270,22 @@ def rep_of(row: RowMapping) -> Rep:
         last_assigned_at=row["last_assigned_at"],
         paused_until=row["paused_until"],
     )
+
+
+_SCHEDULES: dict[str, tuple[Shift, ...] | None] = {}
+
+
+def _shifts(spec: dict[str, list[str]] | None) -> tuple[Shift, ...] | None:
+    """Parsed weekly hours, one shared object per distinct schedule (reps of a team usually
+    share theirs, and routing then checks each schedule once per decision)."""
+    if spec is None:
+        return None
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _SCHEDULES:
+        if len(_SCHEDULES) > 4096:
+            _SCHEDULES.clear()
+        _SCHEDULES[key] = parse_working_hours(spec)
+    return _SCHEDULES[key]
 
 
 def _aware(value: Any) -> Any:

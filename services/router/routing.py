@@ -119,7 +119,7 @@ class Decision:
             "strategy": self.strategy,
             "candidates": self.candidates,
             "excluded": self.excluded,
-            "scores": self.scores,
+            "scores": {rep_id: round(value, 4) for rep_id, value in self.scores.items()},
             "tie_break": self.tie_break,
             "note": self.note,
         }
@@ -171,16 +171,47 @@ def out_of_office(periods: Iterable[Period], now: datetime) -> bool:
 # Eligibility
 
 
-def eligibility(rep: Rep, lead: LeadFacts, now: datetime) -> list[ExclusionReason]:
+class LocalClocks:
+    """`now` on the wall clock of each timezone, worked out once per zone per decision."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._by_zone: dict[str, tuple[int, time]] = {}
+        self._working: dict[tuple[int, str], bool] = {}
+
+    def weekday_and_time(self, timezone: str) -> tuple[int, time]:
+        found = self._by_zone.get(timezone)
+        if found is None:
+            local = local_time(self.now, timezone)
+            found = self._by_zone[timezone] = (local.weekday(), local.time())
+        return found
+
+    def working(self, shifts: Sequence[Shift] | None, timezone: str) -> bool:
+        """Inside `shifts` now? Reps sharing a schedule object share one answer (the shifts
+        stay alive, so their id is stable, for the life of this object)."""
+        if shifts is None:
+            return True
+        key = (id(shifts), timezone)
+        found = self._working.get(key)
+        if found is None:
+            weekday, clock = self.weekday_and_time(timezone)
+            found = any(s.weekday == weekday and s.start <= clock < s.end for s in shifts)
+            self._working[key] = found
+        return found
+
+
+def eligibility(
+    rep: Rep, lead: LeadFacts, now: datetime, clocks: LocalClocks | None = None
+) -> list[ExclusionReason]:
     """Every reason `rep` cannot take `lead` at `now`; an empty list means they can."""
     reasons: list[ExclusionReason] = []
     if not rep.active:
         reasons.append("inactive")
     if rep.paused_until is not None and now < rep.paused_until:
         reasons.append("paused")
-    if out_of_office(rep.out_of_office, now):
+    if rep.out_of_office and out_of_office(rep.out_of_office, now):
         reasons.append("out_of_office")
-    if not in_working_hours(rep.working_hours, rep.timezone, now):
+    if not (clocks or LocalClocks(now)).working(rep.working_hours, rep.timezone):
         reasons.append("out_of_hours")
     if rep.presence == "away":
         reasons.append("presence_away")
@@ -214,6 +245,8 @@ def presence_fraction(rep: Rep, window_start: datetime, now: datetime) -> float:
     The correction that keeps a rep back from holiday (or new on the team) from being
     flooded to "catch up" on leads they could never have had.
     """
+    if rep.created_at <= window_start and not rep.out_of_office:
+        return 1.0
     window = (now - window_start).total_seconds()
     if window <= 0:
         return 1.0
@@ -263,13 +296,14 @@ def choose_rep(
     """
     excluded: dict[str, list[str]] = {}
     eligible: list[Rep] = []
+    clocks = LocalClocks(now)
     for rep in candidates:
         reasons: list[str] = []
         if role is not None and rep.role != role:
             reasons.append("wrong_role")
         if rep.id in exclude:
             reasons.append("already_had_lead")
-        reasons.extend(eligibility(rep, lead, now))
+        reasons.extend(eligibility(rep, lead, now, clocks))
         if reasons:
             excluded[rep.id] = reasons
         else:
@@ -294,8 +328,7 @@ def choose_rep(
         chosen = min(tied, key=round_robin_key)
         tie = "furthest below target share" if len(tied) == 1 else (
             f"{len(tied)} reps equally below target; round robin among them")
-        return Decision(chosen.id, strategy, ids, excluded,
-                        {rep_id: round(value, 4) for rep_id, value in deficits.items()}, tie)
+        return Decision(chosen.id, strategy, ids, excluded, deficits, tie)
     if strategy == "least_loaded":
         loads = {rep.id: load_ratio(rep) for rep in eligible}
         lowest = min(loads.values())
@@ -303,8 +336,7 @@ def choose_rep(
         chosen = min(tied, key=round_robin_key)
         tie = "least loaded" if len(tied) == 1 else (
             f"{len(tied)} reps equally loaded; round robin among them")
-        return Decision(chosen.id, strategy, ids, excluded,
-                        {rep_id: round(value, 4) for rep_id, value in loads.items()}, tie)
+        return Decision(chosen.id, strategy, ids, excluded, loads, tie)
     chosen = min(eligible, key=round_robin_key)
     return Decision(chosen.id, "round_robin" if strategy == "account_owner" else strategy, ids,
                     excluded, {}, "assigned longest ago")

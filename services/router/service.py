@@ -23,7 +23,7 @@ from services.router import repository, roster
 from services.router.access import action_token
 from services.router.notifications import DeliverySignal, slack_offer
 from services.router.routing import Decision, LeadFacts, Role, choose_rep
-from services.router.rules import DEFAULT_RULE, Rule, first_match
+from services.router.rules import DEFAULT_RULE, Rule, RuleSet, first_match
 from services.router.schemas import OfferedLead, OfferNotice
 from services.router.settings import RouterSettings
 from shared.clock import Clock
@@ -81,6 +81,8 @@ class RouterContext:
     deliveries: DeliverySignal
     metrics: RouterMetrics
     action_key: str
+    rule_cache: dict[int, RuleSet] = field(default_factory=dict)
+    """Parsed rule sets by version (versions are immutable)."""
 
     @classmethod
     def build(
@@ -137,6 +139,8 @@ class Routing:
     rules_version: str
     pools: list[dict[str, Any]] = field(default_factory=list)
     team_id: str | None = None
+    people: dict[str, RowMapping] = field(default_factory=dict)
+    """The roster rows read to decide, by id (so offering needs no second read)."""
 
     @property
     def decision(self) -> dict[str, Any]:
@@ -174,8 +178,8 @@ async def route_scored_lead(
     or warm lead that finds no eligible rep is kept `waiting`; the timer loop routes it as soon
     as someone is. A score older than the one recorded changes nothing.
     """
-    now = context.clock.now()
     await repository.lock_routing(session)
+    now = context.clock.now()  # after the lock: round robin order follows decision order
     current = await repository.find_lead(session, event.lead_id, for_update=True)
     if current is not None and current["scored_at"] > event.occurred_at:
         return None
@@ -193,7 +197,9 @@ async def route_scored_lead(
     previous_status = current["status"] if current is not None else None
     held = previous_status in ("queued", "qualified", "disqualified")
     nurture = False
-    if not held and await repository.active_assignment(session, event.lead_id) is None:
+    if not held and (
+        current is None or await repository.active_assignment(session, event.lead_id) is None
+    ):
         if event.data.temperature in ROUTED_TEMPERATURES:
             already_waiting = current["waiting_since"] if current is not None else None
             values.update(status="waiting", waiting_since=already_waiting or now)
@@ -201,16 +207,17 @@ async def route_scored_lead(
             nurture = previous_status != "cold"
             values.update(status="cold", waiting_since=None)
     if current is None:
-        await repository.insert_lead(session, {"id": event.lead_id, **values})
+        lead: Any = {"id": event.lead_id, "queue_team_id": None, "queued_at": None, **values}
+        await repository.insert_lead(session, lead)
     else:
         await repository.update_lead(session, event.lead_id, values)
-    lead = await repository.find_lead(session, event.lead_id)
-    assert lead is not None
+        lead = {**current, **values}
     if nurture:
         await send_to_nurture(session, context, lead, "cold", now)
     if values.get("status") != "waiting":
         return None
-    routing = await route_lead(session, context, lead, now, correlation_id=event.correlation_id)
+    routing = await route_lead(session, context, lead, now, correlation_id=event.correlation_id,
+                               first=current is None)
     return routing.offer
 
 
@@ -218,6 +225,8 @@ async def route_waiting_leads(
     session: AsyncSession, context: RouterContext, now: datetime, *, limit: int
 ) -> list[Offer]:
     """Route leads that found no eligible rep, oldest first, now that someone may be."""
+    if not await repository.any_waiting(session):
+        return []
     await repository.lock_routing(session)
     waiting = await repository.claim_waiting_leads(session, limit)
     offers: list[Offer] = []
@@ -256,7 +265,7 @@ async def decide(
     exclude: frozenset[str] = frozenset(),
 ) -> tuple[str | None, Routing]:
     """Choose who gets `lead` by the current rules; nothing is written."""
-    version, rule_set, _ = await roster.current_rules(session)
+    version, rule_set, _ = await roster.current_rules(session, context.rule_cache)
     facts = lead_facts(lead)
     rule = first_match(rule_set.rules, facts) if rule_set.rules else DEFAULT_RULE
     routing = Routing(offer=None, rule=rule, rules_version=version)
@@ -267,6 +276,7 @@ async def decide(
     for label, team_id in await _pools(session, rule, role):
         started = _perf()
         people = await repository.people_in_pool(session, team_id=team_id, role=role)
+        routing.people.update((row["id"], row) for row in people)
         reps = [roster.rep_of(row) for row in people]
         counts = (
             await repository.assignment_counts(session, [rep.id for rep in reps], window_start)
@@ -298,8 +308,11 @@ async def route_lead(
     exclude: frozenset[str] = frozenset(),
     correlation_id: str | None = None,
     assignment_id: str | None = None,
+    first: bool = False,
 ) -> Routing:
-    """Decide and, when someone is eligible, offer. With nobody, the lead is left `waiting`."""
+    """Decide and, when someone is eligible, offer. With nobody, the lead is left `waiting`.
+
+    `first`: the caller knows the lead was never offered (saves a query)."""
     rep_id, routing = await decide(session, context, lead, now, role=role, exclude=exclude)
     if rep_id is None:
         if role == "sdr":
@@ -310,7 +323,7 @@ async def route_lead(
         return routing
     routing.offer = await offer_lead(
         session, context, lead, rep_id, now=now, routing=routing, role=role,
-        correlation_id=correlation_id, assignment_id=assignment_id,
+        correlation_id=correlation_id, assignment_id=assignment_id, first=first,
     )
     return routing
 
@@ -327,9 +340,10 @@ async def offer_lead(
     assignment_id: str | None = None,
     correlation_id: str | None = None,
     status: str = "offered",
+    first: bool = False,
 ) -> Offer:
     """Offer `lead` to a rep: the assignment, its notifications and `assignment.offered`."""
-    person = await repository.find_sdr(session, sdr_id)
+    person = routing.people.get(sdr_id) or await repository.find_sdr(session, sdr_id)
     if person is None:
         raise LookupError(f"no person {sdr_id}")
     accept_within, contact_within = context.sla(lead["temperature"], role, routing.rule)
@@ -337,7 +351,7 @@ async def offer_lead(
         assignment_id=assignment_id or new_id(),
         lead_id=lead["id"],
         sdr_id=sdr_id,
-        attempt=await repository.last_attempt(session, lead["id"]) + 1,
+        attempt=1 if first else await repository.last_attempt(session, lead["id"]) + 1,
         deadline_at=now + accept_within,
     )
     profile: dict[str, Any] = lead["profile"] or {}
@@ -500,7 +514,7 @@ async def accept_assignment(
     lead = await repository.find_lead(session, existing["lead_id"])
     assert lead is not None
     _, contact_within = context.sla(lead["temperature"], existing["role"], None)
-    rule = await _rule_of(session, existing)
+    rule = await _rule_of(session, context, existing)
     if rule is not None:
         _, contact_within = context.sla(lead["temperature"], existing["role"], rule)
     if not await repository.transition(session, assignment_id, from_status="offered", values={
@@ -524,8 +538,10 @@ async def accept_assignment(
     return accepted
 
 
-async def _rule_of(session: AsyncSession, row: RowMapping) -> Rule | None:
-    version, rule_set, _ = await roster.current_rules(session)
+async def _rule_of(
+    session: AsyncSession, context: RouterContext, row: RowMapping
+) -> Rule | None:
+    version, rule_set, _ = await roster.current_rules(session, context.rule_cache)
     if version != row["rules_version"]:
         return None
     return next((rule for rule in rule_set.rules if rule.id == row["rule_id"]), None)
@@ -657,7 +673,7 @@ async def claim_from_queue(
     if not await repository.take_from_queue(session, lead_id, now):
         raise ProblemError(409, "Already claimed", "Another rep claimed this lead first.",
                            slug="already-claimed")
-    version, _, _ = await roster.current_rules(session)
+    version, _, _ = await roster.current_rules(session, context.rule_cache)
     routing = Routing(offer=None, rule=Rule(id="shared-queue"), rules_version=version,
                       team_id=lead["queue_team_id"],
                       pools=[{"pool": "shared queue", "team_id": lead["queue_team_id"],

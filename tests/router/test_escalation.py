@@ -149,14 +149,20 @@ async def test_an_escalated_or_accepted_offer_cannot_be_accepted(router: Router)
     assert types_of(await router.events()).count("assignment.accepted") == 1
 
 
+ROUNDS = 200
+
+
 async def test_accept_racing_escalation_has_exactly_one_winner(router: Router) -> None:
+    """200 times: accepted XOR escalated, never both, never before the deadline."""
     await router.add_sdr("Ada")
     await router.add_sdr("Bob")
     winners = {"accept": 0, "escalate": 0}
-    for round_number in range(50):
+    for round_number in range(ROUNDS):
         lead_id = f"lead-{round_number}"
         await router.consume(scored(lead_id, clock=router.clock))
         [offer] = await router.assignments(lead_id)
+        router.clock.set(offer["deadline_at"] - timedelta(microseconds=1))
+        assert await escalate(router) == [], "escalated before its deadline"
         router.clock.set(offer["deadline_at"])
 
         accepted, escalated = await asyncio.gather(
@@ -176,4 +182,4 @@ async def test_accept_racing_escalation_has_exactly_one_winner(router: Router) -
             assert [row["status"] for row in rows] == ["escalated", "offered"]
             await accept(router, rows[1]["id"])
             winners["escalate"] += 1
-    assert sum(winners.values()) == 50
+    assert sum(winners.values()) == ROUNDS

@@ -1,0 +1,307 @@
+"""Router benchmarks: the routing decision, SLA timer lateness, and speed to route.
+
+    python bench/routing.py decision               # choose_rep over 1,000 reps (target p99 <= 2 ms)
+    python bench/routing.py timers                 # 10,000 open timers (target p99 lateness <= 1 s)
+    python bench/routing.py timers --database postgres
+    python bench/routing.py speed                  # 100 leads/s through all services
+                                                   # (targets p50 <= 30 ms, p99 <= 100 ms)
+    python bench/routing.py all
+
+`decision` times the pure decision (eligibility of every rep in their own timezone, then the
+strategy) and the whole `decide` step against a database (rules, roster query, decision).
+`timers` fills a database with 10,000 open offers whose deadlines fall over the coming
+`--spread` seconds, runs the real `escalation-timer` loop with the wall clock, and reports how
+late each escalation fired after its deadline. `speed` starts the embedded broker and the three
+services as processes, sends leads at a fixed rate and times ingest's 202 -> the webhook
+arriving at a local receiver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy import insert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from leadrelay.broker import EmbeddedBroker, free_port
+from leadrelay.catalog import SERVICES
+from leadrelay.local_system import running_system, webhook_receiver
+from services.router import service
+from services.router.escalation import EscalationTimer
+from services.router.models import OUTBOX, assignment, lead, sdr
+from services.router.routing import LeadFacts, Rep, choose_rep, parse_working_hours
+from services.router.service import RouterContext
+from services.router.settings import RouterSettings
+from shared.clock import SystemClock
+from shared.db import Database
+from shared.migrations import upgrade
+from shared.outbox import Outbox
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "Europe/London", "UTC")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def summary(values: list[float], unit: str) -> str:
+    return (f"p50 {percentile(values, 0.5):8.3f} {unit}   p90 {percentile(values, 0.9):8.3f} "
+            f"{unit}   p99 {percentile(values, 0.99):8.3f} {unit}   max {max(values):8.3f} {unit}"
+            f"   n={len(values)}")
+
+
+def roster(count: int, now: datetime) -> list[Rep]:
+    generator = random.Random(7)
+    hours = parse_working_hours({day: ["00:00-23:59"] for day in
+                                 ("mon", "tue", "wed", "thu", "fri", "sat", "sun")})
+    return [
+        Rep(
+            id=f"rep-{number:04d}", created_at=now - timedelta(days=generator.randint(1, 400)),
+            timezone=generator.choice(ZONES), working_hours=hours,
+            languages=frozenset(generator.sample(["en", "fr", "de", "es"], 2)),
+            territories=frozenset(),
+            capacity=generator.randint(5, 50), open_assignments=generator.randint(0, 10),
+            weight=generator.choice((0.5, 1.0, 2.0)),
+            presence=generator.choice(("available",) * 8 + ("away", "offline")),
+            last_assigned_at=now - timedelta(seconds=generator.randint(0, 86_400)),
+        )
+        for number in range(count)
+    ]
+
+
+def bench_decision(reps_count: int, decisions: int) -> dict[str, list[float]]:
+    now = datetime.now(UTC)
+    reps = roster(reps_count, now)
+    counts = {rep.id: random.Random(rep.id).randint(0, 40) for rep in reps}
+    facts = LeadFacts(id="lead", temperature="hot", score=90, country="FR", language="fr")
+    timings: dict[str, list[float]] = {}
+    for strategy in ("round_robin", "weighted_fairness", "least_loaded"):
+        samples = []
+        pool = list(reps)
+        for _ in range(decisions):
+            started = time.perf_counter()
+            decision = choose_rep(pool, facts, strategy, now, counts=counts,
+                                  window_start=now - timedelta(days=7))
+            samples.append((time.perf_counter() - started) * 1000)
+            if decision.rep_id is not None:
+                counts[decision.rep_id] = counts.get(decision.rep_id, 0) + 1
+                index = next(i for i, rep in enumerate(pool) if rep.id == decision.rep_id)
+                pool[index] = replace(pool[index], last_assigned_at=now)
+        timings[strategy] = samples
+    return timings
+
+
+async def prepared_database(kind: str, data_dir: Path) -> tuple[str, str | None]:
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{data_dir / 'router.db'}"
+        name = None
+    else:
+        name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
+        connection = await asyncpg.connect(PG_ADMIN)
+        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.close()
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    spec = SERVICES["router"]
+    await asyncio.to_thread(upgrade, spec.migrations_dir, url, spec.version_table)
+    return url, name
+
+
+async def drop_database(name: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN)
+    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await connection.close()
+
+
+async def fill_roster(db: Database, count: int, now: datetime) -> None:
+    async with db.transaction() as session:
+        await session.execute(insert(sdr), [
+            {"id": f"rep-{number:04d}", "name": f"Rep {number}",
+             "email": f"rep{number}@bench.example", "active": True,
+             "created_at": now - timedelta(days=30), "role": "sdr", "languages": [],
+             "territories": [], "segments": [], "timezone": "UTC", "out_of_office": [],
+             "presence": "available", "weight": 1.0}
+            for number in range(count)
+        ])
+
+
+async def bench_decide_with_database(kind: str, reps_count: int, decisions: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as directory:
+        url, name = await prepared_database(kind, Path(directory))
+        db = Database(url)
+        try:
+            now = datetime.now(UTC)
+            await fill_roster(db, reps_count, now)
+            settings = RouterSettings(database_url=url)
+            clock = SystemClock()
+            context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
+                                                           clock=clock), clock)
+            row = {"id": "lead", "profile": {"email": "x@y.example", "country": "FR"},
+                   "score": 90.0, "temperature": "hot", "waiting_since": None}
+            samples = []
+            for _ in range(decisions):
+                async with db.reading() as session:
+                    started = time.perf_counter()
+                    await service.decide(session, context, row, now)  # type: ignore[arg-type]
+                    samples.append((time.perf_counter() - started) * 1000)
+            return samples
+        finally:
+            await db.dispose()
+            if name:
+                await drop_database(name)
+
+
+async def bench_timers(kind: str, open_timers: int, spread: float, window: float,
+                       reps_count: int) -> list[float]:
+    """Lateness (s) of each escalation that fell due during `window` seconds."""
+    with tempfile.TemporaryDirectory() as directory:
+        url, name = await prepared_database(kind, Path(directory))
+        db = Database(url)
+        try:
+            now = datetime.now(UTC)
+            await fill_roster(db, reps_count, now)
+            start = now + timedelta(seconds=10)
+            generator = random.Random(3)
+            deadlines = sorted(start + timedelta(seconds=generator.uniform(0, spread))
+                               for _ in range(open_timers))
+            for first in range(0, open_timers, 1000):
+                chunk = range(first, min(first + 1000, open_timers))
+                async with db.transaction() as session:
+                    await session.execute(insert(lead), [
+                        {"id": f"lead-{n}", "profile": {"email": f"l{n}@bench.example"},
+                         "score": 90.0, "temperature": "hot", "status": "routed",
+                         "scored_at": now, "updated_at": now} for n in chunk])
+                    await session.execute(insert(assignment), [
+                        {"id": f"offer-{n}", "lead_id": f"lead-{n}",
+                         "sdr_id": f"rep-{n % reps_count:04d}", "status": "offered",
+                         "attempt": 1, "offered_at": now, "deadline_at": deadlines[n],
+                         "lead_snapshot": {}, "role": "sdr"} for n in chunk])
+            settings = RouterSettings(database_url=url, sla_accept_seconds=3600,
+                                      sla_reminder_fraction=0)
+            clock = SystemClock()
+            context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
+                                                           clock=clock), clock)
+            timer = EscalationTimer(db, context, interval=settings.timer_interval_seconds,
+                                    batch_size=settings.escalation_batch_size)
+            running = asyncio.create_task(timer.run())
+            await asyncio.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()) + window)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            async with db.reading() as session:
+                rows = (await session.execute(
+                    assignment.select().where(assignment.c.status == "escalated")
+                )).mappings().all()
+            return [(row["closed_at"] - row["deadline_at"]).total_seconds() for row in rows]
+        finally:
+            await db.dispose()
+            if name:
+                await drop_database(name)
+
+
+async def bench_speed(kind: str, rate: float, seconds: float, reps_count: int) -> list[float]:
+    name = None
+    if kind == "postgres":
+        name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
+        connection = await asyncpg.connect(PG_ADMIN)
+        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.close()
+    try:
+        with ExitStack() as stack:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            broker = stack.enter_context(EmbeddedBroker(free_port()))
+            receiver = stack.enter_context(webhook_receiver())
+            system = stack.enter_context(running_system(
+                bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
+                topic_prefix="bench", sla_seconds=3600,
+                database_url=(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+                              if name else None),
+            ))
+            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
+                    max_connections=64, max_keepalive_connections=64)) as client:
+                for number in range(reps_count):
+                    (await client.post(f"{system.url('router')}/v1/sdrs",
+                                       headers=system.admin_headers, json={
+                        "name": f"Rep {number}", "email": f"rep{number}@bench.example",
+                        "webhook_url": receiver.new_endpoint()})).raise_for_status()
+                await asyncio.sleep(1.0)
+                accepted_at: dict[str, float] = {}
+                run = uuid.uuid4().hex[:6]
+
+                async def one(number: int) -> None:
+                    answer = await client.post(f"{system.url('ingest')}/v1/leads", json={
+                        "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
+                        "company": "Speed Inc", "demo_requested": True})
+                    if answer.status_code == 202:
+                        accepted_at[answer.json()["lead_id"]] = time.monotonic()
+
+                started = time.monotonic()
+                tasks = []
+                for number in range(int(rate * seconds)):
+                    delay = started + number / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(number)))
+                await asyncio.gather(*tasks)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not set(accepted_at) <= set(
+                        receiver.arrived_at):
+                    await asyncio.sleep(0.1)
+            return [(receiver.arrived_at[lead_id] - at) * 1000
+                    for lead_id, at in accepted_at.items() if lead_id in receiver.arrived_at]
+    finally:
+        if name:
+            await drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["decision", "timers", "speed", "all"])
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--reps", type=int, default=1000)
+    parser.add_argument("--decisions", type=int, default=2000)
+    parser.add_argument("--timers", type=int, default=10_000)
+    parser.add_argument("--spread", type=float, default=200.0,
+                        help="deadlines fall uniformly over this many seconds")
+    parser.add_argument("--window", type=float, default=30.0,
+                        help="seconds of escalations measured")
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+
+    if args.what in ("decision", "all"):
+        for strategy, samples in bench_decision(args.reps, args.decisions).items():
+            print(f"decision, pure, {args.reps} reps, {strategy:<17} {summary(samples, 'ms')}")
+        samples = asyncio.run(bench_decide_with_database(args.database, args.reps,
+                                                         args.decisions // 4))
+        print(f"decision, with {args.database} reads, {args.reps} reps: {summary(samples, 'ms')}")
+    if args.what in ("timers", "all"):
+        lateness = asyncio.run(bench_timers(args.database, args.timers, args.spread, args.window,
+                                            reps_count=50))
+        print(f"timer lateness, {args.database}, {args.timers} open timers, "
+              f"{len(lateness)} fired in {args.window:g} s: {summary(lateness, 's')}")
+    if args.what in ("speed", "all"):
+        latencies = asyncio.run(bench_speed(args.database, args.rate, args.seconds, 20))
+        sent = int(args.rate * args.seconds)
+        print(f"speed to route, {args.database}, {args.rate:g} leads/s for {args.seconds:g} s: "
+              f"{summary(latencies, 'ms')}   never arrived: {sent - len(latencies)}"
+              f"   mean {statistics.fmean(latencies):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
