@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import random
 import statistics
 import tempfile
@@ -147,7 +148,9 @@ async def scorer_rate(settings: ScorerSettings, total: int) -> tuple[float, floa
 
         def done() -> int:
             consumer = runtime.consumer
-            return 0 if consumer is None else consumer.applied + consumer.duplicates
+            if consumer is None:
+                return 0
+            return consumer.applied + consumer.duplicates + consumer.dead_lettered
 
         first_count, first_at = 0, 0.0
         while True:
@@ -245,6 +248,7 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=500)
     parser.add_argument("--signals-per-lead", type=int, default=19)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     database_name = asyncio.run(create_database()) if args.database == "postgres" else None
     try:
