@@ -109,8 +109,7 @@ class ScorerConsumer(EventConsumer):
             pending = leads.pop(event.lead_id, None)
             if pending is not None:
                 await self._write(session, [pending])
-            async with session.begin_nested():
-                await self.handlers[event.type](session, event)
+            await self.handlers[event.type](session, event)
         await self._write(session, list(leads.values()))
         return fresh, duplicates
 
