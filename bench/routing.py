@@ -201,7 +201,9 @@ async def bench_timers(kind: str, open_timers: int, spread: float, window: float
             running = asyncio.create_task(timer.run())
             await asyncio.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()) + window)
             running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+            [outcome] = await asyncio.gather(running, return_exceptions=True)
+            if not isinstance(outcome, asyncio.CancelledError):
+                raise RuntimeError(f"the timer loop stopped: {outcome!r}")
             async with db.reading() as session:
                 rows = (await session.execute(
                     assignment.select().where(assignment.c.status == "escalated")

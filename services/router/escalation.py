@@ -73,26 +73,32 @@ async def escalate_due(
     await repository.lock_routing(session)
     escalations: list[Escalation] = []
     settings = context.settings
-    for offer in lapsed:
+    snapshot = service.RosterSnapshot()
+    batch_start = now
+    for index, offer in enumerate(lapsed):
+        # One microsecond apart, so round robin sees the batch's offers in order.
+        now = batch_start + timedelta(microseconds=index)
         if not await repository.escalate_offer(session, offer["id"], now):
             continue
         await repository.cancel_pending_notifications(session, offer["id"])
         context.metrics.sla_breaches.labels(deadline="accept").inc()
         context.metrics.escalations.labels(reason=SLA_EXPIRED).inc()
+        paused_until = None
         if settings.pause_late_rep_seconds > 0:
-            await repository.pause_person(
-                session, offer["sdr_id"], now + timedelta(seconds=settings.pause_late_rep_seconds)
-            )
+            paused_until = now + timedelta(seconds=settings.pause_late_rep_seconds)
+            await repository.pause_person(session, offer["sdr_id"], paused_until)
+        snapshot.released(offer["sdr_id"], paused_until)
         lead_id: str = offer["lead_id"]
         lead = await repository.find_lead(session, lead_id)
         assert lead is not None
         previous = frozenset(await repository.sdrs_who_had(session, lead_id))
         role = offer["role"]
         rep_id, routing = await service.decide(session, context, lead, now, role=role,
-                                               exclude=previous)
+                                               exclude=previous, snapshot=snapshot)
         if rep_id is None:
             rep_id, routing = await service.decide(session, context, lead, now, role=role,
-                                                   exclude=frozenset({offer["sdr_id"]}))
+                                                   exclude=frozenset({offer["sdr_id"]}),
+                                                   snapshot=snapshot)
         reoffers = await repository.reoffer_count(session, lead_id, role) - 1
         step = next_escalation(reoffers, settings.max_reoffers, rep_id is not None)
         to_assignment_id = new_id() if step == "reoffer" else None
@@ -116,6 +122,7 @@ async def escalate_due(
             assert rep_id is not None
             await service.offer_lead(session, context, lead, rep_id, now=now, routing=routing,
                                      role=role, assignment_id=to_assignment_id)
+            snapshot.assigned(rep_id, now)
         else:
             await _to_queue(session, context, lead, offer, now)
         await repository.insert_escalation(session, {
@@ -209,7 +216,7 @@ class EscalationTimer:
         failures = 0
         while True:
             try:
-                await self.tick()
+                done = await self.tick()
                 failures = 0
             except Exception as error:
                 if not is_outage(error):
@@ -218,7 +225,10 @@ class EscalationTimer:
                 logger.warning("escalation timer: database unavailable (%s)", type(error).__name__)
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
                 continue
-            await asyncio.sleep(self.interval)
+            if len(done.escalations) == 0:
+                await asyncio.sleep(self.interval)
+            else:
+                await asyncio.sleep(0)  # more may have fallen due while this batch ran
 
     async def tick(self) -> Tick:
         """Escalate every lapsed offer, then offer waiting leads, in batches."""

@@ -257,7 +257,7 @@ def rep_of(row: RowMapping) -> Rep:
         active=row["active"],
         presence=row["presence"],
         timezone=row["timezone"],
-        working_hours=_shifts(row["working_hours"]),
+        working_hours=shifts(row["working_hours"]),
         out_of_office=tuple(
             Period(_aware(period["start"]), _aware(period["end"]))
             for period in row["out_of_office"] or ()
@@ -275,7 +275,7 @@ def rep_of(row: RowMapping) -> Rep:
 _SCHEDULES: dict[str, tuple[Shift, ...] | None] = {}
 
 
-def _shifts(spec: dict[str, list[str]] | None) -> tuple[Shift, ...] | None:
+def shifts(spec: dict[str, list[str]] | None) -> tuple[Shift, ...] | None:
     """Parsed weekly hours, one shared object per distinct schedule (reps of a team usually
     share theirs, and routing then checks each schedule once per decision)."""
     if spec is None:

@@ -164,6 +164,37 @@ def next_opening(
     return None if best is None else best.astimezone(now.tzinfo)
 
 
+def working_deadline(
+    shifts: Sequence[Shift] | None, timezone: str, start: datetime, duration: timedelta
+) -> datetime:
+    """`duration` of working time from `start`: the clock holds outside working hours.
+
+    An offer made at 17:59 with two minutes to accept, in a day ending at 18:00, is due at
+    one minute past the next opening. Without a schedule the clock never stops.
+    """
+    if shifts is None or not shifts:
+        return start + duration
+    zone = ZoneInfo(timezone)
+    remaining, moment = duration, start
+    for _ in range(64):
+        opening = next_opening(shifts, timezone, moment)
+        if opening is None:
+            break
+        local = opening.astimezone(zone)
+        clock = local.time()
+        ends = [
+            datetime.combine(local.date(), shift.end, tzinfo=zone)
+            for shift in shifts
+            if shift.weekday == local.weekday() and shift.start <= clock < shift.end
+        ]
+        stretch_end = max(ends).astimezone(start.tzinfo) if ends else opening
+        if opening + remaining <= stretch_end:
+            return opening + remaining
+        remaining -= stretch_end - opening
+        moment = stretch_end
+    return moment + remaining
+
+
 def out_of_office(periods: Iterable[Period], now: datetime) -> bool:
     return any(period.start <= now < period.end for period in periods)
 

@@ -298,10 +298,10 @@ class DeliveryView(BaseModel):
 
 
 class OfferedLead(BaseModel):
-    name: str | None
-    company: str | None
-    email: str | None
-    phone: str | None
+    name: str | None = None
+    company: str | None = None
+    email: str | None = None
+    phone: str | None = None
     country: str | None = None
     source: str | None = None
 

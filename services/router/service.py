@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.router import repository, roster
 from services.router.access import action_token
 from services.router.notifications import DeliverySignal, slack_offer
-from services.router.routing import Decision, LeadFacts, Role, choose_rep
+from services.router.routing import (
+    Decision,
+    LeadFacts,
+    Rep,
+    Role,
+    choose_rep,
+    working_deadline,
+)
 from services.router.rules import DEFAULT_RULE, Rule, RuleSet, first_match
 from services.router.schemas import OfferedLead, OfferNotice
 from services.router.settings import RouterSettings
@@ -150,6 +158,36 @@ class Routing:
         }
 
 
+@dataclass
+class RosterSnapshot:
+    """The rules and pools read once by a transaction that routes many leads (the timer's
+    batches), kept current as that transaction hands out leads. Valid only under the routing
+    lock, for the life of the transaction."""
+
+    rules: tuple[str, RuleSet] | None = None
+    pools: dict[tuple[str | None, str], list[Rep]] = field(default_factory=dict)
+    rows: dict[str, RowMapping] = field(default_factory=dict)
+    counts: dict[tuple[str | None, str], dict[str, int]] = field(default_factory=dict)
+
+    def _update(self, rep_id: str, change: Callable[[Rep], Rep]) -> None:
+        for reps in self.pools.values():
+            for index, rep in enumerate(reps):
+                if rep.id == rep_id:
+                    reps[index] = change(rep)
+
+    def assigned(self, rep_id: str, now: datetime) -> None:
+        self._update(rep_id, lambda rep: replace(
+            rep, last_assigned_at=now, open_assignments=rep.open_assignments + 1))
+        for key, counts in self.counts.items():
+            if any(rep.id == rep_id for rep in self.pools.get(key, ())):
+                counts[rep_id] = counts.get(rep_id, 0) + 1
+
+    def released(self, rep_id: str, paused_until: datetime | None = None) -> None:
+        self._update(rep_id, lambda rep: replace(
+            rep, open_assignments=max(0, rep.open_assignments - 1),
+            paused_until=paused_until or rep.paused_until))
+
+
 def lead_facts(row: RowMapping) -> LeadFacts:
     profile: dict[str, Any] = row["profile"] or {}
     return LeadFacts(
@@ -230,10 +268,14 @@ async def route_waiting_leads(
     await repository.lock_routing(session)
     waiting = await repository.claim_waiting_leads(session, limit)
     offers: list[Offer] = []
-    for lead in waiting:
-        routing = await route_lead(session, context, lead, now)
+    snapshot = RosterSnapshot()
+    for index, lead in enumerate(waiting):
+        # One microsecond apart, so round robin sees the batch's offers in order.
+        moment = now + timedelta(microseconds=index)
+        routing = await route_lead(session, context, lead, moment, snapshot=snapshot)
         if routing.offer is not None:
             offers.append(routing.offer)
+            snapshot.assigned(routing.offer.sdr_id, moment)
     return offers
 
 
@@ -263,9 +305,18 @@ async def decide(
     *,
     role: Role = "sdr",
     exclude: frozenset[str] = frozenset(),
+    snapshot: RosterSnapshot | None = None,
 ) -> tuple[str | None, Routing]:
-    """Choose who gets `lead` by the current rules; nothing is written."""
-    version, rule_set, _ = await roster.current_rules(session, context.rule_cache)
+    """Choose who gets `lead` by the current rules; nothing is written.
+
+    With a `snapshot`, rules and pools are read once per transaction instead of per lead.
+    """
+    if snapshot is not None and snapshot.rules is not None:
+        version, rule_set = snapshot.rules
+    else:
+        version, rule_set, _ = await roster.current_rules(session, context.rule_cache)
+        if snapshot is not None:
+            snapshot.rules = (version, rule_set)
     facts = lead_facts(lead)
     rule = first_match(rule_set.rules, facts) if rule_set.rules else DEFAULT_RULE
     routing = Routing(offer=None, rule=rule, rules_version=version)
@@ -275,13 +326,26 @@ async def decide(
     window_start = now - timedelta(hours=context.settings.fairness_window_hours)
     for label, team_id in await _pools(session, rule, role):
         started = _perf()
-        people = await repository.people_in_pool(session, team_id=team_id, role=role)
-        routing.people.update((row["id"], row) for row in people)
-        reps = [roster.rep_of(row) for row in people]
-        counts = (
-            await repository.assignment_counts(session, [rep.id for rep in reps], window_start)
-            if rule.strategy == "weighted_fairness" else {}
-        )
+        key = (team_id, role)
+        if snapshot is not None and key in snapshot.pools:
+            reps = snapshot.pools[key]
+            routing.people.update(snapshot.rows)
+        else:
+            people = await repository.people_in_pool(session, team_id=team_id, role=role)
+            routing.people.update((row["id"], row) for row in people)
+            reps = [roster.rep_of(row) for row in people]
+            if snapshot is not None:
+                snapshot.pools[key] = reps
+                snapshot.rows.update((row["id"], row) for row in people)
+        if rule.strategy != "weighted_fairness":
+            counts: dict[str, int] = {}
+        elif snapshot is not None and key in snapshot.counts:
+            counts = snapshot.counts[key]
+        else:
+            counts = await repository.assignment_counts(
+                session, [rep.id for rep in reps], window_start)
+            if snapshot is not None:
+                snapshot.counts[key] = counts
         decision: Decision = choose_rep(
             reps, facts, rule.strategy, now, exclude=exclude, counts=counts,
             window_start=window_start, account_owner_id=owner, role=role,
@@ -309,11 +373,13 @@ async def route_lead(
     correlation_id: str | None = None,
     assignment_id: str | None = None,
     first: bool = False,
+    snapshot: RosterSnapshot | None = None,
 ) -> Routing:
     """Decide and, when someone is eligible, offer. With nobody, the lead is left `waiting`.
 
     `first`: the caller knows the lead was never offered (saves a query)."""
-    rep_id, routing = await decide(session, context, lead, now, role=role, exclude=exclude)
+    rep_id, routing = await decide(session, context, lead, now, role=role, exclude=exclude,
+                                   snapshot=snapshot)
     if rep_id is None:
         if role == "sdr":
             await repository.update_lead(session, lead["id"], {
@@ -347,12 +413,17 @@ async def offer_lead(
     if person is None:
         raise LookupError(f"no person {sdr_id}")
     accept_within, contact_within = context.sla(lead["temperature"], role, routing.rule)
+    deadline = now + accept_within
+    if routing.rule.outside_hours == "hold":
+        deadline = working_deadline(
+            roster.shifts(person["working_hours"]), person["timezone"], now, accept_within
+        )
     offer = Offer(
         assignment_id=assignment_id or new_id(),
         lead_id=lead["id"],
         sdr_id=sdr_id,
         attempt=1 if first else await repository.last_attempt(session, lead["id"]) + 1,
-        deadline_at=now + accept_within,
+        deadline_at=deadline,
     )
     profile: dict[str, Any] = lead["profile"] or {}
     snapshot = {
@@ -373,7 +444,9 @@ async def offer_lead(
         "deadline_at": offer.deadline_at,
         "accepted_at": now if accepted else None,
         "contact_deadline_at": now + contact_within if accepted else None,
-        "reminder_at": now + accept_within * fraction if fraction and not accepted else None,
+        "reminder_at": (
+            now + (offer.deadline_at - now) * fraction if fraction and not accepted else None
+        ),
         "lead_snapshot": snapshot,
         "role": role,
         "team_id": routing.team_id,
@@ -415,6 +488,8 @@ async def notify_person(
 ) -> None:
     """Queue the offer (or a reminder, or an escalation notice) on each of the person's
     channels: the generic signed webhook and Slack."""
+    if not person["webhook_url"] and not person["slack_webhook_url"]:
+        return
     profile: dict[str, Any] = lead["profile"] or {}
     notice = OfferNotice(
         type="assignment.offered" if kind == "offer" else f"assignment.{kind}",
@@ -425,7 +500,7 @@ async def notify_person(
         sdr_id=offer.sdr_id,
         role=role,
         attempt=offer.attempt,
-        lead=OfferedLead.model_validate(profile | {"email": profile.get("email")}),
+        lead=OfferedLead.model_validate(profile),
         score=lead["score"],
         temperature=lead["temperature"],
         why=list(profile.get("why") or []),

@@ -183,3 +183,27 @@ async def test_accept_racing_escalation_has_exactly_one_winner(router: Router) -
             await accept(router, rows[1]["id"])
             winners["escalate"] += 1
     assert sum(winners.values()) == ROUNDS
+
+
+async def test_one_batch_of_lapsed_offers_spreads_over_the_roster(router: Router) -> None:
+    """The timer reads the roster once per batch and keeps it current as it re-offers: round
+    robin goes on across the batch, never back to the rep who let the lead lapse."""
+    ada, bob, cy = [await router.add_sdr(name) for name in ("Ada", "Bob", "Cy")]
+    for number in range(6):
+        router.clock.advance(1)
+        await router.consume(scored(f"lead-{number}", clock=router.clock))
+    router.clock.advance(SLA)
+    assert len(await escalate(router)) == 6
+    first_owners, new_owners = [], []
+    for number in range(6):
+        lapsed, current = await router.assignments(f"lead-{number}")
+        first_owners.append(lapsed["sdr_id"])
+        new_owners.append(current["sdr_id"])
+    first = first_owners[0]
+    order = {ada: "ada", bob: "bob", cy: "cy"}
+    rotation = [order[rep] for rep in first_owners]
+    assert rotation == [rotation[0], rotation[1], rotation[2]] * 2
+    assert len(set(rotation[:3])) == 3
+    a, b, c = first, first_owners[1], first_owners[2]
+    # Who was assigned longest ago and did not let this lead lapse, offer after offer.
+    assert new_owners == [b, a, b, c, a, b]

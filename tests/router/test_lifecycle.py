@@ -324,6 +324,8 @@ async def test_a_missed_contact_deadline_is_reported_to_the_manager(router: Rout
 
 async def test_erasure_removes_the_leads_personal_data(router: Router) -> None:
     await router.add_sdr("Ada")
+    router.clock.advance(1)
+    await router.add_sdr("Bob")
     await router.consume(scored("lead-1", clock=router.clock, email="ada@buyer.example"))
     await router.consume(LeadErased(producer="ingest", lead_id="lead-1",
                                     data=LeadErasedData()))
@@ -334,3 +336,24 @@ async def test_erasure_removes_the_leads_personal_data(router: Router) -> None:
     [queued] = await notifications(router)
     assert queued["payload"] == {}
     assert queued["status"] == "cancelled"
+    # An erased lead still moves on at its deadline, with nothing personal in the new offer.
+    router.clock.advance(HOT_ACCEPT)
+    await escalate(router)
+    _, moved = await router.assignments("lead-1")
+    assert moved["status"] == "offered"
+    assert moved["lead_snapshot"]["email"] is None
+    [_, notice] = await notifications(router)
+    assert notice["payload"]["lead"] == {"name": None, "company": None, "email": None,
+                                         "phone": None, "country": None, "source": None}
+
+
+async def test_the_accept_clock_holds_until_the_reps_next_opening(router: Router) -> None:
+    await router.add_person("Ann", timezone="Europe/Paris",
+                            working_hours={"mon": ["09:00-10:01"], "tue": ["09:00-17:00"]})
+    await router.consume(scored("lead-1", clock=router.clock))  # Monday 10:00 in Paris
+    offer = await offer_of(router, "lead-1")
+    tuesday_0901_paris = router.clock.now() + timedelta(days=1, minutes=-59)
+    assert offer["deadline_at"] == tuesday_0901_paris
+    router.clock.advance(HOT_ACCEPT)
+    await escalate(router)
+    assert (await offer_of(router, "lead-1"))["status"] == "offered"

@@ -31,6 +31,7 @@ from services.router.routing import (
     next_opening,
     parse_working_hours,
     presence_fraction,
+    working_deadline,
 )
 from services.router.rules import DEFAULT_RULE, Rule, RuleSet, first_match
 from services.router.signing import sign, verify
@@ -391,3 +392,16 @@ def test_retry_after_wins_over_backoff() -> None:
 )
 def test_which_answers_are_retried(status_code: int | None, attempt: int, expected: str) -> None:
     assert outcome_of(status_code, attempt, max_attempts=3) == expected
+
+
+def test_the_sla_clock_holds_outside_working_hours() -> None:
+    shifts = parse_working_hours({"mon": ["09:00-10:01"], "tue": ["09:00-17:00"]})
+    two_minutes = timedelta(minutes=2)
+    # Monday 10:00 in Paris (09:00 UTC): one minute today, one minute from Tuesday 09:00.
+    assert working_deadline(shifts, "Europe/Paris", T0, two_minutes) == datetime(
+        2026, 1, 6, 8, 1, tzinfo=UTC)
+    assert working_deadline(shifts, "UTC", T0, two_minutes) == T0 + two_minutes
+    assert working_deadline(None, "Europe/Paris", T0, two_minutes) == T0 + two_minutes
+    split = parse_working_hours({"mon": ["09:00-10:00", "10:00-12:00"]})
+    assert working_deadline(split, "Europe/Paris", T0 - timedelta(minutes=1), two_minutes) == (
+        T0 + timedelta(minutes=1))
