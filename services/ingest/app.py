@@ -7,8 +7,10 @@ from fastapi import FastAPI
 import services.ingest
 from services.ingest import api
 from services.ingest.models import INBOX, OUTBOX
+from services.ingest.retention import SubmissionRetention
 from services.ingest.service import IngestContext
 from services.ingest.settings import IngestSettings
+from services.ingest.sources import SourceRegistry, load_sources_file
 from shared.app import service_app
 from shared.clock import Clock
 from shared.runtime import ServiceRuntime
@@ -17,6 +19,7 @@ from shared.settings import load_settings
 
 def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     config = settings or load_settings(IngestSettings)
+    file_sources = load_sources_file(config.sources_file)
 
     def runtime() -> ServiceRuntime:
         built = ServiceRuntime(
@@ -26,13 +29,18 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
             publish_topic=config.topics.leads,
             clock=clock,
         )
-        app.state.ingest = IngestContext(outbox=built.outbox, clock=built.clock)
+        context = IngestContext(
+            outbox=built.outbox, clock=built.clock, settings=config,
+            sources=SourceRegistry(file_sources),
+        )
+        built.add_loop("submission-retention", SubmissionRetention(built.db, context).run)
+        app.state.ingest = context
         return built
 
     app = service_app(
         title="leadrelay ingest",
         description=services.ingest.__doc__ or "",
         runtime_factory=runtime,
-        routes=[api.routes],
+        routes=api.routes,
     )
     return app

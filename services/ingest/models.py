@@ -62,5 +62,16 @@ submission = Table(
 
 `(source_key, external_id)` is unique: a vendor delivering the same event twice is a replay."""
 
+source = Table(
+    "ingest_source",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("config", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+"""Sources registered through the API (those of the sources file are not stored)."""
+
 OUTBOX = outbox_tables(metadata, "ingest")
 INBOX = inbox_tables(metadata, "ingest")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.engine import RowMapping
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import CursorResult, Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.models import lead, submission
+from services.ingest.models import lead, source, submission
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 async def find_lead(session: AsyncSession, lead_id: str) -> RowMapping | None:
@@ -48,3 +52,51 @@ async def record_submission(
             payload=dict(payload), raw=raw, received_at=received_at,
         )
     )
+
+
+async def submission_exists(session: AsyncSession, source_key: str, external_id: str) -> bool:
+    found = await session.scalar(
+        select(submission.c.id).where(
+            submission.c.source_key == source_key, submission.c.external_id == external_id
+        ).limit(1)
+    )
+    return found is not None
+
+
+async def purge_submissions(session: AsyncSession, received_before: datetime) -> int:
+    result = await session.execute(
+        delete(submission).where(submission.c.received_at < received_before)
+    )
+    return _rowcount(result)
+
+
+async def find_source(session: AsyncSession, key: str) -> RowMapping | None:
+    result = await session.execute(select(source).where(source.c.key == key))
+    return result.mappings().first()
+
+
+async def list_sources(session: AsyncSession) -> list[RowMapping]:
+    result = await session.execute(select(source).order_by(source.c.key))
+    return list(result.mappings().all())
+
+
+async def save_source(
+    session: AsyncSession, key: str, kind: str, config: Mapping[str, Any], now: datetime
+) -> bool:
+    """Insert or replace a source; True when it is new."""
+    updated = await session.execute(
+        update(source).where(source.c.key == key).values(kind=kind, config=dict(config),
+                                                          updated_at=now)
+    )
+    if _rowcount(updated):
+        return False
+    await session.execute(
+        insert(source).values(key=key, kind=kind, config=dict(config), created_at=now,
+                              updated_at=now)
+    )
+    return True
+
+
+async def delete_source(session: AsyncSession, key: str) -> bool:
+    result = await session.execute(delete(source).where(source.c.key == key))
+    return _rowcount(result) > 0

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.ingest import repository
 from services.ingest.merge import merge_profile
 from services.ingest.schemas import LeadAccepted, LeadSubmission
+from services.ingest.settings import IngestSettings
+from services.ingest.sources import SourceRegistry
 from shared.clock import Clock
 from shared.db import new_id
 from shared.events import (
@@ -49,10 +51,12 @@ class Intake:
 
 @dataclass(frozen=True)
 class IngestContext:
-    """What the service functions need besides the session."""
+    """What the service functions and endpoints need besides the session."""
 
     outbox: Outbox
     clock: Clock
+    settings: IngestSettings
+    sources: SourceRegistry
 
 
 def profile_of(row: Mapping[str, Any]) -> LeadProfile:
@@ -99,6 +103,11 @@ async def submit_lead(
             )
             return LeadAccepted(lead_id=lead_id, status="created")
     return await _merge_into(session, context, existing, incoming, intake)
+
+
+async def record_unmatched(session: AsyncSession, context: IngestContext, intake: Intake) -> None:
+    """Keep a submission that names no lead (no usable email), for audit and replay."""
+    await _record(session, context, None, {}, intake)
 
 
 def _defaults(intake: Intake) -> dict[str, Any]:

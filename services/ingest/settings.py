@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -15,4 +16,19 @@ class IngestSettings(ServiceSettings):
     service_name: ClassVar[str] = "ingest"
 
     port: int = Field(default=INGEST_PORT, ge=0, le=65535)
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest JSON API body (a full batch)"
+    )
+    form_max_bytes: int = Field(default=16 * 1024, ge=1024, description="Largest form post")
+    webhook_max_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest webhook")
+    sources_file: Path | None = Field(
+        default=None, description="YAML file of sources, read once at start"
+    )
+    admin_token: str | None = Field(
+        default=None, min_length=16,
+        description="Bearer token the source API requires; unset: the source API is open",
+    )
+    submission_retention_days: float = Field(
+        default=90.0, gt=0, description="Raw submissions older than this are purged"
+    )
+    purge_interval_seconds: float = Field(default=3600.0, gt=0)

@@ -6,23 +6,11 @@ from typing import Any
 
 import pytest
 
-from leadrelay.broker import EmbeddedBroker
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.conftest import migrate
 from tests.support import eventually, read_topic, running_app
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def settings(database_url: str, broker: EmbeddedBroker, topic_prefix: str) -> IngestSettings:
-    migrate("ingest", database_url)
-    return IngestSettings(
-        database_url=database_url,
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        kafka_topic_prefix=topic_prefix,
-    )
 
 
 async def read_events(settings: IngestSettings, count: int) -> list[dict[str, Any]]:

@@ -1,0 +1,7 @@
+"""ingest's HTTP endpoints, one module per channel. Thin: read, call the service, answer."""
+
+from __future__ import annotations
+
+from services.ingest.api import leads, sources, webhooks
+
+routes = [leads.routes, webhooks.routes, sources.routes]

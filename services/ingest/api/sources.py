@@ -1,0 +1,93 @@
+"""The source registry API: `GET/PUT/DELETE /v1/sources/{key}`. Secrets are never returned."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel
+
+from services.ingest import repository
+from services.ingest.api.dependencies import AdminDep, ContextDep
+from services.ingest.sources import Source, SourceConfig, SourceKey
+from shared.app import RuntimeDep
+from shared.problems import ProblemError
+
+routes = APIRouter(prefix="/v1", tags=["sources"], dependencies=[AdminDep])
+
+
+class SourceView(BaseModel):
+    key: str
+    kind: str
+    managed_by: str
+    secret_count: int
+    field_mapping: dict[str, str]
+    defaults: dict[str, Any]
+    allowed_origins: list[str]
+    thank_you_url: str | None
+
+    @classmethod
+    def of(cls, source: Source) -> SourceView:
+        return cls(
+            key=source.key, kind=source.kind, managed_by=source.managed_by,
+            secret_count=len(source.secrets), field_mapping=source.field_mapping,
+            defaults=source.tag_defaults(), allowed_origins=source.allowed_origins,
+            thank_you_url=str(source.thank_you_url) if source.thank_you_url else None,
+        )
+
+
+@routes.get("/sources", response_model=list[SourceView], summary="List the sources")
+async def list_sources(runtime: RuntimeDep, context: ContextDep) -> list[SourceView]:
+    async with runtime.db.reading() as session:
+        return [SourceView.of(source) for source in await context.sources.all(session)]
+
+
+@routes.get("/sources/{key}", response_model=SourceView, summary="Read a source",
+            responses={404: {"description": "No such source"}})
+async def read_source(
+    key: Annotated[SourceKey, Path()], runtime: RuntimeDep, context: ContextDep
+) -> SourceView:
+    async with runtime.db.reading() as session:
+        source = await context.sources.find(session, key)
+    if source is None:
+        raise ProblemError(404, "Source not found", f"No source has the key {key!r}.")
+    return SourceView.of(source)
+
+
+@routes.put("/sources/{key}", response_model=SourceView, summary="Create or replace a source",
+            responses={201: {"description": "Created", "model": SourceView},
+                       409: {"description": "The key is managed by the sources file"}})
+async def save_source(
+    key: Annotated[SourceKey, Path()], config: SourceConfig, runtime: RuntimeDep,
+    context: ContextDep, response: Response,
+) -> SourceView:
+    _not_from_file(context, key)
+    async with runtime.db.transaction() as session:
+        created = await repository.save_source(
+            session, key, config.kind, config.model_dump(mode="json"), context.clock.now()
+        )
+    response.status_code = 201 if created else 200
+    return SourceView.of(Source.model_validate({**config.model_dump(), "key": key}))
+
+
+@routes.delete("/sources/{key}", status_code=204, summary="Delete a source",
+               responses={404: {"description": "No such source"},
+                          409: {"description": "The key is managed by the sources file"}})
+async def delete_source(
+    key: Annotated[SourceKey, Path()], runtime: RuntimeDep, context: ContextDep
+) -> Response:
+    _not_from_file(context, key)
+    async with runtime.db.transaction() as session:
+        deleted = await repository.delete_source(session, key)
+    if not deleted:
+        raise ProblemError(404, "Source not found", f"No source has the key {key!r}.")
+    return Response(status_code=204)
+
+
+def _not_from_file(context: ContextDep, key: str) -> None:
+    if key in context.sources.file_sources:
+        raise ProblemError(
+            409, "Source managed by file",
+            f"The source {key!r} is declared in the sources file; change it there.",
+            slug="source-managed-by-file",
+        )

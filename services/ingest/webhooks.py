@@ -1,0 +1,73 @@
+"""Receiving a verified webhook delivery: replay detection, mapping, one lead per entry.
+
+Runs in the caller's transaction and never commits. An entry whose sender id was already
+received is a replay and changes nothing. An entry without a usable email (HubSpot's thin
+events, a form left half empty) is kept as a lead-less submission for audit, never dropped,
+and the vendor still gets its `2xx` so it does not retry forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.ingest import repository, service
+from services.ingest.fields import canonical_fields, lenient_submission
+from services.ingest.service import IngestContext, Intake
+from services.ingest.sources import Source
+from services.ingest.vendors import Entry
+
+
+class EntryResult(BaseModel):
+    external_id: str | None
+    status: Literal["created", "merged", "unchanged", "duplicate", "unmatched"]
+    lead_id: str | None = None
+
+
+class DeliveryResult(BaseModel):
+    results: list[EntryResult]
+
+    @property
+    def all_duplicates(self) -> bool:
+        return all(result.status == "duplicate" for result in self.results)
+
+
+async def receive(
+    session: AsyncSession,
+    context: IngestContext,
+    source: Source,
+    entries: Sequence[Entry],
+    *,
+    channel: str,
+    raw: str,
+    correlation_id: str | None = None,
+) -> DeliveryResult:
+    results = []
+    for entry in entries:
+        intake = Intake(
+            channel=channel, source_key=source.key, external_id=entry.external_id, raw=raw,
+            defaults=source.tag_defaults(), correlation_id=correlation_id,
+        )
+        results.append(await _receive_entry(session, context, source, entry, intake))
+    return DeliveryResult(results=results)
+
+
+async def _receive_entry(
+    session: AsyncSession, context: IngestContext, source: Source, entry: Entry, intake: Intake
+) -> EntryResult:
+    if entry.external_id and await repository.submission_exists(
+        session, source.key, entry.external_id
+    ):
+        return EntryResult(external_id=entry.external_id, status="duplicate")
+    try:
+        submission = lenient_submission(canonical_fields(entry.fields, source.field_mapping))
+    except ValidationError:
+        await service.record_unmatched(session, context, intake)
+        return EntryResult(external_id=entry.external_id, status="unmatched")
+    accepted = await service.submit_lead(session, context, submission, intake)
+    return EntryResult(
+        external_id=entry.external_id, status=accepted.status, lead_id=accepted.lead_id
+    )
