@@ -39,7 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.catalog import SERVICES
-from leadrelay.local_system import running_system, webhook_receiver
+from leadrelay.local_system import (
+    RunningSystem,
+    WebhookReceiver,
+    running_system,
+    webhook_receiver,
+)
 from services.router import service
 from services.router.escalation import EscalationTimer
 from services.router.models import OUTBOX, assignment, lead, sdr
@@ -215,13 +220,9 @@ async def bench_timers(kind: str, open_timers: int, spread: float, window: float
                 await drop_database(name)
 
 
-async def bench_speed(kind: str, rate: float, seconds: float, reps_count: int) -> list[float]:
-    name = None
-    if kind == "postgres":
-        name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
-        connection = await asyncpg.connect(PG_ADMIN)
-        await connection.execute(f'CREATE DATABASE "{name}"')
-        await connection.close()
+def bench_speed(kind: str, rate: float, seconds: float, reps_count: int) -> list[float]:
+    """Ingest's 202 -> the webhook at the receiver, in ms, for leads sent at `rate`/s."""
+    name = asyncio.run(create_database()) if kind == "postgres" else None
     try:
         with ExitStack() as stack:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -233,41 +234,53 @@ async def bench_speed(kind: str, rate: float, seconds: float, reps_count: int) -
                 database_url=(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
                               if name else None),
             ))
-            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
-                    max_connections=64, max_keepalive_connections=64)) as client:
-                for number in range(reps_count):
-                    (await client.post(f"{system.url('router')}/v1/sdrs",
-                                       headers=system.admin_headers, json={
-                        "name": f"Rep {number}", "email": f"rep{number}@bench.example",
-                        "webhook_url": receiver.new_endpoint()})).raise_for_status()
-                await asyncio.sleep(1.0)
-                accepted_at: dict[str, float] = {}
-                run = uuid.uuid4().hex[:6]
-
-                async def one(number: int) -> None:
-                    answer = await client.post(f"{system.url('ingest')}/v1/leads", json={
-                        "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
-                        "company": "Speed Inc", "demo_requested": True})
-                    if answer.status_code == 202:
-                        accepted_at[answer.json()["lead_id"]] = time.monotonic()
-
-                started = time.monotonic()
-                tasks = []
-                for number in range(int(rate * seconds)):
-                    delay = started + number / rate - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(one(number)))
-                await asyncio.gather(*tasks)
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and not set(accepted_at) <= set(
-                        receiver.arrived_at):
-                    await asyncio.sleep(0.1)
-            return [(receiver.arrived_at[lead_id] - at) * 1000
-                    for lead_id, at in accepted_at.items() if lead_id in receiver.arrived_at]
+            return asyncio.run(send_and_time(system, receiver, rate, seconds, reps_count))
     finally:
         if name:
-            await drop_database(name)
+            asyncio.run(drop_database(name))
+
+
+async def create_database() -> str:
+    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(PG_ADMIN)
+    await connection.execute(f'CREATE DATABASE "{name}"')
+    await connection.close()
+    return name
+
+
+async def send_and_time(system: RunningSystem, receiver: WebhookReceiver, rate: float,
+                        seconds: float, reps_count: int) -> list[float]:
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
+            max_connections=64, max_keepalive_connections=64)) as client:
+        for number in range(reps_count):
+            (await client.post(f"{system.url('router')}/v1/sdrs",
+                               headers=system.admin_headers, json={
+                "name": f"Rep {number}", "email": f"rep{number}@bench.example",
+                "webhook_url": receiver.new_endpoint()})).raise_for_status()
+        await asyncio.sleep(1.0)
+        accepted_at: dict[str, float] = {}
+        run = uuid.uuid4().hex[:6]
+
+        async def one(number: int) -> None:
+            answer = await client.post(f"{system.url('ingest')}/v1/leads", json={
+                "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
+                "company": "Speed Inc", "demo_requested": True})
+            if answer.status_code == 202:
+                accepted_at[answer.json()["lead_id"]] = time.monotonic()
+
+        started = time.monotonic()
+        tasks = []
+        for number in range(int(rate * seconds)):
+            delay = started + number / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(number)))
+        await asyncio.gather(*tasks)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
+            await asyncio.sleep(0.1)
+    return [(receiver.arrived_at[lead_id] - at) * 1000
+            for lead_id, at in accepted_at.items() if lead_id in receiver.arrived_at]
 
 
 def main() -> None:
@@ -298,7 +311,7 @@ def main() -> None:
         print(f"timer lateness, {args.database}, {args.timers} open timers, "
               f"{len(lateness)} fired in {args.window:g} s: {summary(lateness, 's')}")
     if args.what in ("speed", "all"):
-        latencies = asyncio.run(bench_speed(args.database, args.rate, args.seconds, 20))
+        latencies = bench_speed(args.database, args.rate, args.seconds, 20)
         sent = int(args.rate * args.seconds)
         print(f"speed to route, {args.database}, {args.rate:g} leads/s for {args.seconds:g} s: "
               f"{summary(latencies, 'ms')}   never arrived: {sent - len(latencies)}"
