@@ -1,16 +1,26 @@
-"""router: puts every hot or warm lead in front of one SDR at once, and moves it on if they wait.
+"""router: decides who calls each lead, makes sure they do within the SLA, and proves it.
 
-Consumes (topic `leadrelay.scores`): `lead.scored`. Hot and warm leads are offered round robin
-to the active SDR who was assigned longest ago; cold leads are recorded and not routed.
-Produces (topic `leadrelay.assignments`, keyed by lead id): `assignment.offered` for every
-offer, `assignment.accepted` when the SDR accepts it, `assignment.escalated` when the SLA to
-accept lapses and the lead moves to another SDR (or to nobody, when no one else is active).
-Owns: `router_sdr` (the roster), `router_lead` (the latest score of each lead it was sent,
-and whether it waits for an SDR), `router_assignment` (offers; at most one active per lead),
-`router_escalation`, `router_notification` and `router_notification_attempt` (the webhook
-delivery queue and its log), and its outbox and processed-event tables.
-Background loops: `notifier` (delivers webhooks, with retries) and `escalation-timer`
-(escalates lapsed offers and routes leads that waited for an SDR).
-HTTP: `POST/GET /v1/sdrs`, `GET /v1/sdrs/{id}`, `GET /v1/assignments`,
-`GET /v1/assignments/{id}`, `POST /v1/assignments/{id}/accept`.
+Consumes `lead.scored` (topic `leadrelay.scores`) and `lead.erased` (`leadrelay.leads`). Hot
+and warm leads are routed by an ordered, versioned rule set (first match wins: a pool, a
+strategy among round robin, weighted fairness, least loaded and account owner, a fallback
+pool, follow-the-sun pools) to an eligible rep: in working hours in their own timezone, not
+out of office, available, under capacity, speaking the lead's language, covering its country.
+Every decision is stored with the rule, its version, each pool's candidates, exclusions,
+scores and tie-break. Cold leads go to nurturing.
+Produces (topic `leadrelay.assignments`, keyed by lead id): `assignment.offered`,
+`.accepted`, `.contacted`, `.qualified` (BANT; then a second routing into the AE pool),
+`.rejected` (re-offered at once), `.disqualified` (back to nurturing), `.escalated`, and
+`lead.nurture`.
+Owns: `router_sdr` (everyone on the roster: SDRs, AEs, managers), `router_team`,
+`router_membership`, `router_rule_set`, `router_account_owner`, `router_lead`,
+`router_assignment`, `router_escalation`, `router_notification` and
+`router_notification_attempt` (delivery queue and log), `router_disabled_endpoint`, and its
+outbox and processed-event tables.
+Background loops: `notifier` (signed webhooks and Slack messages, with retries) and
+`escalation-timer` (reminders, lapsed offers -> re-offer or the team queue, missed contact
+deadlines, leads waiting for an eligible rep).
+HTTP: roster (`/v1/people`, `/v1/teams`, `/v1/roster/import`, `/v1/sdrs`), rules
+(`/v1/rules`), assignments (`/v1/assignments...`, `/decision`, `/deliveries`, `/accept`,
+`/contacted`, `/qualify`, `/reject`, `/disqualify`), the shared queue (`/v1/queue`), reports
+(`/v1/reports/speed-to-lead`, `/sla`, `/fairness`). See `api.py` for who may call what.
 """
