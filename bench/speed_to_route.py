@@ -82,7 +82,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argparse.Namespace
                   ) -> tuple[int, dict[str, float], list[float]]:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=system.admin_headers) as client:
         for number in range(args.sdrs):
             (await client.post(f"{system.url('router')}/v1/sdrs", json={
                 "name": f"Rep {number}", "email": f"rep{number}@bench.example",
