@@ -128,8 +128,11 @@ class Outbox:
         self._wake.set()
 
     async def wait_for_work(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 a cancel racing the wake-up can be
+        # lost in wait_for, and the relay task then never finishes cancelling.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
         self._wake.clear()
 
 
