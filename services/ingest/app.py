@@ -8,7 +8,7 @@ import services.ingest
 from services.ingest import api
 from services.ingest.models import INBOX, OUTBOX
 from services.ingest.retention import SubmissionRetention
-from services.ingest.service import IngestContext
+from services.ingest.service import FormLimits, IngestContext
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import SourceRegistry, load_sources_file
 from shared.app import service_app
@@ -31,7 +31,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
         )
         context = IngestContext(
             outbox=built.outbox, clock=built.clock, settings=config,
-            sources=SourceRegistry(file_sources),
+            sources=SourceRegistry(file_sources), form_limits=FormLimits.of(config),
         )
         built.add_loop("submission-retention", SubmissionRetention(built.db, context).run)
         app.state.ingest = context

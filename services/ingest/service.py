@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository
 from services.ingest.merge import merge_profile
+from services.ingest.rate_limits import RateLimiter
 from services.ingest.schemas import LeadAccepted, LeadSubmission
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import SourceRegistry
@@ -50,6 +51,19 @@ class Intake:
 
 
 @dataclass(frozen=True)
+class FormLimits:
+    per_ip: RateLimiter
+    per_form: RateLimiter
+
+    @classmethod
+    def of(cls, settings: IngestSettings) -> FormLimits:
+        return cls(
+            per_ip=RateLimiter(settings.form_posts_per_ip_per_minute, burst=5),
+            per_form=RateLimiter(settings.form_posts_per_form_per_minute, burst=100),
+        )
+
+
+@dataclass(frozen=True)
 class IngestContext:
     """What the service functions and endpoints need besides the session."""
 
@@ -57,6 +71,7 @@ class IngestContext:
     clock: Clock
     settings: IngestSettings
     sources: SourceRegistry
+    form_limits: FormLimits
 
 
 def profile_of(row: Mapping[str, Any]) -> LeadProfile:

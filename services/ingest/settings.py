@@ -21,6 +21,8 @@ class IngestSettings(ServiceSettings):
     )
     form_max_bytes: int = Field(default=16 * 1024, ge=1024, description="Largest form post")
     webhook_max_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest webhook")
+    form_posts_per_ip_per_minute: float = Field(default=10.0, gt=0)
+    form_posts_per_form_per_minute: float = Field(default=600.0, gt=0)
     sources_file: Path | None = Field(
         default=None, description="YAML file of sources, read once at start"
     )

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from services.ingest.api import leads, sources, webhooks
+from services.ingest.api import forms, leads, sources, webhooks
 
-routes = [leads.routes, webhooks.routes, sources.routes]
+routes = [leads.routes, forms.routes, webhooks.routes, sources.routes]
