@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from services.ingest.api import forms, leads, sources, webhooks
+from services.ingest.api import forms, leads, signals, sources, webhooks
 
-routes = [leads.routes, forms.routes, webhooks.routes, sources.routes]
+routes = [leads.routes, forms.routes, webhooks.routes, signals.routes, sources.routes]

@@ -1,0 +1,56 @@
+"""Behavioural signals: `POST /v1/signals` (one) and `POST /v1/signals/batch` (up to 500)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel, Field
+
+from services.ingest.api.dependencies import ContextDep
+from services.ingest.signals import SignalInput, SignalResult, record_signal
+from shared.app import RuntimeDep
+
+routes = APIRouter(prefix="/v1", tags=["signals"])
+
+MAX_BATCH = 500
+
+
+class SignalBatch(BaseModel):
+    signals: list[SignalInput] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class SignalBatchResult(BaseModel):
+    results: list[SignalResult]
+
+
+@routes.post("/signals", status_code=202, response_model=SignalResult,
+             summary="Record a behavioural signal of a lead",
+             responses={404: {"description": "No lead has this id"},
+                        422: {"description": "Invalid fields"}})
+async def post_signal(
+    signal: SignalInput, runtime: RuntimeDep, context: ContextDep,
+    x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
+) -> SignalResult:
+    """Published as `signal.recorded`; the same signal sent again is a `duplicate`."""
+    async with runtime.db.transaction() as session:
+        result = await record_signal(session, context, signal, x_correlation_id)
+    runtime.outbox.wake_relay()
+    return result
+
+
+@routes.post("/signals/batch", status_code=202, response_model=SignalBatchResult,
+             summary=f"Record up to {MAX_BATCH} signals in one transaction",
+             responses={404: {"description": "A signal names an unknown lead id"},
+                        422: {"description": "Invalid fields"}})
+async def post_signals(
+    batch: SignalBatch, runtime: RuntimeDep, context: ContextDep,
+    x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
+) -> SignalBatchResult:
+    async with runtime.db.transaction() as session:
+        results = [
+            await record_signal(session, context, signal, x_correlation_id)
+            for signal in batch.signals
+        ]
+    runtime.outbox.wake_relay()
+    return SignalBatchResult(results=results)
