@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 import services.ingest
 from services.ingest import api
+from services.ingest.idempotency import IdempotentRequests
 from services.ingest.models import INBOX, OUTBOX
 from services.ingest.retention import SubmissionRetention
 from services.ingest.service import FormLimits, IngestContext
@@ -32,6 +33,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
         context = IngestContext(
             outbox=built.outbox, clock=built.clock, settings=config,
             sources=SourceRegistry(file_sources), form_limits=FormLimits.of(config),
+            idempotency=IdempotentRequests(built.db, built.clock),
         )
         built.add_loop("submission-retention", SubmissionRetention(built.db, context).run)
         app.state.ingest = context

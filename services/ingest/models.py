@@ -73,5 +73,17 @@ source = Table(
 )
 """Sources registered through the API (those of the sources file are not stored)."""
 
+idempotency_key = Table(
+    "ingest_idempotency_key",
+    metadata,
+    Column("scope", String(150), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False, index=True),
+)
+"""The first answer to each `Idempotency-Key`, committed with the work it describes."""
+
 OUTBOX = outbox_tables(metadata, "ingest")
 INBOX = inbox_tables(metadata, "ingest")

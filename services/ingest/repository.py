@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import CursorResult, Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.models import lead, source, submission
+from services.ingest.models import idempotency_key, lead, source, submission
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -100,3 +100,32 @@ async def save_source(
 async def delete_source(session: AsyncSession, key: str) -> bool:
     result = await session.execute(delete(source).where(source.c.key == key))
     return _rowcount(result) > 0
+
+
+async def find_idempotent_response(
+    session: AsyncSession, scope: str, key: str
+) -> RowMapping | None:
+    result = await session.execute(
+        select(idempotency_key).where(idempotency_key.c.scope == scope,
+                                      idempotency_key.c.key == key)
+    )
+    return result.mappings().first()
+
+
+async def save_idempotent_response(
+    session: AsyncSession, *, scope: str, key: str, request_hash: str, status_code: int,
+    response: Any, now: datetime,
+) -> None:
+    await session.execute(
+        insert(idempotency_key).values(
+            scope=scope, key=key, request_hash=request_hash, status_code=status_code,
+            response=response, created_at=now,
+        )
+    )
+
+
+async def purge_idempotency_keys(session: AsyncSession, created_before: datetime) -> int:
+    result = await session.execute(
+        delete(idempotency_key).where(idempotency_key.c.created_at < created_before)
+    )
+    return _rowcount(result)

@@ -1,4 +1,4 @@
-"""The retention purge: raw submissions older than `LEADRELAY_SUBMISSION_RETENTION_DAYS` go."""
+"""The retention purge: raw submissions past their retention, idempotency keys past 48 h."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from datetime import timedelta
 from services.ingest import repository
 from services.ingest.service import IngestContext
 from shared.db import Database
+
+IDEMPOTENCY_HOURS = 48
+"""Idempotency keys are kept two days (Stripe promises 24 hours)."""
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +24,10 @@ class SubmissionRetention:
     async def purge_once(self) -> int:
         days = self.context.settings.submission_retention_days
         cutoff = self.context.clock.now() - timedelta(days=days)
+        keys_cutoff = self.context.clock.now() - timedelta(hours=IDEMPOTENCY_HOURS)
         async with self.db.transaction() as session:
             purged = await repository.purge_submissions(session, cutoff)
+            await repository.purge_idempotency_keys(session, keys_cutoff)
         if purged:
             logger.info("purged %d submissions received before %s", purged, cutoff.isoformat())
         return purged

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository
+from services.ingest.idempotency import IdempotentRequests
 from services.ingest.merge import merge_profile
 from services.ingest.rate_limits import RateLimiter
 from services.ingest.schemas import LeadAccepted, LeadSubmission
@@ -72,6 +73,7 @@ class IngestContext:
     settings: IngestSettings
     sources: SourceRegistry
     form_limits: FormLimits
+    idempotency: IdempotentRequests
 
 
 def profile_of(row: Mapping[str, Any]) -> LeadProfile:

@@ -1,11 +1,21 @@
-"""The JSON lead API: `POST /v1/leads`, `GET /v1/leads/{id}`."""
+"""The JSON lead API: `POST /v1/leads`, `POST /v1/leads/batch`, `GET /v1/leads/{id}`.
+
+Both posts take an optional `Idempotency-Key` (see `idempotency`), scoped by the
+`X-Source-Key` header (`api` when absent).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Header, status
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository, service
 from services.ingest.api.dependencies import ContextDep
+from services.ingest.fields import submission_errors
 from services.ingest.schemas import LeadAccepted, LeadSubmission, LeadView
 from services.ingest.service import Intake
 from shared.app import RuntimeDep
@@ -13,33 +23,90 @@ from shared.problems import ProblemError
 
 routes = APIRouter(prefix="/v1", tags=["leads"])
 
+MAX_BATCH = 500
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255)]
+SourceKeyHeader = Annotated[str | None, Header(max_length=100)]
+CorrelationId = Annotated[str | None, Header(max_length=128)]
+IDEMPOTENCY_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "A request with this Idempotency-Key is in flight"},
+    422: {"description": "Invalid fields, or the Idempotency-Key was used with another body"},
+}
 
-@routes.post(
-    "/leads",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=LeadAccepted,
-    summary="Submit a lead",
-    responses={422: {"description": "Invalid fields (RFC 9457 problem details)"}},
-)
+
+class LeadBatch(BaseModel):
+    leads: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: Literal["created", "merged", "unchanged", "invalid"]
+    lead_id: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[BatchItemResult]
+
+
+@routes.post("/leads", status_code=202, response_model=LeadAccepted, summary="Submit a lead",
+             responses=IDEMPOTENCY_PROBLEMS)
 async def submit_lead(
-    submission: LeadSubmission,
-    runtime: RuntimeDep,
-    context: ContextDep,
-    x_correlation_id: str | None = Header(default=None, max_length=128),
-) -> LeadAccepted:
+    submission: LeadSubmission, request: Request, runtime: RuntimeDep, context: ContextDep,
+    idempotency_key: IdempotencyKey = None, x_source_key: SourceKeyHeader = None,
+    x_correlation_id: CorrelationId = None,
+) -> JSONResponse:
     """Store the lead (or merge it into the lead with the same email) and publish the event.
 
     `202` means the lead is committed to the database; its event is on its way to the scorer.
     """
-    async with runtime.db.transaction() as session:
-        accepted = await service.submit_lead(
-            session, context, submission, Intake(correlation_id=x_correlation_id)
-        )
+    intake = Intake(source_key=x_source_key, correlation_id=x_correlation_id)
+
+    async def work(session: AsyncSession) -> tuple[int, Any]:
+        accepted = await service.submit_lead(session, context, submission, intake)
+        return 202, accepted.model_dump()
+
+    status_code, answer = await context.idempotency.run(
+        f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work
+    )
     runtime.outbox.wake_relay()
-    return accepted
+    return JSONResponse(answer, status_code=status_code)
 
 
-@routes.get("/leads/{lead_id}", response_model=LeadView, summary="Read a lead")
+@routes.post("/leads/batch", status_code=202, response_model=BatchResult,
+             summary=f"Submit up to {MAX_BATCH} leads in one transaction",
+             responses=IDEMPOTENCY_PROBLEMS)
+async def submit_leads(
+    batch: LeadBatch, request: Request, runtime: RuntimeDep, context: ContextDep,
+    idempotency_key: IdempotencyKey = None, x_source_key: SourceKeyHeader = None,
+    x_correlation_id: CorrelationId = None,
+) -> JSONResponse:
+    """Each lead is validated on its own: invalid ones are listed with their errors, the
+    others stored (all in one transaction). Results are in the order of the leads."""
+    intake = Intake(channel="batch", source_key=x_source_key, correlation_id=x_correlation_id)
+
+    async def work(session: AsyncSession) -> tuple[int, Any]:
+        results = []
+        for index, item in enumerate(batch.leads):
+            try:
+                submission = LeadSubmission.model_validate(item)
+            except ValidationError as error:
+                results.append(BatchItemResult(index=index, status="invalid",
+                                               errors=submission_errors(error)))
+                continue
+            accepted = await service.submit_lead(session, context, submission, intake)
+            results.append(BatchItemResult(index=index, status=accepted.status,
+                                           lead_id=accepted.lead_id))
+        return 202, BatchResult(results=results).model_dump(exclude_none=True)
+
+    status_code, answer = await context.idempotency.run(
+        f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work
+    )
+    runtime.outbox.wake_relay()
+    return JSONResponse(answer, status_code=status_code)
+
+
+@routes.get("/leads/{lead_id}", response_model=LeadView, summary="Read a lead",
+            responses={404: {"description": "No lead has this id"}})
 async def read_lead(lead_id: str, runtime: RuntimeDep) -> LeadView:
     async with runtime.db.reading() as session:
         row = await repository.find_lead(session, lead_id)
