@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import CursorResult, Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -129,3 +129,13 @@ async def purge_idempotency_keys(session: AsyncSession, created_before: datetime
         delete(idempotency_key).where(idempotency_key.c.created_at < created_before)
     )
     return _rowcount(result)
+
+
+async def erase_lead(session: AsyncSession, lead_id: str, outbox_events: Table) -> None:
+    await session.execute(delete(submission).where(submission.c.lead_id == lead_id))
+    await session.execute(
+        delete(outbox_events).where(
+            outbox_events.c.message_key == lead_id, outbox_events.c.published_at.is_not(None)
+        )
+    )
+    await session.execute(delete(lead).where(lead.c.id == lead_id))

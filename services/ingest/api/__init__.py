@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-from services.ingest.api import forms, leads, signals, sources, webhooks
+from services.ingest.api import forms, leads, privacy, signals, sources, webhooks
 
-routes = [leads.routes, forms.routes, webhooks.routes, signals.routes, sources.routes]
+routes = [
+    leads.routes, forms.routes, webhooks.routes, signals.routes, privacy.routes, sources.routes
+]

@@ -1,0 +1,49 @@
+"""Erasure: `DELETE /v1/leads/{id}` and `POST /v1/erasures` (by email)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Response
+from pydantic import AfterValidator, BaseModel, Field
+
+from services.ingest import erasure
+from services.ingest.api.dependencies import AdminDep, ContextDep
+from services.ingest.normalise import normalise_email
+from shared.app import RuntimeDep
+from shared.problems import ProblemError
+
+routes = APIRouter(prefix="/v1", tags=["privacy"], dependencies=[AdminDep])
+
+
+class ErasureRequest(BaseModel):
+    email: Annotated[str, Field(max_length=320), AfterValidator(normalise_email)]
+
+
+class ErasureResult(BaseModel):
+    lead_id: str
+
+
+@routes.delete("/leads/{lead_id}", status_code=204, summary="Erase a lead's personal data",
+               responses={404: {"description": "No lead has this id"}})
+async def erase_lead(lead_id: str, runtime: RuntimeDep, context: ContextDep) -> Response:
+    async with runtime.db.transaction() as session:
+        erased = await erasure.erase_lead(session, context, lead_id)
+    if not erased:
+        raise ProblemError(404, "Lead not found", f"No lead has the id {lead_id!r}.")
+    runtime.outbox.wake_relay()
+    return Response(status_code=204)
+
+
+@routes.post("/erasures", status_code=202, response_model=ErasureResult,
+             summary="Erase the lead with this email",
+             responses={404: {"description": "No lead has this email"}})
+async def erase_by_email(
+    request: ErasureRequest, runtime: RuntimeDep, context: ContextDep
+) -> ErasureResult:
+    async with runtime.db.transaction() as session:
+        lead_id = await erasure.erase_by_email(session, context, request.email)
+    if lead_id is None:
+        raise ProblemError(404, "Lead not found", "No lead has this email.")
+    runtime.outbox.wake_relay()
+    return ErasureResult(lead_id=lead_id)
