@@ -62,6 +62,8 @@ class DemoConsole:
         self.started = time.monotonic()
         self.lead_names: dict[str, str] = {}
         self.sdr_names: dict[str, str] = {}
+        self.scores: dict[str, tuple[float, str]] = {}
+        """The last score and temperature shown per lead; a repeat (a stage change) is not."""
         self.escalations = 0
         self.accepted = 0
 
@@ -81,9 +83,15 @@ class DemoConsole:
             self.lead_names[event.lead_id] = lead.name or lead.email
             self.say("received", f"{self.lead(event.lead_id)} ({lead.company or 'no company'})")
         elif event.type == "lead.scored":
+            if self.scores.get(event.lead_id) == (data.score, data.temperature):
+                return
+            self.scores[event.lead_id] = (data.score, data.temperature)
             routing = "not routed, goes to nurturing" if data.temperature == "cold" else "to route"
             self.say("scored", f"{self.lead(event.lead_id)}: {data.score:g} points, "
                                f"{data.temperature} ({routing})")
+        elif event.type == "lead.stage_changed":
+            self.say("stage", f"{self.lead(event.lead_id)}: {data.from_stage.upper()} -> "
+                              f"{data.to_stage.upper()}")
         elif event.type == "assignment.offered":
             self.say("offered", f"{self.lead(event.lead_id)} -> {self.sdr(data.sdr_id)} "
                                 f"(attempt {data.attempt})")
