@@ -9,8 +9,6 @@ what a test calls, with a `ManualClock`, instead of sleeping.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -19,10 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository, service
 from services.router.service import Offer, RouterContext
-from shared.db import Database, is_outage, new_id
+from shared.db import Database, new_id
 from shared.events import AssignmentEscalated, AssignmentEscalatedData
-
-logger = logging.getLogger(__name__)
+from shared.loops import repeat
 
 SLA_EXPIRED = "sla_expired"
 
@@ -213,22 +210,11 @@ class EscalationTimer:
         self.batch_size = batch_size
 
     async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                done = await self.tick()
-                failures = 0
-            except Exception as error:
-                if not is_outage(error):
-                    raise
-                failures += 1
-                logger.warning("escalation timer: database unavailable (%s)", type(error).__name__)
-                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
-                continue
-            if len(done.escalations) == 0:
-                await asyncio.sleep(self.interval)
-            else:
-                await asyncio.sleep(0)  # more may have fallen due while this batch ran
+        async def tick() -> bool:
+            # After escalating, more offers may have fallen due while the batch ran.
+            return len((await self.tick()).escalations) > 0
+
+        await repeat(tick, interval=self.interval, name="escalation timer")
 
     async def tick(self) -> Tick:
         """Escalate every lapsed offer, then offer waiting leads, in batches."""

@@ -10,14 +10,10 @@ misses nothing. `DecaySweep.tick` is what a test calls, with a `ManualClock`, in
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from services.scorer import service
 from services.scorer.service import ScorerContext
-from shared.db import Database, is_outage
-
-logger = logging.getLogger(__name__)
+from shared.db import Database
+from shared.loops import repeat
 
 
 class DecaySweep:
@@ -32,19 +28,11 @@ class DecaySweep:
         self.batch_size = batch_size
 
     async def run(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self.tick()
-                failures = 0
-            except Exception as error:
-                if not is_outage(error):
-                    raise
-                failures += 1
-                logger.warning("decay sweep: database unavailable (%s)", type(error).__name__)
-                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
-                continue
-            await asyncio.sleep(self.interval)
+        async def tick() -> bool:
+            await self.tick()
+            return False
+
+        await repeat(tick, interval=self.interval, name="decay sweep")
 
     async def tick(self) -> int:
         """Rescore every lead that is due, a batch per transaction; returns how many."""
