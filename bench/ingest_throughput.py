@@ -1,0 +1,287 @@
+"""Ingest throughput: leads/s and latency of `POST /v1/leads` against a bare FastAPI endpoint.
+
+Both targets run the same way, one after the other in the same run: a uvicorn process (one
+worker, the settings `leadrelay serve` uses) on a free 127.0.0.1 port, loaded by a bounded
+number of concurrent httpx clients, each posting one lead at a time for a fixed duration
+after a warm-up. The bare target is a FastAPI endpoint that validates the same JSON into a
+plain pydantic model and answers 202; the ingest target is the real service with its
+database (SQLite file by default), the outbox, the relay and the embedded broker running.
+Printed: leads/s, p50 and p99 of each, the ratio ingest/bare (target >= 0.5), and for ingest
+the time the relay took to publish the backlog and a check that every 202 is a stored lead.
+
+    python bench/ingest_throughput.py                          # SQLite file
+    python bench/ingest_throughput.py --postgres               # throwaway database on :5432
+    python bench/ingest_throughput.py --database-url postgresql://postgres@host/db
+    python bench/ingest_throughput.py --clients 64 --seconds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from leadrelay.broker import EmbeddedBroker, free_port, wait_for_port
+from leadrelay.catalog import SERVICES
+from shared.db import Database
+from shared.migrations import upgrade
+from shared.settings import normalise_database_url
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class BareLead(BaseModel):
+    """The bare endpoint's body: the fields the benchmark posts, as plain strings."""
+
+    email: str
+    name: str | None = None
+    company: str | None = None
+    country: str | None = None
+    job_title: str | None = None
+    source: str | None = None
+
+
+def bare_app() -> FastAPI:
+    """The baseline: FastAPI, a pydantic body of the same shape, a 202 with a JSON answer."""
+    app = FastAPI()
+
+    @app.post("/v1/leads", status_code=202)
+    async def submit(lead: BareLead) -> JSONResponse:
+        return JSONResponse({"lead_id": str(uuid.uuid4()), "status": "created"}, status_code=202)
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    return app
+
+
+def serve(target: str, port: int) -> None:
+    """Run one target in this process, with the uvicorn settings of `leadrelay serve`."""
+    import uvicorn
+
+    from shared.logs import configure_logging
+
+    configure_logging(f"bench-{target}", "WARNING")
+    app: Any = bare_app() if target == "bare" else SERVICES["ingest"].app_factory
+    uvicorn.run(app, factory=target != "bare", host="127.0.0.1", port=port, log_config=None,
+                access_log=False, timeout_graceful_shutdown=10)
+
+
+@dataclass
+class Measured:
+    name: str
+    accepted: int
+    failed: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.accepted / self.seconds
+
+    def percentile(self, q: int) -> float:
+        if len(self.latencies) < 2:
+            return float("nan")
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1] * 1000
+
+    def line(self) -> str:
+        return (f"{self.name:<16} {self.rate:9.0f} leads/s   p50 {self.percentile(50):6.1f} ms"
+                f"   p99 {self.percentile(99):6.1f} ms   ({self.accepted} accepted, "
+                f"{self.failed} failed, {self.seconds:.1f} s)")
+
+
+def lead_body(run: str, number: int) -> dict[str, Any]:
+    return {"email": f"lead-{run}-{number}@acme-{number % 97}.example", "name": "Ada Lovelace",
+            "company": f"Acme {number % 97}", "country": "DE", "job_title": "Head of Sales",
+            "source": "bench"}
+
+
+async def load(name: str, base_url: str, *, clients: int, warmup: float, seconds: float,
+               run: str) -> Measured:
+    """`clients` concurrent clients post leads for `warmup` + `seconds`; the window is kept."""
+    numbers = iter(range(10**9))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    window_start, window_end = started + warmup, started + warmup + seconds
+    latencies: list[float] = []
+    counts = {"accepted": 0, "failed": 0}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as http:
+            while (sent_at := loop.time()) < window_end:
+                try:
+                    answer = await http.post("/v1/leads", json=lead_body(run, next(numbers)))
+                    ok = answer.status_code == 202
+                except httpx.HTTPError:
+                    ok = False
+                done_at = loop.time()
+                if sent_at >= window_start and done_at <= window_end:
+                    latencies.append(done_at - sent_at)
+                    counts["accepted" if ok else "failed"] += 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return Measured(name, counts["accepted"], counts["failed"], seconds, latencies)
+
+
+async def ready(base_url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        while True:
+            try:
+                answer = await http.get("/readyz")
+                if answer.status_code == 200 and all(answer.json().values()):
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{base_url} not ready after {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+async def stored_and_pending(database_url: str) -> tuple[int, int]:
+    from services.ingest.models import OUTBOX, lead
+
+    db = Database(database_url)
+    try:
+        async with db.reading() as session:
+            leads = await session.scalar(select(func.count()).select_from(lead))
+            pending = await session.scalar(
+                select(func.count()).select_from(OUTBOX.events)
+                .where(OUTBOX.events.c.published_at.is_(None))
+            )
+        return int(leads or 0), int(pending or 0)
+    finally:
+        await db.dispose()
+
+
+class Target:
+    """One target's uvicorn process."""
+
+    def __init__(self, kind: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--port", str(self.port)],
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def measure(name: str, kind: str, env: dict[str, str], args: argparse.Namespace,
+                  run: str) -> tuple[Measured, Target]:
+    target = Target(kind, env)
+    wait_for_port("127.0.0.1", target.port, timeout=30)
+    await ready(target.url)
+    result = await load(name, target.url, clients=args.clients, warmup=args.warmup,
+                        seconds=args.seconds, run=run)
+    return result, target
+
+
+async def bench(args: argparse.Namespace, database_url: str, bootstrap_servers: str) -> None:
+    run = uuid.uuid4().hex[:8]
+    bare, process = await measure("bare FastAPI", "bare", {}, args, run)
+    process.stop()
+    before, _ = await stored_and_pending(database_url)
+    env = {"LEADRELAY_DATABASE_URL": database_url,
+           "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+           "LEADRELAY_KAFKA_TOPIC_PREFIX": f"bench{run}", "LEADRELAY_LOG_LEVEL": "WARNING"}
+    ingest, process = await measure("POST /v1/leads", "ingest", env, args, run)
+    try:
+        drain_started = time.perf_counter()
+        while (state := await stored_and_pending(database_url))[1]:
+            if time.perf_counter() - drain_started > 120:
+                break
+            await asyncio.sleep(0.05)
+        drained = time.perf_counter() - drain_started
+    finally:
+        process.stop()
+    stored = state[0] - before
+    print(f"database: {make_safe(database_url)}; {args.clients} clients, "
+          f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s measured each")
+    print(bare.line())
+    print(ingest.line())
+    print(f"ratio ingest/bare: {ingest.rate / bare.rate:.2f} (target >= 0.5)")
+    print(f"outbox: {state[1]} events unpublished {drained:.1f} s after the load ended; "
+          f"{stored} leads stored for {ingest.accepted} answered 202 in the window "
+          "(plus warm-up and the requests that straddle it)")
+
+
+def make_safe(url: str) -> str:
+    return url.split("@")[-1] if "@" in url else url
+
+
+async def create_database() -> str:
+    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(PG_ADMIN)
+    await connection.execute(f'CREATE DATABASE "{name}"')
+    await connection.close()
+    return name
+
+
+async def drop_database(name: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN)
+    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--postgres", action="store_true",
+                        help="a throwaway database on 127.0.0.1:5432, dropped afterwards")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--serve", choices=["bare", "ingest"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    spec = SERVICES["ingest"]
+    with ExitStack() as stack:
+        if args.postgres:
+            name = asyncio.run(create_database())
+            stack.callback(lambda: asyncio.run(drop_database(name)))
+            url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        elif args.database_url:
+            url = normalise_database_url(args.database_url)
+        else:
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            url = f"sqlite+aiosqlite:///{Path(folder) / 'ingest.db'}"
+        upgrade(spec.migrations_dir, url, spec.version_table)
+        broker = stack.enter_context(EmbeddedBroker(free_port()))
+        asyncio.run(bench(args, url, broker.bootstrap_servers))
+
+
+if __name__ == "__main__":
+    main()
