@@ -14,6 +14,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.sources import SourceRegistry, load_sources_file
 from shared.app import service_app
 from shared.clock import Clock
+from shared.group_commit import GroupCommit
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
 
@@ -30,11 +31,13 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
             publish_topic=config.topics.leads,
             clock=clock,
         )
+        writes = GroupCommit(built.db, after_commit=built.outbox.wake_relay)
         context = IngestContext(
             outbox=built.outbox, clock=built.clock, settings=config,
             sources=SourceRegistry(file_sources), form_limits=FormLimits.of(config),
-            idempotency=IdempotentRequests(built.db, built.clock),
+            idempotency=IdempotentRequests(built.db, built.clock, writes), writes=writes,
         )
+        built.add_loop("group-commit", writes.run_writer)
         built.add_loop("submission-retention", SubmissionRetention(built.db, context).run)
         app.state.ingest = context
         return built

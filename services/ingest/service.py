@@ -2,6 +2,9 @@
 
 Functions here take the caller's session and never commit: the HTTP endpoint owns the
 transaction, so the lead, the raw submission and the outbox event commit together or not at all.
+The JSON endpoints run them through `IngestContext.writes` (`shared.group_commit`): the work of
+concurrent requests shares one transaction, applied in arrival order, so two submissions of
+one email in a group merge as they would one after the other.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from shared.events import (
     LeadUpdated,
     LeadUpdatedData,
 )
+from shared.group_commit import GroupCommit, in_group
 from shared.outbox import Outbox
 
 PRODUCER = "ingest"
@@ -74,6 +78,8 @@ class IngestContext:
     sources: SourceRegistry
     form_limits: FormLimits
     idempotency: IdempotentRequests
+    writes: GroupCommit
+    """Where the write endpoints run their work: in groups, one commit per group."""
 
 
 def profile_of(row: Mapping[str, Any]) -> LeadProfile:
@@ -96,12 +102,17 @@ async def submit_lead(
     if existing is None:
         lead_id = new_id()
         values = {"demo_requested": False, **merge_profile({}, incoming)}
+        row = {**values, "id": lead_id, "created_at": now, "updated_at": now}
         try:
-            async with session.begin_nested():
-                await repository.insert_lead(
-                    session, {**values, "id": lead_id, "created_at": now, "updated_at": now}
-                )
+            if in_group(session):
+                # A conflict fails the whole group, which then applies each unit alone.
+                await repository.insert_lead(session, row)
+            else:
+                async with session.begin_nested():
+                    await repository.insert_lead(session, row)
         except IntegrityError:
+            if in_group(session):
+                raise
             # Another request created this email's lead a moment ago: merge into it instead.
             existing = await repository.find_lead_by_email_for_update(session, submission.email)
             if existing is None:

@@ -51,7 +51,7 @@ class BatchResult(BaseModel):
 @routes.post("/leads", status_code=202, response_model=LeadAccepted, summary="Submit a lead",
              responses=IDEMPOTENCY_PROBLEMS)
 async def submit_lead(
-    submission: LeadSubmission, request: Request, runtime: RuntimeDep, context: ContextDep,
+    submission: LeadSubmission, request: Request, context: ContextDep,
     idempotency_key: IdempotencyKey = None, x_source_key: SourceKeyHeader = None,
     x_correlation_id: CorrelationId = None,
 ) -> JSONResponse:
@@ -68,7 +68,6 @@ async def submit_lead(
     status_code, answer = await context.idempotency.run(
         f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work
     )
-    runtime.outbox.wake_relay()
     return JSONResponse(answer, status_code=status_code)
 
 
@@ -76,7 +75,7 @@ async def submit_lead(
              summary=f"Submit up to {MAX_BATCH} leads in one transaction",
              responses=IDEMPOTENCY_PROBLEMS)
 async def submit_leads(
-    batch: LeadBatch, request: Request, runtime: RuntimeDep, context: ContextDep,
+    batch: LeadBatch, request: Request, context: ContextDep,
     idempotency_key: IdempotencyKey = None, x_source_key: SourceKeyHeader = None,
     x_correlation_id: CorrelationId = None,
 ) -> JSONResponse:
@@ -101,7 +100,6 @@ async def submit_leads(
     status_code, answer = await context.idempotency.run(
         f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work
     )
-    runtime.outbox.wake_relay()
     return JSONResponse(answer, status_code=status_code)
 
 
