@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,31 +115,53 @@ def lead_body(run: str, number: int) -> dict[str, Any]:
             "source": "bench"}
 
 
-async def load(name: str, base_url: str, *, clients: int, warmup: float, seconds: float,
-               run: str) -> Measured:
-    """`clients` concurrent clients post leads for `warmup` + `seconds`; the window is kept."""
+async def load(base_url: str, *, clients: int, start_at: float, warmup: float,
+               seconds: float, run: str) -> Measured:
+    """`clients` concurrent clients post leads from `start_at` (wall clock) for `warmup` +
+    `seconds`; what was sent and answered within the last `seconds` is kept."""
     numbers = iter(range(10**9))
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    window_start, window_end = started + warmup, started + warmup + seconds
+    window_start, window_end = start_at + warmup, start_at + warmup + seconds
     latencies: list[float] = []
     counts = {"accepted": 0, "failed": 0}
+    await asyncio.sleep(max(0.0, start_at - time.time()))
 
     async def client() -> None:
         async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as http:
-            while (sent_at := loop.time()) < window_end:
+            while (sent_at := time.time()) < window_end:
                 try:
                     answer = await http.post("/v1/leads", json=lead_body(run, next(numbers)))
                     ok = answer.status_code == 202
                 except httpx.HTTPError:
                     ok = False
-                done_at = loop.time()
+                done_at = time.time()
                 if sent_at >= window_start and done_at <= window_end:
                     latencies.append(done_at - sent_at)
                     counts["accepted" if ok else "failed"] += 1
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return Measured(name, counts["accepted"], counts["failed"], seconds, latencies)
+    return Measured("", counts["accepted"], counts["failed"], seconds, latencies)
+
+
+def load_in_process(base_url: str, clients: int, start_at: float, warmup: float,
+                    seconds: float, run: str) -> Measured:
+    return asyncio.run(load(base_url, clients=clients, start_at=start_at, warmup=warmup,
+                            seconds=seconds, run=run))
+
+
+def load_in_processes(name: str, base_url: str, args: argparse.Namespace, run: str) -> Measured:
+    """The load spread over `args.processes` generator processes (httpx is CPU-bound)."""
+    start_at = time.time() + 1.5
+    shares = [args.clients // args.processes + (i < args.clients % args.processes)
+              for i in range(args.processes)]
+    with ProcessPoolExecutor(args.processes) as pool:
+        parts = list(pool.map(
+            load_in_process, [base_url] * args.processes, shares, [start_at] * args.processes,
+            [args.warmup] * args.processes, [args.seconds] * args.processes,
+            [f"{run}p{i}" for i in range(args.processes)],
+        ))
+    return Measured(name, sum(part.accepted for part in parts),
+                    sum(part.failed for part in parts), args.seconds,
+                    [latency for part in parts for latency in part.latencies])
 
 
 async def ready(base_url: str, timeout: float = 30.0) -> None:
@@ -195,13 +218,27 @@ class Target:
             self.process.wait()
 
 
+def start_profiler(pid: int, seconds: float, path: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--duration",
+         str(int(seconds)), "--rate", "200", "--output", path],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
 async def measure(name: str, kind: str, env: dict[str, str], args: argparse.Namespace,
                   run: str) -> tuple[Measured, Target]:
     target = Target(kind, env)
     wait_for_port("127.0.0.1", target.port, timeout=30)
     await ready(target.url)
-    result = await load(name, target.url, clients=args.clients, warmup=args.warmup,
-                        seconds=args.seconds, run=run)
+    profiler = None
+    if args.profile and kind == "ingest":
+        # Sampled for the whole load (warm-up included), as collapsed stacks.
+        profiler = start_profiler(target.process.pid, args.warmup + args.seconds + 2,
+                                  args.profile)
+    result = await asyncio.to_thread(load_in_processes, name, target.url, args, run)
+    if profiler is not None:
+        await asyncio.to_thread(profiler.wait)
     return result, target
 
 
@@ -224,7 +261,8 @@ async def bench(args: argparse.Namespace, database_url: str, bootstrap_servers: 
     finally:
         process.stop()
     stored = state[0] - before
-    print(f"database: {make_safe(database_url)}; {args.clients} clients, "
+    print(f"database: {make_safe(database_url)}; {args.clients} clients in "
+          f"{args.processes} processes, "
           f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s measured each")
     print(bare.line())
     print(ingest.line())
@@ -258,8 +296,12 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true",
                         help="a throwaway database on 127.0.0.1:5432, dropped afterwards")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=2,
+                        help="load generator processes sharing the clients")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="sample the ingest process with py-spy into FILE (collapsed stacks)")
     parser.add_argument("--serve", choices=["bare", "ingest"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
