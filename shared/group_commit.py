@@ -10,9 +10,11 @@ writer starts at once, with no delay to wait for company.
 If the group's transaction fails, nothing of it is kept and each unit is applied again alone,
 in its own transaction, so one bad unit fails only its own request. When the failure is the
 database being unreachable, every unit of the group gets that error at once (the endpoints
-answer 503). A unit may ask `in_group(session)` to skip work that only a lone transaction
-needs, such as a savepoint to recover from a conflict: in a group the conflict fails the
-group, and the unit is retried alone.
+answer 503). Two optional hooks let a service batch the
+statements of a group: `prepare(session, hints)` runs first with the hints the units were
+queued with (what they will touch, to read it all at once), `finish(session)` runs after the
+last unit, before the commit (to send queued writes). They run only for groups of two units or
+more: a unit alone, and each unit of a failed group, runs in a plain transaction.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,23 +34,18 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Work = Callable[[AsyncSession], Awaitable[T]]
-
-GROUP_FLAG = "leadrelay_group_commit"
-"""`session.info` key set while a session applies a group of several units."""
+Prepare = Callable[[AsyncSession, Sequence[Any]], Awaitable[None]]
+Finish = Callable[[AsyncSession], Awaitable[None]]
 
 
 class WriterStoppedError(ConnectionError):
     """The writer stopped before the unit was committed (the service is shutting down)."""
 
 
-def in_group(session: AsyncSession) -> bool:
-    """True when `session` applies several units at once (a conflict then retries alone)."""
-    return bool(session.info.get(GROUP_FLAG, False))
-
-
 @dataclass
 class _Pending:
     work: Work[Any]
+    hint: Any
     answer: asyncio.Future[Any]
 
 
@@ -58,24 +55,32 @@ class GroupCommit:
     def __init__(
         self, db: Database, *, max_group: int = 200,
         after_commit: Callable[[], None] | None = None,
+        prepare: Prepare | None = None, finish: Finish | None = None,
     ) -> None:
         self.db = db
         self.max_group = max_group
         self.after_commit = after_commit
-        self.groups = 0
-        """Transactions committed by `run_writer` (groups, and units retried alone)."""
+        self.prepare = prepare
+        self.finish = finish
+        self.commits = 0
+        """Transactions committed by the writer (groups, and units retried alone)."""
+        self.largest_group = 0
+        self.fallbacks = 0
+        """Groups whose transaction failed, so that each unit was applied alone."""
         self._queue: collections.deque[_Pending] = collections.deque()
         self._arrived = asyncio.Event()
         self._running = False
 
-    async def run(self, work: Work[T]) -> T:
-        """Apply `work` in the next group; returns its result once that group committed."""
+    async def run(self, work: Work[T], hint: Any = None) -> T:
+        """Apply `work` in the next group; returns its result once that group committed.
+
+        `hint` (not None) is handed to `prepare` with the other hints of the group."""
         if not self._running:
             # No writer (a script or test without the runtime's loops): a lone transaction.
             async with self.db.transaction() as session:
                 return await work(session)
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(work, answer))
+        self._queue.append(_Pending(work, hint, answer))
         self._arrived.set()
         return await answer
 
@@ -105,19 +110,24 @@ class GroupCommit:
             return
         try:
             async with self.db.transaction() as session:
-                if len(live) > 1:
-                    session.info[GROUP_FLAG] = True
+                if len(live) > 1 and self.prepare is not None:
+                    hints = [pending.hint for pending in live if pending.hint is not None]
+                    await self.prepare(session, hints)
                 results = [await pending.work(session) for pending in live]
+                if len(live) > 1 and self.finish is not None:
+                    await self.finish(session)
         except Exception as error:  # noqa: BLE001 - each unit gets its own outcome below
             if len(live) == 1 or is_outage(error):
                 for pending in live:
                     _fail(pending, error)
                 return
+            self.fallbacks += 1
             logger.info("group of %d failed (%s); applying each alone", len(live),
                         type(error).__name__)
             for pending in live:
                 await self._apply_alone(pending)
             return
+        self.largest_group = max(self.largest_group, len(live))
         self._committed()
         for pending, result in zip(live, results, strict=True):
             _succeed(pending, result)
@@ -133,7 +143,7 @@ class GroupCommit:
         _succeed(pending, result)
 
     def _committed(self) -> None:
-        self.groups += 1
+        self.commits += 1
         if self.after_commit is not None:
             self.after_commit()
 

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 import services.ingest
 from services.ingest import api
 from services.ingest.idempotency import IdempotentRequests
+from services.ingest.lead_writes import group_hooks
 from services.ingest.models import INBOX, OUTBOX
 from services.ingest.retention import SubmissionRetention
 from services.ingest.service import FormLimits, IngestContext
@@ -31,7 +32,9 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
             publish_topic=config.topics.leads,
             clock=clock,
         )
-        writes = GroupCommit(built.db, after_commit=built.outbox.wake_relay)
+        begin_group, end_group = group_hooks(built.outbox)
+        writes = GroupCommit(built.db, after_commit=built.outbox.wake_relay,
+                             prepare=begin_group, finish=end_group)
         context = IngestContext(
             outbox=built.outbox, clock=built.clock, settings=config,
             sources=SourceRegistry(file_sources), form_limits=FormLimits.of(config),

@@ -45,9 +45,12 @@ class IdempotentRequests:
         self.writes = writes or GroupCommit(db)
         self._in_flight: set[tuple[str, str]] = set()
 
-    async def run(self, scope: str, key: str | None, body: bytes, work: Work) -> tuple[int, Any]:
+    async def run(
+        self, scope: str, key: str | None, body: bytes, work: Work, *, hint: Any = None
+    ) -> tuple[int, Any]:
+        """`hint`: what the work touches, for the group commit to read ahead."""
         if key is None:
-            return await self.writes.run(work)
+            return await self.writes.run(work, hint)
         if (scope, key) in self._in_flight:
             raise ProblemError(409, "Request in flight",
                                "A request with this Idempotency-Key is still being processed.",
@@ -67,7 +70,7 @@ class IdempotentRequests:
             return status_code, answer
 
         try:
-            return await self.writes.run(work_and_answer)
+            return await self.writes.run(work_and_answer, hint)
         except IntegrityError:
             replay = await self._replay(scope, key, digest)
             if replay is None:

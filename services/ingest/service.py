@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository
 from services.ingest.idempotency import IdempotentRequests
+from services.ingest.lead_writes import LeadWrites, lead_writes
 from services.ingest.merge import merge_profile
 from services.ingest.rate_limits import RateLimiter
 from services.ingest.schemas import LeadAccepted, LeadSubmission
@@ -33,7 +34,7 @@ from shared.events import (
     LeadUpdated,
     LeadUpdatedData,
 )
-from shared.group_commit import GroupCommit, in_group
+from shared.group_commit import GroupCommit
 from shared.outbox import Outbox
 
 PRODUCER = "ingest"
@@ -98,21 +99,20 @@ async def submit_lead(
     incoming = submission.profile(**_defaults(intake))
     if incoming.get("consent") and incoming["consent"].get("given_at") is None:
         incoming["consent"]["given_at"] = now.isoformat()
+    writes = lead_writes(session)
+    if writes is not None:
+        return await _submit_in_group(session, context, writes, submission.email, incoming,
+                                      intake)
     existing = await repository.find_lead_by_email_for_update(session, submission.email)
     if existing is None:
         lead_id = new_id()
         values = {"demo_requested": False, **merge_profile({}, incoming)}
-        row = {**values, "id": lead_id, "created_at": now, "updated_at": now}
         try:
-            if in_group(session):
-                # A conflict fails the whole group, which then applies each unit alone.
-                await repository.insert_lead(session, row)
-            else:
-                async with session.begin_nested():
-                    await repository.insert_lead(session, row)
+            async with session.begin_nested():
+                await repository.insert_lead(
+                    session, {**values, "id": lead_id, "created_at": now, "updated_at": now}
+                )
         except IntegrityError:
-            if in_group(session):
-                raise
             # Another request created this email's lead a moment ago: merge into it instead.
             existing = await repository.find_lead_by_email_for_update(session, submission.email)
             if existing is None:
@@ -131,6 +131,37 @@ async def submit_lead(
             )
             return LeadAccepted(lead_id=lead_id, status="created")
     return await _merge_into(session, context, existing, incoming, intake)
+
+
+async def _submit_in_group(
+    session: AsyncSession, context: IngestContext, writes: LeadWrites, email: str,
+    incoming: dict[str, Any], intake: Intake,
+) -> LeadAccepted:
+    """`submit_lead` within a group: decided in memory, written at the group's end."""
+    now = context.clock.now()
+    current = await writes.lead(session, email)
+    if current is None:
+        lead_id = new_id()
+        values = {"demo_requested": False, **merge_profile({}, incoming)}
+        writes.create({**values, "id": lead_id, "created_at": now, "updated_at": now})
+        await _record(session, context, lead_id, incoming, intake)
+        writes.publish(LeadReceived(
+            producer=PRODUCER, lead_id=lead_id, correlation_id=intake.correlation_id,
+            occurred_at=now, data=LeadReceivedData(lead=profile_of(values)),
+        ))
+        return LeadAccepted(lead_id=lead_id, status="created")
+    lead_id = current["id"]
+    await _record(session, context, lead_id, incoming, intake)
+    changes = merge_profile(current, incoming)
+    if not changes:
+        return LeadAccepted(lead_id=lead_id, status="unchanged")
+    writes.change(current, {**changes, "updated_at": now})
+    writes.publish(LeadUpdated(
+        producer=PRODUCER, lead_id=lead_id, correlation_id=intake.correlation_id,
+        occurred_at=now,
+        data=LeadUpdatedData(lead=profile_of(current), changed_fields=sorted(changes)),
+    ))
+    return LeadAccepted(lead_id=lead_id, status="merged")
 
 
 async def record_unmatched(session: AsyncSession, context: IngestContext, intake: Intake) -> None:
@@ -152,16 +183,16 @@ async def _record(
     session: AsyncSession, context: IngestContext, lead_id: str | None,
     incoming: Mapping[str, Any], intake: Intake,
 ) -> None:
-    await repository.record_submission(
-        session,
-        lead_id=lead_id,
-        channel=intake.channel,
-        source_key=intake.source_key,
-        external_id=intake.external_id,
-        payload=incoming,
-        raw=intake.raw,
-        received_at=context.clock.now(),
-    )
+    row: dict[str, Any] = {
+        "lead_id": lead_id, "channel": intake.channel, "source_key": intake.source_key,
+        "external_id": intake.external_id, "payload": incoming, "raw": intake.raw,
+        "received_at": context.clock.now(),
+    }
+    writes = lead_writes(session)
+    if writes is not None:
+        writes.record(row)
+    else:
+        await repository.record_submission(session, **row)
 
 
 async def _merge_into(

@@ -66,7 +66,8 @@ async def submit_lead(
         return 202, accepted.model_dump()
 
     status_code, answer = await context.idempotency.run(
-        f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work
+        f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work,
+        hint=submission.email,
     )
     return JSONResponse(answer, status_code=status_code)
 

@@ -37,7 +37,7 @@ async def post_signal(
     async def work(session: AsyncSession) -> SignalResult:
         return await record_signal(session, context, signal, x_correlation_id)
 
-    return await context.writes.run(work)
+    return await context.writes.run(work, signal.email)
 
 
 @routes.post("/signals/batch", status_code=202, response_model=SignalBatchResult,
