@@ -28,7 +28,7 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +89,20 @@ def serve(target: str, port: int) -> None:
 @dataclass
 class Measured:
     name: str
-    accepted: int
-    failed: int
-    seconds: float
-    latencies: list[float]
+    accepted: int = 0
+    """202s sent and answered within the measured window."""
+    failed: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    answered_202: int = 0
+    """Every 202, warm-up and window edges included (each one must be a stored lead)."""
+
+    def add(self, other: Measured) -> None:
+        self.accepted += other.accepted
+        self.failed += other.failed
+        self.seconds += other.seconds
+        self.latencies.extend(other.latencies)
+        self.answered_202 += other.answered_202
 
     @property
     def rate(self) -> float:
@@ -122,7 +132,7 @@ async def load(base_url: str, *, clients: int, start_at: float, warmup: float,
     numbers = iter(range(10**9))
     window_start, window_end = start_at + warmup, start_at + warmup + seconds
     latencies: list[float] = []
-    counts = {"accepted": 0, "failed": 0}
+    counts = {"accepted": 0, "failed": 0, "answered_202": 0}
     await asyncio.sleep(max(0.0, start_at - time.time()))
 
     async def client() -> None:
@@ -134,12 +144,14 @@ async def load(base_url: str, *, clients: int, start_at: float, warmup: float,
                 except httpx.HTTPError:
                     ok = False
                 done_at = time.time()
+                counts["answered_202"] += ok
                 if sent_at >= window_start and done_at <= window_end:
                     latencies.append(done_at - sent_at)
                     counts["accepted" if ok else "failed"] += 1
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return Measured("", counts["accepted"], counts["failed"], seconds, latencies)
+    return Measured("", counts["accepted"], counts["failed"], seconds, latencies,
+                    counts["answered_202"])
 
 
 def load_in_process(base_url: str, clients: int, start_at: float, warmup: float,
@@ -159,9 +171,11 @@ def load_in_processes(name: str, base_url: str, args: argparse.Namespace, run: s
             [args.warmup] * args.processes, [args.seconds] * args.processes,
             [f"{run}p{i}" for i in range(args.processes)],
         ))
-    return Measured(name, sum(part.accepted for part in parts),
-                    sum(part.failed for part in parts), args.seconds,
-                    [latency for part in parts for latency in part.latencies])
+    total = Measured(name, seconds=args.seconds)
+    for part in parts:
+        total.add(part)
+    total.seconds = args.seconds
+    return total
 
 
 async def ready(base_url: str, timeout: float = 30.0) -> None:
@@ -226,32 +240,48 @@ def start_profiler(pid: int, seconds: float, path: str) -> subprocess.Popen[byte
     )
 
 
-async def measure(name: str, kind: str, env: dict[str, str], args: argparse.Namespace,
-                  run: str) -> tuple[Measured, Target]:
+async def start(kind: str, env: dict[str, str]) -> Target:
     target = Target(kind, env)
     wait_for_port("127.0.0.1", target.port, timeout=30)
     await ready(target.url)
+    return target
+
+
+async def measure(name: str, target: Target, args: argparse.Namespace, run: str,
+                  profile: str | None = None) -> Measured:
     profiler = None
-    if args.profile and kind == "ingest":
+    if profile:
         # Sampled for the whole load (warm-up included), as collapsed stacks.
-        profiler = start_profiler(target.process.pid, args.warmup + args.seconds + 2,
-                                  args.profile)
+        profiler = start_profiler(target.process.pid, args.warmup + args.seconds + 2, profile)
     result = await asyncio.to_thread(load_in_processes, name, target.url, args, run)
     if profiler is not None:
         await asyncio.to_thread(profiler.wait)
-    return result, target
+    return result
 
 
 async def bench(args: argparse.Namespace, database_url: str, bootstrap_servers: str) -> None:
+    """Both targets stay up; their measurements alternate, so load from other processes on
+    the machine weighs on both alike."""
     run = uuid.uuid4().hex[:8]
-    bare, process = await measure("bare FastAPI", "bare", {}, args, run)
-    process.stop()
-    before, _ = await stored_and_pending(database_url)
     env = {"LEADRELAY_DATABASE_URL": database_url,
            "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
            "LEADRELAY_KAFKA_TOPIC_PREFIX": f"bench{run}", "LEADRELAY_LOG_LEVEL": "WARNING"}
-    ingest, process = await measure("POST /v1/leads", "ingest", env, args, run)
+    before, _ = await stored_and_pending(database_url)
+    bare_target, ingest_target = await start("bare", {}), await start("ingest", env)
     try:
+        bare, ingest = Measured("bare FastAPI"), Measured("POST /v1/leads")
+        print(f"database: {make_safe(database_url)}; {args.clients} clients in "
+              f"{args.processes} processes; {args.rounds} rounds of {args.warmup:.0f} s "
+              f"warm-up + {args.seconds:.0f} s measured per target")
+        for number in range(args.rounds):
+            bare_round = await measure("bare FastAPI", bare_target, args, f"{run}b{number}")
+            ingest_round = await measure("POST /v1/leads", ingest_target, args,
+                                         f"{run}i{number}",
+                                         args.profile if number == 0 else None)
+            print(f"  round {number + 1}: bare {bare_round.rate:.0f}/s, ingest "
+                  f"{ingest_round.rate:.0f}/s, ratio {ingest_round.rate / bare_round.rate:.2f}")
+            bare.add(bare_round)
+            ingest.add(ingest_round)
         drain_started = time.perf_counter()
         while (state := await stored_and_pending(database_url))[1]:
             if time.perf_counter() - drain_started > 120:
@@ -259,17 +289,15 @@ async def bench(args: argparse.Namespace, database_url: str, bootstrap_servers: 
             await asyncio.sleep(0.05)
         drained = time.perf_counter() - drain_started
     finally:
-        process.stop()
+        bare_target.stop()
+        ingest_target.stop()
     stored = state[0] - before
-    print(f"database: {make_safe(database_url)}; {args.clients} clients in "
-          f"{args.processes} processes, "
-          f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s measured each")
     print(bare.line())
     print(ingest.line())
     print(f"ratio ingest/bare: {ingest.rate / bare.rate:.2f} (target >= 0.5)")
     print(f"outbox: {state[1]} events unpublished {drained:.1f} s after the load ended; "
-          f"{stored} leads stored for {ingest.accepted} answered 202 in the window "
-          "(plus warm-up and the requests that straddle it)")
+          f"{stored} leads stored, {ingest.answered_202} answered 202 (warm-ups included): "
+          f"{'OK' if stored == ingest.answered_202 else 'MISMATCH'}")
 
 
 def make_safe(url: str) -> str:
@@ -298,7 +326,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--processes", type=int, default=2,
                         help="load generator processes sharing the clients")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured, per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating measurements of each target")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--profile", metavar="FILE",
                         help="sample the ingest process with py-spy into FILE (collapsed stacks)")
