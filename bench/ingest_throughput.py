@@ -234,8 +234,9 @@ class Target:
 
 def start_profiler(pid: int, seconds: float, path: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
+        # --gil: only the thread holding the GIL, i.e. where the process spends its CPU.
         ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--duration",
-         str(int(seconds)), "--rate", "200", "--output", path],
+         str(int(seconds)), "--rate", "100", "--gil", "--nonblocking", "--output", path],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
