@@ -96,6 +96,8 @@ class Measured:
     latencies: list[float] = field(default_factory=list)
     answered_202: int = 0
     """Every 202, warm-up and window edges included (each one must be a stored lead)."""
+    cpu_seconds: float = 0.0
+    """CPU time the server process used over the whole load (all its threads)."""
 
     def add(self, other: Measured) -> None:
         self.accepted += other.accepted
@@ -103,6 +105,11 @@ class Measured:
         self.seconds += other.seconds
         self.latencies.extend(other.latencies)
         self.answered_202 += other.answered_202
+        self.cpu_seconds += other.cpu_seconds
+
+    @property
+    def cpu_ms_per_lead(self) -> float:
+        return 1000 * self.cpu_seconds / max(1, self.answered_202)
 
     @property
     def rate(self) -> float:
@@ -116,7 +123,8 @@ class Measured:
     def line(self) -> str:
         return (f"{self.name:<16} {self.rate:9.0f} leads/s   p50 {self.percentile(50):6.1f} ms"
                 f"   p99 {self.percentile(99):6.1f} ms   ({self.accepted} accepted, "
-                f"{self.failed} failed, {self.seconds:.1f} s)")
+                f"{self.failed} failed, {self.seconds:.1f} s), "
+                f"server CPU {self.cpu_ms_per_lead:.2f} ms/lead")
 
 
 def lead_body(run: str, number: int) -> dict[str, Any]:
@@ -232,6 +240,12 @@ class Target:
             self.process.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_profiler(pid: int, seconds: float, path: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         # --gil: only the thread holding the GIL, i.e. where the process spends its CPU.
@@ -254,7 +268,9 @@ async def measure(name: str, target: Target, args: argparse.Namespace, run: str,
     if profile:
         # Sampled for the whole load (warm-up included), as collapsed stacks.
         profiler = start_profiler(target.process.pid, args.warmup + args.seconds + 2, profile)
+    cpu_before = cpu_seconds(target.process.pid)
     result = await asyncio.to_thread(load_in_processes, name, target.url, args, run)
+    result.cpu_seconds = cpu_seconds(target.process.pid) - cpu_before
     if profiler is not None:
         await asyncio.to_thread(profiler.wait)
     return result
@@ -295,7 +311,9 @@ async def bench(args: argparse.Namespace, database_url: str, bootstrap_servers: 
     stored = state[0] - before
     print(bare.line())
     print(ingest.line())
-    print(f"ratio ingest/bare: {ingest.rate / bare.rate:.2f} (target >= 0.5)")
+    print(f"ratio ingest/bare: {ingest.rate / bare.rate:.2f} (target >= 0.5); by server CPU "
+          f"per lead: {bare.cpu_ms_per_lead / ingest.cpu_ms_per_lead:.2f} (less sensitive to "
+          "other load on the machine; PostgreSQL's and the broker's CPU not included)")
     print(f"outbox: {state[1]} events unpublished {drained:.1f} s after the load ended; "
           f"{stored} leads stored, {ingest.answered_202} answered 202 (warm-ups included): "
           f"{'OK' if stored == ingest.answered_202 else 'MISMATCH'}")
