@@ -42,3 +42,21 @@ def require_media_type(request: Request, *accepted: str) -> str:
             slug="unsupported-media-type",
         )
     return found
+
+
+def is_json(media: str) -> bool:
+    """`application/json`, or any `application/<something>+json` (RFC 6839)."""
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def require_json(request: Request) -> None:
+    """`415` unless the request declares a JSON body."""
+    found = media_type(request)
+    if not is_json(found):
+        raise ProblemError(
+            415, "Unsupported media type",
+            f"Send the body as application/json, not {found or 'no content type'}.",
+            slug="unsupported-media-type",
+        )

@@ -16,6 +16,7 @@ from starlette.datastructures import FormData
 
 from services.ingest import service
 from services.ingest.api.dependencies import ContextDep
+from services.ingest.api.route import IngestRoute
 from services.ingest.bodies import read_body, require_media_type
 from services.ingest.fields import canonical_fields, lenient_submission, submission_errors
 from services.ingest.forms import form_fields, is_bot, origin_allowed
@@ -24,7 +25,7 @@ from services.ingest.sources import Source, SourceKey
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["forms"])
+routes = APIRouter(prefix="/v1", tags=["forms"], route_class=IngestRoute)
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

@@ -15,13 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository, service
 from services.ingest.api.dependencies import ContextDep
+from services.ingest.api.route import IngestRoute
 from services.ingest.fields import submission_errors
 from services.ingest.schemas import LeadAccepted, LeadSubmission, LeadView
 from services.ingest.service import Intake
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["leads"])
+routes = APIRouter(prefix="/v1", tags=["leads"], route_class=IngestRoute)
 
 MAX_BATCH = 500
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255)]

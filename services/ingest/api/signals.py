@@ -8,10 +8,11 @@ from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
 
 from services.ingest.api.dependencies import ContextDep
+from services.ingest.api.route import IngestRoute
 from services.ingest.signals import SignalInput, SignalResult, record_signal
 from shared.app import RuntimeDep
 
-routes = APIRouter(prefix="/v1", tags=["signals"])
+routes = APIRouter(prefix="/v1", tags=["signals"], route_class=IngestRoute)
 
 MAX_BATCH = 500
 

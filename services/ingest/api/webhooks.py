@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.ingest import webhooks
 from services.ingest.api.dependencies import ContextDep
+from services.ingest.api.route import IngestRoute
 from services.ingest.bodies import read_body, require_media_type
 from services.ingest.signatures import SignatureError
 from services.ingest.sources import WEBHOOK_KINDS, Source, SourceKey
@@ -23,7 +24,7 @@ from services.ingest.webhooks import DeliveryResult
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["webhooks"])
+routes = APIRouter(prefix="/v1", tags=["webhooks"], route_class=IngestRoute)
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or bad signature; nothing was written"},
