@@ -103,3 +103,34 @@ async def test_a_streamed_body_without_length_is_cut_at_the_limit(
                                    headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
     assert await table_rows(limited, lead) == []
+
+
+async def test_text_no_database_can_store_is_422_on_json_and_dropped_on_lenient_channels(
+    limited: IngestSettings,
+) -> None:
+    """PostgreSQL refuses NUL characters: the JSON API names the field, forms and webhooks
+    drop the character and keep the lead (found by schemathesis)."""
+    zapier = {"Authorization": "Bearer zapier-token-0123456789",
+              "Content-Type": "application/json"}
+    async with running_app(create_app(limited)) as client:
+        nul = await client.post("/v1/leads", content=b'{"email": "n@acme.io", "name": "A\\u0000"}',
+                                headers={"Content-Type": "application/json"})
+        surrogate = await client.post(
+            "/v1/leads/batch", content=b'{"leads": [{"email": "s@acme.io", "source": "\\udbb2"}]}',
+            headers={"Content-Type": "application/json"})
+        latin1 = await client.post("/v1/signals", headers={"Content-Type": "application/json"},
+                                   content='{"email": "é@acme.io"}'.encode("latin-1"))
+        form = await client.post("/v1/forms/contact-form",
+                                 content=b"email=form%40acme.io&name=Fo%00rm",
+                                 headers={"Origin": "https://www.example.com",
+                                          "Content-Type": "application/x-www-form-urlencoded",
+                                          "Accept": "application/json"})
+        webhook = await client.post("/v1/webhooks/zapier", headers=zapier,
+                                    content=b'{"email": "hook@acme.io", "name": "Ho\\u0000ok"}')
+    assert nul.status_code == surrogate.status_code == latin1.status_code == 422
+    assert nul.json()["errors"][0]["field"] == "name"
+    assert surrogate.json()["errors"][0]["field"] == "leads.0.source"
+    assert latin1.json()["errors"][0]["message"].startswith("not UTF-8")
+    assert form.status_code == webhook.status_code == 202, (form.text, webhook.text)
+    names = {row["email"]: row["name"] for row in await table_rows(limited, lead)}
+    assert names == {"form@acme.io": "Form", "hook@acme.io": "Hook"}

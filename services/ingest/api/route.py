@@ -4,8 +4,9 @@ every error answer documented as the problem document it is.
 A route that takes a JSON body refuses anything but `application/json` (or `application/*+json`)
 with `415`, and a body over `LEADRELAY_MAX_BODY_BYTES` (64 KiB; `LEADRELAY_BATCH_MAX_BYTES`,
 1 MiB, for the `.../batch` routes) with `413`, as soon as the declared length or the bytes read
-pass it, before FastAPI parses anything. Forms and webhooks read their bodies themselves
-(`bodies`), with their own limits.
+pass it, before FastAPI parses anything. The body is parsed once, here: text that is not UTF-8
+or that no database stores (NUL, unpaired surrogates) is a `422`, never a database error.
+Forms and webhooks read their bodies themselves (`bodies`), with their own limits.
 
 Each route's OpenAPI lists `413`/`415` when it takes a JSON body, `422` when it has parameters,
 `503` (database down) always, and gives every `4xx`/`5xx` it declares the
@@ -14,14 +15,16 @@ Each route's OpenAPI lists `413`/`415` when it takes a JSON body, `422` when it 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
+from contextlib import suppress
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 
-from services.ingest.bodies import read_body, require_json
+from services.ingest.bodies import parse_json_body, read_body, require_json
 from services.ingest.settings import IngestSettings
 from shared.problems import PROBLEM_MEDIA_TYPE
 
@@ -81,7 +84,10 @@ class IngestRoute(APIRoute):
         async def checked(request: Request) -> Response:
             require_json(request)
             settings: IngestSettings = request.app.state.ingest.settings
-            request._body = await read_body(request, body_limit(settings, path))
+            body = await read_body(request, body_limit(settings, path))
+            request._body = body
+            with suppress(json.JSONDecodeError):
+                request._json = parse_json_body(body)
             return await handler(request)
 
         return checked

@@ -15,10 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from services.ingest import webhooks
 from services.ingest.api.dependencies import ContextDep
 from services.ingest.api.route import IngestRoute
-from services.ingest.bodies import read_body, require_media_type
+from services.ingest.bodies import raw_text, read_body, require_media_type, storable
 from services.ingest.signatures import SignatureError
 from services.ingest.sources import WEBHOOK_KINDS, Source, SourceKey
-from services.ingest.vendors import Delivery, PayloadError
+from services.ingest.vendors import Delivery, Entry, PayloadError
 from services.ingest.vendors.registry import ADAPTERS, MEDIA_TYPES
 from services.ingest.webhooks import DeliveryResult
 from shared.app import RuntimeDep
@@ -77,7 +77,10 @@ async def receive_webhook(
     except SignatureError as error:
         raise ProblemError(401, "Bad signature", str(error), slug="bad-signature") from None
     try:
-        entries = adapter.entries(delivery)
+        entries = [
+            Entry(external_id=storable(entry.external_id), fields=storable(entry.fields))
+            for entry in adapter.entries(delivery)
+        ]
     except PayloadError as error:
         raise ProblemError(422, "Invalid payload", str(error), slug="invalid-payload") from None
     result = await _store(runtime, context, source, entries, body, x_correlation_id)
@@ -86,10 +89,10 @@ async def receive_webhook(
 
 
 async def _store(
-    runtime: RuntimeDep, context: ContextDep, source: Source, entries: list[Any], body: bytes,
+    runtime: RuntimeDep, context: ContextDep, source: Source, entries: list[Entry], body: bytes,
     correlation_id: str | None,
 ) -> DeliveryResult:
-    raw = body.decode(errors="replace")
+    raw = raw_text(body)
     for attempt in (1, 2):
         try:
             async with runtime.db.transaction() as session:
