@@ -24,7 +24,7 @@ from services.ingest.settings import IngestSettings
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ADMIN = "admin-token-for-schemathesis"
-EXAMPLES_PER_OPERATION = 30
+EXAMPLES_PER_OPERATION = 20
 
 
 # schemathesis' strategies draw from `random`, which Hypothesis warns about (an error here).
