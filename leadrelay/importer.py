@@ -118,6 +118,8 @@ def run_import(
         report = import_file(path, source_key, http, admin_token=admin_token, progress=progress)
     except CsvImportError as error:
         print(f"import failed: {error}", file=sys.stderr)
+        print("(re-running the import is safe: rows already imported are skipped)",
+              file=sys.stderr)
         return 2
     finally:
         if own_client:
@@ -172,8 +174,16 @@ def fetch_source(client: httpx.Client, key: str, admin_token: str | None) -> Sou
 
 
 def count_rows(path: Path) -> int:
+    """The data rows of the file, which is read whole first: nothing is sent from a file that
+    is not UTF-8 or not CSV."""
     with _open_csv(path) as file:
-        return max(sum(1 for _ in csv.reader(file)) - 1, 0)
+        reader = csv.reader(file)
+        try:
+            return max(sum(1 for _ in reader) - 1, 0)
+        except UnicodeDecodeError:
+            raise CsvImportError(f"{path} is not UTF-8 (save it as CSV UTF-8)") from None
+        except csv.Error as error:
+            raise CsvImportError(f"{path}, line {reader.line_num}: {error}") from None
 
 
 def _open_csv(path: Path) -> TextIO:
@@ -343,8 +353,9 @@ def print_report(report: ImportReport, out: TextIO) -> None:
         return
     print(f"{report.refused_rows} rows refused:", file=out)
     for error in report.errors[:SHOWN_ERRORS]:
-        where = f"column {error.column!r}" if error.column else (error.field or "row")
-        print(f"  row {error.row}, {where}: {error.message}", file=out)
+        where = f", column {error.column!r}" if error.column else (
+            f", field {error.field!r}" if error.field else "")
+        print(f"  row {error.row}{where}: {error.message}", file=out)
     if len(report.errors) > SHOWN_ERRORS:
         print(f"  ... and {len(report.errors) - SHOWN_ERRORS} more", file=out)
 

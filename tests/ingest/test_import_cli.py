@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 
 from leadrelay.broker import free_port
 from leadrelay.cli import main
-from leadrelay.importer import Progress
+from leadrelay.importer import Columns, Progress, Source, lead_item, run_import
 from services.ingest.app import create_app
 from services.ingest.models import OUTBOX, lead, submission
 from services.ingest.settings import IngestSettings
@@ -101,7 +102,7 @@ def test_import_maps_reports_bad_rows_and_a_rerun_creates_nothing(
     assert "3 rows refused" in first.out
     assert "row 11, column 'Work Email':" in first.out
     assert "row 21, column 'Country':" in first.out
-    assert "row 31, row: 7 values for 6 columns" in first.out
+    assert "row 31: 7 values for 6 columns" in first.out
     assert "ignored columns (no lead field): Notes" in first.out
     assert "imported 501/1104 rows (45%)" in first.err
     assert first.err.endswith("imported 1104/1104 rows (100%)\n")
@@ -144,3 +145,70 @@ def test_progress_redraws_one_line_on_a_terminal() -> None:
         "\rimporting [#######.......................]  25% 50/200 rows"
         "\rimporting [##############################] 100% 200/200 rows\n"
     )
+
+
+class FakeIngest:
+    """An ingest that fails the first batch with 503 and refuses more than 2 items with 413."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict[str, object]]] = []
+        self.calls = 0
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            assert request.url.path == "/v1/sources/crm"
+            return httpx.Response(200, json={"field_mapping": {"CRM Id": "external_id"},
+                                             "defaults": {"source": "crm"}})
+        self.calls += 1
+        leads = json.loads(request.content)["leads"]
+        assert request.headers["x-source-key"] == "crm"
+        if self.calls == 1:
+            return httpx.Response(503, headers={"Retry-After": "0"})
+        if len(leads) > 2:
+            return httpx.Response(413, json={"title": "Body too large"})
+        self.batches.append(leads)
+        return httpx.Response(202, json={"results": [
+            {"index": index, "status": "created", "lead_id": f"id-{index}"}
+            for index in range(len(leads))]})
+
+
+def test_batches_are_retried_and_halved_and_ids_come_from_the_id_column(tmp_path: Path) -> None:
+    file = tmp_path / "crm.csv"
+    file.write_text("CRM Id,Email\n" + "".join(f" c{n} ,lead{n}@acme.io\n" for n in range(5)))
+    fake = FakeIngest()
+    out = io.StringIO()
+    with httpx.Client(transport=httpx.MockTransport(fake.handle), base_url="http://x") as client:
+        code = run_import(file, "crm", ingest_url="http://x", client=client, out=out,
+                          progress=io.StringIO())
+    assert code == 0, out.getvalue()
+    assert "5 rows: 5 created" in out.getvalue()
+    assert [len(batch) for batch in fake.batches] == [2, 1, 2]
+    sent = [item for batch in fake.batches for item in batch]
+    assert [item["external_id"] for item in sent] == [f"c{n}" for n in range(5)]
+    assert {item["source"] for item in sent} == {"crm"}
+
+
+def test_row_ids_hash_the_source_and_values_whatever_the_column_order() -> None:
+    source = Source(key="crm", field_mapping={}, defaults={})
+    other = Source(key="fair", field_mapping={}, defaults={})
+    row = {"Email": "a@acme.io", "Name": "Ada "}
+    columns = Columns.of(list(row), {})
+    same = lead_item({"Name": "Ada", "Email": "a@acme.io"}, columns, source)
+    assert lead_item(row, columns, source)["external_id"] == same["external_id"]
+    assert lead_item(row, columns, other)["external_id"] != same["external_id"]
+    assert lead_item({**row, "Name": "Bob"}, columns, source)["external_id"] != (
+        same["external_id"])
+    assert Columns.of(["E-mail", "Consent Email", "UTM Source"], {}).column_of(
+        "consent.email") == "Consent Email"
+    assert Columns.of(["E-mail", "UTM Source"], {}).column_of("attribution.utm_source") == (
+        "UTM Source")
+
+
+def test_a_file_that_is_not_utf8_sends_nothing(tmp_path: Path) -> None:
+    file = tmp_path / "latin1.csv"
+    file.write_bytes("Email,Name\nzoe@acme.io,Zoë\n".encode("latin-1"))
+    fake = FakeIngest()
+    with httpx.Client(transport=httpx.MockTransport(fake.handle), base_url="http://x") as client:
+        code = run_import(file, "crm", ingest_url="http://x", client=client, out=io.StringIO())
+    assert code == 2
+    assert fake.calls == 0
