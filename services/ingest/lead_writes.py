@@ -38,6 +38,8 @@ class LeadWrites:
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)
     submissions: list[dict[str, Any]] = field(default_factory=list)
     events: list[Envelope] = field(default_factory=list)
+    senders_ids: set[tuple[str, str]] = field(default_factory=set)
+    """(source key, external id) of every submission this group recorded."""
 
     async def load(self, session: AsyncSession, emails: Sequence[str]) -> None:
         """Read (and lock) the leads of `emails` this group has not seen yet."""
@@ -66,6 +68,12 @@ class LeadWrites:
 
     def record(self, values: dict[str, Any]) -> None:
         self.submissions.append(values)
+        if values["source_key"] is not None and values["external_id"] is not None:
+            self.senders_ids.add((values["source_key"], values["external_id"]))
+
+    def has_submission(self, source_key: str, external_id: str) -> bool:
+        """A submission with this sender's id is queued (the database cannot see it yet)."""
+        return (source_key, external_id) in self.senders_ids
 
     def publish(self, event: Envelope) -> None:
         self.events.append(event)

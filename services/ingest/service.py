@@ -164,6 +164,14 @@ async def _submit_in_group(
     return LeadAccepted(lead_id=lead_id, status="merged")
 
 
+async def submission_known(session: AsyncSession, source_key: str, external_id: str) -> bool:
+    """A submission with this sender's id exists, or is queued in this session's group."""
+    writes = lead_writes(session)
+    if writes is not None and writes.has_submission(source_key, external_id):
+        return True
+    return await repository.submission_exists(session, source_key, external_id)
+
+
 async def record_unmatched(session: AsyncSession, context: IngestContext, intake: Intake) -> None:
     """Keep a submission that names no lead (no usable email), for audit and replay."""
     await _record(session, context, None, {}, intake)

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest import service
+from services.ingest import batches, service
 from services.ingest.idempotency import IdempotentRequests
 from services.ingest.lead_writes import group_hooks
 from services.ingest.models import OUTBOX, lead, submission
@@ -275,3 +275,31 @@ async def test_two_instances_store_each_email_once(instances: Callable[[], Insta
     for lead_events in (await events_by_lead(first.db)).values():
         types = [event["type"] for event in lead_events]
         assert types[0] == "lead.received" and "lead.received" not in types[1:]
+
+
+async def test_batches_in_one_group_see_each_others_external_ids(
+    instances: Callable[[], Instance],
+) -> None:
+    writer = instances()
+    await asyncio.sleep(0)
+    intake = service.Intake(channel="batch", source_key="crm")
+
+    def batch_unit(items: list[dict[str, Any]]) -> Any:
+        async def work(session: AsyncSession) -> Any:
+            return await batches.submit_batch(session, writer.context, items, intake)
+        return work
+
+    first = [{"email": "x1@acme.io", "external_id": "row-1"},
+             {"email": "x2@acme.io", "external_id": "row-2"},
+             {"email": "x1@acme.io", "name": "X", "external_id": "row-1"}]
+    second = [{"email": "x2@acme.io", "name": "Two", "external_id": "row-2"},
+              {"email": "x3@acme.io", "external_id": "row-3"}]
+    answers = await asyncio.gather(*[asyncio.create_task(writer.writes.run(batch_unit(items)))
+                                     for items in (first, second)])
+
+    assert writer.writes.largest_group == 2 and writer.writes.fallbacks == 0
+    assert [[item.status for item in answer] for answer in answers] == [
+        ["created", "created", "duplicate"], ["duplicate", "created"]]
+    assert len(await rows(writer.db, submission)) == 3
+    assert {row["email"]: row["name"] for row in await rows(writer.db, lead)} == {
+        "x1@acme.io": None, "x2@acme.io": None, "x3@acme.io": None}

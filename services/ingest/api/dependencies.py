@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
@@ -35,3 +35,6 @@ def require_admin(
 
 
 AdminDep = Depends(require_admin)
+ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "The admin bearer token is missing or wrong"}
+}

@@ -16,7 +16,8 @@ from starlette.datastructures import FormData
 
 from services.ingest import service
 from services.ingest.api.dependencies import ContextDep
-from services.ingest.bodies import read_body, require_media_type
+from services.ingest.api.route import IngestRoute
+from services.ingest.bodies import raw_text, read_body, require_media_type, storable
 from services.ingest.fields import canonical_fields, lenient_submission, submission_errors
 from services.ingest.forms import form_fields, is_bot, origin_allowed
 from services.ingest.service import Intake
@@ -24,7 +25,7 @@ from services.ingest.sources import Source, SourceKey
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["forms"])
+routes = APIRouter(prefix="/v1", tags=["forms"], route_class=IngestRoute)
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -106,7 +107,7 @@ async def receive_form(
         raise ProblemError(422, "Invalid request", "The form has invalid or missing fields.",
                            slug="invalid-request", errors=submission_errors(error),
                            headers=_cors(source, origin)) from None
-    intake = Intake(channel="form", source_key=source.key, raw=body.decode(errors="replace"),
+    intake = Intake(channel="form", source_key=source.key, raw=raw_text(body),
                     defaults=source.tag_defaults())
     async with runtime.db.transaction() as session:
         accepted = await service.submit_lead(session, context, submission, intake)
@@ -114,7 +115,7 @@ async def receive_form(
     return _answer(source, origin, wants_json, accepted.model_dump())
 
 
-async def _parse(request: Request, media: str, body: bytes) -> dict[str, Any]:
+async def _read_fields(request: Request, media: str, body: bytes) -> dict[str, Any]:
     if media == "application/x-www-form-urlencoded":
         try:
             return dict(parse_qsl(body.decode(), keep_blank_values=True))
@@ -127,6 +128,12 @@ async def _parse(request: Request, media: str, body: bytes) -> dict[str, Any]:
         raise ProblemError(422, "Invalid request", "The multipart body cannot be read.") from error
     fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
     await form.close()
+    return fields
+
+
+async def _parse(request: Request, media: str, body: bytes) -> dict[str, Any]:
+    """The form's fields, without the characters a database cannot store (NUL...)."""
+    fields: dict[str, Any] = storable(await _read_fields(request, media, body))
     return fields
 
 

@@ -9,9 +9,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.api.dependencies import ContextDep
+from services.ingest.api.route import IngestRoute
 from services.ingest.signals import SignalInput, SignalResult, record_signal
 
-routes = APIRouter(prefix="/v1", tags=["signals"])
+routes = APIRouter(prefix="/v1", tags=["signals"], route_class=IngestRoute)
 
 MAX_BATCH = 500
 
