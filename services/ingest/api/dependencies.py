@@ -11,7 +11,8 @@ from services.ingest.service import IngestContext
 from shared.problems import ProblemError
 
 
-def ingest_context(request: Request) -> IngestContext:
+async def ingest_context(request: Request) -> IngestContext:
+    # async: FastAPI would run a plain function in its thread pool, a thread hop per request.
     context: IngestContext = request.app.state.ingest
     return context
 
