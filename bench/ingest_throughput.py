@@ -1,18 +1,22 @@
 """Ingest throughput: leads/s and latency of `POST /v1/leads` against a bare FastAPI endpoint.
 
-Both targets run the same way, one after the other in the same run: a uvicorn process (one
-worker, the settings `leadrelay serve` uses) on a free 127.0.0.1 port, loaded by a bounded
-number of concurrent httpx clients, each posting one lead at a time for a fixed duration
-after a warm-up. The bare target is a FastAPI endpoint that validates the same JSON into a
-plain pydantic model and answers 202; the ingest target is the real service with its
+Both targets run the same way in the same run: a uvicorn process each (one worker, the
+settings `leadrelay serve` uses) on a free 127.0.0.1 port, loaded by a bounded number of
+concurrent httpx clients (spread over a few generator processes, since one httpx process
+cannot keep up with bare FastAPI), each posting one lead at a time. Both processes stay up and
+their measurements alternate in rounds (warm-up, then a fixed measured window), so load from
+other processes on the machine weighs on both alike. The bare target validates the same JSON
+into a plain pydantic model and answers 202; the ingest target is the real service with its
 database (SQLite file by default), the outbox, the relay and the embedded broker running.
-Printed: leads/s, p50 and p99 of each, the ratio ingest/bare (target >= 0.5), and for ingest
-the time the relay took to publish the backlog and a check that every 202 is a stored lead.
+Printed: leads/s, p50 and p99 of each, the ratio ingest/bare (target >= 0.5), the server
+process's CPU time per lead and the ratio by that measure (what a dedicated core would give),
+how long the relay took to publish the backlog, and a check that every 202 is a stored lead.
+`--profile FILE` samples the ingest process with py-spy (collapsed stacks).
 
     python bench/ingest_throughput.py                          # SQLite file
     python bench/ingest_throughput.py --postgres               # throwaway database on :5432
     python bench/ingest_throughput.py --database-url postgresql://postgres@host/db
-    python bench/ingest_throughput.py --clients 64 --seconds 15
+    python bench/ingest_throughput.py --clients 64 --rounds 5 --seconds 5
 """
 
 from __future__ import annotations
