@@ -81,7 +81,10 @@ class LeadWrites:
     async def flush(self, session: AsyncSession) -> None:
         """Send everything queued, in an order the foreign keys accept."""
         if self.new:
-            await repository.insert_leads(session, list(self.new.values()))
+            # In email order, as the leads are locked: two processes inserting the same new
+            # emails then wait on each other in one order instead of deadlocking.
+            await repository.insert_leads(
+                session, sorted(self.new.values(), key=lambda row: str(row["email"])))
         if self.changed:
             await repository.update_leads(session, list(self.changed.values()))
         if self.submissions:
