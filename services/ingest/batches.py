@@ -38,6 +38,7 @@ async def submit_batch(
 ) -> list[BatchItemResult]:
     results = []
     scope = intake.source_key or DEFAULT_SCOPE
+    seen: set[str] = set()
     for index, item in enumerate(items):
         external_id = item.get("external_id")
         if external_id is not None and not _valid_external_id(external_id):
@@ -46,7 +47,9 @@ async def submit_batch(
                 "message": f"a text of 1 to {MAX_EXTERNAL_ID} characters",
             }]))
             continue
-        if external_id and await service.submission_known(session, scope, external_id):
+        if external_id and (external_id in seen or await service.submission_known(
+            session, scope, external_id
+        )):
             results.append(BatchItemResult(index=index, status="duplicate"))
             continue
         try:
@@ -55,8 +58,10 @@ async def submit_batch(
             results.append(BatchItemResult(index=index, status="invalid",
                                            errors=submission_errors(error)))
             continue
-        item_intake = replace(intake, source_key=scope, external_id=external_id) if (
-            external_id) else intake
+        item_intake = intake
+        if external_id:
+            seen.add(external_id)
+            item_intake = replace(intake, source_key=scope, external_id=external_id)
         accepted = await service.submit_lead(session, context, submission, item_intake)
         results.append(BatchItemResult(index=index, status=accepted.status,
                                        lead_id=accepted.lead_id))

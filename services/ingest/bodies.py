@@ -1,4 +1,5 @@
-"""Reading request bodies within a size limit, and refusing content types we do not read."""
+"""Reading request bodies within a size limit, refusing content types we do not read, and
+keeping out text no database can store (NUL characters, unpaired surrogates)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 from fastapi import Request
 
 from shared.problems import ProblemError
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""NUL (PostgreSQL refuses it in text and JSON) and unpaired surrogates (not UTF-8)."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -67,7 +71,6 @@ def require_json(request: Request) -> None:
         )
 
 
-
 def parse_json_body(body: bytes) -> Any:
     """The JSON document in `body`.
 
@@ -89,9 +92,6 @@ def parse_json_body(body: bytes) -> Any:
             for path in unstorable[:20]
         ])
     return document
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _unstorable_paths(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:

@@ -34,8 +34,10 @@ KILL_AFTER = (500, 1200)
 
 
 @pytest.fixture
-def ingest(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[tuple[ServiceProcess, str, str]]:
-    database_url = f"sqlite+aiosqlite:///{tmp_path / 'ingest.db'}"
+def ingest(
+    broker: EmbeddedBroker, tmp_path: Path, database_url: str
+) -> Iterator[tuple[ServiceProcess, str, str]]:
+    """ingest as a real process, on an SQLite file or a throwaway PostgreSQL database."""
     migrate("ingest", database_url)
     topic_prefix = f"icrash{tmp_path.name[-6:]}"
     process = ServiceProcess("ingest", free_port(), {

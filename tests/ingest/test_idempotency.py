@@ -81,7 +81,8 @@ async def test_batch_items_with_a_known_external_id_are_duplicates(
              {"email": "ext3@acme.io", "external_id": 3}]
     crm = {"X-Source-Key": "crm"}
     async with running_app(create_app(settings)) as client:
-        first = await client.post("/v1/leads/batch", json={"leads": leads}, headers=crm)
+        first = await client.post("/v1/leads/batch", headers=crm, json={"leads": [
+            *leads, {"email": "other@acme.io", "external_id": "row-1"}]})
         racing = await asyncio.gather(*[
             client.post("/v1/leads/batch", json={"leads": leads[:2]}, headers=crm)
             for _ in range(4)
@@ -92,7 +93,7 @@ async def test_batch_items_with_a_known_external_id_are_duplicates(
         events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 3)
     assert first.status_code == 202, first.text
     assert [item["status"] for item in first.json()["results"]] == [
-        "created", "created", "invalid"]
+        "created", "created", "invalid", "duplicate"]
     assert first.json()["results"][2]["errors"][0]["field"] == "external_id"
     for answer in racing:
         assert answer.status_code == 202, answer.text

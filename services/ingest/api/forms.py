@@ -6,12 +6,12 @@ Answers `303` to the form's thank-you page, or JSON when the page posts with
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
 from services.ingest import service
@@ -28,6 +28,13 @@ from shared.problems import ProblemError
 routes = APIRouter(prefix="/v1", tags=["forms"], route_class=IngestRoute)
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class FormAnswer(BaseModel):
+    """The JSON answer: the stored lead, or only `received` for a post the honeypot caught."""
+
+    status: Literal["created", "merged", "unchanged", "received"]
+    lead_id: str | None = None
 
 
 async def _form_source(runtime: RuntimeDep, context: ContextDep, key: str) -> Source:
@@ -62,9 +69,11 @@ async def preflight(
 @routes.post(
     "/forms/{form_key}",
     status_code=303,
+    response_class=RedirectResponse,
     summary="Receive an HTML form post",
     responses={
-        202: {"description": "Stored (when the page asks for JSON)"},
+        202: {"description": "Stored (when the page asks for JSON, or has no thank-you page)",
+              "model": FormAnswer},
         303: {"description": "Stored; go to the thank-you page"},
         403: {"description": "Origin not in the form's allow-list"},
         404: {"description": "No form has this key"},

@@ -10,7 +10,8 @@ Forms and webhooks read their bodies themselves (`bodies`), with their own limit
 
 Each route's OpenAPI lists `413`/`415` when it takes a JSON body, `422` when it has parameters,
 `503` (database down) always, and gives every `4xx`/`5xx` it declares the
-`application/problem+json` schema, so what a client gets is what the document says.
+`application/problem+json` schema (and `Retry-After` to `429` and `503`), so what a client gets
+is what the document says.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
 }
+RETRY_AFTER: dict[str, Any] = {
+    "description": "Seconds to wait before trying again", "schema": {"type": "integer"},
+    "required": True,
+}
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
@@ -71,7 +76,7 @@ class IngestRoute(APIRoute):
             declared.setdefault(422, {"description": "Invalid fields, one entry per field"})
         declared.setdefault(503, {"description": "Database unreachable; retry after Retry-After"})
         self.responses = {
-            status: _as_problem(response) if str(status)[0] in "45" else response
+            status: _as_problem(status, response) if str(status)[0] in "45" else response
             for status, response in declared.items()
         }
 
@@ -93,7 +98,10 @@ class IngestRoute(APIRoute):
         return checked
 
 
-def _as_problem(response: dict[str, Any]) -> dict[str, Any]:
+def _as_problem(status: int | str, response: dict[str, Any]) -> dict[str, Any]:
+    if str(status) in {"429", "503"}:
+        response = {**response, "headers": {"Retry-After": RETRY_AFTER, **response.get(
+            "headers", {})}}
     if "content" in response or "model" in response:
         return response
     return {**response, "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}}}
