@@ -4,6 +4,7 @@
     leadrelay demo               a demo team, sample leads, routing printed as it happens
     leadrelay serve SERVICE      one service in the foreground (production)
     leadrelay migrate [SERVICE]  apply database migrations
+    leadrelay import FILE.csv --source KEY   bulk import of leads through ingest's API
     leadrelay broker             the embedded broker alone
 """
 
@@ -67,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("services", nargs="*", metavar="SERVICE", help=", ".join(SERVICES))
     migrate.set_defaults(run=_migrate)
 
+    imports = commands.add_parser(
+        "import", help="bulk import leads from a CSV file through ingest's API (safe to re-run)")
+    imports.add_argument("file", type=Path, metavar="FILE.csv", help="UTF-8, with a header row")
+    imports.add_argument("--source", required=True, metavar="KEY",
+                         help="the ingest source the leads come from (its field mapping is used)")
+    imports.add_argument("--ingest-url", default=f"http://127.0.0.1:{SERVICES['ingest'].port}")
+    imports.add_argument("--admin-token", default=None,
+                         help="to read the source (default: LEADRELAY_ADMIN_TOKEN, or the "
+                              "token `leadrelay up` wrote in the data directory)")
+    imports.add_argument("--errors", type=Path, default=None, metavar="FILE.csv",
+                         help="also write the refused rows (row, column, field, message) here")
+    imports.set_defaults(run=_import)
+
     broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker")
     broker.add_argument("--port", type=int, default=EMBEDDED_BROKER_PORT)
     broker.set_defaults(run=_broker)
@@ -127,6 +141,17 @@ def _demo(args: argparse.Namespace) -> int:
     asyncio.run(run_demo(args.ingest_url, args.router_url, receiver_port=args.receiver_port,
                          admin_token=token))
     return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from leadrelay.importer import run_import
+
+    token = args.admin_token or os.environ.get("LEADRELAY_ADMIN_TOKEN")
+    written = Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR)) / "admin-token"
+    if token is None and written.exists():
+        token = written.read_text().strip()
+    return run_import(args.file, args.source, ingest_url=args.ingest_url, admin_token=token,
+                      errors_path=args.errors)
 
 
 def _admin_token(data_dir: Path) -> str:

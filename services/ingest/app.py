@@ -7,6 +7,7 @@ from fastapi import FastAPI
 import services.ingest
 from services.ingest import api
 from services.ingest.idempotency import IdempotentRequests
+from services.ingest.lead_writes import group_hooks
 from services.ingest.models import INBOX, OUTBOX
 from services.ingest.retention import SubmissionRetention
 from services.ingest.service import FormLimits, IngestContext
@@ -14,6 +15,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.sources import SourceRegistry, load_sources_file
 from shared.app import service_app
 from shared.clock import Clock
+from shared.group_commit import GroupCommit
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
 
@@ -30,11 +32,15 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
             publish_topic=config.topics.leads,
             clock=clock,
         )
+        begin_group, end_group = group_hooks(built.outbox)
+        writes = GroupCommit(built.db, after_commit=built.outbox.wake_relay,
+                             prepare=begin_group, finish=end_group)
         context = IngestContext(
             outbox=built.outbox, clock=built.clock, settings=config,
             sources=SourceRegistry(file_sources), form_limits=FormLimits.of(config),
-            idempotency=IdempotentRequests(built.db, built.clock),
+            idempotency=IdempotentRequests(built.db, built.clock, writes), writes=writes,
         )
+        built.add_loop("group-commit", writes.run_writer)
         built.add_loop("submission-retention", SubmissionRetention(built.db, context).run)
         app.state.ingest = context
         return built

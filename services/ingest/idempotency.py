@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.ingest import repository
 from shared.clock import Clock
 from shared.db import Database
+from shared.group_commit import GroupCommit
 from shared.problems import ProblemError
 
 Work = Callable[[AsyncSession], Awaitable[tuple[int, Any]]]
@@ -36,15 +37,20 @@ def body_hash(body: bytes) -> str:
 
 
 class IdempotentRequests:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    """Runs a request's work (through `writes`, a group commit) under its Idempotency-Key."""
+
+    def __init__(self, db: Database, clock: Clock, writes: GroupCommit | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.writes = writes or GroupCommit(db)
         self._in_flight: set[tuple[str, str]] = set()
 
-    async def run(self, scope: str, key: str | None, body: bytes, work: Work) -> tuple[int, Any]:
+    async def run(
+        self, scope: str, key: str | None, body: bytes, work: Work, *, hint: Any = None
+    ) -> tuple[int, Any]:
+        """`hint`: what the work touches, for the group commit to read ahead."""
         if key is None:
-            async with self.db.transaction() as session:
-                return await work(session)
+            return await self.writes.run(work, hint)
         if (scope, key) in self._in_flight:
             raise ProblemError(409, "Request in flight",
                                "A request with this Idempotency-Key is still being processed.",
@@ -54,14 +60,17 @@ class IdempotentRequests:
         if replay is not None:
             return replay
         self._in_flight.add((scope, key))
-        try:
-            async with self.db.transaction() as session:
-                status_code, answer = await work(session)
-                await repository.save_idempotent_response(
-                    session, scope=scope, key=key, request_hash=digest,
-                    status_code=status_code, response=answer, now=self.clock.now(),
-                )
+
+        async def work_and_answer(session: AsyncSession) -> tuple[int, Any]:
+            status_code, answer = await work(session)
+            await repository.save_idempotent_response(
+                session, scope=scope, key=key, request_hash=digest,
+                status_code=status_code, response=answer, now=self.clock.now(),
+            )
             return status_code, answer
+
+        try:
+            return await self.writes.run(work_and_answer, hint)
         except IntegrityError:
             replay = await self._replay(scope, key, digest)
             if replay is None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import CursorResult, Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,8 +27,36 @@ async def find_lead_by_email_for_update(session: AsyncSession, email: str) -> Ro
     return result.mappings().first()
 
 
+async def find_leads_by_email_for_update(
+    session: AsyncSession, emails: Sequence[str]
+) -> dict[str, RowMapping]:
+    """The leads of `emails` that exist, by email, locked in email order."""
+    result = await session.execute(
+        select(lead).where(lead.c.email.in_(emails)).order_by(lead.c.email).with_for_update()
+    )
+    return {row["email"]: row for row in result.mappings().all()}
+
+
 async def insert_lead(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(lead).values(**values))
+
+
+async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert several leads in one statement (every row gets every column)."""
+    await session.execute(insert(lead), [_full_row(row) for row in rows])
+
+
+async def update_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write the whole current state of several leads in one statement."""
+    columns = [column.name for column in lead.c if column.name not in {"id", "created_at"}]
+    await session.execute(
+        update(lead).where(lead.c.id == bindparam("lead_id")),
+        [{**{name: row.get(name) for name in columns}, "lead_id": row["id"]} for row in rows],
+    )
+
+
+def _full_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {column.name: row.get(column.name) for column in lead.c}
 
 
 async def update_lead(session: AsyncSession, lead_id: str, values: Mapping[str, Any]) -> None:
@@ -52,6 +80,16 @@ async def record_submission(
             payload=dict(payload), raw=raw, received_at=received_at,
         )
     )
+
+
+async def record_submissions(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert several submissions (the keyword arguments of `record_submission`) at once."""
+    await session.execute(insert(submission), [
+        {"lead_id": row["lead_id"], "channel": row["channel"], "source_key": row["source_key"],
+         "external_id": row["external_id"], "payload": dict(row["payload"]), "raw": row["raw"],
+         "received_at": row["received_at"]}
+        for row in rows
+    ])
 
 
 async def submission_exists(session: AsyncSession, source_key: str, external_id: str) -> bool:

@@ -2,6 +2,9 @@
 
 Functions here take the caller's session and never commit: the HTTP endpoint owns the
 transaction, so the lead, the raw submission and the outbox event commit together or not at all.
+The JSON endpoints run them through `IngestContext.writes` (`shared.group_commit`): the work of
+concurrent requests shares one transaction, applied in arrival order, so two submissions of
+one email in a group merge as they would one after the other.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository
 from services.ingest.idempotency import IdempotentRequests
+from services.ingest.lead_writes import LeadWrites, lead_writes
 from services.ingest.merge import merge_profile
 from services.ingest.rate_limits import RateLimiter
 from services.ingest.schemas import LeadAccepted, LeadSubmission
@@ -30,6 +34,7 @@ from shared.events import (
     LeadUpdated,
     LeadUpdatedData,
 )
+from shared.group_commit import GroupCommit
 from shared.outbox import Outbox
 
 PRODUCER = "ingest"
@@ -74,6 +79,8 @@ class IngestContext:
     sources: SourceRegistry
     form_limits: FormLimits
     idempotency: IdempotentRequests
+    writes: GroupCommit
+    """Where the write endpoints run their work: in groups, one commit per group."""
 
 
 def profile_of(row: Mapping[str, Any]) -> LeadProfile:
@@ -92,6 +99,10 @@ async def submit_lead(
     incoming = submission.profile(**_defaults(intake))
     if incoming.get("consent") and incoming["consent"].get("given_at") is None:
         incoming["consent"]["given_at"] = now.isoformat()
+    writes = lead_writes(session)
+    if writes is not None:
+        return await _submit_in_group(session, context, writes, submission.email, incoming,
+                                      intake)
     existing = await repository.find_lead_by_email_for_update(session, submission.email)
     if existing is None:
         lead_id = new_id()
@@ -122,6 +133,45 @@ async def submit_lead(
     return await _merge_into(session, context, existing, incoming, intake)
 
 
+async def _submit_in_group(
+    session: AsyncSession, context: IngestContext, writes: LeadWrites, email: str,
+    incoming: dict[str, Any], intake: Intake,
+) -> LeadAccepted:
+    """`submit_lead` within a group: decided in memory, written at the group's end."""
+    now = context.clock.now()
+    current = await writes.lead(session, email)
+    if current is None:
+        lead_id = new_id()
+        values = {"demo_requested": False, **merge_profile({}, incoming)}
+        writes.create({**values, "id": lead_id, "created_at": now, "updated_at": now})
+        await _record(session, context, lead_id, incoming, intake)
+        writes.publish(LeadReceived(
+            producer=PRODUCER, lead_id=lead_id, correlation_id=intake.correlation_id,
+            occurred_at=now, data=LeadReceivedData(lead=profile_of(values)),
+        ))
+        return LeadAccepted(lead_id=lead_id, status="created")
+    lead_id = current["id"]
+    await _record(session, context, lead_id, incoming, intake)
+    changes = merge_profile(current, incoming)
+    if not changes:
+        return LeadAccepted(lead_id=lead_id, status="unchanged")
+    writes.change(current, {**changes, "updated_at": now})
+    writes.publish(LeadUpdated(
+        producer=PRODUCER, lead_id=lead_id, correlation_id=intake.correlation_id,
+        occurred_at=now,
+        data=LeadUpdatedData(lead=profile_of(current), changed_fields=sorted(changes)),
+    ))
+    return LeadAccepted(lead_id=lead_id, status="merged")
+
+
+async def submission_known(session: AsyncSession, source_key: str, external_id: str) -> bool:
+    """A submission with this sender's id exists, or is queued in this session's group."""
+    writes = lead_writes(session)
+    if writes is not None and writes.has_submission(source_key, external_id):
+        return True
+    return await repository.submission_exists(session, source_key, external_id)
+
+
 async def record_unmatched(session: AsyncSession, context: IngestContext, intake: Intake) -> None:
     """Keep a submission that names no lead (no usable email), for audit and replay."""
     await _record(session, context, None, {}, intake)
@@ -141,16 +191,16 @@ async def _record(
     session: AsyncSession, context: IngestContext, lead_id: str | None,
     incoming: Mapping[str, Any], intake: Intake,
 ) -> None:
-    await repository.record_submission(
-        session,
-        lead_id=lead_id,
-        channel=intake.channel,
-        source_key=intake.source_key,
-        external_id=intake.external_id,
-        payload=incoming,
-        raw=intake.raw,
-        received_at=context.clock.now(),
-    )
+    row: dict[str, Any] = {
+        "lead_id": lead_id, "channel": intake.channel, "source_key": intake.source_key,
+        "external_id": intake.external_id, "payload": incoming, "raw": intake.raw,
+        "received_at": context.clock.now(),
+    }
+    writes = lead_writes(session)
+    if writes is not None:
+        writes.record(row)
+    else:
+        await repository.record_submission(session, **row)
 
 
 async def _merge_into(

@@ -17,7 +17,10 @@ class IngestSettings(ServiceSettings):
 
     port: int = Field(default=INGEST_PORT, ge=0, le=65535)
     max_body_bytes: int = Field(
-        default=1024 * 1024, ge=1024, description="Largest JSON API body (a full batch)"
+        default=64 * 1024, ge=1024, description="Largest JSON body of a single-item route"
+    )
+    batch_max_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest JSON body of a `.../batch` route"
     )
     form_max_bytes: int = Field(default=16 * 1024, ge=1024, description="Largest form post")
     webhook_max_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest webhook")

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest import repository, service
+from services.ingest import lead_writes, repository, service
 from services.ingest.normalise import normalise_email
 from services.ingest.schemas import LeadSubmission
 from services.ingest.service import IngestContext, Intake
@@ -83,6 +83,7 @@ async def record_signal(
     at = signal.occurred_at or context.clock.now()
     lead_created = False
     if signal.lead_id:
+        await lead_writes.flush(session)
         row = await repository.find_lead(session, signal.lead_id)
         if row is None:
             raise ProblemError(404, "Lead not found", f"No lead has the id {signal.lead_id!r}.")
@@ -103,6 +104,7 @@ async def record_signal(
             url=signal.url, properties=signal.properties,
         ),
     )
+    await lead_writes.flush(session)  # the lead's own event first, then the signal's
     try:
         async with session.begin_nested():
             await context.outbox.add(session, event)

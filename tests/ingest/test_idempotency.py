@@ -71,3 +71,36 @@ async def test_batch_gives_per_item_results(settings: IngestSettings) -> None:
     assert too_many.status_code == 422
     assert len(await table_rows(settings, lead)) == 1
     assert len(await table_rows(settings, submission)) == 2
+
+
+async def test_batch_items_with_a_known_external_id_are_duplicates(
+    settings: IngestSettings,
+) -> None:
+    leads = [{"email": "ext1@acme.io", "external_id": "row-1"},
+             {"email": "ext2@acme.io", "external_id": "row-2", "name": "Two"},
+             {"email": "ext3@acme.io", "external_id": 3}]
+    crm = {"X-Source-Key": "crm"}
+    async with running_app(create_app(settings)) as client:
+        first = await client.post("/v1/leads/batch", headers=crm, json={"leads": [
+            *leads, {"email": "other@acme.io", "external_id": "row-1"}]})
+        racing = await asyncio.gather(*[
+            client.post("/v1/leads/batch", json={"leads": leads[:2]}, headers=crm)
+            for _ in range(4)
+        ])
+        other_source = await client.post("/v1/leads/batch", json={"leads": leads[:1]})
+        changed = await client.post("/v1/leads/batch", headers=crm, json={"leads": [
+            {"email": "ext2@acme.io", "external_id": "row-2b", "name": "Deux"}]})
+        events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 3)
+    assert first.status_code == 202, first.text
+    assert [item["status"] for item in first.json()["results"]] == [
+        "created", "created", "invalid", "duplicate"]
+    assert first.json()["results"][2]["errors"][0]["field"] == "external_id"
+    for answer in racing:
+        assert answer.status_code == 202, answer.text
+        assert [item["status"] for item in answer.json()["results"]] == ["duplicate"] * 2
+    assert other_source.json()["results"][0]["status"] == "unchanged"
+    assert changed.json()["results"][0]["status"] == "merged"
+    assert [event["type"] for event in events] == ["lead.received"] * 2 + ["lead.updated"]
+    rows = await table_rows(settings, submission)
+    assert sorted((row["source_key"], row["external_id"]) for row in rows) == [
+        ("api", "row-1"), ("crm", "row-1"), ("crm", "row-2"), ("crm", "row-2b")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
@@ -11,7 +11,8 @@ from services.ingest.service import IngestContext
 from shared.problems import ProblemError
 
 
-def ingest_context(request: Request) -> IngestContext:
+async def ingest_context(request: Request) -> IngestContext:
+    # async: FastAPI would run a plain function in its thread pool, a thread hop per request.
     context: IngestContext = request.app.state.ingest
     return context
 
@@ -35,3 +36,6 @@ def require_admin(
 
 
 AdminDep = Depends(require_admin)
+ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "The admin bearer token is missing or wrong"}
+}

@@ -6,17 +6,18 @@ Answers `303` to the form's thank-you page, or JSON when the page posts with
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
 from services.ingest import service
 from services.ingest.api.dependencies import ContextDep
-from services.ingest.bodies import read_body, require_media_type
+from services.ingest.api.route import IngestRoute
+from services.ingest.bodies import raw_text, read_body, require_media_type, storable
 from services.ingest.fields import canonical_fields, lenient_submission, submission_errors
 from services.ingest.forms import form_fields, is_bot, origin_allowed
 from services.ingest.service import Intake
@@ -24,9 +25,16 @@ from services.ingest.sources import Source, SourceKey
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["forms"])
+routes = APIRouter(prefix="/v1", tags=["forms"], route_class=IngestRoute)
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class FormAnswer(BaseModel):
+    """The JSON answer: the stored lead, or only `received` for a post the honeypot caught."""
+
+    status: Literal["created", "merged", "unchanged", "received"]
+    lead_id: str | None = None
 
 
 async def _form_source(runtime: RuntimeDep, context: ContextDep, key: str) -> Source:
@@ -61,9 +69,11 @@ async def preflight(
 @routes.post(
     "/forms/{form_key}",
     status_code=303,
+    response_class=RedirectResponse,
     summary="Receive an HTML form post",
     responses={
-        202: {"description": "Stored (when the page asks for JSON)"},
+        202: {"description": "Stored (when the page asks for JSON, or has no thank-you page)",
+              "model": FormAnswer},
         303: {"description": "Stored; go to the thank-you page"},
         403: {"description": "Origin not in the form's allow-list"},
         404: {"description": "No form has this key"},
@@ -106,7 +116,7 @@ async def receive_form(
         raise ProblemError(422, "Invalid request", "The form has invalid or missing fields.",
                            slug="invalid-request", errors=submission_errors(error),
                            headers=_cors(source, origin)) from None
-    intake = Intake(channel="form", source_key=source.key, raw=body.decode(errors="replace"),
+    intake = Intake(channel="form", source_key=source.key, raw=raw_text(body),
                     defaults=source.tag_defaults())
     async with runtime.db.transaction() as session:
         accepted = await service.submit_lead(session, context, submission, intake)
@@ -114,7 +124,7 @@ async def receive_form(
     return _answer(source, origin, wants_json, accepted.model_dump())
 
 
-async def _parse(request: Request, media: str, body: bytes) -> dict[str, Any]:
+async def _read_fields(request: Request, media: str, body: bytes) -> dict[str, Any]:
     if media == "application/x-www-form-urlencoded":
         try:
             return dict(parse_qsl(body.decode(), keep_blank_values=True))
@@ -127,6 +137,12 @@ async def _parse(request: Request, media: str, body: bytes) -> dict[str, Any]:
         raise ProblemError(422, "Invalid request", "The multipart body cannot be read.") from error
     fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
     await form.close()
+    return fields
+
+
+async def _parse(request: Request, media: str, body: bytes) -> dict[str, Any]:
+    """The form's fields, without the characters a database cannot store (NUL...)."""
+    fields: dict[str, Any] = storable(await _read_fields(request, media, body))
     return fields
 
 

@@ -6,22 +6,24 @@ Both posts take an optional `Idempotency-Key` (see `idempotency`), scoped by the
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest import repository, service
+from services.ingest import batches, repository, service
 from services.ingest.api.dependencies import ContextDep
-from services.ingest.fields import submission_errors
+from services.ingest.api.route import IngestRoute
+from services.ingest.batches import BatchItemResult
 from services.ingest.schemas import LeadAccepted, LeadSubmission, LeadView
 from services.ingest.service import Intake
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["leads"])
+routes = APIRouter(prefix="/v1", tags=["leads"], route_class=IngestRoute)
 
 MAX_BATCH = 500
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=255)]
@@ -34,14 +36,12 @@ IDEMPOTENCY_PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 
 class LeadBatch(BaseModel):
-    leads: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
-
-
-class BatchItemResult(BaseModel):
-    index: int
-    status: Literal["created", "merged", "unchanged", "invalid"]
-    lead_id: str | None = None
-    errors: list[dict[str, str]] | None = None
+    leads: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_BATCH,
+        description="Leads as `POST /v1/leads` takes them; each may add `external_id`, the "
+                    "sender's id of that submission: a second item with the same id from the "
+                    "same source is a `duplicate` and changes nothing",
+    )
 
 
 class BatchResult(BaseModel):
@@ -51,7 +51,7 @@ class BatchResult(BaseModel):
 @routes.post("/leads", status_code=202, response_model=LeadAccepted, summary="Submit a lead",
              responses=IDEMPOTENCY_PROBLEMS)
 async def submit_lead(
-    submission: LeadSubmission, request: Request, runtime: RuntimeDep, context: ContextDep,
+    submission: LeadSubmission, request: Request, context: ContextDep,
     idempotency_key: IdempotencyKey = None, x_source_key: SourceKeyHeader = None,
     x_correlation_id: CorrelationId = None,
 ) -> JSONResponse:
@@ -66,9 +66,9 @@ async def submit_lead(
         return 202, accepted.model_dump()
 
     status_code, answer = await context.idempotency.run(
-        f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work
+        f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work,
+        hint=submission.email,
     )
-    runtime.outbox.wake_relay()
     return JSONResponse(answer, status_code=status_code)
 
 
@@ -76,32 +76,31 @@ async def submit_lead(
              summary=f"Submit up to {MAX_BATCH} leads in one transaction",
              responses=IDEMPOTENCY_PROBLEMS)
 async def submit_leads(
-    batch: LeadBatch, request: Request, runtime: RuntimeDep, context: ContextDep,
+    batch: LeadBatch, request: Request, context: ContextDep,
     idempotency_key: IdempotencyKey = None, x_source_key: SourceKeyHeader = None,
     x_correlation_id: CorrelationId = None,
 ) -> JSONResponse:
     """Each lead is validated on its own: invalid ones are listed with their errors, the
-    others stored (all in one transaction). Results are in the order of the leads."""
+    others stored (all in one transaction). Results are in the order of the leads; an item
+    whose `external_id` this source already sent is a `duplicate`."""
     intake = Intake(channel="batch", source_key=x_source_key, correlation_id=x_correlation_id)
 
     async def work(session: AsyncSession) -> tuple[int, Any]:
-        results = []
-        for index, item in enumerate(batch.leads):
-            try:
-                submission = LeadSubmission.model_validate(item)
-            except ValidationError as error:
-                results.append(BatchItemResult(index=index, status="invalid",
-                                               errors=submission_errors(error)))
-                continue
-            accepted = await service.submit_lead(session, context, submission, intake)
-            results.append(BatchItemResult(index=index, status=accepted.status,
-                                           lead_id=accepted.lead_id))
+        results = await batches.submit_batch(session, context, batch.leads, intake)
         return 202, BatchResult(results=results).model_dump(exclude_none=True)
 
-    status_code, answer = await context.idempotency.run(
-        f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work
-    )
-    runtime.outbox.wake_relay()
+    body = await request.body()
+    for attempt in (1, 2):
+        try:
+            status_code, answer = await context.idempotency.run(
+                f"leads:{x_source_key or 'api'}", idempotency_key, body, work
+            )
+            break
+        except IntegrityError:
+            # Another request with an item of the same external_id committed first: the retry
+            # sees it as a duplicate.
+            if attempt == 2:
+                raise
     return JSONResponse(answer, status_code=status_code)
 
 

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Response
 from pydantic import AfterValidator, BaseModel, Field
 
 from services.ingest import erasure
-from services.ingest.api.dependencies import AdminDep, ContextDep
+from services.ingest.api.dependencies import ADMIN_PROBLEMS, AdminDep, ContextDep
+from services.ingest.api.route import IngestRoute
 from services.ingest.normalise import normalise_email
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["privacy"], dependencies=[AdminDep])
+routes = APIRouter(prefix="/v1", tags=["privacy"],
+                   dependencies=[AdminDep], responses=ADMIN_PROBLEMS, route_class=IngestRoute)
 
 
 class ErasureRequest(BaseModel):

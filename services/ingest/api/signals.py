@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.api.dependencies import ContextDep
+from services.ingest.api.route import IngestRoute
 from services.ingest.signals import SignalInput, SignalResult, record_signal
-from shared.app import RuntimeDep
 
-routes = APIRouter(prefix="/v1", tags=["signals"])
+routes = APIRouter(prefix="/v1", tags=["signals"], route_class=IngestRoute)
 
 MAX_BATCH = 500
 
@@ -29,14 +30,15 @@ class SignalBatchResult(BaseModel):
              responses={404: {"description": "No lead has this id"},
                         422: {"description": "Invalid fields"}})
 async def post_signal(
-    signal: SignalInput, runtime: RuntimeDep, context: ContextDep,
+    signal: SignalInput, context: ContextDep,
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> SignalResult:
     """Published as `signal.recorded`; the same signal sent again is a `duplicate`."""
-    async with runtime.db.transaction() as session:
-        result = await record_signal(session, context, signal, x_correlation_id)
-    runtime.outbox.wake_relay()
-    return result
+
+    async def work(session: AsyncSession) -> SignalResult:
+        return await record_signal(session, context, signal, x_correlation_id)
+
+    return await context.writes.run(work, signal.email)
 
 
 @routes.post("/signals/batch", status_code=202, response_model=SignalBatchResult,
@@ -44,13 +46,14 @@ async def post_signal(
              responses={404: {"description": "A signal names an unknown lead id"},
                         422: {"description": "Invalid fields"}})
 async def post_signals(
-    batch: SignalBatch, runtime: RuntimeDep, context: ContextDep,
+    batch: SignalBatch, context: ContextDep,
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> SignalBatchResult:
-    async with runtime.db.transaction() as session:
-        results = [
+
+    async def work(session: AsyncSession) -> SignalBatchResult:
+        return SignalBatchResult(results=[
             await record_signal(session, context, signal, x_correlation_id)
             for signal in batch.signals
-        ]
-    runtime.outbox.wake_relay()
-    return SignalBatchResult(results=results)
+        ])
+
+    return await context.writes.run(work)

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel
 
 from services.ingest import repository
-from services.ingest.api.dependencies import AdminDep, ContextDep
+from services.ingest.api.dependencies import ADMIN_PROBLEMS, AdminDep, ContextDep
+from services.ingest.api.route import IngestRoute
 from services.ingest.sources import Source, SourceConfig, SourceKey
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["sources"], dependencies=[AdminDep])
+routes = APIRouter(prefix="/v1", tags=["sources"],
+                   dependencies=[AdminDep], responses=ADMIN_PROBLEMS, route_class=IngestRoute)
 
 
 class SourceView(BaseModel):

@@ -14,16 +14,17 @@ from sqlalchemy.exc import IntegrityError
 
 from services.ingest import webhooks
 from services.ingest.api.dependencies import ContextDep
-from services.ingest.bodies import read_body, require_media_type
+from services.ingest.api.route import IngestRoute
+from services.ingest.bodies import raw_text, read_body, require_media_type, storable
 from services.ingest.signatures import SignatureError
 from services.ingest.sources import WEBHOOK_KINDS, Source, SourceKey
-from services.ingest.vendors import Delivery, PayloadError
+from services.ingest.vendors import Delivery, Entry, PayloadError
 from services.ingest.vendors.registry import ADAPTERS, MEDIA_TYPES
 from services.ingest.webhooks import DeliveryResult
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1", tags=["webhooks"])
+routes = APIRouter(prefix="/v1", tags=["webhooks"], route_class=IngestRoute)
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or bad signature; nothing was written"},
@@ -76,7 +77,10 @@ async def receive_webhook(
     except SignatureError as error:
         raise ProblemError(401, "Bad signature", str(error), slug="bad-signature") from None
     try:
-        entries = adapter.entries(delivery)
+        entries = [
+            Entry(external_id=storable(entry.external_id), fields=storable(entry.fields))
+            for entry in adapter.entries(delivery)
+        ]
     except PayloadError as error:
         raise ProblemError(422, "Invalid payload", str(error), slug="invalid-payload") from None
     result = await _store(runtime, context, source, entries, body, x_correlation_id)
@@ -85,10 +89,10 @@ async def receive_webhook(
 
 
 async def _store(
-    runtime: RuntimeDep, context: ContextDep, source: Source, entries: list[Any], body: bytes,
+    runtime: RuntimeDep, context: ContextDep, source: Source, entries: list[Entry], body: bytes,
     correlation_id: str | None,
 ) -> DeliveryResult:
-    raw = body.decode(errors="replace")
+    raw = raw_text(body)
     for attempt in (1, 2):
         try:
             async with runtime.db.transaction() as session:
