@@ -78,7 +78,7 @@ def _compiled(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"invalid regular expression: {error}") from None
 
 
-def _key(value: object) -> tuple[str, object]:
+def value_key(value: object) -> tuple[str, object]:
     """How a value compares: booleans only to booleans, text ignoring case, numbers by value."""
     if isinstance(value, bool):
         return ("bool", value)
@@ -146,7 +146,7 @@ class EqualsRule(_FieldRule):
     value: Scalar
 
     def matches(self, value: object) -> bool:
-        return value is not None and _key(value) == _key(self.value)
+        return value is not None and value_key(value) == value_key(self.value)
 
     def describe(self) -> str:
         return f"{self.field} is {self.value}"
@@ -158,10 +158,10 @@ class InRule(_FieldRule):
 
     @cached_property
     def _keys(self) -> frozenset[tuple[str, object]]:
-        return frozenset(_key(value) for value in self.values)
+        return frozenset(value_key(value) for value in self.values)
 
     def matches(self, value: object) -> bool:
-        return value is not None and _key(value) in self._keys
+        return value is not None and value_key(value) in self._keys
 
     def describe(self) -> str:
         shown = ", ".join(str(value) for value in self.values[:5])

@@ -264,7 +264,7 @@ def rescore(
         engagement=result.engagement,
         temperature=result.temperature,
         model_version=result.model_version,
-        breakdown=[_line_json(line) for line in result.breakdown],
+        breakdown=result.breakdown_json(),
         buying_signal=result.buying_signal,
         active_at=active_at,
         next_check_at=next_check_at,
@@ -333,16 +333,6 @@ def _same_score(stored: Row, fresh: Row) -> bool:
         stored["temperature"] == fresh["temperature"]
         and _substance(stored["breakdown"]) == _substance(fresh["breakdown"])
     )
-
-
-def _line_json(line: ScoreLine) -> dict[str, Any]:
-    return {
-        "rule_id": line.rule_id,
-        "points": line.points,
-        "raw_points": line.raw_points,
-        "reason": line.reason,
-        "evidence": list(line.evidence),
-    }
 
 
 def _substance(breakdown: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
