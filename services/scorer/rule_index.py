@@ -10,14 +10,17 @@ rules of their type. `rule_index(model)` builds a model's index once and keeps i
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from services.scorer.scoring_model import (
     EqualsRule,
     FieldRule,
     InRule,
+    MissingRule,
+    RangeRule,
     ScoringModel,
     SignalRule,
+    is_blank,
     value_key,
 )
 from shared.events import ScoreLine
@@ -34,14 +37,14 @@ class FieldRules:
     def __init__(self, rules: Sequence[FieldRule]) -> None:
         self._lines = tuple(rule.line for rule in rules)
         lookups: dict[str, dict[tuple[str, object], list[int]]] = {}
-        tried: dict[str, list[tuple[int, FieldRule]]] = {}
+        tried: dict[str, list[tuple[int, Callable[[object], bool]]]] = {}
         for position, rule in enumerate(rules):
             if isinstance(rule, EqualsRule) and not rule.negate:
                 keys = [value_key(rule.value)]
             elif isinstance(rule, InRule) and not rule.negate:
                 keys = [value_key(value) for value in rule.values]
             else:
-                tried.setdefault(rule.field, []).append((position, rule))
+                tried.setdefault(rule.field, []).append((position, _test_of(rule)))
                 continue
             table = lookups.setdefault(rule.field, {})
             for key in dict.fromkeys(keys):
@@ -88,11 +91,30 @@ class FieldRules:
                 hits = None
             if hits:
                 matched.extend(hits)
-        for _field, rules in self._tried:
-            matched.extend(position for position, rule in rules if rule.applies_to(facts))
+        for field, tests in self._tried:
+            value = facts.get(field)
+            matched.extend(position for position, test in tests if test(value))
         matched.sort()
         lines = tuple(self._lines[position] for position in matched)
         return lines, round(math.fsum(line.points for line in lines), 2) + 0.0
+
+
+def _test_of(rule: FieldRule) -> Callable[[object], bool]:
+    """`rule.applies_to` as a function of the field's value alone, `negate` folded in."""
+    if isinstance(rule, MissingRule):
+        return (lambda value: not is_blank(value)) if rule.negate else is_blank
+    matches = rule.matches
+    if isinstance(rule, RangeRule):
+        low = -math.inf if rule.min is None else rule.min
+        high = math.inf if rule.max is None else rule.max
+
+        def matches(value: object) -> bool:
+            return (not isinstance(value, bool) and isinstance(value, int | float)
+                    and low <= value <= high)
+
+    if rule.negate:
+        return lambda value: not is_blank(value) and not matches(value)
+    return matches
 
 
 class RuleIndex:

@@ -89,7 +89,7 @@ def value_key(value: object) -> tuple[str, object]:
     return ("other", value)
 
 
-def _blank(value: object) -> bool:
+def is_blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
@@ -116,7 +116,7 @@ class _FieldRule(BaseModel):
     def applies_to(self, facts: Mapping[str, object]) -> bool:
         value = facts.get(self.field)
         if self.negate:
-            return not _blank(value) and not self.matches(value)
+            return not is_blank(value) and not self.matches(value)
         return self.matches(value)
 
     def matches(self, value: object) -> bool:
@@ -202,7 +202,7 @@ class MissingRule(_FieldRule):
         return self.matches(facts.get(self.field)) != self.negate
 
     def matches(self, value: object) -> bool:
-        return _blank(value)
+        return is_blank(value)
 
     def describe(self) -> str:
         return f"no {self.field}"
