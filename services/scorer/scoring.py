@@ -214,9 +214,30 @@ def _next_change(
         if current == "cold" or not changed(settled):
             return None
         end = min(end, settled)
-    while probe < end and not changed(probe):
-        before, step = probe, step * 2
-        probe = before + step
+    if settled is None:
+        while probe < end and not changed(probe):
+            before, step = probe, step * 2
+            probe = before + step
+    else:
+        # The temperature only falls, so `changed` stays true once true: the first doubling
+        # step that changed is found by bisecting the steps, with the same outcome as trying
+        # them in turn.
+        steps: list[datetime] = []
+        while probe < end:
+            steps.append(probe)
+            step *= 2
+            probe = steps[-1] + step
+        low, high = 0, len(steps)
+        while low < high:
+            pick = (low + high) // 2
+            if changed(steps[pick]):
+                high = pick
+            else:
+                low = pick + 1
+        if low < len(steps):
+            before, probe = (steps[low - 1] if low else now), steps[low]
+        else:
+            before = steps[-1] if steps else now
     if probe >= end:
         probe = end
         if not changed(end):
@@ -400,10 +421,10 @@ class _Scorer:
         # For the unrounded total: uncapped terms summed per half-life, the capped ones apart
         # (decay only shrinks a term, so one under its cap at `origin` stays under it).
         per_half_life = [0.0] * len(half_lives)
-        capped_terms: list[tuple[float, int, float]] = []
+        capped_terms: list[tuple[float, float, float]] = []
         for at_origin, number, cap in fading:
             if cap is not None and abs(at_origin) > cap:
-                capped_terms.append((at_origin, number, cap))
+                capped_terms.append((at_origin, half_lives[number], cap))
             else:
                 per_half_life[number] += at_origin
         base = self.fit + math.fsum([*fixed, *constant])
@@ -413,18 +434,21 @@ class _Scorer:
         # Each rounded line moves by at most half a cent, and so do the two sums rounded after.
         margin = 0.005 * (len(fading) + 2) + 1e-9 * (1.0 + magnitude)
         hot, warm = thresholds.hot, thresholds.warm
+        grouped = [(life, total) for life, total in zip(half_lives, per_half_life, strict=True)
+                   if total]
 
         def temperature(moment: datetime) -> Temperature:
             if hot_for_good or (hot_until is not None and moment < hot_until):
                 return "hot"
             elapsed_days = (moment - origin).total_seconds() / SECONDS_PER_DAY
-            factors = [0.5 ** (elapsed_days / half_life) for half_life in half_lives]
-            unrounded = base + math.fsum(
-                [*(factor * value for factor, value in zip(factors, per_half_life, strict=True)),
-                 *(_capped(value * factors[number], cap) for value, number, cap in capped_terms)]
-            )
+            unrounded = base
+            for life, total in grouped:
+                unrounded += total * 0.5 ** (elapsed_days / life)
+            for at_origin, life, limit in capped_terms:
+                unrounded += _capped(at_origin * 0.5 ** (elapsed_days / life), limit)
             if abs(unrounded - hot) > margin and abs(unrounded - warm) > margin:
-                return temperature_of(unrounded, thresholds=thresholds, buying_signal=False)
+                return "hot" if unrounded >= hot else "warm" if unrounded >= warm else "cold"
+            factors = [0.5 ** (elapsed_days / half_life) for half_life in half_lives]
             points = [*fixed, *constant]
             for at_origin, number, cap in fading:
                 value = at_origin * factors[number]
