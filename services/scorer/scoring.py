@@ -149,6 +149,13 @@ def score_and_next_change(
     return scorer.at(now), _next_change(scorer, now)
 
 
+def makes_mql(
+    profile: LeadProfile, signals: Iterable[Signal], model: ScoringModel, now: datetime
+) -> bool:
+    """`score(...).mql` alone: whether the model hands the lead to sales at `now`."""
+    return _Scorer(profile, signals, model).mql_at(now)
+
+
 def temperature_of(total: float, *, thresholds: Thresholds, buying_signal: bool) -> Temperature:
     if buying_signal or total >= thresholds.hot:
         return "hot"
@@ -360,6 +367,19 @@ class _Scorer:
             buying_signal=buying_signal,
             mql=buying_signal or (mql is not None and mql.met(fit=self.fit, total=total)),
         )
+
+    def mql_at(self, now: datetime) -> bool:
+        """`at(now).mql`, without building the breakdown."""
+        if self._buying_signal(now):
+            return True
+        mql = self.model.mql
+        if mql is None or (mql.min_fit is not None and self.fit < mql.min_fit):
+            return False
+        points = [line.points for line in self.buying_field_lines]
+        for match, faded in zip(self.matches, self.faded(now), strict=True):
+            cap = match.rule.cap
+            points.append(_round(faded if cap is None else _capped(faded, cap)))
+        return _round(self.fit + _sum(points)) >= mql.min_total
 
     def settled_at(self, origin: datetime) -> datetime | None:
         """When every fading point will have faded to nothing and every buying window closed, if

@@ -27,7 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository
 from services.scorer.lifecycle import model_makes_mql, next_stage
-from services.scorer.scoring import ScoreResult, Signal, score, score_and_next_change
+from services.scorer.scoring import (
+    ScoreResult,
+    Signal,
+    makes_mql,
+    score,
+    score_and_next_change,
+)
 from services.scorer.scoring_model import ScoringModel, parse_scoring_model
 from shared.clock import Clock
 from shared.db import Database, is_outage
@@ -306,10 +312,10 @@ def rescore_all(
     for step in steps[:-1]:
         if step.active:
             active_at = step.now
-        if stage == "lead" or (stage == "recycled" and fresh()):  # the model may move these
-            result = score(step.profile, step.signals_then(), model, step.now)
-            if model_makes_mql(stage, mql=result.mql, fresh_activity=fresh()):
-                move_to_mql(step, result)
+        if model_makes_mql(stage, mql=True, fresh_activity=fresh()) and makes_mql(
+            step.profile, step.signals_then(), model, step.now
+        ):
+            move_to_mql(step, score(step.profile, step.signals_then(), model, step.now))
     last = steps[-1]
     started = time.perf_counter()
     result, next_check_at = score_and_next_change(
