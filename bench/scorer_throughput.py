@@ -7,8 +7,15 @@ the same run:
 1. the raw consume rate of a bare aiokafka consumer (its own group) reading that backlog;
 2. the rate at which the scorer (in-process, its real consumer loop, handlers and database)
    applies the same backlog: events and signals per second, and the ratio to (1);
-3. the time to score one event against a 500-rule model (`score()`, and
-   `score_and_next_change()`, which is what a handler computes), p50 and p99.
+3. the time to score one event against a 500-rule model, p50 and p99: `score()` of a signal
+   (the profile's fit lines are remembered) and of a changed profile (every fit rule tried),
+   `score_and_next_change()` and `rescore()` (row and `lead.scored` event too), which is what
+   the consumer computes once per lead and batch.
+
+On a shared machine the wall-clock figures count the time the process waits for a core, so
+each figure also comes as CPU time: CPU microseconds per message or event of this process
+(all threads: the scorer's consumer, relay and SQLite thread; not the PostgreSQL server), and
+the thread CPU time of each scoring call.
 
     python bench/scorer_throughput.py                      # SQLite
     python bench/scorer_throughput.py --database postgres  # PostgreSQL on 127.0.0.1:5432
