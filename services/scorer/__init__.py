@@ -8,9 +8,11 @@ for fit), `signal.recorded` (kept once per signal id, scored for engagement with
 with their reason code for the feedback report, and `lead.nurture` (-> recycled).
 Produces (topic `leadrelay.scores`, keyed by lead id): `lead.scored`, with the full breakdown,
 whenever the temperature, the stage or what counts towards the score changes (never on a
-no-op), and `lead.stage_changed` for every lifecycle transition.
+no-op; several events of a lead in one consumer batch give one, with the state they lead to),
+and `lead.stage_changed` for every lifecycle transition.
 Consumes in batches (`consumer.py`): the leads of a batch are read and written back in a few
-statements, with exactly the results of one event at a time.
+statements, each lead decided once, with the stored state and stage moves of one event at a
+time. Rules are indexed (`rule_index.py`): by field value and signal type.
 Decides with pure functions: `scoring.score()` against the versioned scoring model
 (`scoring_model.py`, default in `default_model.yaml`) and `lifecycle.next_stage()`.
 Owns: `scorer_lead_score` (each lead's profile, score, stage and next decay check),

@@ -3,10 +3,12 @@
 Signals and profile changes are most of what the scorer consumes. Applied one by one (as the
 shared `EventConsumer` does), each costs about ten statements: a savepoint, the processed-event
 record, the lead, its signals, the new signal, the score, the outbox. `ScorerConsumer.apply`
-instead reads every lead of the batch and their signals in two statements, applies the events
-in memory in their order (each lead's events exactly as one by one would: same scores, same
-transitions, same `lead.scored` events), and writes everything back in a handful of
-statements: processed-event records, signals, scores, history, outbox.
+instead reads every lead of the batch and their signals in two statements, takes the events
+into each lead's state in their order, and decides each lead once (`service.rescore_all`):
+the stage moves exactly as one event at a time would move it (an MQL transition is kept and
+published at the event that caused it), the stored row is the one the last event would leave,
+and one `lead.scored` carries that final state if it changed. Everything is written back in a
+handful of statements: processed-event records, signals, scores, history, outbox.
 
 Other events (the router's, erasure) go through their handlers in order, after the pending
 state of their lead is written. If anything in the fast path fails for a reason other than an
@@ -20,11 +22,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository, service
 from services.scorer.scoring import Signal
-from services.scorer.service import Rescored, ScorerContext
+from services.scorer.service import Rescoring, ScorerContext
 from shared.consumer import EventConsumer, Records
 from shared.db import is_outage
 from shared.events import (
@@ -43,13 +46,20 @@ IN_MEMORY = frozenset({"lead.received", "lead.updated", "signal.recorded"})
 
 @dataclass
 class _Lead:
-    """One lead of the batch: its row and signals as they stand after the events seen so far."""
+    """One lead of the batch: its stored row, and its events since that row was read."""
 
     row: dict[str, Any] | None
     signals: dict[str, Signal]
-    stored: bool
+    profile: LeadProfile | None
+    """The profile as the events seen so far leave it; None while the lead is not received."""
     new_signals: list[dict[str, Any]] = field(default_factory=list)
-    changes: list[Rescored] = field(default_factory=list)
+    steps: list[Rescoring] = field(default_factory=list)
+    """The events that rescore the lead, decided together when the lead is written."""
+    signal_list: list[Signal] = field(default_factory=list)
+
+    @property
+    def erased(self) -> bool:
+        return self.row is not None and self.row["erased_at"] is not None
 
 
 class ScorerConsumer(EventConsumer):
@@ -104,33 +114,47 @@ class ScorerConsumer(EventConsumer):
             if isinstance(event, LeadReceived | LeadUpdated | SignalRecorded):
                 if event.lead_id not in leads:  # its handler-applied event came before
                     leads.update(await self._read_leads(session, {event.lead_id}))
-                self._apply_in_memory(leads[event.lead_id], event)
+                self._note(leads[event.lead_id], event)
                 continue
             pending = leads.pop(event.lead_id, None)
             if pending is not None:
-                await self._write(session, [pending])
+                await self._write(session, {event.lead_id: pending})
             await self.handlers[event.type](session, event)
-        await self._write(session, list(leads.values()))
+        await self._write(session, leads)
         return fresh, duplicates
+
+    async def _record_processed(self, session: AsyncSession, events: list[Event]) -> set[str]:
+        """`EventConsumer._record_processed` as one cached statement run for many rows: a
+        multi-row VALUES list is compiled anew for each batch, which costs more than the insert."""
+        if not events:
+            return set()
+        now = self.clock.now()
+        table = self.inbox.processed
+        dialect: Any = postgresql if self.db.dialect == "postgresql" else sqlite
+        statement = dialect.insert(table).on_conflict_do_nothing().returning(table.c.event_id)
+        rows = [{"consumer": self.name, "event_id": str(event.event_id),
+                 "event_type": event.type, "processed_at": now} for event in events]
+        return set((await session.scalars(statement, rows)).all())
 
     async def _read_leads(self, session: AsyncSession, lead_ids: set[str]) -> dict[str, _Lead]:
         if not lead_ids:
             return {}
         rows = await repository.find_scores_for_update(session, sorted(lead_ids))
         signals = await repository.signals_of_leads(session, sorted(lead_ids))
-        return {
-            lead_id: _Lead(
-                row=dict(rows[lead_id]) if lead_id in rows else None,
-                signals={item["signal_id"]: service.signal_of(item) for item in signals[lead_id]},
-                stored=lead_id in rows,
+        leads: dict[str, _Lead] = {}
+        for lead_id in lead_ids:
+            row = dict(rows[lead_id]) if lead_id in rows else None
+            known = {item["signal_id"]: service.signal_of(item) for item in signals[lead_id]}
+            profile = (
+                LeadProfile.model_validate(row["profile"])
+                if row is not None and row["erased_at"] is None else None
             )
-            for lead_id in lead_ids
-        }
+            leads[lead_id] = _Lead(row, known, profile, signal_list=list(known.values()))
+        return leads
 
-    def _apply_in_memory(
-        self, lead: _Lead, event: LeadReceived | LeadUpdated | SignalRecorded
-    ) -> None:
-        if lead.row is not None and lead.row["erased_at"] is not None:
+    def _note(self, lead: _Lead, event: LeadReceived | LeadUpdated | SignalRecorded) -> None:
+        """Take the event into the lead's state; the rescoring waits until the lead is written."""
+        if lead.erased:
             return
         now = self.clock.now()
         if isinstance(event, SignalRecorded):
@@ -138,36 +162,25 @@ class ScorerConsumer(EventConsumer):
             if data.signal_id in lead.signals:
                 return
             lead.new_signals.append(service.signal_row(event.lead_id, data, now))
-            lead.signals[data.signal_id] = Signal(
-                data.signal_id, data.signal_type, data.signal_at, data.url
-            )
-            if lead.row is None:
+            signal = Signal(data.signal_id, data.signal_type, data.signal_at, data.url)
+            lead.signals[data.signal_id] = signal
+            lead.signal_list.append(signal)
+            if lead.profile is None:  # not received yet: the signal counts when it is
                 return
-            profile = LeadProfile.model_validate(lead.row["profile"])
             cause, active = "signal", True
         else:
-            profile, cause, active = event.data.lead, "profile", False
-        done = service.rescore(
-            self.context, event.lead_id, lead.row, profile, list(lead.signals.values()),
-            now=now, cause=cause, correlation_id=event.correlation_id, active=active,
-        )
-        lead.row = done.row
-        lead.changes.append(done)
+            lead.profile, cause, active = event.data.lead, "profile", False
+        lead.steps.append(Rescoring(
+            lead.profile, lead.signal_list, now, cause, event.correlation_id, active,
+            seen=len(lead.signal_list),
+        ))
 
-    async def _write(self, session: AsyncSession, leads: list[_Lead]) -> None:
+    async def _write(self, session: AsyncSession, leads: dict[str, _Lead]) -> None:
         await repository.insert_signals(
-            session, [row for lead in leads for row in lead.new_signals]
+            session, [row for lead in leads.values() for row in lead.new_signals]
         )
-        merged: list[Rescored] = []
-        for lead in leads:
-            if not lead.changes:
-                continue
-            last = lead.changes[-1]
-            merged.append(Rescored(
-                outcome=last.outcome,
-                row=last.row,
-                is_new=not lead.stored,
-                history=[entry for change in lead.changes for entry in change.history],
-                events=[event for change in lead.changes for event in change.events],
-            ))
-        await service.write_rescored(session, self.context, merged)
+        await service.write_rescored(session, self.context, [
+            service.rescore_all(self.context, lead_id, lead.row, lead.steps)
+            for lead_id, lead in leads.items()
+            if lead.steps
+        ])

@@ -16,11 +16,14 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
+from pydantic import TypeAdapter
+
+from services.scorer.rule_index import rule_index
 from services.scorer.scoring_model import (
     BuyingSignalRule,
-    FieldRule,
     ScoringModel,
     SignalRule,
     Thresholds,
@@ -48,13 +51,27 @@ class Signal:
         object.__setattr__(self, "day", self.signal_at.timestamp() / SECONDS_PER_DAY)
 
 
+class SignalLine(NamedTuple):
+    """A signal rule's line, kept plain until a `ScoreLine` is asked for."""
+
+    rule_id: str
+    points: float
+    raw_points: float
+    reason: str
+    evidence: list[str]
+
+
+_SCORE_LINES = TypeAdapter(list[ScoreLine])
+
+
 @dataclass(frozen=True)
 class ScoreResult:
     """A lead's score, split into its parts, with one line per rule that counted.
 
     `total` is `fit + engagement`. Fit comes from who the lead is; engagement from what it did
     (its signals, and buying signals on the profile). `buying_signal` is True while a buying
-    signal keeps the lead hot; `mql` when the model hands the lead to sales.
+    signal keeps the lead hot; `mql` when the model hands the lead to sales. The lines of the
+    signal rules become `ScoreLine`s only when `engagement_lines` or `breakdown` is read.
     """
 
     total: float
@@ -63,18 +80,44 @@ class ScoreResult:
     temperature: Temperature
     model_version: str
     fit_lines: tuple[ScoreLine, ...]
-    engagement_lines: tuple[ScoreLine, ...]
+    buying_field_lines: tuple[ScoreLine, ...]
+    signal_lines: tuple[SignalLine, ...]
     buying_signal: bool
     mql: bool
 
-    @property
+    @cached_property
+    def engagement_lines(self) -> tuple[ScoreLine, ...]:
+        signal_lines = _SCORE_LINES.validate_python([line._asdict() for line in self.signal_lines])
+        return self.buying_field_lines + tuple(signal_lines)
+
+    @cached_property
     def breakdown(self) -> tuple[ScoreLine, ...]:
         return self.fit_lines + self.engagement_lines
+
+    def breakdown_json(self) -> list[dict[str, Any]]:
+        """The breakdown as stored: plain JSON, without building a `ScoreLine` per line."""
+        return [
+            *(_line_json(line) for line in (*self.fit_lines, *self.buying_field_lines)),
+            *({**line._asdict(), "evidence": list(line.evidence)} for line in self.signal_lines),
+        ]
 
     @property
     def contributing_rules(self) -> tuple[str, ...]:
         """The rules that added points: those that made the lead MQL, when it is."""
-        return tuple(line.rule_id for line in self.breakdown if line.points > 0)
+        lines: tuple[ScoreLine | SignalLine, ...] = (
+            *self.fit_lines, *self.buying_field_lines, *self.signal_lines
+        )
+        return tuple(line.rule_id for line in lines if line.points > 0)
+
+
+def _line_json(line: ScoreLine) -> dict[str, Any]:
+    return {
+        "rule_id": line.rule_id,
+        "points": line.points,
+        "raw_points": line.raw_points,
+        "reason": line.reason,
+        "evidence": list(line.evidence),
+    }
 
 
 def facts_of(profile: LeadProfile, model: ScoringModel) -> dict[str, object]:
@@ -104,6 +147,13 @@ def score_and_next_change(
     """`score()` and `next_change_at()` at once, sharing the work that does not depend on time."""
     scorer = _Scorer(profile, signals, model)
     return scorer.at(now), _next_change(scorer, now)
+
+
+def makes_mql(
+    profile: LeadProfile, signals: Iterable[Signal], model: ScoringModel, now: datetime
+) -> bool:
+    """`score(...).mql` alone: whether the model hands the lead to sales at `now`."""
+    return _Scorer(profile, signals, model).mql_at(now)
 
 
 def temperature_of(total: float, *, thresholds: Thresholds, buying_signal: bool) -> Temperature:
@@ -171,9 +221,30 @@ def _next_change(
         if current == "cold" or not changed(settled):
             return None
         end = min(end, settled)
-    while probe < end and not changed(probe):
-        before, step = probe, step * 2
-        probe = before + step
+    if settled is None:
+        while probe < end and not changed(probe):
+            before, step = probe, step * 2
+            probe = before + step
+    else:
+        # The temperature only falls, so `changed` stays true once true: the first doubling
+        # step that changed is found by bisecting the steps, with the same outcome as trying
+        # them in turn.
+        steps: list[datetime] = []
+        while probe < end:
+            steps.append(probe)
+            step *= 2
+            probe = steps[-1] + step
+        low, high = 0, len(steps)
+        while low < high:
+            pick = (low + high) // 2
+            if changed(steps[pick]):
+                high = pick
+            else:
+                low = pick + 1
+        if low < len(steps):
+            before, probe = (steps[low - 1] if low else now), steps[low]
+        else:
+            before = steps[-1] if steps else now
     if probe >= end:
         probe = end
         if not changed(end):
@@ -189,31 +260,96 @@ def _next_change(
     return after
 
 
+class _Match(NamedTuple):
+    """A signal rule and the lead's signals it counts, with what does not depend on time."""
+
+    rule: SignalRule
+    newest_first: Sequence[Signal]
+    counted: Sequence[Signal]
+    raw_points: float
+    evidence: list[str]
+
+
 class _Scorer:
     """One lead against one model: what does not depend on time is worked out once."""
 
     def __init__(self, profile: LeadProfile, signals: Iterable[Signal], model: ScoringModel):
         self.model = model
+        index = rule_index(model)
         facts = facts_of(profile, model)
-        self.fit_lines = _field_lines(model.fit_rules, facts)
-        self.fit = _sum(line.points for line in self.fit_lines)
-        self.buying_field_lines = _field_lines(model.buying_field_rules, facts)
-        by_type = _by_type(signals)
-        self.matches: list[tuple[SignalRule, list[Signal]]] = []
-        for rule in model.signal_rules:
-            matching = [s for s in by_type.get(rule.signal_type, ()) if rule.accepts(s.url)]
-            if matching:
-                self.matches.append((rule, matching))
+        self.fit_lines, self.fit = index.fit.lines_and_total(facts)
+        self.buying_field_lines = index.buying_fields.lines(facts)
+        found: list[tuple[int, SignalRule, list[Signal]]] = []
+        for signal_type, group in _by_type(signals).items():
+            for position, rule in index.signal_rules(signal_type):
+                matching = (
+                    group if rule.url is None else [s for s in group if rule.accepts(s.url)]
+                )
+                if matching:
+                    found.append((position, rule, matching))
+        found.sort(key=lambda item: item[0])  # the model's order, as the breakdown shows it
+        # Rules on the same signals count the same ones: share what they quote as evidence.
+        shared: dict[tuple[int, bool], tuple[Sequence[Signal], list[str]]] = {}
+        self.matches: list[_Match] = []
+        for _, rule, matching in found:
+            known = shared.get((id(matching), rule.repeatable))
+            if known is None:
+                first: Sequence[Signal] = matching if rule.repeatable else matching[:1]
+                known = (first, [signal.signal_id for signal in first[:EVIDENCE_LIMIT]])
+                shared[(id(matching), rule.repeatable)] = known
+            counted, evidence = known
+            raw = rule.points * len(counted)
+            if rule.cap is not None:
+                raw = _capped(raw, rule.cap)
+            self.matches.append(_Match(rule, matching, counted, _round(raw), evidence))
+        # Buying signals keep the lead hot for a while: (their newest signal, their rule).
+        self.buying = [(match.newest_first[0], match.rule) for match in self.matches
+                       if isinstance(match.rule, BuyingSignalRule)]
         self.fades = any(
-            rule.half_life_days is not None
-            or (isinstance(rule, BuyingSignalRule) and rule.hot_for_days is not None)
-            for rule, _ in self.matches
-        )
+            match.rule.half_life_days is not None for match in self.matches
+        ) or any(rule.hot_for_days is not None for _, rule in self.buying)
+        self._faded: tuple[datetime, list[float]] | None = None
+
+    def faded(self, now: datetime) -> list[float]:
+        """Each matching rule's points at `now`, after decay and before its cap.
+
+        Rules on the same signals with the same half-life share one sum of decay factors.
+        """
+        if self._faded is not None and self._faded[0] == now:
+            return self._faded[1]
+        today = now.timestamp() / SECONDS_PER_DAY
+        sums: dict[tuple[int, bool, float], float] = {}
+        points: list[float] = []
+        for match in self.matches:
+            rule = match.rule
+            half_life = rule.half_life_days
+            if half_life is None:
+                points.append(rule.points * len(match.counted))
+                continue
+            key = (id(match.newest_first), rule.repeatable, half_life)
+            factors = sums.get(key)
+            if factors is None:
+                factors = math.fsum(
+                    0.5 ** (max(today - signal.day, 0.0) / half_life) for signal in match.counted
+                )
+                sums[key] = factors
+            points.append(rule.points * factors)
+        self._faded = (now, points)
+        return points
 
     def at(self, now: datetime) -> ScoreResult:
-        signal_lines = tuple(_signal_line(rule, matching, now) for rule, matching in self.matches)
-        engagement_lines = self.buying_field_lines + signal_lines
-        engagement = _sum(line.points for line in engagement_lines)
+        signal_lines = []
+        for match, faded in zip(self.matches, self.faded(now), strict=True):
+            rule = match.rule
+            if rule.cap is not None:
+                faded = max(-rule.cap, min(rule.cap, faded))
+            signal_lines.append(SignalLine(
+                rule.id, round(faded, 2) + 0.0, match.raw_points, rule.explanation, match.evidence
+            ))
+        engagement = _sum(
+            [*(line.points for line in self.buying_field_lines),
+             *(line.points for line in signal_lines)]
+        )
         total = _round(self.fit + engagement)
         buying_signal = self._buying_signal(now)
         mql = self.model.mql
@@ -226,82 +362,130 @@ class _Scorer:
             ),
             model_version=self.model.version,
             fit_lines=self.fit_lines,
-            engagement_lines=engagement_lines,
+            buying_field_lines=self.buying_field_lines,
+            signal_lines=tuple(signal_lines),
             buying_signal=buying_signal,
             mql=buying_signal or (mql is not None and mql.met(fit=self.fit, total=total)),
         )
+
+    def mql_at(self, now: datetime) -> bool:
+        """`at(now).mql`, without building the breakdown."""
+        if self._buying_signal(now):
+            return True
+        mql = self.model.mql
+        if mql is None or (mql.min_fit is not None and self.fit < mql.min_fit):
+            return False
+        points = [line.points for line in self.buying_field_lines]
+        for match, faded in zip(self.matches, self.faded(now), strict=True):
+            cap = match.rule.cap
+            points.append(_round(faded if cap is None else _capped(faded, cap)))
+        return _round(self.fit + _sum(points)) >= mql.min_total
 
     def settled_at(self, origin: datetime) -> datetime | None:
         """When every fading point will have faded to nothing and every buying window closed, if
         none of the fading rules takes points away (then the temperature only ever falls);
         None when one does."""
+        latest_days = 0.0
         latest = origin
-        for rule, matching in self.matches:
-            at_origin = _signal_points(rule, matching, origin, capped=False)
-            if at_origin < 0 and rule.half_life_days is not None:
-                return None
-            if rule.half_life_days is not None and at_origin > 0:
-                halvings = math.log2(max(at_origin, 1.0) / 0.004)
-                latest = max(latest, origin + timedelta(days=rule.half_life_days * halvings))
-            if isinstance(rule, BuyingSignalRule) and rule.hot_for_days is not None:
-                latest = max(latest, matching[0].signal_at + timedelta(days=rule.hot_for_days))
-        return latest + timedelta(seconds=1)
+        for match, at_origin in zip(self.matches, self.faded(origin), strict=True):
+            rule = match.rule
+            if rule.half_life_days is not None:
+                if at_origin < 0:
+                    return None
+                if at_origin > 0:
+                    halvings = math.log2(max(at_origin, 1.0) / 0.004)
+                    latest_days = max(latest_days, rule.half_life_days * halvings)
+        for newest, rule in self.buying:
+            if rule.hot_for_days is not None:
+                latest = max(latest, newest.signal_at + timedelta(days=rule.hot_for_days))
+        return max(latest, origin + timedelta(days=latest_days)) + timedelta(seconds=1)
 
     def timeline(self, origin: datetime) -> Callable[[datetime], Temperature]:
         """The temperature at any moment from `origin` on, cheaply, without the breakdown.
 
         A rule's decayed points at `origin + d` are its points at `origin` halved every
-        half-life of `d`, so each rule costs one power per moment instead of one per signal.
-        (A signal dated after `origin` breaks that shortcut: the exact sum is used then.)
+        half-life of `d`, so a moment costs one power per distinct half-life instead of one
+        per signal. Most moments are decided from the unrounded total, when it is further
+        from every threshold than the rounding of the lines could move it; the others are
+        summed line by line and rounded exactly as `at()` rounds. (A signal dated after
+        `origin` breaks the shortcut: `at()` itself is used then.)
         """
+        thresholds = self.model.thresholds
         fixed = [line.points for line in self.buying_field_lines]
-        exact = any(s.signal_at > origin for _, matching in self.matches for s in matching)
-        terms = [
-            (_signal_points(rule, matching, origin, capped=False), rule.half_life_days, rule.cap)
-            for rule, matching in self.matches
-        ]
-        hot_for_good = bool(fixed) or any(
-            isinstance(rule, BuyingSignalRule) and rule.hot_for_days is None
-            for rule, _ in self.matches
-        )
+        hot_for_good = bool(fixed) or any(rule.hot_for_days is None for _, rule in self.buying)
         hot_until = max(
             (
-                matching[0].signal_at + timedelta(days=rule.hot_for_days)
-                for rule, matching in self.matches
-                if isinstance(rule, BuyingSignalRule) and rule.hot_for_days is not None
+                newest.signal_at + timedelta(days=rule.hot_for_days)
+                for newest, rule in self.buying
+                if rule.hot_for_days is not None
             ),
             default=None,
         )
-        thresholds = self.model.thresholds
+        # Each match's signals are newest first: its first one is the latest.
+        if any(match.newest_first[0].signal_at > origin for match in self.matches):
+            return lambda moment: self.at(moment).temperature
+        half_lives = sorted(
+            {match.rule.half_life_days for match in self.matches
+             if match.rule.half_life_days is not None}
+        )
+        slot = {half_life: number for number, half_life in enumerate(half_lives)}
+        constant: list[float] = []
+        fading: list[tuple[float, int, float | None]] = []
+        for match, at_origin in zip(self.matches, self.faded(origin), strict=True):
+            rule = match.rule
+            if rule.half_life_days is None:
+                constant.append(_round(at_origin if rule.cap is None
+                                       else _capped(at_origin, rule.cap)))
+            else:
+                fading.append((at_origin, slot[rule.half_life_days], rule.cap))
+        # For the unrounded total: uncapped terms summed per half-life, the capped ones apart
+        # (decay only shrinks a term, so one under its cap at `origin` stays under it).
+        per_half_life = [0.0] * len(half_lives)
+        capped_terms: list[tuple[float, float, float]] = []
+        for at_origin, number, cap in fading:
+            if cap is not None and abs(at_origin) > cap:
+                capped_terms.append((at_origin, half_lives[number], cap))
+            else:
+                per_half_life[number] += at_origin
+        base = self.fit + math.fsum([*fixed, *constant])
+        magnitude = abs(self.fit) + math.fsum(abs(value) for value in [*fixed, *constant]) + (
+            math.fsum(abs(at_origin) for at_origin, _, _ in fading)
+        )
+        # Each rounded line moves by at most half a cent, and so do the two sums rounded after.
+        margin = 0.005 * (len(fading) + 2) + 1e-9 * (1.0 + magnitude)
+        hot, warm = thresholds.hot, thresholds.warm
+        grouped = [(life, total) for life, total in zip(half_lives, per_half_life, strict=True)
+                   if total]
 
         def temperature(moment: datetime) -> Temperature:
-            if exact:
-                return self.at(moment).temperature
+            if hot_for_good or (hot_until is not None and moment < hot_until):
+                return "hot"
             elapsed_days = (moment - origin).total_seconds() / SECONDS_PER_DAY
-            points = list(fixed)
-            for at_origin, half_life_days, cap in terms:
-                value = at_origin
-                if half_life_days is not None:
-                    value *= 0.5 ** (elapsed_days / half_life_days)
+            unrounded = base
+            for life, total in grouped:
+                unrounded += total * 0.5 ** (elapsed_days / life)
+            for at_origin, life, limit in capped_terms:
+                unrounded += _capped(at_origin * 0.5 ** (elapsed_days / life), limit)
+            if abs(unrounded - hot) > margin and abs(unrounded - warm) > margin:
+                return "hot" if unrounded >= hot else "warm" if unrounded >= warm else "cold"
+            factors = [0.5 ** (elapsed_days / half_life) for half_life in half_lives]
+            points = [*fixed, *constant]
+            for at_origin, number, cap in fading:
+                value = at_origin * factors[number]
                 if cap is not None:
                     value = _capped(value, cap)
                 points.append(_round(value))
-            buying_signal = hot_for_good or (hot_until is not None and moment < hot_until)
             total = _round(self.fit + _sum(points))
-            return temperature_of(total, thresholds=thresholds, buying_signal=buying_signal)
+            return temperature_of(total, thresholds=thresholds, buying_signal=False)
 
         return temperature
 
     def _buying_signal(self, now: datetime) -> bool:
         return bool(self.buying_field_lines) or any(
-            _keeps_hot(rule, matching, now) for rule, matching in self.matches
+            rule.hot_for_days is None
+            or now - newest.signal_at < timedelta(days=rule.hot_for_days)
+            for newest, rule in self.buying
         )
-
-
-def _field_lines(
-    rules: Iterable[FieldRule], facts: Mapping[str, object]
-) -> tuple[ScoreLine, ...]:
-    return tuple(rule.line for rule in rules if rule.applies_to(facts))
 
 
 def _by_type(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
@@ -313,45 +497,6 @@ def _by_type(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
     for group in by_type.values():
         group.sort(key=lambda signal: (signal.signal_at, signal.signal_id), reverse=True)
     return by_type
-
-
-def _signal_points(
-    rule: SignalRule, newest_first: Sequence[Signal], now: datetime, *, capped: bool = True
-) -> float:
-    counted = newest_first if rule.repeatable else newest_first[:1]
-    if rule.half_life_days is None:
-        faded = rule.points * len(counted)
-    else:
-        # `decayed()` for each signal, with the datetimes taken out of the loop.
-        today, half_life = now.timestamp() / SECONDS_PER_DAY, rule.half_life_days
-        faded = rule.points * math.fsum(
-            0.5 ** (max(today - signal.day, 0.0) / half_life) for signal in counted
-        )
-    return faded if rule.cap is None or not capped else _capped(faded, rule.cap)
-
-
-def _signal_line(rule: SignalRule, newest_first: Sequence[Signal], now: datetime) -> ScoreLine:
-    counted = newest_first if rule.repeatable else newest_first[:1]
-    raw = rule.points * len(counted)
-    if rule.cap is not None:
-        raw = _capped(raw, rule.cap)
-    if len(counted) > EVIDENCE_LIMIT:
-        counted = counted[:EVIDENCE_LIMIT]
-    return ScoreLine(
-        rule_id=rule.id,
-        points=_round(_signal_points(rule, newest_first, now)),
-        raw_points=_round(raw),
-        reason=rule.explanation,
-        evidence=[signal.signal_id for signal in counted],
-    )
-
-
-def _keeps_hot(rule: SignalRule, newest_first: Sequence[Signal], now: datetime) -> bool:
-    if not isinstance(rule, BuyingSignalRule):
-        return False
-    if rule.hot_for_days is None:
-        return True
-    return now - newest_first[0].signal_at < timedelta(days=rule.hot_for_days)
 
 
 def _capped(points: float, cap: float) -> float:

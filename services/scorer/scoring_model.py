@@ -78,7 +78,7 @@ def _compiled(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"invalid regular expression: {error}") from None
 
 
-def _key(value: object) -> tuple[str, object]:
+def value_key(value: object) -> tuple[str, object]:
     """How a value compares: booleans only to booleans, text ignoring case, numbers by value."""
     if isinstance(value, bool):
         return ("bool", value)
@@ -89,7 +89,7 @@ def _key(value: object) -> tuple[str, object]:
     return ("other", value)
 
 
-def _blank(value: object) -> bool:
+def is_blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
@@ -116,7 +116,7 @@ class _FieldRule(BaseModel):
     def applies_to(self, facts: Mapping[str, object]) -> bool:
         value = facts.get(self.field)
         if self.negate:
-            return not _blank(value) and not self.matches(value)
+            return not is_blank(value) and not self.matches(value)
         return self.matches(value)
 
     def matches(self, value: object) -> bool:
@@ -146,7 +146,7 @@ class EqualsRule(_FieldRule):
     value: Scalar
 
     def matches(self, value: object) -> bool:
-        return value is not None and _key(value) == _key(self.value)
+        return value is not None and value_key(value) == value_key(self.value)
 
     def describe(self) -> str:
         return f"{self.field} is {self.value}"
@@ -158,10 +158,10 @@ class InRule(_FieldRule):
 
     @cached_property
     def _keys(self) -> frozenset[tuple[str, object]]:
-        return frozenset(_key(value) for value in self.values)
+        return frozenset(value_key(value) for value in self.values)
 
     def matches(self, value: object) -> bool:
-        return value is not None and _key(value) in self._keys
+        return value is not None and value_key(value) in self._keys
 
     def describe(self) -> str:
         shown = ", ".join(str(value) for value in self.values[:5])
@@ -202,7 +202,7 @@ class MissingRule(_FieldRule):
         return self.matches(facts.get(self.field)) != self.negate
 
     def matches(self, value: object) -> bool:
-        return _blank(value)
+        return is_blank(value)
 
     def describe(self) -> str:
         return f"no {self.field}"

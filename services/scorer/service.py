@@ -27,7 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository
 from services.scorer.lifecycle import model_makes_mql, next_stage
-from services.scorer.scoring import ScoreResult, Signal, score_and_next_change
+from services.scorer.scoring import (
+    ScoreResult,
+    Signal,
+    makes_mql,
+    score,
+    score_and_next_change,
+)
 from services.scorer.scoring_model import ScoringModel, parse_scoring_model
 from shared.clock import Clock
 from shared.db import Database, is_outage
@@ -228,6 +234,25 @@ class Rescored:
     events: list[LeadScored | LeadStageChanged]
 
 
+@dataclass(frozen=True)
+class Rescoring:
+    """One event that has the lead rescored, and the lead as that event leaves it."""
+
+    profile: LeadProfile
+    signals: Sequence[Signal]
+    now: datetime
+    cause: str
+    correlation_id: str | None = None
+    active: bool = False
+    """A signal: the lead showed activity at `now` (a recycled lead may become MQL again)."""
+    seen: int | None = None
+    """How many of `signals` the lead had at this event (None: all of them); lets several
+    events of one lead share one growing list."""
+
+    def signals_then(self) -> Sequence[Signal]:
+        return self.signals if self.seen is None else self.signals[: self.seen]
+
+
 def rescore(
     context: ScorerContext,
     lead_id: str,
@@ -245,49 +270,87 @@ def rescore(
     The model may make the lead MQL (kept in the history with the rules that made it so);
     `lead.scored` is published for a new lead and whenever `_same_score` says it changed.
     """
+    return rescore_all(context, lead_id, current, [
+        Rescoring(profile, signals, now, cause, correlation_id, active)
+    ])
+
+
+def rescore_all(
+    context: ScorerContext, lead_id: str, current: Row | None, steps: Sequence[Rescoring]
+) -> Rescored:
+    """`rescore` after several events of one lead at once, publishing only where they lead.
+
+    The stage moves exactly as it would one event at a time: at each event the model may make
+    the lead MQL, and the transition is kept and published with that event's rules, time and
+    cause. The score itself is computed in full (breakdown, next decay check) for the last
+    event only, and `lead.scored` is published once, with that final state, when it differs
+    from `current` or the stage moved: the states in between are superseded before anyone
+    could act on them.
+    """
     model = context.models.current
-    started = time.perf_counter()
-    result, next_check_at = score_and_next_change(profile, signals, model, now)
-    context.metrics.scoring_seconds.observe(time.perf_counter() - started)
     stage: Stage = current["stage"] if current is not None else "lead"
-    active_at = now if active else (current["active_at"] if current is not None else None)
-    changed_at = current["stage_changed_at"] if current is not None else None
-    fresh = active_at is not None and (changed_at is None or active_at > changed_at)
+    active_at: datetime | None = current["active_at"] if current is not None else None
+    changed_at: datetime | None = current["stage_changed_at"] if current is not None else None
+    history: list[dict[str, Any]] = []
+    events: list[LeadScored | LeadStageChanged] = []
+
+    def move_to_mql(step: Rescoring, result: ScoreResult) -> None:
+        nonlocal stage, changed_at
+        reason = "buying_signal" if result.buying_signal else "mql_rule"
+        entry, changed = _transition(
+            lead_id, stage, "mql", reason=reason, cause=step.cause, now=step.now,
+            correlation_id=step.correlation_id, rule_ids=list(result.contributing_rules),
+        )
+        history.append(entry)
+        events.append(changed)
+        context.metrics.stage_changes.labels(stage, "mql").inc()
+        stage, changed_at = "mql", step.now
+
+    def fresh() -> bool:
+        return active_at is not None and (changed_at is None or active_at > changed_at)
+
+    for step in steps[:-1]:
+        if step.active:
+            active_at = step.now
+        if model_makes_mql(stage, mql=True, fresh_activity=fresh()) and makes_mql(
+            step.profile, step.signals_then(), model, step.now
+        ):
+            move_to_mql(step, score(step.profile, step.signals_then(), model, step.now))
+    last = steps[-1]
+    started = time.perf_counter()
+    result, next_check_at = score_and_next_change(
+        last.profile, last.signals_then(), model, last.now
+    )
+    context.metrics.scoring_seconds.observe(time.perf_counter() - started)
+    if last.active:
+        active_at = last.now
+    if model_makes_mql(stage, mql=result.mql, fresh_activity=fresh()):
+        move_to_mql(last, result)
     row: dict[str, Any] = dict(current) if current is not None else {
-        "lead_id": lead_id, "stage": "lead", "stage_changed_at": None, "erased_at": None,
-        "scored_at": now,
+        "lead_id": lead_id, "erased_at": None, "scored_at": last.now,
     }
     row.update(
-        profile=profile.model_dump(mode="json"),
+        profile=last.profile.model_dump(mode="json"),
         score=result.total,
         fit=result.fit,
         engagement=result.engagement,
         temperature=result.temperature,
         model_version=result.model_version,
-        breakdown=[_line_json(line) for line in result.breakdown],
+        breakdown=result.breakdown_json(),
         buying_signal=result.buying_signal,
+        stage=stage,
+        stage_changed_at=changed_at,
         active_at=active_at,
         next_check_at=next_check_at,
-        updated_at=now,
+        updated_at=last.now,
     )
-    history: list[dict[str, Any]] = []
-    events: list[LeadScored | LeadStageChanged] = []
-    if model_makes_mql(stage, mql=result.mql, fresh_activity=fresh):
-        reason = "buying_signal" if result.buying_signal else "mql_rule"
-        entry, changed = _transition(
-            lead_id, stage, "mql", reason=reason, cause=cause, now=now,
-            correlation_id=correlation_id, rule_ids=list(result.contributing_rules),
-        )
-        history.append(entry)
-        events.append(changed)
-        context.metrics.stage_changes.labels(stage, "mql").inc()
-        stage = "mql"
-        row.update(stage=stage, stage_changed_at=now)
     if current is not None and not events and _same_score(current, row):
         return Rescored("unchanged", row, False, history, events)
-    row["scored_at"] = now
-    events.append(_scored_event(lead_id, profile, result, stage, correlation_id, now))
-    context.metrics.leads_scored.labels(cause, result.temperature).inc()
+    row["scored_at"] = last.now
+    events.append(
+        _scored_event(lead_id, last.profile, result, stage, last.correlation_id, last.now)
+    )
+    context.metrics.leads_scored.labels(last.cause, result.temperature).inc()
     return Rescored("scored" if current is None else "rescored", row, current is None,
                     history, events)
 
@@ -333,16 +396,6 @@ def _same_score(stored: Row, fresh: Row) -> bool:
         stored["temperature"] == fresh["temperature"]
         and _substance(stored["breakdown"]) == _substance(fresh["breakdown"])
     )
-
-
-def _line_json(line: ScoreLine) -> dict[str, Any]:
-    return {
-        "rule_id": line.rule_id,
-        "points": line.points,
-        "raw_points": line.raw_points,
-        "reason": line.reason,
-        "evidence": list(line.evidence),
-    }
 
 
 def _substance(breakdown: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:

@@ -29,3 +29,9 @@ class ScorerSettings(ServiceSettings):
     decay_sweep_batch_size: int = Field(
         default=200, ge=1, description="Leads rescored per sweep transaction"
     )
+    kafka_max_batch: int = Field(
+        default=2000, ge=1,
+        description="Records per consumer poll. Larger than the other services' default: the "
+        "scorer decides each lead once per batch, so a backlog drains with fewer computations "
+        "and statements; a batch holds its transaction (on SQLite the write lock) while applied",
+    )

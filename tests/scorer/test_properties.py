@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scorer.scoring import Signal, score
+from services.scorer.scoring import Signal, makes_mql, score
 from services.scorer.scoring_model import load_scoring_model
 from shared.events import LeadProfile
 
@@ -78,3 +78,11 @@ def test_a_signal_delivered_twice_counts_once(
 ) -> None:
     repeated = data.draw(st.lists(st.sampled_from(history), max_size=10)) if history else []
     assert score(profile, [*history, *repeated], MODEL, NOW) == score(profile, history, MODEL, NOW)
+
+
+@settings(max_examples=300, deadline=None)
+@given(profile=profiles, history=signals_of(ALL_TYPES))
+def test_makes_mql_says_what_the_whole_score_says(
+    profile: LeadProfile, history: list[Signal]
+) -> None:
+    assert makes_mql(profile, history, MODEL, NOW) == score(profile, history, MODEL, NOW).mql
