@@ -166,16 +166,15 @@ class EventConsumer:
             return set()
         now = self.clock.now()
         table = self.inbox.processed
-        statement = insert_ignoring_conflicts(
-            table,
-            self.db.dialect,
-            [
-                {"consumer": self.name, "event_id": str(event.event_id),
-                 "event_type": event.type, "processed_at": now}
-                for event in events
-            ],
-        ).returning(table.c.event_id)
-        return set((await session.scalars(statement)).all())
+        statement = insert_ignoring_conflicts(table, self.db.dialect).returning(
+            table.c.event_id
+        )
+        rows = [
+            {"consumer": self.name, "event_id": str(event.event_id),
+             "event_type": event.type, "processed_at": now}
+            for event in events
+        ]
+        return set((await session.scalars(statement, rows)).all())
 
     def _count(self, tally: _Tally) -> None:
         self.applied += len(tally.applied)

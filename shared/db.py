@@ -117,12 +117,18 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 
 
 def insert_ignoring_conflicts(
-    table: Table, dialect_name: str, values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    table: Table, dialect_name: str,
+    values: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     *, index_elements: Sequence[str] | None = None,
 ) -> Insert:
-    """`INSERT ... ON CONFLICT DO NOTHING` for the dialect at hand."""
+    """`INSERT ... ON CONFLICT DO NOTHING` for the dialect at hand.
+
+    Without `values`, the statement is meant to be executed with a list of parameter rows: it
+    compiles once and is cached, where a multi-row VALUES list is compiled anew each time."""
     module: Any = postgresql if dialect_name == "postgresql" else sqlite
-    statement = module.insert(table).values(values)
+    statement = module.insert(table)
+    if values is not None:
+        statement = statement.values(values)
     return statement.on_conflict_do_nothing(index_elements=index_elements)  # type: ignore[no-any-return]
 
 

@@ -22,7 +22,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository, service
@@ -122,19 +121,6 @@ class ScorerConsumer(EventConsumer):
             await self.handlers[event.type](session, event)
         await self._write(session, leads)
         return fresh, duplicates
-
-    async def _record_processed(self, session: AsyncSession, events: list[Event]) -> set[str]:
-        """`EventConsumer._record_processed` as one cached statement run for many rows: a
-        multi-row VALUES list is compiled anew for each batch, which costs more than the insert."""
-        if not events:
-            return set()
-        now = self.clock.now()
-        table = self.inbox.processed
-        dialect: Any = postgresql if self.db.dialect == "postgresql" else sqlite
-        statement = dialect.insert(table).on_conflict_do_nothing().returning(table.c.event_id)
-        rows = [{"consumer": self.name, "event_id": str(event.event_id),
-                 "event_type": event.type, "processed_at": now} for event in events]
-        return set((await session.scalars(statement, rows)).all())
 
     async def _read_leads(self, session: AsyncSession, lead_ids: set[str]) -> dict[str, _Lead]:
         if not lead_ids:
