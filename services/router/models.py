@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -241,6 +242,18 @@ disabled_endpoint = Table(
     Column("reason", String(200), nullable=False),
 )
 """Webhook URLs that answered `410 Gone`: nothing is sent to them any more."""
+
+roster_state = Table(
+    "router_roster_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    # Bumped in the same transaction as any change to people, teams, memberships or rules.
+    Column("generation", BigInteger, nullable=False, server_default="0"),
+    # Bumped by every transaction that routes (under the routing lock).
+    Column("routing_seq", BigInteger, nullable=False, server_default="0"),
+)
+"""One row (id 1): the counters that tell each router instance whether its roster cache is
+still current (see `services.router.roster_cache`)."""
 
 OUTBOX = outbox_tables(metadata, "router")
 INBOX = inbox_tables(metadata, "router")

@@ -22,10 +22,12 @@ from services.router.models import (
     membership,
     notification,
     notification_attempt,
+    roster_state,
     rule_set,
     sdr,
     team,
 )
+from shared.db import insert_ignoring_conflicts
 
 ROUTING_LOCK_KEY = zlib.crc32(b"leadrelay.router.routing")
 """PostgreSQL advisory lock taken by every transaction that hands out leads."""
@@ -35,15 +37,54 @@ def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0))
 
 
-async def lock_routing(session: AsyncSession) -> None:
-    """Serialise routing decisions until the transaction ends.
+async def lock_routing(session: AsyncSession) -> tuple[int, int]:
+    """Serialise routing decisions until the transaction ends; returns the roster generation
+    and this transaction's routing sequence number (see `services.router.roster_cache`).
 
     Round robin reads the roster then moves one SDR to the back: two transactions doing it at
     once would pick the same SDR, and could deadlock on SDR rows taken in opposite orders. On
-    SQLite every write transaction already holds the only write lock.
+    SQLite every write transaction already holds the only write lock. The sequence number is
+    bumped once per transaction, however often this is called in it.
     """
+    sync_session = session.sync_session
+    transaction = sync_session.get_transaction()
+    found = sync_session.info.get(_LOCKED)
+    if found is not None and found[0] is transaction:
+        return found[1]  # type: ignore[no-any-return]
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(func.pg_advisory_xact_lock(ROUTING_LOCK_KEY)))
+    state = await _bump(session, routing_seq=roster_state.c.routing_seq + 1)
+    sync_session.info[_LOCKED] = (transaction, state)
+    return state
+
+
+_LOCKED = "router.routing_lock"
+ROSTER_CHANGED = "router.roster_changed"
+"""`session.info` flag: this transaction changed the roster (its cache must not keep it)."""
+
+
+async def _bump(session: AsyncSession, **values: Any) -> tuple[int, int]:
+    statement = (
+        update(roster_state).where(roster_state.c.id == 1).values(**values)
+        .returning(roster_state.c.generation, roster_state.c.routing_seq)
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:  # a database migrated before the row existed, or emptied by hand
+        await session.execute(insert_ignoring_conflicts(
+            roster_state, session.get_bind().dialect.name,
+            [{"id": 1, "generation": 0, "routing_seq": 0}],
+        ))
+        row = (await session.execute(statement)).first()
+        assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def roster_changed(session: AsyncSession) -> None:
+    """Bump the roster generation: every router instance reloads its cached roster. Called by
+    each function below that writes people, teams, memberships or rules, in the same
+    transaction as the change."""
+    session.sync_session.info[ROSTER_CHANGED] = True
+    await _bump(session, generation=roster_state.c.generation + 1)
 
 
 # The roster
@@ -51,10 +92,12 @@ async def lock_routing(session: AsyncSession) -> None:
 
 async def insert_sdr(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(sdr).values(**values))
+    await roster_changed(session)
 
 
 async def update_person(session: AsyncSession, person_id: str, values: Mapping[str, Any]) -> None:
     await session.execute(update(sdr).where(sdr.c.id == person_id).values(**values))
+    await roster_changed(session)
 
 
 async def find_sdr(session: AsyncSession, sdr_id: str) -> RowMapping | None:
@@ -81,10 +124,18 @@ async def list_sdrs(session: AsyncSession, *, role: str | None = None) -> Sequen
 
 
 async def people_in_pool(
-    session: AsyncSession, *, team_id: str | None, role: str
+    session: AsyncSession, *, team_id: str | None, role: str, with_open_counts: bool = True
 ) -> Sequence[RowMapping]:
     """People of `role` in a team (every one of the role when `team_id` is None), with their
-    count of open assignments."""
+    count of open assignments unless `with_open_counts` is False."""
+    if not with_open_counts:
+        plain = select(sdr).where(sdr.c.role == role)
+        if team_id is not None:
+            plain = plain.join(membership, membership.c.person_id == sdr.c.id).where(
+                membership.c.team_id == team_id
+            )
+        found = await session.execute(plain.order_by(sdr.c.created_at, sdr.c.id))
+        return found.mappings().all()
     open_count = (
         select(assignment.c.sdr_id, func.count().label("open_assignments"))
         .where(assignment.c.status.in_(OPEN_STATUSES))
@@ -102,6 +153,31 @@ async def people_in_pool(
         )
     result = await session.execute(query.order_by(sdr.c.created_at, sdr.c.id))
     return result.mappings().all()
+
+
+async def open_assignment_counts(
+    session: AsyncSession, person_ids: Sequence[str]
+) -> dict[str, int]:
+    """Open assignments (those counting against capacity) of each person."""
+    if not person_ids:
+        return {}
+    result = await session.execute(
+        select(assignment.c.sdr_id, func.count())
+        .where(assignment.c.sdr_id.in_(list(person_ids)),
+               assignment.c.status.in_(OPEN_STATUSES))
+        .group_by(assignment.c.sdr_id)
+    )
+    return {row[0]: int(row[1]) for row in result}
+
+
+async def assignment_marks(
+    session: AsyncSession, person_ids: Sequence[str] | None
+) -> list[tuple[str, datetime | None, datetime | None]]:
+    """(id, last assigned at, paused until) of the people (of everyone with None)."""
+    query = select(sdr.c.id, sdr.c.last_assigned_at, sdr.c.paused_until)
+    if person_ids is not None:
+        query = query.where(sdr.c.id.in_(list(person_ids)))
+    return [(row[0], row[1], row[2]) for row in await session.execute(query)]
 
 
 async def assignment_counts(
@@ -128,7 +204,10 @@ async def mark_sdr_assigned(session: AsyncSession, sdr_id: str, at: datetime) ->
 
 
 async def pause_person(session: AsyncSession, person_id: str, until: datetime) -> None:
+    """Pause a rep; the extra sequence bump makes every instance re-read pauses before its
+    next decision, whoever called this."""
     await session.execute(update(sdr).where(sdr.c.id == person_id).values(paused_until=until))
+    await _bump(session, routing_seq=roster_state.c.routing_seq + 1)
 
 
 # Teams
@@ -136,10 +215,12 @@ async def pause_person(session: AsyncSession, person_id: str, until: datetime) -
 
 async def insert_team(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(team).values(**values))
+    await roster_changed(session)
 
 
 async def update_team(session: AsyncSession, team_id: str, values: Mapping[str, Any]) -> None:
     await session.execute(update(team).where(team.c.id == team_id).values(**values))
+    await roster_changed(session)
 
 
 async def find_team(session: AsyncSession, team_id: str) -> RowMapping | None:
@@ -178,6 +259,7 @@ async def teams_managed_by(session: AsyncSession, person_id: str) -> list[str]:
 
 
 async def set_memberships(session: AsyncSession, person_id: str, team_ids: Sequence[str]) -> None:
+    await roster_changed(session)
     await session.execute(delete(membership).where(membership.c.person_id == person_id))
     if team_ids:
         await session.execute(
@@ -205,6 +287,7 @@ async def current_rule_set_head(session: AsyncSession) -> RowMapping | None:
 
 async def insert_rule_set(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(rule_set).values(**values))
+    await roster_changed(session)
 
 
 async def find_account_owner(session: AsyncSession, account_key: str) -> str | None:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,10 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.router import repository, roster
 from services.router.access import action_token
 from services.router.notifications import DeliverySignal, slack_offer
+from services.router.roster_cache import RosterCache, RoutingState, current_state, routing_state
 from services.router.routing import (
     Decision,
     LeadFacts,
-    Rep,
     Role,
     choose_rep,
     working_deadline,
@@ -91,6 +90,8 @@ class RouterContext:
     action_key: str
     rule_cache: dict[int, RuleSet] = field(default_factory=dict)
     """Parsed rule sets by version (versions are immutable)."""
+    roster_cache: RosterCache = field(default_factory=RosterCache)
+    """The roster as this process last saw it (see `services.router.roster_cache`)."""
 
     @classmethod
     def build(
@@ -160,32 +161,31 @@ class Routing:
 
 @dataclass
 class RosterSnapshot:
-    """The rules and pools read once by a transaction that routes many leads (the timer's
-    batches), kept current as that transaction hands out leads. Valid only under the routing
-    lock, for the life of the transaction."""
+    """What a transaction that routes many leads (the timer's batches) passes to `decide`.
 
-    rules: tuple[str, RuleSet] | None = None
-    pools: dict[tuple[str | None, str], list[Rep]] = field(default_factory=dict)
-    rows: dict[str, RowMapping] = field(default_factory=dict)
-    counts: dict[tuple[str | None, str], dict[str, int]] = field(default_factory=dict)
+    The transaction's `RoutingState` (see `services.router.roster_cache`) holds the roster and
+    keeps it current as leads are handed out (`offer_lead` records each offer); this only
+    remembers releases made before the first decision took the state.
+    """
 
-    def _update(self, rep_id: str, change: Callable[[Rep], Rep]) -> None:
-        for reps in self.pools.values():
-            for index, rep in enumerate(reps):
-                if rep.id == rep_id:
-                    reps[index] = change(rep)
+    state: RoutingState | None = None
+    pending: list[tuple[str, datetime | None]] = field(default_factory=list)
+
+    def bind(self, state: RoutingState) -> None:
+        if self.state is None:
+            self.state = state
+            for rep_id, paused_until in self.pending:
+                state.released(rep_id, paused_until)
+            self.pending.clear()
 
     def assigned(self, rep_id: str, now: datetime) -> None:
-        self._update(rep_id, lambda rep: replace(
-            rep, last_assigned_at=now, open_assignments=rep.open_assignments + 1))
-        for key, counts in self.counts.items():
-            if any(rep.id == rep_id for rep in self.pools.get(key, ())):
-                counts[rep_id] = counts.get(rep_id, 0) + 1
+        """Nothing to do: `offer_lead` told the routing state."""
 
     def released(self, rep_id: str, paused_until: datetime | None = None) -> None:
-        self._update(rep_id, lambda rep: replace(
-            rep, open_assignments=max(0, rep.open_assignments - 1),
-            paused_until=paused_until or rep.paused_until))
+        if self.state is not None:
+            self.state.released(rep_id, paused_until)
+        else:
+            self.pending.append((rep_id, paused_until))
 
 
 def lead_facts(row: RowMapping) -> LeadFacts:
@@ -268,18 +268,18 @@ async def route_waiting_leads(
     await repository.lock_routing(session)
     waiting = await repository.claim_waiting_leads(session, limit)
     offers: list[Offer] = []
-    snapshot = RosterSnapshot()
     for index, lead in enumerate(waiting):
         # One microsecond apart, so round robin sees the batch's offers in order.
         moment = now + timedelta(microseconds=index)
-        routing = await route_lead(session, context, lead, moment, snapshot=snapshot)
+        routing = await route_lead(session, context, lead, moment)
         if routing.offer is not None:
             offers.append(routing.offer)
-            snapshot.assigned(routing.offer.sdr_id, moment)
     return offers
 
 
-async def _pools(session: AsyncSession, rule: Rule, role: Role) -> list[tuple[str, str | None]]:
+async def _pools(
+    session: AsyncSession, state: RoutingState, rule: Rule, role: Role
+) -> list[tuple[str, str | None]]:
     """(label, team id) of each pool to try in order; team id None: everyone of the role."""
     if role == "ae":
         names = [rule.handoff_pool] if rule.handoff_pool else []
@@ -291,9 +291,9 @@ async def _pools(session: AsyncSession, rule: Rule, role: Role) -> list[tuple[st
         return [(f"every {role}", None)]
     pools: list[tuple[str, str | None]] = []
     for name in names:
-        team = await repository.find_team_by_name(session, name)
-        if team is not None:
-            pools.append((name, team["id"]))
+        team_id = await state.team_id(session, name)
+        if team_id is not None:
+            pools.append((name, team_id))
     return pools
 
 
@@ -309,43 +309,28 @@ async def decide(
 ) -> tuple[str | None, Routing]:
     """Choose who gets `lead` by the current rules; nothing is written.
 
-    With a `snapshot`, rules and pools are read once per transaction instead of per lead.
+    Takes the routing lock if the transaction does not hold it yet; the roster comes from the
+    transaction's routing state (cached across transactions, see `roster_cache`).
     """
-    if snapshot is not None and snapshot.rules is not None:
-        version, rule_set = snapshot.rules
-    else:
-        version, rule_set, _ = await roster.current_rules(session, context.rule_cache)
-        if snapshot is not None:
-            snapshot.rules = (version, rule_set)
+    state = await routing_state(session, context.roster_cache)
+    if snapshot is not None:
+        snapshot.bind(state)
+    version, rule_set = await state.rules(session, context.rule_cache)
     facts = lead_facts(lead)
     rule = first_match(rule_set.rules, facts) if rule_set.rules else DEFAULT_RULE
-    routing = Routing(offer=None, rule=rule, rules_version=version)
+    routing = Routing(offer=None, rule=rule, rules_version=version, people=state.static.rows)
     owner = None
     if rule.strategy == "account_owner" and facts.account_key:
         owner = await repository.find_account_owner(session, facts.account_key)
     window_start = now - timedelta(hours=context.settings.fairness_window_hours)
-    for label, team_id in await _pools(session, rule, role):
+    for label, team_id in await _pools(session, state, rule, role):
         started = _perf()
-        key = (team_id, role)
-        if snapshot is not None and key in snapshot.pools:
-            reps = snapshot.pools[key]
-            routing.people.update(snapshot.rows)
-        else:
-            people = await repository.people_in_pool(session, team_id=team_id, role=role)
-            routing.people.update((row["id"], row) for row in people)
-            reps = [roster.rep_of(row) for row in people]
-            if snapshot is not None:
-                snapshot.pools[key] = reps
-                snapshot.rows.update((row["id"], row) for row in people)
-        if rule.strategy != "weighted_fairness":
-            counts: dict[str, int] = {}
-        elif snapshot is not None and key in snapshot.counts:
-            counts = snapshot.counts[key]
-        else:
-            counts = await repository.assignment_counts(
-                session, [rep.id for rep in reps], window_start)
-            if snapshot is not None:
-                snapshot.counts[key] = counts
+        reps = await state.pool(session, team_id, role, with_load=False)
+        if rule.strategy == "least_loaded" or any(rep.capacity is not None for rep in reps):
+            reps = await state.pool(session, team_id, role, with_load=True)
+        counts: dict[str, int] = {}
+        if rule.strategy == "weighted_fairness":
+            counts = await state.counts(session, team_id, role, reps, window_start)
         decision: Decision = choose_rep(
             reps, facts, rule.strategy, now, exclude=exclude, counts=counts,
             window_start=window_start, account_owner_id=owner, role=role,
@@ -457,6 +442,9 @@ async def offer_lead(
         "source": lead["source"],
     })
     await repository.mark_sdr_assigned(session, sdr_id, now)
+    state = current_state(session)
+    if state is not None:
+        state.assigned(sdr_id, now)
     await repository.update_lead(
         session, offer.lead_id, {"status": "routed", "waiting_since": None, "updated_at": now}
     )
