@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 import services.router
 from services.router import api
+from services.router.consumer import RouterConsumer
 from services.router.escalation import EscalationTimer
 from services.router.handlers import handler_table
 from services.router.models import INBOX, OUTBOX
@@ -33,7 +36,8 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
             config, service_runtime.outbox, service_runtime.clock, service_runtime.metrics
         )
         service_runtime.subscribe(
-            [config.topics.scores, config.topics.leads], handler_table(context)
+            [config.topics.scores, config.topics.leads], handler_table(context),
+            consumer_factory=partial(RouterConsumer, context=context),
         )
         notifier = Notifier(
             service_runtime.db, service_runtime.clock, config, context.deliveries,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -203,6 +203,16 @@ async def mark_sdr_assigned(session: AsyncSession, sdr_id: str, at: datetime) ->
     await session.execute(update(sdr).where(sdr.c.id == sdr_id).values(last_assigned_at=at))
 
 
+async def mark_sdrs_assigned(session: AsyncSession, marks: Mapping[str, datetime]) -> None:
+    """`last_assigned_at` of several people (person id -> when) in one statement."""
+    if marks:
+        await session.execute(
+            update(sdr).where(sdr.c.id == bindparam("b_id"))
+            .values(last_assigned_at=bindparam("b_at", type_=sdr.c.last_assigned_at.type)),
+            [{"b_id": person_id, "b_at": at} for person_id, at in marks.items()],
+        )
+
+
 async def pause_person(session: AsyncSession, person_id: str, until: datetime) -> None:
     """Pause a rep; the extra sequence bump makes every instance re-read pauses before its
     next decision, whoever called this."""
@@ -321,6 +331,41 @@ async def find_lead(
     return result.mappings().first()
 
 
+async def find_leads(
+    session: AsyncSession, lead_ids: Sequence[str], *, for_update: bool = False
+) -> dict[str, RowMapping]:
+    if not lead_ids:
+        return {}
+    query = select(lead).where(lead.c.id.in_(sorted(lead_ids))).order_by(lead.c.id)
+    if for_update:
+        query = query.with_for_update()
+    result = await session.execute(query)
+    return {row["id"]: row for row in result.mappings()}
+
+
+LEAD_SCORE_COLUMNS = ("profile", "score", "temperature", "scored_at", "updated_at", "source",
+                      "status", "waiting_since")
+"""What routing a scored lead may change on its row."""
+
+
+async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(lead), list(rows))
+
+
+async def update_scored_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write `LEAD_SCORE_COLUMNS` of each row (with its `id`) in one statement."""
+    if not rows:
+        return
+    statement = update(lead).where(lead.c.id == bindparam("b_id")).values({
+        name: bindparam(f"b_{name}", type_=lead.c[name].type) for name in LEAD_SCORE_COLUMNS
+    })
+    await session.execute(statement, [
+        {"b_id": row["id"], **{f"b_{name}": row[name] for name in LEAD_SCORE_COLUMNS}}
+        for row in rows
+    ])
+
+
 async def insert_lead(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(lead).values(**values))
 
@@ -385,6 +430,29 @@ async def list_assignments(
     return result.mappings().all()
 
 
+async def leads_with_active_assignment(
+    session: AsyncSession, lead_ids: Sequence[str]
+) -> set[str]:
+    if not lead_ids:
+        return set()
+    result = await session.scalars(
+        select(assignment.c.lead_id).where(
+            assignment.c.lead_id.in_(list(lead_ids)), assignment.c.status.in_(ACTIVE_STATUSES)
+        )
+    )
+    return set(result)
+
+
+async def last_attempts(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, int]:
+    if not lead_ids:
+        return {}
+    result = await session.execute(
+        select(assignment.c.lead_id, func.max(assignment.c.attempt))
+        .where(assignment.c.lead_id.in_(list(lead_ids))).group_by(assignment.c.lead_id)
+    )
+    return {row[0]: int(row[1] or 0) for row in result}
+
+
 async def last_attempt(session: AsyncSession, lead_id: str) -> int:
     found = await session.scalar(
         select(func.max(assignment.c.attempt)).where(assignment.c.lead_id == lead_id)
@@ -401,6 +469,13 @@ async def sdrs_who_had(session: AsyncSession, lead_id: str) -> set[str]:
 
 async def insert_assignment(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(assignment).values(**values))
+
+
+async def insert_assignments(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Several offers in one statement; the partial unique index still refuses a second
+    active assignment for a lead."""
+    if rows:
+        await session.execute(insert(assignment), list(rows))
 
 
 async def accept_offer(session: AsyncSession, assignment_id: str, at: datetime) -> bool:
@@ -576,6 +651,11 @@ async def insert_escalation(session: AsyncSession, values: Mapping[str, Any]) ->
 
 async def insert_notification(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(notification).values(**values))
+
+
+async def insert_notifications(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(notification), list(rows))
 
 
 async def claim_due_notifications(

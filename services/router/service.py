@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -221,29 +222,11 @@ async def route_scored_lead(
     current = await repository.find_lead(session, event.lead_id, for_update=True)
     if current is not None and current["scored_at"] > event.occurred_at:
         return None
-    profile = event.data.lead.model_dump(mode="json")
-    profile["stage"] = event.data.stage
-    profile["why"] = [line.reason for line in event.data.breakdown[:5]]
-    values: dict[str, Any] = {
-        "profile": profile,
-        "score": event.data.score,
-        "temperature": event.data.temperature,
-        "scored_at": event.occurred_at,
-        "updated_at": now,
-        "source": (event.data.lead.source or "")[:100] or None,
-    }
-    previous_status = current["status"] if current is not None else None
-    held = previous_status in ("queued", "qualified", "disqualified")
-    nurture = False
-    if not held and (
-        current is None or await repository.active_assignment(session, event.lead_id) is None
-    ):
-        if event.data.temperature in ROUTED_TEMPERATURES:
-            already_waiting = current["waiting_since"] if current is not None else None
-            values.update(status="waiting", waiting_since=already_waiting or now)
-        else:
-            nurture = previous_status != "cold"
-            values.update(status="cold", waiting_since=None)
+    active = current is not None and (
+        current["status"] in HELD_STATUSES
+        or await repository.active_assignment(session, event.lead_id) is not None
+    )
+    values, nurture = scored_values(event, current, active, now)
     if current is None:
         lead: Any = {"id": event.lead_id, "queue_team_id": None, "queued_at": None, **values}
         await repository.insert_lead(session, lead)
@@ -257,6 +240,119 @@ async def route_scored_lead(
     routing = await route_lead(session, context, lead, now, correlation_id=event.correlation_id,
                                first=current is None)
     return routing.offer
+
+
+HELD_STATUSES = frozenset({"queued", "qualified", "disqualified"})
+"""Lead statuses a new score does not route from (nor send to nurture)."""
+
+
+def scored_values(
+    event: LeadScored, current: RowMapping | None, active: bool, now: datetime
+) -> tuple[dict[str, Any], bool]:
+    """What a score changes on the lead's row, and whether the lead goes to nurture.
+
+    `active`: the lead is held (queue, qualified, disqualified) or has an active assignment:
+    its score is recorded, nothing else.
+    """
+    profile = event.data.lead.model_dump(mode="json")
+    profile["stage"] = event.data.stage
+    profile["why"] = [line.reason for line in event.data.breakdown[:5]]
+    values: dict[str, Any] = {
+        "profile": profile,
+        "score": event.data.score,
+        "temperature": event.data.temperature,
+        "scored_at": event.occurred_at,
+        "updated_at": now,
+        "source": (event.data.lead.source or "")[:100] or None,
+    }
+    nurture = False
+    if not active:
+        if event.data.temperature in ROUTED_TEMPERATURES:
+            already_waiting = current["waiting_since"] if current is not None else None
+            values.update(status="waiting", waiting_since=already_waiting or now)
+        else:
+            nurture = (current["status"] if current is not None else None) != "cold"
+            values.update(status="cold", waiting_since=None)
+    return values, nurture
+
+
+async def route_scored_leads(
+    session: AsyncSession, context: RouterContext, events: Sequence[LeadScored]
+) -> list[Offer]:
+    """`route_scored_lead` for a batch, with the same outcome as applying the events one by
+    one in order, in a handful of statements: the leads, their active assignments and
+    attempts are read once; decisions run on the transaction's routing state; the leads,
+    assignments, marks, notifications and events are written at the end, one statement each.
+    """
+    if not events:
+        return []
+    state = await routing_state(session, context.roster_cache)
+    lead_ids = sorted({event.lead_id for event in events})
+    stored = await repository.find_leads(session, lead_ids, for_update=True)
+    active = await repository.leads_with_active_assignment(session, list(stored))
+    attempts = await repository.last_attempts(session, list(stored))
+    leads: dict[str, dict[str, Any]] = {lead_id: dict(row) for lead_id, row in stored.items()}
+    inserted: set[str] = set()
+    assignments: list[dict[str, Any]] = []
+    notifications: list[dict[str, Any]] = []
+    outbox: list[Any] = []
+    marks: dict[str, datetime] = {}
+    offers: list[Offer] = []
+    for event in events:
+        now = context.clock.now()
+        current = leads.get(event.lead_id)
+        if current is not None and current["scored_at"] > event.occurred_at:
+            continue
+        held = current is not None and (
+            current["status"] in HELD_STATUSES or event.lead_id in active)
+        values, nurture = scored_values(event, current, held, now)  # type: ignore[arg-type]
+        if current is None:
+            lead: dict[str, Any] = {
+                "id": event.lead_id, "queue_team_id": None, "queued_at": None, **values}
+            inserted.add(event.lead_id)
+        else:
+            lead = {**current, **values}
+        leads[event.lead_id] = lead
+        if nurture:
+            nurture_event, delivery = nurture_rows(context, lead, "cold", now)  # type: ignore[arg-type]
+            outbox.append(nurture_event)
+            if delivery is not None:
+                notifications.append(delivery)
+        if values.get("status") != "waiting":
+            continue
+        rep_id, routing = await decide(session, context, lead, now)  # type: ignore[arg-type]
+        if rep_id is None:
+            continue
+        person = routing.people.get(rep_id) or await repository.find_sdr(session, rep_id)
+        if person is None:
+            raise LookupError(f"no person {rep_id}")
+        attempt = attempts.get(event.lead_id, 0) + 1
+        attempts[event.lead_id] = attempt
+        offer, row, rows, offered = offer_rows(
+            context, lead, person, now=now, routing=routing, role="sdr",  # type: ignore[arg-type]
+            attempt=attempt, correlation_id=event.correlation_id,
+        )
+        state.assigned(rep_id, now, written=False)
+        marks[rep_id] = now
+        active.add(event.lead_id)
+        lead.update(status="routed", waiting_since=None, updated_at=now)
+        assignments.append(row)
+        notifications.extend(rows)
+        outbox.append(offered)
+        offers.append(offer)
+    await repository.insert_leads(session, [leads[lead_id] for lead_id in sorted(inserted)])
+    await repository.update_scored_leads(
+        session, [lead for lead_id, lead in leads.items()
+                  if lead_id not in inserted and lead is not None and lead_id in stored
+                  and lead != dict(stored[lead_id])])
+    await repository.insert_assignments(session, assignments)
+    state.written()
+    await repository.mark_sdrs_assigned(session, marks)
+    await repository.insert_notifications(session, notifications)
+    if notifications:
+        context.deliveries.wake_after_commit(session)
+    await context.outbox.add(session, *outbox)
+    return offers
 
 
 async def route_waiting_leads(
@@ -397,6 +493,42 @@ async def offer_lead(
     person = routing.people.get(sdr_id) or await repository.find_sdr(session, sdr_id)
     if person is None:
         raise LookupError(f"no person {sdr_id}")
+    attempt = 1 if first else await repository.last_attempt(session, lead["id"]) + 1
+    offer, row, notifications, event = offer_rows(
+        context, lead, person, now=now, routing=routing, role=role, attempt=attempt,
+        assignment_id=assignment_id, correlation_id=correlation_id, status=status,
+    )
+    await repository.insert_assignment(session, row)
+    await repository.mark_sdr_assigned(session, sdr_id, now)
+    state = current_state(session)
+    if state is not None:
+        state.assigned(sdr_id, now)
+    await repository.update_lead(
+        session, offer.lead_id, {"status": "routed", "waiting_since": None, "updated_at": now}
+    )
+    await repository.insert_notifications(session, notifications)
+    if notifications:
+        context.deliveries.wake_after_commit(session)
+    await context.outbox.add(session, event)
+    return offer
+
+
+def offer_rows(
+    context: RouterContext,
+    lead: RowMapping,
+    person: RowMapping,
+    *,
+    now: datetime,
+    routing: Routing,
+    role: Role,
+    attempt: int,
+    assignment_id: str | None = None,
+    correlation_id: str | None = None,
+    status: str = "offered",
+) -> tuple[Offer, dict[str, Any], list[dict[str, Any]], AssignmentOffered]:
+    """What offering `lead` to `person` writes: the assignment row, its notification rows and
+    `assignment.offered` (counted in the metrics)."""
+    sdr_id: str = person["id"]
     accept_within, contact_within = context.sla(lead["temperature"], role, routing.rule)
     deadline = now + accept_within
     if routing.rule.outside_hours == "hold":
@@ -407,7 +539,7 @@ async def offer_lead(
         assignment_id=assignment_id or new_id(),
         lead_id=lead["id"],
         sdr_id=sdr_id,
-        attempt=1 if first else await repository.last_attempt(session, lead["id"]) + 1,
+        attempt=attempt,
         deadline_at=deadline,
     )
     profile: dict[str, Any] = lead["profile"] or {}
@@ -419,7 +551,7 @@ async def offer_lead(
     }
     fraction = context.settings.sla_reminder_fraction
     accepted = status == "accepted"
-    await repository.insert_assignment(session, {
+    row = {
         "id": offer.assignment_id,
         "lead_id": offer.lead_id,
         "sdr_id": sdr_id,
@@ -440,27 +572,19 @@ async def offer_lead(
         "decision": routing.decision | {"chosen": sdr_id},
         "scored_at": lead["scored_at"],
         "source": lead["source"],
-    })
-    await repository.mark_sdr_assigned(session, sdr_id, now)
-    state = current_state(session)
-    if state is not None:
-        state.assigned(sdr_id, now)
-    await repository.update_lead(
-        session, offer.lead_id, {"status": "routed", "waiting_since": None, "updated_at": now}
-    )
-    if not accepted:
-        await notify_person(session, context, person, lead, offer, kind="offer", now=now,
-                            role=role)
+    }
+    notifications = [] if accepted else notification_rows(
+        context, person, lead, offer, kind="offer", now=now, role=role)
     context.metrics.assignments.labels(role=role, strategy=routing.rule.strategy).inc()
-    await context.outbox.add(session, AssignmentOffered(
+    event = AssignmentOffered(
         producer=PRODUCER, lead_id=offer.lead_id, correlation_id=correlation_id, occurred_at=now,
         data=AssignmentOfferedData(
             assignment_id=offer.assignment_id, sdr_id=sdr_id, deadline_at=offer.deadline_at,
             attempt=offer.attempt, team_id=routing.team_id, role=role, rule_id=routing.rule.id,
             rules_version=routing.rules_version,
         ),
-    ))
-    return offer
+    )
+    return offer, row, notifications, event
 
 
 async def notify_person(
@@ -476,8 +600,25 @@ async def notify_person(
 ) -> None:
     """Queue the offer (or a reminder, or an escalation notice) on each of the person's
     channels: the generic signed webhook and Slack."""
+    rows = notification_rows(context, person, lead, offer, kind=kind, now=now, role=role)
+    await repository.insert_notifications(session, rows)
+    if rows:
+        context.deliveries.wake_after_commit(session)
+
+
+def notification_rows(
+    context: RouterContext,
+    person: RowMapping,
+    lead: RowMapping,
+    offer: Offer,
+    *,
+    kind: str,
+    now: datetime,
+    role: str = "sdr",
+) -> list[dict[str, Any]]:
+    """The delivery rows of one notice to `person`, one per channel they have."""
     if not person["webhook_url"] and not person["slack_webhook_url"]:
-        return
+        return []
     profile: dict[str, Any] = lead["profile"] or {}
     notice = OfferNotice(
         type="assignment.offered" if kind == "offer" else f"assignment.{kind}",
@@ -500,8 +641,8 @@ async def notify_person(
         channels.append(("generic", person["webhook_url"], notice.model_dump(mode="json")))
     if person["slack_webhook_url"]:
         channels.append(("slack", person["slack_webhook_url"], slack_offer(notice, now)))
-    for channel, url, payload in channels:
-        await repository.insert_notification(session, {
+    return [
+        {
             "assignment_id": offer.assignment_id,
             "sdr_id": person["id"],
             "url": url,
@@ -514,33 +655,43 @@ async def notify_person(
             "kind": kind,
             "message_id": f"msg_{uuid.uuid4().hex}",
             "secret": person["webhook_secret"] if channel == "generic" else None,
-        })
-    if channels:
-        context.deliveries.wake_after_commit(session)
+        }
+        for channel, url, payload in channels
+    ]
 
 
 async def send_to_nurture(
     session: AsyncSession, context: RouterContext, lead: RowMapping, reason: str, now: datetime
 ) -> None:
     """Hand a lead back to marketing: `lead.nurture`, and the marketing tool's webhook."""
+    event, delivery = nurture_rows(context, lead, reason, now)
+    await context.outbox.add(session, event)
+    if delivery is not None:
+        await repository.insert_notification(session, delivery)
+        context.deliveries.wake_after_commit(session)
+
+
+def nurture_rows(
+    context: RouterContext, lead: RowMapping, reason: str, now: datetime
+) -> tuple[LeadNurture, dict[str, Any] | None]:
+    """`lead.nurture`, and the marketing tool's delivery row when it has a webhook."""
     event = LeadNurture(
         producer=PRODUCER, lead_id=lead["id"], occurred_at=now,
         data=LeadNurtureData(reason=reason, temperature=lead["temperature"], score=lead["score"]),
     )
-    await context.outbox.add(session, event)
     url = context.settings.nurture_webhook_url
-    if url:
-        await repository.insert_notification(session, {
-            "assignment_id": None, "sdr_id": None, "url": url,
-            "payload": {"type": "lead.nurture", "timestamp": now.isoformat(),
-                        "data": {"lead_id": lead["id"], "reason": reason,
-                                 "temperature": lead["temperature"], "score": lead["score"],
-                                 "email": (lead["profile"] or {}).get("email")}},
-            "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
-            "channel": "generic", "kind": "nurture", "message_id": f"msg_{uuid.uuid4().hex}",
-            "secret": context.settings.nurture_webhook_secret or None,
-        })
-        context.deliveries.wake_after_commit(session)
+    if not url:
+        return event, None
+    return event, {
+        "assignment_id": None, "sdr_id": None, "url": url,
+        "payload": {"type": "lead.nurture", "timestamp": now.isoformat(),
+                    "data": {"lead_id": lead["id"], "reason": reason,
+                             "temperature": lead["temperature"], "score": lead["score"],
+                             "email": (lead["profile"] or {}).get("email")}},
+        "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+        "channel": "generic", "kind": "nurture", "message_id": f"msg_{uuid.uuid4().hex}",
+        "secret": context.settings.nurture_webhook_secret or None,
+    }
 
 
 # What reps do with an assignment
