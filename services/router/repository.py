@@ -702,6 +702,50 @@ async def record_attempt(session: AsyncSession, values: Mapping[str, Any]) -> No
     await session.execute(insert(notification_attempt).values(**values))
 
 
+async def record_attempts(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(notification_attempt), list(rows))
+
+
+async def finish_attempts(
+    session: AsyncSession, outcomes: Sequence[tuple[int, Mapping[str, Any]]]
+) -> None:
+    """`finish_attempt` for several deliveries: one statement per set of changed columns."""
+    groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, Any]]]] = {}
+    for notification_id, values in outcomes:
+        groups.setdefault(tuple(sorted(values)), []).append((notification_id, values))
+    for names, items in groups.items():
+        statement = update(notification).where(
+            notification.c.id == bindparam("b_id"), notification.c.status == "pending"
+        ).values({name: bindparam(f"b_{name}", type_=notification.c[name].type)
+                  for name in names})
+        await session.execute(statement, [
+            {"b_id": notification_id, **{f"b_{name}": values[name] for name in names}}
+            for notification_id, values in items
+        ])
+
+
+async def mark_all_notified(session: AsyncSession, moments: Mapping[str, datetime]) -> None:
+    """`mark_notified` for several assignments (id -> when) in one statement."""
+    if moments:
+        await session.execute(
+            update(assignment)
+            .where(assignment.c.id == bindparam("b_id"), assignment.c.notified_at.is_(None))
+            .values(notified_at=bindparam("b_at", type_=assignment.c.notified_at.type)),
+            [{"b_id": assignment_id, "b_at": at} for assignment_id, at in moments.items()],
+        )
+
+
+async def disabled_among(session: AsyncSession, urls: set[str]) -> set[str]:
+    """Those of `urls` that answered `410 Gone` before."""
+    if not urls:
+        return set()
+    found = await session.scalars(
+        select(disabled_endpoint.c.url).where(disabled_endpoint.c.url.in_(sorted(urls)))
+    )
+    return set(found)
+
+
 async def cancel_pending_notifications(session: AsyncSession, assignment_id: str) -> None:
     await session.execute(
         update(notification)
