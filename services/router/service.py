@@ -29,6 +29,7 @@ from services.router.routing import (
     Rep,
     Role,
     choose_rep,
+    with_team_hours,
     working_deadline,
 )
 from services.router.rules import DEFAULT_RULE, Rule, RuleSet, first_match
@@ -149,13 +150,20 @@ class Routing:
     team_id: str | None = None
     people: dict[str, RowMapping] = field(default_factory=dict)
     """The roster rows read to decide, by id (so offering needs no second read)."""
+    rep: Rep | None = None
+    """The chosen rep as routing saw them: with their team's hours when they have none."""
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Earlier tries that found nobody eligible (a hand-over that waited for an AE)."""
 
     @property
     def decision(self) -> dict[str, Any]:
-        return {
+        found = {
             "rule_id": self.rule.id, "rules_version": self.rules_version, "pools": self.pools,
             "chosen": self.offer.sdr_id if self.offer else None,
         }
+        if self.earlier_attempts:
+            found["earlier_attempts"] = self.earlier_attempts
+        return found
 
 
 @dataclass
@@ -188,8 +196,13 @@ class RosterSnapshot:
             paused_until=paused_until or rep.paused_until))
 
 
-def lead_facts(row: RowMapping) -> LeadFacts:
+def lead_facts(row: RowMapping, rule_set: RuleSet | None = None) -> LeadFacts:
+    """What rules and eligibility look at; the segment comes from the lead's own `segment`
+    field, else from `rule_set`'s employee-count bands."""
     profile: dict[str, Any] = row["profile"] or {}
+    segment = profile.get("segment")
+    if not isinstance(segment, str) or not segment:
+        segment = (rule_set or RuleSet(rules=[])).segment_of(profile.get("employee_count"))
     return LeadFacts(
         id=row["id"],
         temperature=row["temperature"],
@@ -200,6 +213,7 @@ def lead_facts(row: RowMapping) -> LeadFacts:
         source=profile.get("source"),
         employee_count=profile.get("employee_count"),
         account_key=profile.get("account_key"),
+        segment=segment.lower() if segment else None,
         fields=profile,
     )
 
@@ -279,21 +293,34 @@ async def route_waiting_leads(
     return offers
 
 
-async def _pools(session: AsyncSession, rule: Rule, role: Role) -> list[tuple[str, str | None]]:
-    """(label, team id) of each pool to try in order; team id None: everyone of the role."""
+@dataclass(frozen=True)
+class Pool:
+    """A pool to try: a team (None: everyone of the role) and whether it is a
+    follow-the-sun pool, tried only when nobody in the earlier pools is working now."""
+
+    label: str
+    team: RowMapping | None
+    follow_the_sun: bool = False
+
+    @property
+    def team_id(self) -> str | None:
+        return None if self.team is None else str(self.team["id"])
+
+
+async def _pools(session: AsyncSession, rule: Rule, role: Role) -> list[Pool]:
+    """Each pool to try, in order."""
     if role == "ae":
         names = [rule.handoff_pool] if rule.handoff_pool else []
     else:
         names = [name for name in (rule.pool, rule.fallback_pool) if name]
-        if rule.outside_hours == "follow_the_sun":
-            names.extend(rule.follow_the_sun)
-    if not names:
-        return [(f"every {role}", None)]
-    pools: list[tuple[str, str | None]] = []
-    for name in names:
+    sun = rule.follow_the_sun if role != "ae" and rule.outside_hours == "follow_the_sun" else []
+    if not names and not sun:
+        return [Pool(f"every {role}", None)]
+    pools: list[Pool] = []
+    for position, name in enumerate([*names, *sun]):
         team = await repository.find_team_by_name(session, name)
         if team is not None:
-            pools.append((name, team["id"]))
+            pools.append(Pool(name, team, follow_the_sun=position >= len(names)))
     return pools
 
 
@@ -317,14 +344,22 @@ async def decide(
         version, rule_set, _ = await roster.current_rules(session, context.rule_cache)
         if snapshot is not None:
             snapshot.rules = (version, rule_set)
-    facts = lead_facts(lead)
+    facts = lead_facts(lead, rule_set)
     rule = first_match(rule_set.rules, facts) if rule_set.rules else DEFAULT_RULE
     routing = Routing(offer=None, rule=rule, rules_version=version)
     owner = None
     if rule.strategy == "account_owner" and facts.account_key:
         owner = await repository.find_account_owner(session, facts.account_key)
     window_start = now - timedelta(hours=context.settings.fairness_window_hours)
-    for label, team_id in await _pools(session, rule, role):
+    someone_working = False
+    for pool in await _pools(session, rule, role):
+        label, team_id = pool.label, pool.team_id
+        team_hours = roster.team_hours(pool.team)
+        if pool.follow_the_sun and (someone_working or not team_hours.open_at(now)):
+            routing.pools.append({"pool": label, "team_id": team_id, "skipped": (
+                "an earlier pool is working now" if someone_working else "team closed now"),
+                "team_opens_at": _iso(team_hours.next_opening(now))})
+            continue
         started = _perf()
         key = (team_id, role)
         if snapshot is not None and key in snapshot.pools:
@@ -333,7 +368,8 @@ async def decide(
         else:
             people = await repository.people_in_pool(session, team_id=team_id, role=role)
             routing.people.update((row["id"], row) for row in people)
-            reps = [roster.rep_of(row) for row in people]
+            reps = [with_team_hours(roster.rep_of(row), team_hours.shifts, team_hours.timezone)
+                    for row in people]
             if snapshot is not None:
                 snapshot.pools[key] = reps
                 snapshot.rows.update((row["id"], row) for row in people)
@@ -351,11 +387,21 @@ async def decide(
             window_start=window_start, account_owner_id=owner, role=role,
         )
         context.metrics.decision_seconds.observe(_perf() - started)
-        routing.pools.append({"pool": label, "team_id": team_id, **decision.as_json()})
+        tried = {"pool": label, "team_id": team_id, **decision.as_json()}
+        if not team_hours.open_at(now):
+            tried["team_opens_at"] = _iso(team_hours.next_opening(now))
+        routing.pools.append(tried)
+        someone_working = someone_working or any(
+            "out_of_hours" not in decision.excluded.get(rep.id, ()) for rep in reps)
         if decision.rep_id is not None:
             routing.team_id = team_id
+            routing.rep = next(rep for rep in reps if rep.id == decision.rep_id)
             return decision.rep_id, routing
     return None, routing
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _perf() -> float:
@@ -415,8 +461,10 @@ async def offer_lead(
     accept_within, contact_within = context.sla(lead["temperature"], role, routing.rule)
     deadline = now + accept_within
     if routing.rule.outside_hours == "hold":
+        chosen = routing.rep if routing.rep is not None and routing.rep.id == sdr_id else None
         deadline = working_deadline(
-            roster.shifts(person["working_hours"]), person["timezone"], now, accept_within
+            chosen.working_hours if chosen else roster.shifts(person["working_hours"]),
+            chosen.timezone if chosen else person["timezone"], now, accept_within,
         )
     offer = Offer(
         assignment_id=assignment_id or new_id(),
