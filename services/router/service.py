@@ -533,9 +533,10 @@ async def notify_person(
     kind: str,
     now: datetime,
     role: str = "sdr",
+    deliver_at: datetime | None = None,
 ) -> None:
     """Queue the offer (or a reminder, or an escalation notice) on each of the person's
-    channels: the generic signed webhook and Slack."""
+    channels: the generic signed webhook and Slack; sent from `deliver_at` (default: now)."""
     if not person["webhook_url"] and not person["slack_webhook_url"]:
         return
     profile: dict[str, Any] = lead["profile"] or {}
@@ -568,7 +569,7 @@ async def notify_person(
             "payload": payload,
             "status": "pending",
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": max(now, deliver_at or now),
             "created_at": now,
             "channel": channel,
             "kind": kind,
@@ -721,10 +722,62 @@ async def qualify(
     assert lead is not None
     routing = await route_lead(session, context, lead, now, role="ae")
     if routing.offer is None:
-        await repository.update_lead(session, lead["id"], {"status": "qualified",
-                                                           "waiting_since": now,
-                                                           "updated_at": now})
+        await wait_for_ae(session, context, lead, row, routing, now)
     return row, routing.offer
+
+
+HANDOVER_LOG_LIMIT = 50
+"""Attempts kept in a hand-over's log: the first one and the latest ones."""
+
+
+def handover_delay(attempts: int, settings: RouterSettings) -> timedelta:
+    """How long a hand-over waits before its next try: doubling from
+    `handover_retry_seconds`, never more than `handover_max_retry_seconds`."""
+    seconds = settings.handover_retry_seconds * 2 ** min(max(attempts - 1, 0), 32)
+    return timedelta(seconds=min(seconds, settings.handover_max_retry_seconds))
+
+
+def handover_attempt(routing: Routing, now: datetime) -> dict[str, Any]:
+    """One entry of a hand-over's log: when it was tried and why nobody was eligible."""
+    return {"at": now.isoformat(), "rules_version": routing.rules_version,
+            "rule_id": routing.rule.id, "pools": routing.pools}
+
+
+def append_attempt(log: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    log = [*log, entry]
+    if len(log) > HANDOVER_LOG_LIMIT:
+        log = [log[0], *log[-(HANDOVER_LOG_LIMIT - 1):]]
+    return log
+
+
+async def wait_for_ae(
+    session: AsyncSession, context: RouterContext, lead: RowMapping, qualified: RowMapping,
+    routing: Routing, now: datetime,
+) -> None:
+    """No AE is eligible for a qualified lead: the hand-over is kept, for the timer loop to
+    try again with a growing delay, and the manager is told once that it waits."""
+    await repository.update_lead(session, lead["id"], {"status": "qualified",
+                                                       "waiting_since": now, "updated_at": now})
+    team_ids = [pool["team_id"] for pool in routing.pools if pool.get("team_id")]
+    team_ids.append(qualified["team_id"])
+    notified_at = None
+    for team_id in team_ids:
+        team = await repository.find_team(session, team_id) if team_id else None
+        manager = (await repository.find_sdr(session, team["manager_id"])
+                   if team is not None and team["manager_id"] else None)
+        if manager is not None:
+            await notify_person(session, context, manager, lead, Offer(
+                qualified["id"], lead["id"], qualified["sdr_id"], qualified["attempt"],
+                now + handover_delay(1, context.settings),
+            ), kind="handover_waiting", now=now, role="ae")
+            notified_at = now
+            break
+    await repository.insert_handover(session, {
+        "id": new_id(), "lead_id": lead["id"], "from_assignment_id": qualified["id"],
+        "status": "waiting", "requested_at": now, "attempts": 1, "last_attempt_at": now,
+        "next_attempt_at": now + handover_delay(1, context.settings),
+        "manager_notified_at": notified_at, "attempt_log": [handover_attempt(routing, now)],
+    })
 
 
 async def reject(
