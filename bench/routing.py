@@ -21,33 +21,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-import httpx
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from leadrelay.broker import EmbeddedBroker, free_port
+from bench.speed_to_route import run as run_speed
 from leadrelay.catalog import SERVICES
-from leadrelay.local_system import (
-    RunningSystem,
-    WebhookReceiver,
-    running_system,
-    webhook_receiver,
-)
-from services.router import service
+from services.router import repository, service
 from services.router.escalation import EscalationTimer
 from services.router.models import OUTBOX, assignment, lead, sdr
+from services.router.roster_cache import current_state
 from services.router.routing import LeadFacts, Rep, choose_rep, parse_working_hours
 from services.router.service import RouterContext
 from services.router.settings import RouterSettings
@@ -145,7 +137,11 @@ async def fill_roster(db: Database, count: int, now: datetime) -> None:
         ])
 
 
-async def bench_decide_with_database(kind: str, reps_count: int, decisions: int) -> list[float]:
+async def bench_decide_with_database(kind: str, reps_count: int, decisions: int,
+                                     batch: int = 1, instances: int = 1) -> list[float]:
+    """`decide` in a routing transaction (lock, roster state check, rules, pool, decision),
+    `batch` decisions per transaction, each transaction by the next of `instances` router
+    processes (their own roster cache each) in turn; ms per decision."""
     with tempfile.TemporaryDirectory() as directory:
         url, name = await prepared_database(kind, Path(directory))
         db = Database(url)
@@ -154,16 +150,28 @@ async def bench_decide_with_database(kind: str, reps_count: int, decisions: int)
             await fill_roster(db, reps_count, now)
             settings = RouterSettings(database_url=url)
             clock = SystemClock()
-            context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
-                                                           clock=clock), clock)
+            contexts = [RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
+                                                             clock=clock), clock)
+                        for _ in range(instances)]
             row = {"id": "lead", "profile": {"email": "x@y.example", "country": "FR"},
                    "score": 90.0, "temperature": "hot", "waiting_since": None}
-            samples = []
-            for _ in range(decisions):
-                async with db.reading() as session:
-                    started = time.perf_counter()
+            for context in contexts:  # each instance's first read of the roster is not timed
+                async with db.transaction() as session:
                     await service.decide(session, context, row, now)  # type: ignore[arg-type]
-                    samples.append((time.perf_counter() - started) * 1000)
+            samples = []
+            for number in range(decisions // batch):
+                context = contexts[number % instances]
+                async with db.transaction() as session:
+                    for _ in range(batch):
+                        started = time.perf_counter()
+                        rep_id, _ = await service.decide(
+                            session, context, row, now)  # type: ignore[arg-type]
+                        samples.append((time.perf_counter() - started) * 1000)
+                    if rep_id is not None:  # as an offer would: round robin moves on
+                        await repository.mark_sdr_assigned(session, rep_id, now)
+                        state = current_state(session)
+                        assert state is not None
+                        state.assigned(rep_id, now)
             return samples
         finally:
             await db.dispose()
@@ -220,69 +228,6 @@ async def bench_timers(kind: str, open_timers: int, spread: float, window: float
                 await drop_database(name)
 
 
-def bench_speed(kind: str, rate: float, seconds: float, reps_count: int) -> list[float]:
-    """Ingest's 202 -> the webhook at the receiver, in ms, for leads sent at `rate`/s."""
-    name = asyncio.run(create_database()) if kind == "postgres" else None
-    try:
-        with ExitStack() as stack:
-            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            broker = stack.enter_context(EmbeddedBroker(free_port()))
-            receiver = stack.enter_context(webhook_receiver())
-            system = stack.enter_context(running_system(
-                bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
-                topic_prefix="bench", sla_seconds=3600,
-                database_url=(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-                              if name else None),
-            ))
-            return asyncio.run(send_and_time(system, receiver, rate, seconds, reps_count))
-    finally:
-        if name:
-            asyncio.run(drop_database(name))
-
-
-async def create_database() -> str:
-    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    return name
-
-
-async def send_and_time(system: RunningSystem, receiver: WebhookReceiver, rate: float,
-                        seconds: float, reps_count: int) -> list[float]:
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
-            max_connections=64, max_keepalive_connections=64)) as client:
-        for number in range(reps_count):
-            (await client.post(f"{system.url('router')}/v1/sdrs",
-                               headers=system.admin_headers, json={
-                "name": f"Rep {number}", "email": f"rep{number}@bench.example",
-                "webhook_url": receiver.new_endpoint()})).raise_for_status()
-        await asyncio.sleep(1.0)
-        accepted_at: dict[str, float] = {}
-        run = uuid.uuid4().hex[:6]
-
-        async def one(number: int) -> None:
-            answer = await client.post(f"{system.url('ingest')}/v1/leads", json={
-                "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
-                "company": "Speed Inc", "demo_requested": True})
-            if answer.status_code == 202:
-                accepted_at[answer.json()["lead_id"]] = time.monotonic()
-
-        started = time.monotonic()
-        tasks = []
-        for number in range(int(rate * seconds)):
-            delay = started + number / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(number)))
-        await asyncio.gather(*tasks)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
-            await asyncio.sleep(0.1)
-    return [(receiver.arrived_at[lead_id] - at) * 1000
-            for lead_id, at in accepted_at.items() if lead_id in receiver.arrived_at]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,20 +247,21 @@ def main() -> None:
     if args.what in ("decision", "all"):
         for strategy, samples in bench_decision(args.reps, args.decisions).items():
             print(f"decision, pure, {args.reps} reps, {strategy:<17} {summary(samples, 'ms')}")
-        samples = asyncio.run(bench_decide_with_database(args.database, args.reps,
-                                                         args.decisions // 4))
-        print(f"decision, with {args.database} reads, {args.reps} reps: {summary(samples, 'ms')}")
+        for batch, instances, what in ((1, 1, "one per transaction"),
+                                       (20, 1, "20 per transaction"),
+                                       (1, 2, "one per transaction, 2 instances in turn")):
+            samples = asyncio.run(bench_decide_with_database(
+                args.database, args.reps, args.decisions // 4, batch, instances))
+            print(f"decision, with {args.database} reads, {args.reps} reps, {what}: "
+                  f"{summary(samples, 'ms')}")
     if args.what in ("timers", "all"):
         lateness = asyncio.run(bench_timers(args.database, args.timers, args.spread, args.window,
                                             reps_count=50))
         print(f"timer lateness, {args.database}, {args.timers} open timers, "
               f"{len(lateness)} fired in {args.window:g} s: {summary(lateness, 's')}")
     if args.what in ("speed", "all"):
-        latencies = bench_speed(args.database, args.rate, args.seconds, 20)
-        sent = int(args.rate * args.seconds)
-        print(f"speed to route, {args.database}, {args.rate:g} leads/s for {args.seconds:g} s: "
-              f"{summary(latencies, 'ms')}   never arrived: {sent - len(latencies)}"
-              f"   mean {statistics.fmean(latencies):.1f} ms")
+        run_speed(args.database, argparse.Namespace(
+            rate=args.rate, seconds=args.seconds, sdrs=20, drain_seconds=30.0))
 
 
 if __name__ == "__main__":

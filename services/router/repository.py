@@ -18,6 +18,7 @@ from services.router.models import (
     assignment,
     disabled_endpoint,
     escalation,
+    handover,
     lead,
     membership,
     notification,
@@ -799,4 +800,43 @@ async def find_attempts(
         .where(notification_attempt.c.notification_id.in_(list(notification_ids)))
         .order_by(notification_attempt.c.id)
     )
+    return result.mappings().all()
+
+
+# Hand-overs waiting for an AE
+
+
+async def insert_handover(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    await session.execute(insert(handover).values(**values))
+
+
+async def update_handover(
+    session: AsyncSession, handover_id: str, values: Mapping[str, Any]
+) -> None:
+    await session.execute(update(handover).where(handover.c.id == handover_id).values(**values))
+
+
+async def claim_due_handovers(
+    session: AsyncSession, now: datetime, limit: int
+) -> Sequence[RowMapping]:
+    """Waiting hand-overs due for another try, oldest first; rows locked by others skipped."""
+    result = await session.execute(
+        select(handover)
+        .where(handover.c.status == "waiting", handover.c.next_attempt_at <= now)
+        .order_by(handover.c.next_attempt_at, handover.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return result.mappings().all()
+
+
+async def list_handovers(
+    session: AsyncSession, *, status: str | None = None, lead_id: str | None = None
+) -> Sequence[RowMapping]:
+    query = select(handover).order_by(handover.c.requested_at, handover.c.id)
+    if status is not None:
+        query = query.where(handover.c.status == status)
+    if lead_id is not None:
+        query = query.where(handover.c.lead_id == lead_id)
+    result = await session.execute(query)
     return result.mappings().all()

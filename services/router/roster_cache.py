@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
 from services.router import repository, roster
-from services.router.routing import Rep, Role
+from services.router.routing import ALWAYS_OPEN, Rep, Role, TeamHours, with_team_hours
 from services.router.rules import RuleSet
 
 PoolKey = tuple[str | None, str]
@@ -51,9 +51,10 @@ class Static:
 
     generation: int
     rules: tuple[str, RuleSet] | None = None
-    teams: dict[str, str | None] = field(default_factory=dict)
-    """Team name -> id (None: no such team)."""
+    teams: dict[str, RowMapping | None] = field(default_factory=dict)
+    """Team rows by name (None: no such team)."""
     pools: dict[PoolKey, tuple[str, ...]] = field(default_factory=dict)
+    positions: dict[PoolKey, dict[str, int]] = field(default_factory=dict)
     rows: dict[str, RowMapping] = field(default_factory=dict)
     """People rows by id: channels, schedule, time zone (not their per-assignment figures)."""
 
@@ -66,18 +67,23 @@ class RosterCache:
     seq: int | None = None
     reps: dict[str, Rep] = field(default_factory=dict)
     """People as of `seq`, with `last_assigned_at` and `paused_until` (open load left 0)."""
+    views: dict[PoolKey, list[Rep]] = field(default_factory=dict)
+    """Each pool's people as routing sees them (with their team's hours when they have none)."""
     loads: int = 0
     """Full roster reads so far (for tests and the benchmark)."""
     refreshes: int = 0
     """Reads of the per-assignment columns after another instance routed."""
 
     def invalidate(self) -> None:
-        self.static, self.seq, self.reps = None, None, {}
+        self.static, self.seq, self.reps, self.views = None, None, {}, {}
 
     def adopt(self, state: RoutingState) -> None:
-        if self.seq is not None and state.seq <= self.seq and state.static is self.static:
+        """Take a committed transaction's roster (the latest committed wins; every
+        transaction checks the counters before trusting it anyway)."""
+        if self.seq is not None and state.seq <= self.seq:
             return
-        self.static, self.seq, self.reps = state.static, state.seq, state.reps
+        self.static, self.seq, self.reps, self.views = (
+            state.static, state.seq, state.reps, state.views)
 
 
 @dataclass
@@ -88,6 +94,7 @@ class RoutingState:
     static: Static
     seq: int
     reps: dict[str, Rep]
+    views: dict[PoolKey, list[Rep]] = field(default_factory=dict)
     open_counts: dict[PoolKey, dict[str, int]] = field(default_factory=dict)
     fairness_counts: dict[PoolKey, dict[str, int]] = field(default_factory=dict)
     unwritten: Counter[str] = field(default_factory=Counter)
@@ -103,19 +110,20 @@ class RoutingState:
             self.static.rules = (version, rule_set)
         return self.static.rules
 
-    async def team_id(self, session: AsyncSession, name: str) -> str | None:
+    async def team(self, session: AsyncSession, name: str) -> RowMapping | None:
         if name not in self.static.teams:
-            team = await repository.find_team_by_name(session, name)
-            self.static.teams[name] = team["id"] if team is not None else None
+            self.static.teams[name] = await repository.find_team_by_name(session, name)
         return self.static.teams[name]
 
     def row(self, person_id: str) -> RowMapping | None:
         return self.static.rows.get(person_id)
 
     async def pool(
-        self, session: AsyncSession, team_id: str | None, role: Role, *, with_load: bool
+        self, session: AsyncSession, team_id: str | None, role: Role, *, with_load: bool,
+        hours: TeamHours = ALWAYS_OPEN,
     ) -> list[Rep]:
-        """The pool's people in roster order; with `with_load`, their open assignments too."""
+        """The pool's people in roster order, those without hours of their own on the team's
+        `hours`; with `with_load`, their open assignments too."""
         key = (team_id, role)
         ids = self.static.pools.get(key)
         if ids is None:
@@ -127,13 +135,19 @@ class RoutingState:
             for row in rows:
                 self.static.rows[row["id"]] = row
                 self.reps.setdefault(row["id"], roster.rep_of(row))
+            self.static.positions[key] = {person_id: at for at, person_id in enumerate(ids)}
             self.static.pools[key] = ids
         missing = [person_id for person_id in ids if person_id not in self.reps]
         if missing:
             await self._read_dynamic(session, missing)
-        reps = [self.reps[person_id] for person_id in ids]
+        reps = self.views.get(key)
+        if reps is None or missing:
+            reps = self.views[key] = [
+                with_team_hours(self.reps[person_id], hours.shifts, hours.timezone)
+                for person_id in ids
+            ]
         if not with_load:
-            return reps
+            return list(reps)
         loads = self.open_counts.get(key)
         if loads is None:
             loads = await repository.open_assignment_counts(session, ids)
@@ -168,18 +182,21 @@ class RoutingState:
                 if row is None:
                     continue
                 rep = roster.rep_of(row)
-            self.reps[person_id] = replace(
+            elif rep.last_assigned_at == last_assigned_at and rep.paused_until == paused_until:
+                continue
+            self._set(person_id, replace(
                 rep, last_assigned_at=last_assigned_at, paused_until=paused_until
-            )
+            ))
 
     def assigned(self, rep_id: str, now: datetime, *, written: bool = True) -> None:
         """`rep_id` was offered a lead at `now` in this transaction."""
         rep = self.reps.get(rep_id)
         if rep is not None:
-            self.reps[rep_id] = replace(rep, last_assigned_at=now)
-        for counts in (*self.open_counts.values(), *self.fairness_counts.values()):
-            if rep_id in counts or self._in_loaded_pool(rep_id, counts):
-                counts[rep_id] = counts.get(rep_id, 0) + 1
+            self._set(rep_id, replace(rep, last_assigned_at=now))
+        for loaded in (self.open_counts, self.fairness_counts):
+            for key, counts in loaded.items():
+                if rep_id in self.static.positions.get(key, ()):
+                    counts[rep_id] = counts.get(rep_id, 0) + 1
         if not written:
             self.unwritten[rep_id] += 1
 
@@ -191,16 +208,19 @@ class RoutingState:
         """An open assignment of `rep_id` closed in this transaction (and they may be paused)."""
         rep = self.reps.get(rep_id)
         if rep is not None and paused_until is not None:
-            self.reps[rep_id] = replace(rep, paused_until=paused_until)
+            self._set(rep_id, replace(rep, paused_until=paused_until))
         for counts in self.open_counts.values():
             if rep_id in counts:
                 counts[rep_id] = max(0, counts[rep_id] - 1)
 
-    def _in_loaded_pool(self, rep_id: str, counts: dict[str, int]) -> bool:
-        for key, loaded in (*self.open_counts.items(), *self.fairness_counts.items()):
-            if loaded is counts:
-                return rep_id in self.static.pools.get(key, ())
-        return False
+    def _set(self, rep_id: str, rep: Rep) -> None:
+        """Change a person's per-assignment figures, in every pool view that holds them."""
+        self.reps[rep_id] = rep
+        for key, view in self.views.items():
+            at = self.static.positions.get(key, {}).get(rep_id)
+            if at is not None:
+                view[at] = replace(view[at], last_assigned_at=rep.last_assigned_at,
+                                   paused_until=rep.paused_until)
 
 
 async def routing_state(session: AsyncSession, cache: RosterCache) -> RoutingState:
@@ -216,12 +236,14 @@ async def routing_state(session: AsyncSession, cache: RosterCache) -> RoutingSta
         cache.invalidate()
         state = RoutingState(cache, Static(generation), seq, {})
     elif cache.seq != seq - 1:
-        state = RoutingState(cache, static, seq, dict(cache.reps))
+        views = {key: list(view) for key, view in cache.views.items()}
+        state = RoutingState(cache, static, seq, dict(cache.reps), views)
         if state.reps:
             cache.refreshes += 1
             await state._read_dynamic(session, None)
     else:
-        state = RoutingState(cache, static, seq, dict(cache.reps))
+        views = {key: list(view) for key, view in cache.views.items()}
+        state = RoutingState(cache, static, seq, dict(cache.reps), views)
     sync_session.info[_STATE] = (transaction, state)
     _listen(sync_session)
     return state

@@ -3,7 +3,8 @@
 Functions here take the caller's session and never commit: the HTTP endpoint, the consumer
 loop or the timer loop owns the transaction, so an assignment, its notifications and its
 events commit together or not at all. Every function that hands out leads first takes the
-routing lock (`repository.lock_routing`), so decisions that read the roster never interleave.
+routing lock with the transaction's roster state (`roster_cache.routing_state`, which calls
+`repository.lock_routing`), so decisions that read the roster never interleave.
 Every state change is a conditional update from the state it expects: of two racing
 changes (an acceptance and the deadline, two reps claiming from the queue) exactly one wins.
 """
@@ -27,6 +28,7 @@ from services.router.roster_cache import RosterCache, RoutingState, current_stat
 from services.router.routing import (
     Decision,
     LeadFacts,
+    Rep,
     Role,
     choose_rep,
     working_deadline,
@@ -151,13 +153,20 @@ class Routing:
     team_id: str | None = None
     people: dict[str, RowMapping] = field(default_factory=dict)
     """The roster rows read to decide, by id (so offering needs no second read)."""
+    rep: Rep | None = None
+    """The chosen rep as routing saw them: with their team's hours when they have none."""
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Earlier tries that found nobody eligible (a hand-over that waited for an AE)."""
 
     @property
     def decision(self) -> dict[str, Any]:
-        return {
+        found = {
             "rule_id": self.rule.id, "rules_version": self.rules_version, "pools": self.pools,
             "chosen": self.offer.sdr_id if self.offer else None,
         }
+        if self.earlier_attempts:
+            found["earlier_attempts"] = self.earlier_attempts
+        return found
 
 
 @dataclass
@@ -189,8 +198,13 @@ class RosterSnapshot:
             self.pending.append((rep_id, paused_until))
 
 
-def lead_facts(row: RowMapping) -> LeadFacts:
+def lead_facts(row: RowMapping, rule_set: RuleSet | None = None) -> LeadFacts:
+    """What rules and eligibility look at; the segment comes from the lead's own `segment`
+    field, else from `rule_set`'s employee-count bands."""
     profile: dict[str, Any] = row["profile"] or {}
+    segment = profile.get("segment")
+    if not isinstance(segment, str) or not segment:
+        segment = (rule_set or RuleSet(rules=[])).segment_of(profile.get("employee_count"))
     return LeadFacts(
         id=row["id"],
         temperature=row["temperature"],
@@ -201,6 +215,7 @@ def lead_facts(row: RowMapping) -> LeadFacts:
         source=profile.get("source"),
         employee_count=profile.get("employee_count"),
         account_key=profile.get("account_key"),
+        segment=segment.lower() if segment else None,
         fields=profile,
     )
 
@@ -217,7 +232,7 @@ async def route_scored_lead(
     or warm lead that finds no eligible rep is kept `waiting`; the timer loop routes it as soon
     as someone is. A score older than the one recorded changes nothing.
     """
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     now = context.clock.now()  # after the lock: round robin order follows decision order
     current = await repository.find_lead(session, event.lead_id, for_update=True)
     if current is not None and current["scored_at"] > event.occurred_at:
@@ -361,7 +376,7 @@ async def route_waiting_leads(
     """Route leads that found no eligible rep, oldest first, now that someone may be."""
     if not await repository.any_waiting(session):
         return []
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     waiting = await repository.claim_waiting_leads(session, limit)
     offers: list[Offer] = []
     for index, lead in enumerate(waiting):
@@ -373,23 +388,36 @@ async def route_waiting_leads(
     return offers
 
 
+@dataclass(frozen=True)
+class Pool:
+    """A pool to try: a team (None: everyone of the role) and whether it is a
+    follow-the-sun pool, tried only when nobody in the earlier pools is working now."""
+
+    label: str
+    team: RowMapping | None
+    follow_the_sun: bool = False
+
+    @property
+    def team_id(self) -> str | None:
+        return None if self.team is None else str(self.team["id"])
+
+
 async def _pools(
     session: AsyncSession, state: RoutingState, rule: Rule, role: Role
-) -> list[tuple[str, str | None]]:
-    """(label, team id) of each pool to try in order; team id None: everyone of the role."""
+) -> list[Pool]:
+    """Each pool to try, in order (teams from the routing state's cache)."""
     if role == "ae":
         names = [rule.handoff_pool] if rule.handoff_pool else []
     else:
         names = [name for name in (rule.pool, rule.fallback_pool) if name]
-        if rule.outside_hours == "follow_the_sun":
-            names.extend(rule.follow_the_sun)
-    if not names:
-        return [(f"every {role}", None)]
-    pools: list[tuple[str, str | None]] = []
-    for name in names:
-        team_id = await state.team_id(session, name)
-        if team_id is not None:
-            pools.append((name, team_id))
+    sun = rule.follow_the_sun if role != "ae" and rule.outside_hours == "follow_the_sun" else []
+    if not names and not sun:
+        return [Pool(f"every {role}", None)]
+    pools: list[Pool] = []
+    for position, name in enumerate([*names, *sun]):
+        team = await state.team(session, name)
+        if team is not None:
+            pools.append(Pool(name, team, follow_the_sun=position >= len(names)))
     return pools
 
 
@@ -412,18 +440,26 @@ async def decide(
     if snapshot is not None:
         snapshot.bind(state)
     version, rule_set = await state.rules(session, context.rule_cache)
-    facts = lead_facts(lead)
+    facts = lead_facts(lead, rule_set)
     rule = first_match(rule_set.rules, facts) if rule_set.rules else DEFAULT_RULE
     routing = Routing(offer=None, rule=rule, rules_version=version, people=state.static.rows)
     owner = None
     if rule.strategy == "account_owner" and facts.account_key:
         owner = await repository.find_account_owner(session, facts.account_key)
     window_start = now - timedelta(hours=context.settings.fairness_window_hours)
-    for label, team_id in await _pools(session, state, rule, role):
+    someone_working = False
+    for pool in await _pools(session, state, rule, role):
+        label, team_id = pool.label, pool.team_id
+        team_hours = roster.team_hours(pool.team)
+        if pool.follow_the_sun and (someone_working or not team_hours.open_at(now)):
+            routing.pools.append({"pool": label, "team_id": team_id, "skipped": (
+                "an earlier pool is working now" if someone_working else "team closed now"),
+                "team_opens_at": _iso(team_hours.next_opening(now))})
+            continue
         started = _perf()
-        reps = await state.pool(session, team_id, role, with_load=False)
+        reps = await state.pool(session, team_id, role, with_load=False, hours=team_hours)
         if rule.strategy == "least_loaded" or any(rep.capacity is not None for rep in reps):
-            reps = await state.pool(session, team_id, role, with_load=True)
+            reps = await state.pool(session, team_id, role, with_load=True, hours=team_hours)
         counts: dict[str, int] = {}
         if rule.strategy == "weighted_fairness":
             counts = await state.counts(session, team_id, role, reps, window_start)
@@ -432,11 +468,21 @@ async def decide(
             window_start=window_start, account_owner_id=owner, role=role,
         )
         context.metrics.decision_seconds.observe(_perf() - started)
-        routing.pools.append({"pool": label, "team_id": team_id, **decision.as_json()})
+        tried = {"pool": label, "team_id": team_id, **decision.as_json()}
+        if not team_hours.open_at(now):
+            tried["team_opens_at"] = _iso(team_hours.next_opening(now))
+        routing.pools.append(tried)
+        someone_working = someone_working or any(
+            "out_of_hours" not in decision.excluded.get(rep.id, ()) for rep in reps)
         if decision.rep_id is not None:
             routing.team_id = team_id
+            routing.rep = next(rep for rep in reps if rep.id == decision.rep_id)
             return decision.rep_id, routing
     return None, routing
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _perf() -> float:
@@ -532,8 +578,10 @@ def offer_rows(
     accept_within, contact_within = context.sla(lead["temperature"], role, routing.rule)
     deadline = now + accept_within
     if routing.rule.outside_hours == "hold":
+        chosen = routing.rep if routing.rep is not None and routing.rep.id == sdr_id else None
         deadline = working_deadline(
-            roster.shifts(person["working_hours"]), person["timezone"], now, accept_within
+            chosen.working_hours if chosen else roster.shifts(person["working_hours"]),
+            chosen.timezone if chosen else person["timezone"], now, accept_within,
         )
     offer = Offer(
         assignment_id=assignment_id or new_id(),
@@ -597,10 +645,12 @@ async def notify_person(
     kind: str,
     now: datetime,
     role: str = "sdr",
+    deliver_at: datetime | None = None,
 ) -> None:
     """Queue the offer (or a reminder, or an escalation notice) on each of the person's
-    channels: the generic signed webhook and Slack."""
-    rows = notification_rows(context, person, lead, offer, kind=kind, now=now, role=role)
+    channels: the generic signed webhook and Slack; sent from `deliver_at` (default: now)."""
+    rows = notification_rows(context, person, lead, offer, kind=kind, now=now, role=role,
+                             deliver_at=deliver_at)
     await repository.insert_notifications(session, rows)
     if rows:
         context.deliveries.wake_after_commit(session)
@@ -615,6 +665,7 @@ def notification_rows(
     kind: str,
     now: datetime,
     role: str = "sdr",
+    deliver_at: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The delivery rows of one notice to `person`, one per channel they have."""
     if not person["webhook_url"] and not person["slack_webhook_url"]:
@@ -649,7 +700,7 @@ def notification_rows(
             "payload": payload,
             "status": "pending",
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": max(now, deliver_at or now),
             "created_at": now,
             "channel": channel,
             "kind": kind,
@@ -807,15 +858,67 @@ async def qualify(
         data=AssignmentQualifiedData(assignment_id=assignment_id, sdr_id=row["sdr_id"],
                                      qualified_at=now, bant=bant),
     ))
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, row["lead_id"])
     assert lead is not None
     routing = await route_lead(session, context, lead, now, role="ae")
     if routing.offer is None:
-        await repository.update_lead(session, lead["id"], {"status": "qualified",
-                                                           "waiting_since": now,
-                                                           "updated_at": now})
+        await wait_for_ae(session, context, lead, row, routing, now)
     return row, routing.offer
+
+
+HANDOVER_LOG_LIMIT = 50
+"""Attempts kept in a hand-over's log: the first one and the latest ones."""
+
+
+def handover_delay(attempts: int, settings: RouterSettings) -> timedelta:
+    """How long a hand-over waits before its next try: doubling from
+    `handover_retry_seconds`, never more than `handover_max_retry_seconds`."""
+    seconds = settings.handover_retry_seconds * 2 ** min(max(attempts - 1, 0), 32)
+    return timedelta(seconds=min(seconds, settings.handover_max_retry_seconds))
+
+
+def handover_attempt(routing: Routing, now: datetime) -> dict[str, Any]:
+    """One entry of a hand-over's log: when it was tried and why nobody was eligible."""
+    return {"at": now.isoformat(), "rules_version": routing.rules_version,
+            "rule_id": routing.rule.id, "pools": routing.pools}
+
+
+def append_attempt(log: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    log = [*log, entry]
+    if len(log) > HANDOVER_LOG_LIMIT:
+        log = [log[0], *log[-(HANDOVER_LOG_LIMIT - 1):]]
+    return log
+
+
+async def wait_for_ae(
+    session: AsyncSession, context: RouterContext, lead: RowMapping, qualified: RowMapping,
+    routing: Routing, now: datetime,
+) -> None:
+    """No AE is eligible for a qualified lead: the hand-over is kept, for the timer loop to
+    try again with a growing delay, and the manager is told once that it waits."""
+    await repository.update_lead(session, lead["id"], {"status": "qualified",
+                                                       "waiting_since": now, "updated_at": now})
+    team_ids = [pool["team_id"] for pool in routing.pools if pool.get("team_id")]
+    team_ids.append(qualified["team_id"])
+    notified_at = None
+    for team_id in team_ids:
+        team = await repository.find_team(session, team_id) if team_id else None
+        manager = (await repository.find_sdr(session, team["manager_id"])
+                   if team is not None and team["manager_id"] else None)
+        if manager is not None:
+            await notify_person(session, context, manager, lead, Offer(
+                qualified["id"], lead["id"], qualified["sdr_id"], qualified["attempt"],
+                now + handover_delay(1, context.settings),
+            ), kind="handover_waiting", now=now, role="ae")
+            notified_at = now
+            break
+    await repository.insert_handover(session, {
+        "id": new_id(), "lead_id": lead["id"], "from_assignment_id": qualified["id"],
+        "status": "waiting", "requested_at": now, "attempts": 1, "last_attempt_at": now,
+        "next_attempt_at": now + handover_delay(1, context.settings),
+        "manager_notified_at": notified_at, "attempt_log": [handover_attempt(routing, now)],
+    })
 
 
 async def reject(
@@ -836,7 +939,7 @@ async def reject(
         data=AssignmentRejectedData(assignment_id=assignment_id, sdr_id=row["sdr_id"],
                                     reason_code=reason_code, note=note),
     ))
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, row["lead_id"])
     assert lead is not None
     exclude = frozenset(await repository.sdrs_who_had(session, lead["id"]))
@@ -879,7 +982,7 @@ async def claim_from_queue(
 ) -> RowMapping:
     """The first rep to claim a lead from their team's shared queue gets it, accepted."""
     now = context.clock.now()
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, lead_id)
     if lead is None or lead["queue_team_id"] not in team_ids:
         raise ProblemError(404, "Lead not in your queue",
