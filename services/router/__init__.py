@@ -14,8 +14,10 @@ Produces (topic `leadrelay.assignments`, keyed by lead id): `assignment.offered`
 Owns: `router_sdr` (everyone on the roster: SDRs, AEs, managers), `router_team`,
 `router_membership`, `router_rule_set`, `router_account_owner`, `router_lead`,
 `router_assignment`, `router_escalation`, `router_notification` and
-`router_notification_attempt` (delivery queue and log), `router_disabled_endpoint`, and its
-outbox and processed-event tables.
+`router_notification_attempt` (delivery queue and log), `router_disabled_endpoint`,
+`router_roster_state` (the counters that keep each instance's roster cache current), and its
+outbox and processed-event tables. `lead.scored` is applied a batch at a time
+(`consumer.RouterConsumer`), with the outcome of one event at a time.
 Background loops: `notifier` (signed webhooks and Slack messages, with retries) and
 `escalation-timer` (reminders, lapsed offers -> re-offer or the team queue, missed contact
 deadlines, leads waiting for an eligible rep).

@@ -201,6 +201,8 @@ async def assignment_counts(
 
 
 async def mark_sdr_assigned(session: AsyncSession, sdr_id: str, at: datetime) -> None:
+    """Round robin's mark. Call it under the routing lock and tell the transaction's routing
+    state (`RoutingState.assigned`), as `service.offer_lead` does: the cache relies on it."""
     await session.execute(update(sdr).where(sdr.c.id == sdr_id).values(last_assigned_at=at))
 
 
