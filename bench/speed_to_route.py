@@ -2,10 +2,11 @@
 
 Starts its own system (the embedded broker, the three services as processes, SQLite files or a
 throwaway PostgreSQL database), sends leads at a fixed rate, and prints p50, p90, p99, max and
-how many leads never arrived, then the same figures per hop: ingest's 202 -> scored (the
-`lead.scored` event's time), scored -> assigned (the offer's time in router's database),
-assigned -> notified (the webhook arriving at the receiver). All hops use the wall clock of
-this one machine.
+how many leads never arrived, then the same figures per hop: request -> ingest's 202 (as
+this process sees it), request and 202 -> scored (the `lead.scored` event's time; negative
+when the 202 reached this process after the lead was scored), scored -> assigned (the
+offer's time in router's database), assigned -> notified (the webhook arriving at the
+receiver). All hops use the wall clock of this one machine.
 
     python bench/speed_to_route.py                      # SQLite, 100 leads/s for 30 s
     python bench/speed_to_route.py --database postgres  # PostgreSQL on 127.0.0.1:5432
@@ -37,7 +38,7 @@ from leadrelay.local_system import (
     running_system,
     webhook_receiver,
 )
-from services.router.models import assignment
+from services.router.models import assignment, notification, notification_attempt
 from shared.db import Database
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -59,16 +60,18 @@ async def drop_database(name: str) -> None:
 
 async def send_at_rate(
     ingest_url: str, rate: float, seconds: float, accepted_at: dict[str, float],
-    failures: list[str] | None = None,
+    failures: list[str] | None = None, sent_at: dict[str, float] | None = None,
 ) -> int:
     """Send `rate` leads per second for `seconds`; `accepted_at`: lead id -> wall-clock time
-    of ingest's 202. Requests that fail are counted in `failures`, not retried."""
+    of ingest's 202 (`sent_at`: of the request). Requests that fail are counted in
+    `failures`, not retried."""
     total = int(rate * seconds)
     interval = 1.0 / rate
     run = uuid.uuid4().hex[:6]
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         async def one(number: int) -> None:
+            sent = time.time()
             try:
                 answer = await client.post(f"{ingest_url}/v1/leads", json={
                     "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
@@ -79,7 +82,10 @@ async def send_at_rate(
                     failures.append(type(error).__name__)
                 return
             if answer.status_code == 202:
-                accepted_at[answer.json()["lead_id"]] = time.time()
+                lead_id = answer.json()["lead_id"]
+                accepted_at[lead_id] = time.time()
+                if sent_at is not None:
+                    sent_at[lead_id] = sent
             elif failures is not None:
                 failures.append(f"HTTP {answer.status_code}")
 
@@ -104,8 +110,8 @@ def wall(monotonic: float) -> float:
     return monotonic + (time.time() - time.monotonic())
 
 
-async def hops(database_url: str, accepted_at: dict[str, float], arrived_at: dict[str, float]
-               ) -> dict[str, list[float]]:
+async def hops(database_url: str, accepted_at: dict[str, float], arrived_at: dict[str, float],
+               sent_at: dict[str, float]) -> dict[str, list[float]]:
     """Per-hop latencies (ms) of the leads that arrived, from router's assignments."""
     db = Database(database_url)
     try:
@@ -114,17 +120,36 @@ async def hops(database_url: str, accepted_at: dict[str, float], arrived_at: dic
                 select(assignment.c.lead_id, assignment.c.scored_at, assignment.c.offered_at)
                 .where(assignment.c.attempt == 1)
             )).all()
+            attempts = (await session.execute(
+                select(assignment.c.lead_id, assignment.c.offered_at,
+                       notification_attempt.c.attempted_at, notification_attempt.c.duration_ms)
+                .join(notification, notification.c.assignment_id == assignment.c.id)
+                .join(notification_attempt,
+                      notification_attempt.c.notification_id == notification.c.id)
+                .where(assignment.c.attempt == 1, notification.c.kind == "offer",
+                       notification_attempt.c.attempt == 1)
+            )).all()
     finally:
         await db.dispose()
     found: dict[str, list[float]] = {
-        "202 -> scored": [], "scored -> assigned": [], "assigned -> notified": []}
+        "request -> 202": [], "request -> scored": [], "202 -> scored": [],
+        "scored -> assigned": [], "assigned -> notified": []}
     for lead_id, scored_at, offered_at in rows:
         if lead_id not in accepted_at or lead_id not in arrived_at or scored_at is None:
             continue
+        found["request -> 202"].append((accepted_at[lead_id] - sent_at[lead_id]) * 1000)
+        found["request -> scored"].append((scored_at.timestamp() - sent_at[lead_id]) * 1000)
         found["202 -> scored"].append((scored_at.timestamp() - accepted_at[lead_id]) * 1000)
         found["scored -> assigned"].append((offered_at - scored_at).total_seconds() * 1000)
         found["assigned -> notified"].append(
             (wall(arrived_at[lead_id]) - offered_at.timestamp()) * 1000)
+    found["  assigned -> POST"] = []
+    found["  POST round trip"] = []
+    for lead_id, offered_at, attempted_at, duration_ms in attempts:
+        if lead_id in arrived_at:
+            found["  assigned -> POST"].append(
+                (attempted_at - offered_at).total_seconds() * 1000)
+            found["  POST round trip"].append(float(duration_ms))
     return found
 
 
@@ -139,8 +164,9 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
     await asyncio.sleep(1.0)
     accepted_at: dict[str, float] = {}
     failures: list[str] = []
+    sent_at: dict[str, float] = {}
     total = await send_at_rate(system.url("ingest"), args.rate, args.seconds, accepted_at,
-                               failures)
+                               failures, sent_at)
     deadline = time.monotonic() + args.drain_seconds
     while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
         await asyncio.sleep(0.1)
@@ -151,7 +177,7 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
         for lead, accepted in accepted_at.items()
         if lead in arrived_at
     ]
-    per_hop = await hops(system.database_urls["router"], accepted_at, arrived_at)
+    per_hop = await hops(system.database_urls["router"], accepted_at, arrived_at, sent_at)
     return total, accepted_at, latencies, failures, per_hop
 
 

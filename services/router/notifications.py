@@ -242,6 +242,8 @@ class Notifier:
     def http_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.settings.notify_timeout_seconds),
+            limits=httpx.Limits(max_connections=self.settings.notify_concurrency,
+                                max_keepalive_connections=self.settings.notify_concurrency),
             follow_redirects=False,
             headers={"User-Agent": "leadrelay-router"},
         )

@@ -115,9 +115,6 @@ class RoutingState:
             self.static.teams[name] = await repository.find_team_by_name(session, name)
         return self.static.teams[name]
 
-    def row(self, person_id: str) -> RowMapping | None:
-        return self.static.rows.get(person_id)
-
     async def pool(
         self, session: AsyncSession, team_id: str | None, role: Role, *, with_load: bool,
         hours: TeamHours = ALWAYS_OPEN,
@@ -232,7 +229,10 @@ async def routing_state(session: AsyncSession, cache: RosterCache) -> RoutingSta
         return found[1]
     generation, seq = await repository.lock_routing(session)
     static = cache.static
-    if static is None or static.generation != generation:
+    if sync_session.info.get(repository.ROSTER_CHANGED):
+        # This transaction changed the roster before routing: what it reads is its own.
+        state = RoutingState(cache, Static(generation), seq, {})
+    elif static is None or static.generation != generation:
         cache.invalidate()
         state = RoutingState(cache, Static(generation), seq, {})
     elif cache.seq != seq - 1:
@@ -281,8 +281,10 @@ def _listen(sync_session: Session) -> None:
             return
         if previous.nested:
             found[1].spoiled = True  # in-memory changes may outlive the rolled-back savepoint
-        else:
-            rolled_back.info.pop(_STATE, None)
+            return
+        rolled_back.info.pop(_STATE, None)
+        if rolled_back.info.pop(repository.ROSTER_CHANGED, False):
+            found[1].cache.invalidate()  # rows it read may hold the roster change undone
 
     event.listen(sync_session, "after_commit", on_commit)
     event.listen(sync_session, "after_soft_rollback", on_rollback)
