@@ -115,3 +115,33 @@ async def test_a_hand_over_whose_lead_moved_on_is_closed(router: Router) -> None
     assert (await timer.tick()).offers == []
     [closed] = await router.rows(handover)
     assert (closed["status"], closed["next_attempt_at"]) == ("closed", None)
+
+
+async def test_an_ae_turning_the_lead_down_with_no_other_ae_leaves_it_waiting(
+    router: Router,
+) -> None:
+    await router.add_team("AE")
+    first_ae = await router.add_person("Closer", role="ae", teams=["AE"])
+    await router.add_sdr("Ada")
+    await router.set_rules({"id": "all", "handoff_pool": "AE"})
+    await router.consume(scored("lead-1", clock=router.clock))
+    [offer] = await router.assignments("lead-1")
+    async with router.db.transaction() as session:
+        await service.accept_assignment(session, router.context, offer["id"])
+        _, handed = await service.qualify(session, router.context, offer["id"], BANT)
+    assert handed is not None and handed.sdr_id == first_ae
+    async with router.db.transaction() as session:
+        _, next_offer = await service.reject(session, router.context, handed.assignment_id,
+                                             "conflict_of_interest", None)
+    assert next_offer is None
+    [waiting] = await router.rows(handover)
+    assert (waiting["status"], waiting["from_assignment_id"]) == ("waiting", handed.assignment_id)
+    assert waiting["attempt_log"][0]["pools"][0]["excluded"] == {first_ae: ["already_had_lead"]}
+
+    timer = EscalationTimer(router.db, router.context, interval=1, batch_size=10)
+    router.clock.advance(30)
+    assert (await timer.tick()).offers == []
+    second_ae = await router.add_person("Second", role="ae", teams=["AE"])
+    router.clock.advance(60)
+    [offer_two] = (await timer.tick()).offers
+    assert offer_two.sdr_id == second_ae
