@@ -4,6 +4,7 @@ is told once, and the AE's decision lists every attempt that found nobody."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from services.router.escalation import EscalationTimer
 from services.router.models import handover, lead, notification
 from services.router.schemas import PersonFields
 from services.router.settings import RouterSettings
+from shared.db import Database
 from shared.events import Bant
 from tests.router.conftest import Router, scored, types_of
 
@@ -145,3 +147,22 @@ async def test_an_ae_turning_the_lead_down_with_no_other_ae_leaves_it_waiting(
     router.clock.advance(60)
     [offer_two] = (await timer.tick()).offers
     assert offer_two.sdr_id == second_ae
+
+
+async def test_two_instances_retrying_at_once_hand_the_lead_over_once(router: Router) -> None:
+    closer, _ = await qualified_lead(router)
+    async with router.db.transaction() as session:
+        await roster.update_person(session, router.clock, closer,
+                                   PersonFields(presence="available"))
+    other_db = Database(router.settings.database_url)
+    try:
+        other = service.RouterContext.build(router.settings, router.context.outbox, router.clock)
+        timers = [EscalationTimer(router.db, router.context, interval=1, batch_size=10),
+                  EscalationTimer(other_db, other, interval=1, batch_size=10)]
+        router.clock.advance(30)
+        ticks = await asyncio.gather(*(timer.tick() for timer in timers))
+    finally:
+        await other_db.dispose()
+    assert sum(len(tick.offers) for tick in ticks) == 1
+    ae_rows = [row for row in await router.assignments("lead-1") if row["role"] == "ae"]
+    assert [row["sdr_id"] for row in ae_rows] == [closer]
