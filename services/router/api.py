@@ -287,7 +287,7 @@ async def import_roster(request: Request, runtime: RuntimeDep, context: ContextD
 async def read_rules(runtime: RuntimeDep, context: ContextDep, _: AdminDep) -> RuleSetView:
     async with runtime.db.reading() as session:
         version, rule_set, row = await roster.current_rules(session, context.rule_cache)
-    return RuleSetView(version=version, rules=rule_set.rules,
+    return RuleSetView(version=version, rules=rule_set.rules, segments=rule_set.segments,
                        created_at=row["created_at"] if row else None)
 
 
@@ -302,7 +302,7 @@ async def replace_rules(request: Request, runtime: RuntimeDep, context: ContextD
     rules = await parse_document(request, RuleSet)
     async with runtime.db.transaction() as session:
         row = await roster.store_rules(session, context.clock, rules)
-    return RuleSetView(version=str(row["version"]), rules=rules.rules,
+    return RuleSetView(version=str(row["version"]), rules=rules.rules, segments=rules.segments,
                        created_at=row["created_at"])
 
 

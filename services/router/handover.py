@@ -1,8 +1,9 @@
 """Qualified leads that found no eligible AE: the timer loop tries their hand-over again.
 
-`service.qualify` routes a qualified lead to the AE pool at once; when nobody is eligible it
-leaves a `waiting` row in `router_handover` (and tells the manager once). `retry_handovers`
-claims the rows that are due, tries again and, with still nobody, logs why and waits longer
+`service.qualify` routes a qualified lead to the AE pool at once (and `service.reject` to the
+next AE when one turns it down); when nobody is eligible it leaves a `waiting` row in
+`router_handover` and tells the manager once. `retry_handovers` claims the rows that are
+due, tries again and, with still nobody, logs why and waits longer
 (`service.handover_delay`). The AE who finally gets the lead sees every earlier attempt in
 the decision (`earlier_attempts`).
 """
@@ -36,7 +37,10 @@ async def retry_handovers(
                 "status": "closed", "next_attempt_at": None, "last_attempt_at": moment})
             continue
         attempts = int(row["attempts"]) + 1
-        rep_id, routing = await service.decide(session, context, lead, moment, role="ae")
+        # Never back to an AE who already had it (and turned it down).
+        had = frozenset(await repository.sdrs_who_had(session, row["lead_id"]))
+        rep_id, routing = await service.decide(session, context, lead, moment, role="ae",
+                                               exclude=had)
         if rep_id is None:
             await repository.update_handover(session, row["id"], {
                 "attempts": attempts, "last_attempt_at": moment,

@@ -181,6 +181,7 @@ def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
         "offer": "New lead for you", "reminder": "Reminder: lead waiting for you",
         "escalation": "Lead escalated to your team's queue",
         "contact_overdue": "Lead accepted but not contacted in time",
+        "handover_waiting": "Qualified lead waiting: no AE can take it yet",
     }.get(notice.kind, "Lead update")
     reasons = "\n".join(f"• {reason}" for reason in notice.why[:5]) or "• (no breakdown)"
     text = (f"{headline}: {who or 'a lead'} — {notice.temperature} {notice.score:g} pts, "

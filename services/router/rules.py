@@ -63,8 +63,9 @@ class Rule(BaseModel):
     handoff_pool: Name | None = None
     sla: SlaPolicy | None = None
     outside_hours: Literal["hold", "follow_the_sun"] = "hold"
-    """Nobody in the pools working now: keep the lead until someone is (`hold`), or try
-    the `follow_the_sun` pools, which work other hours."""
+    """Nobody in the pools working now: keep the lead until someone is, the accept clock
+    holding outside the rep's (else their team's) hours (`hold`), or try the
+    `follow_the_sun` pools whose team works now by the team's hours."""
     follow_the_sun: list[Name] = Field(default_factory=list)
 
     @field_validator("when")

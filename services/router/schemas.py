@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from services.router.routing import Presence, Role, parse_working_hours
-from services.router.rules import Rule
+from services.router.rules import Rule, SegmentBand
 from shared.events import Bant, Temperature
 
 AssignmentStatus = Literal[
@@ -213,6 +213,7 @@ class RosterImported(BaseModel):
 class RuleSetView(BaseModel):
     version: str
     rules: list[Rule]
+    segments: list[SegmentBand]
     created_at: AwareDatetime | None
 
 

@@ -944,6 +944,8 @@ async def reject(
     assert lead is not None
     exclude = frozenset(await repository.sdrs_who_had(session, lead["id"]))
     routing = await route_lead(session, context, lead, now, role=row["role"], exclude=exclude)
+    if routing.offer is None and row["role"] == "ae":
+        await wait_for_ae(session, context, lead, row, routing, now)
     return row, routing.offer
 
 

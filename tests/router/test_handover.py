@@ -4,6 +4,7 @@ is told once, and the AE's decision lists every attempt that found nobody."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from services.router.escalation import EscalationTimer
 from services.router.models import handover, lead, notification
 from services.router.schemas import PersonFields
 from services.router.settings import RouterSettings
+from shared.db import Database
 from shared.events import Bant
 from tests.router.conftest import Router, scored, types_of
 
@@ -115,3 +117,52 @@ async def test_a_hand_over_whose_lead_moved_on_is_closed(router: Router) -> None
     assert (await timer.tick()).offers == []
     [closed] = await router.rows(handover)
     assert (closed["status"], closed["next_attempt_at"]) == ("closed", None)
+
+
+async def test_an_ae_turning_the_lead_down_with_no_other_ae_leaves_it_waiting(
+    router: Router,
+) -> None:
+    await router.add_team("AE")
+    first_ae = await router.add_person("Closer", role="ae", teams=["AE"])
+    await router.add_sdr("Ada")
+    await router.set_rules({"id": "all", "handoff_pool": "AE"})
+    await router.consume(scored("lead-1", clock=router.clock))
+    [offer] = await router.assignments("lead-1")
+    async with router.db.transaction() as session:
+        await service.accept_assignment(session, router.context, offer["id"])
+        _, handed = await service.qualify(session, router.context, offer["id"], BANT)
+    assert handed is not None and handed.sdr_id == first_ae
+    async with router.db.transaction() as session:
+        _, next_offer = await service.reject(session, router.context, handed.assignment_id,
+                                             "conflict_of_interest", None)
+    assert next_offer is None
+    [waiting] = await router.rows(handover)
+    assert (waiting["status"], waiting["from_assignment_id"]) == ("waiting", handed.assignment_id)
+    assert waiting["attempt_log"][0]["pools"][0]["excluded"] == {first_ae: ["already_had_lead"]}
+
+    timer = EscalationTimer(router.db, router.context, interval=1, batch_size=10)
+    router.clock.advance(30)
+    assert (await timer.tick()).offers == []
+    second_ae = await router.add_person("Second", role="ae", teams=["AE"])
+    router.clock.advance(60)
+    [offer_two] = (await timer.tick()).offers
+    assert offer_two.sdr_id == second_ae
+
+
+async def test_two_instances_retrying_at_once_hand_the_lead_over_once(router: Router) -> None:
+    closer, _ = await qualified_lead(router)
+    async with router.db.transaction() as session:
+        await roster.update_person(session, router.clock, closer,
+                                   PersonFields(presence="available"))
+    other_db = Database(router.settings.database_url)
+    try:
+        other = service.RouterContext.build(router.settings, router.context.outbox, router.clock)
+        timers = [EscalationTimer(router.db, router.context, interval=1, batch_size=10),
+                  EscalationTimer(other_db, other, interval=1, batch_size=10)]
+        router.clock.advance(30)
+        ticks = await asyncio.gather(*(timer.tick() for timer in timers))
+    finally:
+        await other_db.dispose()
+    assert sum(len(tick.offers) for tick in ticks) == 1
+    ae_rows = [row for row in await router.assignments("lead-1") if row["role"] == "ae"]
+    assert [row["sdr_id"] for row in ae_rows] == [closer]
