@@ -1,6 +1,7 @@
 """Router benchmarks: the routing decision, SLA timer lateness, and speed to route.
 
     python bench/routing.py decision               # choose_rep over 1,000 reps (target p99 <= 2 ms)
+    python bench/routing.py consume                # lead.scored -> offer, ms per lead, by path
     python bench/routing.py timers                 # 10,000 open timers (target p99 lateness <= 1 s)
     python bench/routing.py timers --database postgres
     python bench/routing.py speed                  # 100 leads/s through all services
@@ -8,7 +9,10 @@
     python bench/routing.py all
 
 `decision` times the pure decision (eligibility of every rep in their own timezone, then the
-strategy) and the whole `decide` step against a database (rules, roster query, decision).
+strategy) and the whole `decide` step in a routing transaction (lock and roster counters,
+cached roster, decision): one per transaction, 20 per transaction, and two router instances
+taking turns (each then re-reads the per-assignment columns). `consume` times `lead.scored`
+through the router's consumer, one handler at a time and by its batch path.
 `timers` fills a database with 10,000 open offers whose deadlines fall over the coming
 `--spread` seconds, runs the real `escalation-timer` loop with the wall clock, and reports how
 late each escalation fired after its deadline. `speed` starts the embedded broker and the three
@@ -21,38 +25,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
-import httpx
+from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from leadrelay.broker import EmbeddedBroker, free_port
+from bench.speed_to_route import run as run_speed
 from leadrelay.catalog import SERVICES
-from leadrelay.local_system import (
-    RunningSystem,
-    WebhookReceiver,
-    running_system,
-    webhook_receiver,
-)
-from services.router import service
+from services.router import repository, service
+from services.router.consumer import RouterConsumer
 from services.router.escalation import EscalationTimer
-from services.router.models import OUTBOX, assignment, lead, sdr
+from services.router.handlers import handler_table
+from services.router.models import INBOX, OUTBOX, assignment, lead, sdr
+from services.router.roster_cache import current_state
 from services.router.routing import LeadFacts, Rep, choose_rep, parse_working_hours
 from services.router.service import RouterContext
 from services.router.settings import RouterSettings
 from shared.clock import SystemClock
+from shared.consumer import EventConsumer
 from shared.db import Database
+from shared.events import LeadProfile, LeadScored, LeadScoredData, encode_event
 from shared.migrations import upgrade
 from shared.outbox import Outbox
 
@@ -133,10 +135,11 @@ async def drop_database(name: str) -> None:
     await connection.close()
 
 
-async def fill_roster(db: Database, count: int, now: datetime) -> None:
+async def fill_roster(db: Database, count: int, now: datetime, webhook: str | None = None
+                      ) -> None:
     async with db.transaction() as session:
         await session.execute(insert(sdr), [
-            {"id": f"rep-{number:04d}", "name": f"Rep {number}",
+            {"id": f"rep-{number:04d}", "name": f"Rep {number}", "webhook_url": webhook,
              "email": f"rep{number}@bench.example", "active": True,
              "created_at": now - timedelta(days=30), "role": "sdr", "languages": [],
              "territories": [], "segments": [], "timezone": "UTC", "out_of_office": [],
@@ -145,7 +148,11 @@ async def fill_roster(db: Database, count: int, now: datetime) -> None:
         ])
 
 
-async def bench_decide_with_database(kind: str, reps_count: int, decisions: int) -> list[float]:
+async def bench_decide_with_database(kind: str, reps_count: int, decisions: int,
+                                     batch: int = 1, instances: int = 1) -> list[float]:
+    """`decide` in a routing transaction (lock, roster state check, rules, pool, decision),
+    `batch` decisions per transaction, each transaction by the next of `instances` router
+    processes (their own roster cache each) in turn; ms per decision."""
     with tempfile.TemporaryDirectory() as directory:
         url, name = await prepared_database(kind, Path(directory))
         db = Database(url)
@@ -154,17 +161,76 @@ async def bench_decide_with_database(kind: str, reps_count: int, decisions: int)
             await fill_roster(db, reps_count, now)
             settings = RouterSettings(database_url=url)
             clock = SystemClock()
-            context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
-                                                           clock=clock), clock)
+            contexts = [RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
+                                                             clock=clock), clock)
+                        for _ in range(instances)]
             row = {"id": "lead", "profile": {"email": "x@y.example", "country": "FR"},
                    "score": 90.0, "temperature": "hot", "waiting_since": None}
-            samples = []
-            for _ in range(decisions):
-                async with db.reading() as session:
-                    started = time.perf_counter()
+            for context in contexts:  # each instance's first read of the roster is not timed
+                async with db.transaction() as session:
                     await service.decide(session, context, row, now)  # type: ignore[arg-type]
-                    samples.append((time.perf_counter() - started) * 1000)
+            samples = []
+            for number in range(decisions // batch):
+                context = contexts[number % instances]
+                async with db.transaction() as session:
+                    for _ in range(batch):
+                        started = time.perf_counter()
+                        rep_id, _ = await service.decide(
+                            session, context, row, now)  # type: ignore[arg-type]
+                        samples.append((time.perf_counter() - started) * 1000)
+                    if rep_id is not None:  # as an offer would: round robin moves on
+                        await repository.mark_sdr_assigned(session, rep_id, now)
+                        state = current_state(session)
+                        assert state is not None
+                        state.assigned(rep_id, now)
             return samples
+        finally:
+            await db.dispose()
+            if name:
+                await drop_database(name)
+
+
+def scored_event(lead_id: str, clock: SystemClock) -> LeadScored:
+    return LeadScored(producer="bench", lead_id=lead_id, occurred_at=clock.now(),
+                      data=LeadScoredData(
+                          score=90, fit=50, engagement=40, temperature="hot", model_version="b",
+                          breakdown=[], lead=LeadProfile(email=f"{lead_id}@b.example",
+                                                         name="Ada", demo_requested=True)))
+
+
+async def bench_consume(kind: str, reps_count: int, leads: int, batch: int, one_by_one: bool
+                        ) -> float:
+    """ms per `lead.scored` applied by the router's consumer (its batch path, or the shared
+    loop one handler at a time), `batch` events per consumer batch: lead, assignment,
+    notification, `assignment.offered`."""
+    with tempfile.TemporaryDirectory() as directory:
+        url, name = await prepared_database(kind, Path(directory))
+        db = Database(url)
+        try:
+            await fill_roster(db, reps_count, datetime.now(UTC), "http://127.0.0.1:9/hook")
+            settings = RouterSettings(database_url=url, sla_reminder_fraction=0)
+            clock = SystemClock()
+            context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
+                                                           clock=clock), clock)
+            arguments: dict[str, Any] = {"name": "router", "db": db, "inbox": INBOX,
+                                         "consumer": None, "handlers": handler_table(context),
+                                         "clock": clock}
+            consumer = (EventConsumer(**arguments) if one_by_one
+                        else RouterConsumer(context=context, **arguments))
+            events = [scored_event(f"lead-{number}", clock) for number in range(leads + batch)]
+
+            def records(first: int) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+                return {TopicPartition("bench", 0): [ConsumerRecord(
+                    topic="bench", partition=0, offset=first + index, timestamp=0,
+                    timestamp_type=0, key=event.lead_id.encode(), value=encode_event(event),
+                    checksum=None, serialized_key_size=0, serialized_value_size=0, headers=[])
+                    for index, event in enumerate(events[first:first + batch])]}
+
+            await consumer.apply(records(leads))  # warm up: the roster is read once
+            started = time.perf_counter()
+            for first in range(0, leads, batch):
+                await consumer.apply(records(first))
+            return (time.perf_counter() - started) * 1000 / leads
         finally:
             await db.dispose()
             if name:
@@ -220,73 +286,10 @@ async def bench_timers(kind: str, open_timers: int, spread: float, window: float
                 await drop_database(name)
 
 
-def bench_speed(kind: str, rate: float, seconds: float, reps_count: int) -> list[float]:
-    """Ingest's 202 -> the webhook at the receiver, in ms, for leads sent at `rate`/s."""
-    name = asyncio.run(create_database()) if kind == "postgres" else None
-    try:
-        with ExitStack() as stack:
-            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            broker = stack.enter_context(EmbeddedBroker(free_port()))
-            receiver = stack.enter_context(webhook_receiver())
-            system = stack.enter_context(running_system(
-                bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
-                topic_prefix="bench", sla_seconds=3600,
-                database_url=(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-                              if name else None),
-            ))
-            return asyncio.run(send_and_time(system, receiver, rate, seconds, reps_count))
-    finally:
-        if name:
-            asyncio.run(drop_database(name))
-
-
-async def create_database() -> str:
-    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    return name
-
-
-async def send_and_time(system: RunningSystem, receiver: WebhookReceiver, rate: float,
-                        seconds: float, reps_count: int) -> list[float]:
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
-            max_connections=64, max_keepalive_connections=64)) as client:
-        for number in range(reps_count):
-            (await client.post(f"{system.url('router')}/v1/sdrs",
-                               headers=system.admin_headers, json={
-                "name": f"Rep {number}", "email": f"rep{number}@bench.example",
-                "webhook_url": receiver.new_endpoint()})).raise_for_status()
-        await asyncio.sleep(1.0)
-        accepted_at: dict[str, float] = {}
-        run = uuid.uuid4().hex[:6]
-
-        async def one(number: int) -> None:
-            answer = await client.post(f"{system.url('ingest')}/v1/leads", json={
-                "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
-                "company": "Speed Inc", "demo_requested": True})
-            if answer.status_code == 202:
-                accepted_at[answer.json()["lead_id"]] = time.monotonic()
-
-        started = time.monotonic()
-        tasks = []
-        for number in range(int(rate * seconds)):
-            delay = started + number / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(number)))
-        await asyncio.gather(*tasks)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
-            await asyncio.sleep(0.1)
-    return [(receiver.arrived_at[lead_id] - at) * 1000
-            for lead_id, at in accepted_at.items() if lead_id in receiver.arrived_at]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["decision", "timers", "speed", "all"])
+    parser.add_argument("what", choices=["decision", "consume", "timers", "speed", "all"])
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--reps", type=int, default=1000)
     parser.add_argument("--decisions", type=int, default=2000)
@@ -302,20 +305,32 @@ def main() -> None:
     if args.what in ("decision", "all"):
         for strategy, samples in bench_decision(args.reps, args.decisions).items():
             print(f"decision, pure, {args.reps} reps, {strategy:<17} {summary(samples, 'ms')}")
-        samples = asyncio.run(bench_decide_with_database(args.database, args.reps,
-                                                         args.decisions // 4))
-        print(f"decision, with {args.database} reads, {args.reps} reps: {summary(samples, 'ms')}")
+        for batch, instances, what in ((1, 1, "one per transaction"),
+                                       (20, 1, "20 per transaction"),
+                                       (1, 2, "one per transaction, 2 instances in turn")):
+            samples = asyncio.run(bench_decide_with_database(
+                args.database, args.reps, args.decisions // 4, batch, instances))
+            print(f"decision, with {args.database} reads, {args.reps} reps, {what}: "
+                  f"{summary(samples, 'ms')}")
+    if args.what in ("consume", "all"):
+        for reps_count in (20, args.reps):
+            for batch, one_by_one, what in ((1, True, "shared loop, 1 per batch"),
+                                            (5, True, "shared loop, 5 per batch"),
+                                            (1, False, "batch path, 1 per batch"),
+                                            (5, False, "batch path, 5 per batch"),
+                                            (50, False, "batch path, 50 per batch")):
+                took = asyncio.run(bench_consume(args.database, reps_count, 300, batch,
+                                                 one_by_one))
+                print(f"lead.scored -> offer, {args.database}, {reps_count} reps, {what}: "
+                      f"{took:.2f} ms per lead")
     if args.what in ("timers", "all"):
         lateness = asyncio.run(bench_timers(args.database, args.timers, args.spread, args.window,
                                             reps_count=50))
         print(f"timer lateness, {args.database}, {args.timers} open timers, "
               f"{len(lateness)} fired in {args.window:g} s: {summary(lateness, 's')}")
     if args.what in ("speed", "all"):
-        latencies = bench_speed(args.database, args.rate, args.seconds, 20)
-        sent = int(args.rate * args.seconds)
-        print(f"speed to route, {args.database}, {args.rate:g} leads/s for {args.seconds:g} s: "
-              f"{summary(latencies, 'ms')}   never arrived: {sent - len(latencies)}"
-              f"   mean {statistics.fmean(latencies):.1f} ms")
+        run_speed(args.database, argparse.Namespace(
+            rate=args.rate, seconds=args.seconds, sdrs=20, drain_seconds=30.0))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,11 @@
 
 Starts its own system (the embedded broker, the three services as processes, SQLite files or a
 throwaway PostgreSQL database), sends leads at a fixed rate, and prints p50, p90, p99, max and
-how many leads never arrived.
+how many leads never arrived, then the same figures per hop: request -> ingest's 202 (as
+this process sees it), request and 202 -> scored (the `lead.scored` event's time; negative
+when the 202 reached this process after the lead was scored), scored -> assigned (the
+offer's time in router's database), assigned -> notified (the webhook arriving at the
+receiver). All hops use the wall clock of this one machine.
 
     python bench/speed_to_route.py                      # SQLite, 100 leads/s for 30 s
     python bench/speed_to_route.py --database postgres  # PostgreSQL on 127.0.0.1:5432
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -22,6 +27,9 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.local_system import (
@@ -30,6 +38,8 @@ from leadrelay.local_system import (
     running_system,
     webhook_receiver,
 )
+from services.router.models import assignment, notification, notification_attempt
+from shared.db import Database
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -49,20 +59,35 @@ async def drop_database(name: str) -> None:
 
 
 async def send_at_rate(
-    ingest_url: str, rate: float, seconds: float, accepted_at: dict[str, float]
+    ingest_url: str, rate: float, seconds: float, accepted_at: dict[str, float],
+    failures: list[str] | None = None, sent_at: dict[str, float] | None = None,
 ) -> int:
+    """Send `rate` leads per second for `seconds`; `accepted_at`: lead id -> wall-clock time
+    of ingest's 202 (`sent_at`: of the request). Requests that fail are counted in
+    `failures`, not retried."""
     total = int(rate * seconds)
     interval = 1.0 / rate
     run = uuid.uuid4().hex[:6]
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         async def one(number: int) -> None:
-            answer = await client.post(f"{ingest_url}/v1/leads", json={
-                "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
-                "company": "Speed Inc", "demo_requested": True,
-            })
+            sent = time.time()
+            try:
+                answer = await client.post(f"{ingest_url}/v1/leads", json={
+                    "email": f"bench{run}.{number}@speed.example", "name": f"Lead {number}",
+                    "company": "Speed Inc", "demo_requested": True,
+                })
+            except httpx.HTTPError as error:
+                if failures is not None:
+                    failures.append(type(error).__name__)
+                return
             if answer.status_code == 202:
-                accepted_at[answer.json()["lead_id"]] = time.monotonic()
+                lead_id = answer.json()["lead_id"]
+                accepted_at[lead_id] = time.time()
+                if sent_at is not None:
+                    sent_at[lead_id] = sent
+            elif failures is not None:
+                failures.append(f"HTTP {answer.status_code}")
 
         started = time.monotonic()
         tasks = []
@@ -80,8 +105,56 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def wall(monotonic: float) -> float:
+    """A `time.monotonic()` reading of this process as wall-clock time."""
+    return monotonic + (time.time() - time.monotonic())
+
+
+async def hops(database_url: str, accepted_at: dict[str, float], arrived_at: dict[str, float],
+               sent_at: dict[str, float]) -> dict[str, list[float]]:
+    """Per-hop latencies (ms) of the leads that arrived, from router's assignments."""
+    db = Database(database_url)
+    try:
+        async with db.reading() as session:
+            rows = (await session.execute(
+                select(assignment.c.lead_id, assignment.c.scored_at, assignment.c.offered_at)
+                .where(assignment.c.attempt == 1)
+            )).all()
+            attempts = (await session.execute(
+                select(assignment.c.lead_id, assignment.c.offered_at,
+                       notification_attempt.c.attempted_at, notification_attempt.c.duration_ms)
+                .join(notification, notification.c.assignment_id == assignment.c.id)
+                .join(notification_attempt,
+                      notification_attempt.c.notification_id == notification.c.id)
+                .where(assignment.c.attempt == 1, notification.c.kind == "offer",
+                       notification_attempt.c.attempt == 1)
+            )).all()
+    finally:
+        await db.dispose()
+    found: dict[str, list[float]] = {
+        "request -> 202": [], "request -> scored": [], "202 -> scored": [],
+        "scored -> assigned": [], "assigned -> notified": []}
+    for lead_id, scored_at, offered_at in rows:
+        if lead_id not in accepted_at or lead_id not in arrived_at or scored_at is None:
+            continue
+        found["request -> 202"].append((accepted_at[lead_id] - sent_at[lead_id]) * 1000)
+        found["request -> scored"].append((scored_at.timestamp() - sent_at[lead_id]) * 1000)
+        found["202 -> scored"].append((scored_at.timestamp() - accepted_at[lead_id]) * 1000)
+        found["scored -> assigned"].append((offered_at - scored_at).total_seconds() * 1000)
+        found["assigned -> notified"].append(
+            (wall(arrived_at[lead_id]) - offered_at.timestamp()) * 1000)
+    found["  assigned -> POST"] = []
+    found["  POST round trip"] = []
+    for lead_id, offered_at, attempted_at, duration_ms in attempts:
+        if lead_id in arrived_at:
+            found["  assigned -> POST"].append(
+                (attempted_at - offered_at).total_seconds() * 1000)
+            found["  POST round trip"].append(float(duration_ms))
+    return found
+
+
 async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argparse.Namespace
-                  ) -> tuple[int, dict[str, float], list[float]]:
+                  ) -> tuple[int, dict[str, float], list[float], list[str], dict[str, list[float]]]:
     async with httpx.AsyncClient(headers=system.admin_headers) as client:
         for number in range(args.sdrs):
             (await client.post(f"{system.url('router')}/v1/sdrs", json={
@@ -90,29 +163,35 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
             })).raise_for_status()
     await asyncio.sleep(1.0)
     accepted_at: dict[str, float] = {}
-    total = await send_at_rate(system.url("ingest"), args.rate, args.seconds, accepted_at)
+    failures: list[str] = []
+    sent_at: dict[str, float] = {}
+    total = await send_at_rate(system.url("ingest"), args.rate, args.seconds, accepted_at,
+                               failures, sent_at)
     deadline = time.monotonic() + args.drain_seconds
     while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
         await asyncio.sleep(0.1)
+    with receiver.lock:
+        arrived_at = dict(receiver.arrived_at)
     latencies = [
-        (receiver.arrived_at[lead] - accepted) * 1000
+        (wall(arrived_at[lead]) - accepted) * 1000
         for lead, accepted in accepted_at.items()
-        if lead in receiver.arrived_at
+        if lead in arrived_at
     ]
-    return total, accepted_at, latencies
+    per_hop = await hops(system.database_urls["router"], accepted_at, arrived_at, sent_at)
+    return total, accepted_at, latencies, failures, per_hop
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=100.0, help="leads per second")
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--sdrs", type=int, default=20)
-    parser.add_argument("--drain-seconds", type=float, default=30.0)
-    args = parser.parse_args()
+def figures(values: list[float]) -> str:
+    if not values:
+        return "no data"
+    return (f"p50 {percentile(values, 0.50):7.1f} ms   p90 {percentile(values, 0.90):7.1f} ms"
+            f"   p99 {percentile(values, 0.99):7.1f} ms   max {max(values):7.1f} ms"
+            f"   mean {statistics.fmean(values):7.1f} ms")
 
-    database_name = asyncio.run(create_database()) if args.database == "postgres" else None
+
+def run(database: str, args: argparse.Namespace) -> None:
+    """Start a system on `database` (sqlite or postgres), measure, print the figures."""
+    database_name = asyncio.run(create_database()) if database == "postgres" else None
     try:
         with ExitStack() as stack:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -124,21 +203,31 @@ def main() -> None:
                 database_url=(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database_name}"
                               if database_name else None),
             ))
-            total, accepted_at, latencies = asyncio.run(measure(system, receiver, args))
+            total, accepted_at, latencies, failures, per_hop = asyncio.run(
+                measure(system, receiver, args))
     finally:
         if database_name:
             asyncio.run(drop_database(database_name))
 
-    missing = total - len(latencies)
-    print(f"speed to route, {args.database}: {total} leads "
+    missing = len(accepted_at) - len(latencies)
+    print(f"speed to route, {database}: {total} leads "
           f"at {args.rate:g}/s for {args.seconds:g} s")
-    print(f"  accepted by ingest: {len(accepted_at)}   notified: {len(latencies)}   "
-          f"never arrived: {missing}")
-    if latencies:
-        print(f"  p50 {percentile(latencies, 0.50):7.1f} ms"
-              f"   p90 {percentile(latencies, 0.90):7.1f} ms"
-              f"   p99 {percentile(latencies, 0.99):7.1f} ms   max {max(latencies):7.1f} ms"
-              f"   mean {statistics.fmean(latencies):7.1f} ms")
+    print(f"  accepted by ingest: {len(accepted_at)}   refused or failed: {len(failures)}   "
+          f"notified: {len(latencies)}   never arrived: {missing}")
+    print(f"  202 -> webhook         {figures(latencies)}")
+    for hop, values in per_hop.items():
+        print(f"  {hop:<22} {figures(values)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=100.0, help="leads per second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--sdrs", type=int, default=20)
+    parser.add_argument("--drain-seconds", type=float, default=30.0)
+    run(parser.parse_args().database, parser.parse_args())
 
 
 if __name__ == "__main__":

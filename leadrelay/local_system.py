@@ -44,6 +44,13 @@ class WebhookReceiver:
             return [(path, body) for path, body in self.received if body.get("lead_id") == lead_id]
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when many webhooks arrive at once,
+    # and each dropped SYN costs the sender a one-second retransmission.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 @contextmanager
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver: WebhookReceiver
@@ -63,7 +70,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    server = _Server(("127.0.0.1", free_port()), Handler)
     receiver = WebhookReceiver(server)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

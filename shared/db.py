@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, Table, event
+from sqlalchemy import JSON, DateTime, MetaData, Table, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -130,6 +130,19 @@ def insert_ignoring_conflicts(
     if values is not None:
         statement = statement.values(values)
     return statement.on_conflict_do_nothing(index_elements=index_elements)  # type: ignore[no-any-return]
+
+
+async def database_now(session: AsyncSession) -> datetime:
+    """The database server's current time, aware UTC: one clock for every process that uses
+    the database, whatever their own clocks say (PostgreSQL `clock_timestamp()`, SQLite's
+    `'now'` with milliseconds)."""
+    if session.get_bind().dialect.name == "sqlite":
+        text_now = await session.scalar(select(func.strftime("%Y-%m-%d %H:%M:%f", "now")))
+        return as_utc(datetime.fromisoformat(str(text_now)))
+    found = await session.scalar(select(func.clock_timestamp()))
+    if not isinstance(found, datetime):
+        raise TypeError(f"clock_timestamp() gave {found!r}")
+    return as_utc(found)
 
 
 class Database:

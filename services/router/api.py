@@ -23,6 +23,7 @@ from services.router.schemas import (
     DecisionView,
     DeliveryView,
     DisqualifyBody,
+    HandoverView,
     PersonCreate,
     PersonCreated,
     PersonFields,
@@ -286,7 +287,7 @@ async def import_roster(request: Request, runtime: RuntimeDep, context: ContextD
 async def read_rules(runtime: RuntimeDep, context: ContextDep, _: AdminDep) -> RuleSetView:
     async with runtime.db.reading() as session:
         version, rule_set, row = await roster.current_rules(session, context.rule_cache)
-    return RuleSetView(version=version, rules=rule_set.rules,
+    return RuleSetView(version=version, rules=rule_set.rules, segments=rule_set.segments,
                        created_at=row["created_at"] if row else None)
 
 
@@ -301,7 +302,7 @@ async def replace_rules(request: Request, runtime: RuntimeDep, context: ContextD
     rules = await parse_document(request, RuleSet)
     async with runtime.db.transaction() as session:
         row = await roster.store_rules(session, context.clock, rules)
-    return RuleSetView(version=str(row["version"]), rules=rules.rules,
+    return RuleSetView(version=str(row["version"]), rules=rules.rules, segments=rules.segments,
                        created_at=row["created_at"])
 
 
@@ -345,7 +346,8 @@ async def read_decision(assignment_id: str, runtime: RuntimeDep, context: Contex
     decision: dict[str, Any] = row["decision"] or {}
     return DecisionView(assignment_id=assignment_id, rule_id=row["rule_id"],
                         rules_version=row["rules_version"], pools=decision.get("pools", []),
-                        chosen=row["sdr_id"])
+                        chosen=row["sdr_id"],
+                        earlier_attempts=decision.get("earlier_attempts", []))
 
 
 @routes.get("/assignments/{assignment_id}/deliveries", response_model=list[DeliveryView],
@@ -442,13 +444,18 @@ async def disqualify(assignment_id: str, body: DisqualifyBody, runtime: RuntimeD
 
 @routes.get("/queue", response_model=list[QueuedLead], tags=["queue"],
             summary="Leads waiting in the shared queue of the caller's teams", responses=ERRORS)
-async def read_queue(runtime: RuntimeDep, principal: PrincipalDep) -> list[QueuedLead]:
+async def read_queue(runtime: RuntimeDep, context: ContextDep,
+                     principal: PrincipalDep) -> list[QueuedLead]:
+    """Each lead says when its team is next at work (`team_opens_at`)."""
+    now = context.clock.now()
     async with runtime.db.reading() as session:
-        team_ids = ([row["id"] for row in await repository.list_teams(session)]
-                    if principal.is_admin else list(principal.team_ids))
+        teams = {row["id"]: row for row in await repository.list_teams(session)}
+        team_ids = list(teams) if principal.is_admin else list(principal.team_ids)
         rows = await repository.queued_leads(session, team_ids)
-    return [QueuedLead.model_validate({**dict(row), "lead_id": row["id"],
-                                       "team_id": row["queue_team_id"]}) for row in rows]
+    return [QueuedLead.model_validate({
+        **dict(row), "lead_id": row["id"], "team_id": row["queue_team_id"],
+        "team_opens_at": roster.team_hours(teams.get(row["queue_team_id"])).next_opening(now),
+    }) for row in rows]
 
 
 @routes.post("/queue/{lead_id}/claim", response_model=AssignmentView, tags=["queue"],
@@ -463,6 +470,24 @@ async def claim(lead_id: str, runtime: RuntimeDep, context: ContextDep,
         row = await service.claim_from_queue(session, context, lead_id, person_id, teams)
     runtime.outbox.wake_relay()
     return assignment_view(row)
+
+
+# Hand-overs
+
+
+@routes.get("/handovers", response_model=list[HandoverView], tags=["assignments"],
+            summary="Qualified leads' hand-overs to AEs, the waiting ones and the done ones",
+            responses=ERRORS)
+async def list_handovers(
+    runtime: RuntimeDep, _: AdminDep,
+    status: Annotated[str | None, Query(pattern="^(waiting|offered|closed)$")] = None,
+    lead_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[HandoverView]:
+    """A waiting hand-over is tried again by the timer loop, with a growing delay, until an
+    AE is eligible; its log says why nobody was, each time."""
+    async with runtime.db.reading() as session:
+        rows = await repository.list_handovers(session, status=status, lead_id=lead_id)
+    return [HandoverView.model_validate(dict(row)) for row in rows]
 
 
 # Reports

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 import services.router
 from services.router import api
-from services.router.escalation import EscalationTimer
+from services.router.consumer import RouterConsumer
+from services.router.escalation import DatabaseClock, EscalationTimer
 from services.router.handlers import handler_table
 from services.router.models import INBOX, OUTBOX
 from services.router.notifications import Notifier
@@ -33,7 +36,8 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
             config, service_runtime.outbox, service_runtime.clock, service_runtime.metrics
         )
         service_runtime.subscribe(
-            [config.topics.scores, config.topics.leads], handler_table(context)
+            [config.topics.scores, config.topics.leads], handler_table(context),
+            consumer_factory=partial(RouterConsumer, context=context),
         )
         notifier = Notifier(
             service_runtime.db, service_runtime.clock, config, context.deliveries,
@@ -45,6 +49,8 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
             context,
             interval=config.timer_interval_seconds,
             batch_size=config.escalation_batch_size,
+            # An injected clock (tests) drives the timers too; else the database's clock.
+            clock=None if clock is not None else DatabaseClock(),
         )
         service_runtime.add_loop("notifier", notifier.run)
         service_runtime.add_loop("escalation-timer", timer.run)

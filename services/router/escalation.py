@@ -3,25 +3,56 @@
 Deadlines live in `router_assignment.deadline_at`, so a restart loses none: every
 `timer_interval_seconds` the `escalation-timer` loop claims the offers whose deadline passed
 and escalates each in one transaction with everything it implies. The same loop then offers
-leads that were `waiting` for an active SDR. `escalate_due` and `EscalationTimer.tick` are
-what a test calls, with a `ManualClock`, instead of sleeping.
+leads that were `waiting` for an active SDR and retries hand-overs waiting for an AE.
+`escalate_due` and `EscalationTimer.tick` are what a test calls, with a `ManualClock`,
+instead of sleeping.
+
+The loop goes by the database's clock (`DatabaseClock`), not the process's: several router
+instances whose clocks disagree still fire each timer once, when the database says it is
+due. Tests hand it their injected clock instead (`InjectedClock`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import repository, service
+from services.router import repository, roster, service
+from services.router.handover import retry_handovers
 from services.router.service import Offer, RouterContext
-from shared.db import Database, new_id
+from shared.clock import Clock
+from shared.db import Database, database_now, new_id
 from shared.events import AssignmentEscalated, AssignmentEscalatedData
 from shared.loops import repeat
 
 SLA_EXPIRED = "sla_expired"
+
+
+class TimerClock(Protocol):
+    """Where the timer loop reads the time, inside the transaction that acts on it."""
+
+    async def now(self, session: AsyncSession) -> datetime: ...
+
+
+class DatabaseClock:
+    """The database server's clock: what the timer loop goes by in production."""
+
+    async def now(self, session: AsyncSession) -> datetime:
+        return await database_now(session)
+
+
+class InjectedClock:
+    """An injected `Clock` (a test's `ManualClock`) as the timer loop's clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    async def now(self, session: AsyncSession) -> datetime:
+        return self.clock.now()
 
 
 @dataclass(frozen=True)
@@ -137,8 +168,9 @@ async def _to_queue(
     session: AsyncSession, context: RouterContext, lead: RowMapping, offer: RowMapping,
     now: datetime,
 ) -> None:
-    """Nobody (else) took the lead in time: into the team's shared queue, manager told.
-    Without a team, the lead is `stranded` until someone is eligible again."""
+    """Nobody (else) took the lead in time: into the team's shared queue, manager told (at
+    the team's next opening when it is closed now). Without a team, the lead is `stranded`
+    until someone is eligible again."""
     team_id = offer["team_id"]
     if team_id is None:
         await repository.update_lead(session, lead["id"], {"status": "stranded",
@@ -152,10 +184,12 @@ async def _to_queue(
         return
     manager = await repository.find_sdr(session, team["manager_id"])
     if manager is not None:
+        # A team that is closed now hears of its queue when it opens, not in the night.
+        opening = roster.team_hours(team).next_opening(now)
         await service.notify_person(
             session, context, manager, lead,
             Offer(offer["id"], lead["id"], offer["sdr_id"], offer["attempt"], offer["deadline_at"]),
-            kind="escalation", now=now, role=offer["role"],
+            kind="escalation", now=now, role=offer["role"], deliver_at=opening,
         )
 
 
@@ -202,12 +236,15 @@ class EscalationTimer:
     """The `escalation-timer` background loop."""
 
     def __init__(
-        self, db: Database, context: RouterContext, *, interval: float, batch_size: int
+        self, db: Database, context: RouterContext, *, interval: float, batch_size: int,
+        clock: TimerClock | None = None,
     ) -> None:
+        """`clock` None: the routing context's clock."""
         self.db = db
         self.context = context
         self.interval = interval
         self.batch_size = batch_size
+        self.clock = clock or InjectedClock(context.clock)
 
     async def run(self) -> None:
         async def tick() -> bool:
@@ -222,13 +259,13 @@ class EscalationTimer:
         while True:
             async with self.db.transaction() as session:
                 escalations = await escalate_due(
-                    session, self.context, self.context.clock.now(), limit=self.batch_size
+                    session, self.context, await self.clock.now(session), limit=self.batch_size
                 )
             done.escalations.extend(escalations)
             if len(escalations) < self.batch_size:
                 break
         async with self.db.transaction() as session:
-            now = self.context.clock.now()
+            now = await self.clock.now(session)
             reminders = await send_reminders(session, self.context, now, limit=self.batch_size)
             breaches = await report_contact_breaches(
                 session, self.context, now, limit=self.batch_size
@@ -237,10 +274,18 @@ class EscalationTimer:
         while True:
             async with self.db.transaction() as session:
                 offers = await service.route_waiting_leads(
-                    session, self.context, self.context.clock.now(), limit=self.batch_size
+                    session, self.context, await self.clock.now(session), limit=self.batch_size
                 )
             done.offers.extend(offers)
             if len(offers) < self.batch_size:
+                break
+        while True:
+            async with self.db.transaction() as session:
+                handed = await retry_handovers(
+                    session, self.context, await self.clock.now(session), limit=self.batch_size
+                )
+            done.offers.extend(handed)
+            if len(handed) < self.batch_size:
                 break
         if done.escalations or done.offers or done.reminders or done.contact_breaches:
             self.context.outbox.wake_relay()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -241,6 +242,44 @@ disabled_endpoint = Table(
     Column("reason", String(200), nullable=False),
 )
 """Webhook URLs that answered `410 Gone`: nothing is sent to them any more."""
+
+roster_state = Table(
+    "router_roster_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    # Bumped in the same transaction as any change to people, teams, memberships or rules.
+    Column("generation", BigInteger, nullable=False, server_default="0"),
+    # Bumped by every transaction that routes (under the routing lock).
+    Column("routing_seq", BigInteger, nullable=False, server_default="0"),
+)
+"""One row (id 1): the counters that tell each router instance whether its roster cache is
+still current (see `services.router.roster_cache`)."""
+
+handover = Table(
+    "router_handover",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("lead_id", String(36), ForeignKey("router_lead.id"), nullable=False, index=True),
+    Column("from_assignment_id", String(36), ForeignKey("router_assignment.id"), nullable=False),
+    # waiting: no AE was eligible yet, retried at `next_attempt_at`; offered: an AE has it.
+    Column("status", String(16), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_attempt_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("manager_notified_at", UTCDateTime, nullable=True),
+    # One entry per attempt that found nobody: when, and every pool tried with its exclusions.
+    Column("attempt_log", JSONType, nullable=False),
+    Column("assignment_id", String(36), ForeignKey("router_assignment.id"), nullable=True),
+    Column("handed_at", UTCDateTime, nullable=True),
+)
+"""A qualified lead's hand-over to an AE, kept until an AE is offered it."""
+Index(
+    "ix_router_handover_due",
+    handover.c.next_attempt_at,
+    postgresql_where=handover.c.status == "waiting",
+    sqlite_where=handover.c.status == "waiting",
+)
 
 OUTBOX = outbox_tables(metadata, "router")
 INBOX = inbox_tables(metadata, "router")

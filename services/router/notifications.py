@@ -13,7 +13,9 @@ Block Kit message. URLs resolving to loopback, private or link-local addresses a
 unless `allow_private_webhooks` is set (the embedded demo sets it).
 
 The loop sleeps until the next row is due, at most `notify_poll_seconds`; `DeliverySignal`
-wakes it as soon as a transaction that queued a notification commits.
+wakes it as soon as a transaction that queued a notification commits. Outcomes of deliveries
+that finish together are recorded together (one transaction, one statement per table), and
+the endpoints disabled by a `410` are looked up once per claimed batch.
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
         "offer": "New lead for you", "reminder": "Reminder: lead waiting for you",
         "escalation": "Lead escalated to your team's queue",
         "contact_overdue": "Lead accepted but not contacted in time",
+        "handover_waiting": "Qualified lead waiting: no AE can take it yet",
     }.get(notice.kind, "Lead update")
     reasons = "\n".join(f"• {reason}" for reason in notice.why[:5]) or "• (no breakdown)"
     text = (f"{headline}: {who or 'a lead'} — {notice.temperature} {notice.score:g} pts, "
@@ -203,6 +206,18 @@ def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """One attempt's outcome, waiting to be recorded with the others that finished with it."""
+
+    row: dict[str, Any]
+    values: dict[str, Any]
+    at: datetime
+    outcome: Outcome
+    attempt: dict[str, Any]
+    gone: bool
+
+
 class Notifier:
     """Delivers queued notifications; run it as the `notifier` background loop."""
 
@@ -222,10 +237,14 @@ class Notifier:
         self.settings = settings
         self.signal = signal
         self.jitter = jitter
+        self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     def http_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.settings.notify_timeout_seconds),
+            limits=httpx.Limits(max_connections=self.settings.notify_concurrency,
+                                max_keepalive_connections=self.settings.notify_concurrency),
             follow_redirects=False,
             headers={"User-Agent": "leadrelay-router"},
         )
@@ -283,9 +302,13 @@ class Notifier:
         now = self.clock.now()
         lease = timedelta(seconds=self.settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS)
         async with self.db.transaction() as session:
-            return await repository.claim_due_notifications(
+            rows = await repository.claim_due_notifications(
                 session, now, limit, lease_until=now + lease
             )
+            disabled = await repository.disabled_among(session, {row["url"] for row in rows})
+        for row in rows:
+            row["disabled"] = row["url"] in disabled
+        return rows
 
     async def deliver_due(self, client: httpx.AsyncClient) -> list[Delivery]:
         """Claim what is due and deliver it all; returns once every attempt is recorded."""
@@ -300,8 +323,10 @@ class Notifier:
         retry_after: float | None = None
         error: str | None = None
         try:
-            async with self.db.reading() as session:
-                disabled = await repository.is_disabled(session, row["url"])
+            disabled = row.get("disabled")
+            if disabled is None:
+                async with self.db.reading() as session:
+                    disabled = await repository.is_disabled(session, row["url"])
             if disabled:
                 raise RefusedDestinationError("the endpoint answered 410 Gone before")
             await check_destination(row["url"], allow_private=self.settings.allow_private_webhooks)
@@ -364,24 +389,15 @@ class Notifier:
             )
             next_attempt_at = now + timedelta(seconds=delay)
             values.update(next_attempt_at=next_attempt_at)
-        async with self.db.transaction() as session:
-            await repository.finish_attempt(session, row["id"], values)
-            if status_code == 410:
-                await repository.disable_endpoint(session, row["url"], now, "410 Gone")
-            if outcome == "delivered" and row["kind"] == "offer" and row["assignment_id"]:
-                await repository.mark_notified(session, row["assignment_id"], now)
-            await repository.record_attempt(
-                session,
-                {
-                    "notification_id": row["id"],
-                    "attempt": attempt,
-                    "attempted_at": attempted_at,
-                    "duration_ms": duration_ms,
-                    "outcome": outcome,
-                    "status_code": status_code,
-                    "error": error,
-                },
-            )
+        await self._store(_Outcome(row, values, now, outcome, {
+            "notification_id": row["id"],
+            "attempt": attempt,
+            "attempted_at": attempted_at,
+            "duration_ms": duration_ms,
+            "outcome": outcome,
+            "status_code": status_code,
+            "error": error,
+        }, gone=status_code == 410))
         if outcome == "failed":
             if self.on_failure is not None:
                 self.on_failure(str(row["channel"]))
@@ -390,3 +406,42 @@ class Notifier:
                 row["id"], row["channel"], attempt, error,
             )
         return Delivery(row["id"], attempt, outcome, status_code, error, next_attempt_at)
+
+    async def _store(self, outcome: _Outcome) -> None:
+        """Record `outcome`; returns once it is committed. Outcomes arriving while a commit
+        runs are recorded together by the next one."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((outcome, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_waiting())
+        await asyncio.shield(done)
+
+    async def _record_waiting(self) -> None:
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                async with self.db.transaction() as session:
+                    await self._write(session, [outcome for outcome, _ in batch])
+            except Exception as error:  # noqa: BLE001 - each waiting delivery gets the error
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _write(self, session: AsyncSession, outcomes: list[_Outcome]) -> None:
+        await repository.finish_attempts(
+            session, [(outcome.row["id"], outcome.values) for outcome in outcomes]
+        )
+        for outcome in outcomes:
+            if outcome.gone:
+                await repository.disable_endpoint(session, outcome.row["url"], outcome.at,
+                                                  "410 Gone")
+        await repository.mark_all_notified(session, {
+            outcome.row["assignment_id"]: outcome.at for outcome in outcomes
+            if outcome.outcome == "delivered" and outcome.row["kind"] == "offer"
+            and outcome.row["assignment_id"]
+        })
+        await repository.record_attempts(session, [outcome.attempt for outcome in outcomes])

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,14 +18,17 @@ from services.router.models import (
     assignment,
     disabled_endpoint,
     escalation,
+    handover,
     lead,
     membership,
     notification,
     notification_attempt,
+    roster_state,
     rule_set,
     sdr,
     team,
 )
+from shared.db import insert_ignoring_conflicts
 
 ROUTING_LOCK_KEY = zlib.crc32(b"leadrelay.router.routing")
 """PostgreSQL advisory lock taken by every transaction that hands out leads."""
@@ -35,15 +38,54 @@ def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0))
 
 
-async def lock_routing(session: AsyncSession) -> None:
-    """Serialise routing decisions until the transaction ends.
+async def lock_routing(session: AsyncSession) -> tuple[int, int]:
+    """Serialise routing decisions until the transaction ends; returns the roster generation
+    and this transaction's routing sequence number (see `services.router.roster_cache`).
 
     Round robin reads the roster then moves one SDR to the back: two transactions doing it at
     once would pick the same SDR, and could deadlock on SDR rows taken in opposite orders. On
-    SQLite every write transaction already holds the only write lock.
+    SQLite every write transaction already holds the only write lock. The sequence number is
+    bumped once per transaction, however often this is called in it.
     """
+    sync_session = session.sync_session
+    transaction = sync_session.get_transaction()
+    found = sync_session.info.get(_LOCKED)
+    if found is not None and found[0] is transaction:
+        return found[1]  # type: ignore[no-any-return]
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(func.pg_advisory_xact_lock(ROUTING_LOCK_KEY)))
+    state = await _bump(session, routing_seq=roster_state.c.routing_seq + 1)
+    sync_session.info[_LOCKED] = (transaction, state)
+    return state
+
+
+_LOCKED = "router.routing_lock"
+ROSTER_CHANGED = "router.roster_changed"
+"""`session.info` flag: this transaction changed the roster (its cache must not keep it)."""
+
+
+async def _bump(session: AsyncSession, **values: Any) -> tuple[int, int]:
+    statement = (
+        update(roster_state).where(roster_state.c.id == 1).values(**values)
+        .returning(roster_state.c.generation, roster_state.c.routing_seq)
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:  # a database migrated before the row existed, or emptied by hand
+        await session.execute(insert_ignoring_conflicts(
+            roster_state, session.get_bind().dialect.name,
+            [{"id": 1, "generation": 0, "routing_seq": 0}],
+        ))
+        row = (await session.execute(statement)).first()
+        assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def roster_changed(session: AsyncSession) -> None:
+    """Bump the roster generation: every router instance reloads its cached roster. Called by
+    each function below that writes people, teams, memberships or rules, in the same
+    transaction as the change."""
+    session.sync_session.info[ROSTER_CHANGED] = True
+    await _bump(session, generation=roster_state.c.generation + 1)
 
 
 # The roster
@@ -51,10 +93,12 @@ async def lock_routing(session: AsyncSession) -> None:
 
 async def insert_sdr(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(sdr).values(**values))
+    await roster_changed(session)
 
 
 async def update_person(session: AsyncSession, person_id: str, values: Mapping[str, Any]) -> None:
     await session.execute(update(sdr).where(sdr.c.id == person_id).values(**values))
+    await roster_changed(session)
 
 
 async def find_sdr(session: AsyncSession, sdr_id: str) -> RowMapping | None:
@@ -81,10 +125,18 @@ async def list_sdrs(session: AsyncSession, *, role: str | None = None) -> Sequen
 
 
 async def people_in_pool(
-    session: AsyncSession, *, team_id: str | None, role: str
+    session: AsyncSession, *, team_id: str | None, role: str, with_open_counts: bool = True
 ) -> Sequence[RowMapping]:
     """People of `role` in a team (every one of the role when `team_id` is None), with their
-    count of open assignments."""
+    count of open assignments unless `with_open_counts` is False."""
+    if not with_open_counts:
+        plain = select(sdr).where(sdr.c.role == role)
+        if team_id is not None:
+            plain = plain.join(membership, membership.c.person_id == sdr.c.id).where(
+                membership.c.team_id == team_id
+            )
+        found = await session.execute(plain.order_by(sdr.c.created_at, sdr.c.id))
+        return found.mappings().all()
     open_count = (
         select(assignment.c.sdr_id, func.count().label("open_assignments"))
         .where(assignment.c.status.in_(OPEN_STATUSES))
@@ -102,6 +154,31 @@ async def people_in_pool(
         )
     result = await session.execute(query.order_by(sdr.c.created_at, sdr.c.id))
     return result.mappings().all()
+
+
+async def open_assignment_counts(
+    session: AsyncSession, person_ids: Sequence[str]
+) -> dict[str, int]:
+    """Open assignments (those counting against capacity) of each person."""
+    if not person_ids:
+        return {}
+    result = await session.execute(
+        select(assignment.c.sdr_id, func.count())
+        .where(assignment.c.sdr_id.in_(list(person_ids)),
+               assignment.c.status.in_(OPEN_STATUSES))
+        .group_by(assignment.c.sdr_id)
+    )
+    return {row[0]: int(row[1]) for row in result}
+
+
+async def assignment_marks(
+    session: AsyncSession, person_ids: Sequence[str] | None
+) -> list[tuple[str, datetime | None, datetime | None]]:
+    """(id, last assigned at, paused until) of the people (of everyone with None)."""
+    query = select(sdr.c.id, sdr.c.last_assigned_at, sdr.c.paused_until)
+    if person_ids is not None:
+        query = query.where(sdr.c.id.in_(list(person_ids)))
+    return [(row[0], row[1], row[2]) for row in await session.execute(query)]
 
 
 async def assignment_counts(
@@ -124,11 +201,26 @@ async def assignment_counts(
 
 
 async def mark_sdr_assigned(session: AsyncSession, sdr_id: str, at: datetime) -> None:
+    """Round robin's mark. Call it under the routing lock and tell the transaction's routing
+    state (`RoutingState.assigned`), as `service.offer_lead` does: the cache relies on it."""
     await session.execute(update(sdr).where(sdr.c.id == sdr_id).values(last_assigned_at=at))
 
 
+async def mark_sdrs_assigned(session: AsyncSession, marks: Mapping[str, datetime]) -> None:
+    """`last_assigned_at` of several people (person id -> when) in one statement."""
+    if marks:
+        await session.execute(
+            update(sdr).where(sdr.c.id == bindparam("b_id"))
+            .values(last_assigned_at=bindparam("b_at", type_=sdr.c.last_assigned_at.type)),
+            [{"b_id": person_id, "b_at": at} for person_id, at in marks.items()],
+        )
+
+
 async def pause_person(session: AsyncSession, person_id: str, until: datetime) -> None:
+    """Pause a rep; the extra sequence bump makes every instance re-read pauses before its
+    next decision, whoever called this."""
     await session.execute(update(sdr).where(sdr.c.id == person_id).values(paused_until=until))
+    await _bump(session, routing_seq=roster_state.c.routing_seq + 1)
 
 
 # Teams
@@ -136,10 +228,12 @@ async def pause_person(session: AsyncSession, person_id: str, until: datetime) -
 
 async def insert_team(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(team).values(**values))
+    await roster_changed(session)
 
 
 async def update_team(session: AsyncSession, team_id: str, values: Mapping[str, Any]) -> None:
     await session.execute(update(team).where(team.c.id == team_id).values(**values))
+    await roster_changed(session)
 
 
 async def find_team(session: AsyncSession, team_id: str) -> RowMapping | None:
@@ -178,6 +272,7 @@ async def teams_managed_by(session: AsyncSession, person_id: str) -> list[str]:
 
 
 async def set_memberships(session: AsyncSession, person_id: str, team_ids: Sequence[str]) -> None:
+    await roster_changed(session)
     await session.execute(delete(membership).where(membership.c.person_id == person_id))
     if team_ids:
         await session.execute(
@@ -205,6 +300,7 @@ async def current_rule_set_head(session: AsyncSession) -> RowMapping | None:
 
 async def insert_rule_set(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(rule_set).values(**values))
+    await roster_changed(session)
 
 
 async def find_account_owner(session: AsyncSession, account_key: str) -> str | None:
@@ -236,6 +332,41 @@ async def find_lead(
         query = query.with_for_update()
     result = await session.execute(query)
     return result.mappings().first()
+
+
+async def find_leads(
+    session: AsyncSession, lead_ids: Sequence[str], *, for_update: bool = False
+) -> dict[str, RowMapping]:
+    if not lead_ids:
+        return {}
+    query = select(lead).where(lead.c.id.in_(sorted(lead_ids))).order_by(lead.c.id)
+    if for_update:
+        query = query.with_for_update()
+    result = await session.execute(query)
+    return {row["id"]: row for row in result.mappings()}
+
+
+LEAD_SCORE_COLUMNS = ("profile", "score", "temperature", "scored_at", "updated_at", "source",
+                      "status", "waiting_since")
+"""What routing a scored lead may change on its row."""
+
+
+async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(lead), list(rows))
+
+
+async def update_scored_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write `LEAD_SCORE_COLUMNS` of each row (with its `id`) in one statement."""
+    if not rows:
+        return
+    statement = update(lead).where(lead.c.id == bindparam("b_id")).values({
+        name: bindparam(f"b_{name}", type_=lead.c[name].type) for name in LEAD_SCORE_COLUMNS
+    })
+    await session.execute(statement, [
+        {"b_id": row["id"], **{f"b_{name}": row[name] for name in LEAD_SCORE_COLUMNS}}
+        for row in rows
+    ])
 
 
 async def insert_lead(session: AsyncSession, values: Mapping[str, Any]) -> None:
@@ -302,6 +433,29 @@ async def list_assignments(
     return result.mappings().all()
 
 
+async def leads_with_active_assignment(
+    session: AsyncSession, lead_ids: Sequence[str]
+) -> set[str]:
+    if not lead_ids:
+        return set()
+    result = await session.scalars(
+        select(assignment.c.lead_id).where(
+            assignment.c.lead_id.in_(list(lead_ids)), assignment.c.status.in_(ACTIVE_STATUSES)
+        )
+    )
+    return set(result)
+
+
+async def last_attempts(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, int]:
+    if not lead_ids:
+        return {}
+    result = await session.execute(
+        select(assignment.c.lead_id, func.max(assignment.c.attempt))
+        .where(assignment.c.lead_id.in_(list(lead_ids))).group_by(assignment.c.lead_id)
+    )
+    return {row[0]: int(row[1] or 0) for row in result}
+
+
 async def last_attempt(session: AsyncSession, lead_id: str) -> int:
     found = await session.scalar(
         select(func.max(assignment.c.attempt)).where(assignment.c.lead_id == lead_id)
@@ -318,6 +472,13 @@ async def sdrs_who_had(session: AsyncSession, lead_id: str) -> set[str]:
 
 async def insert_assignment(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(assignment).values(**values))
+
+
+async def insert_assignments(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Several offers in one statement; the partial unique index still refuses a second
+    active assignment for a lead."""
+    if rows:
+        await session.execute(insert(assignment), list(rows))
 
 
 async def accept_offer(session: AsyncSession, assignment_id: str, at: datetime) -> bool:
@@ -495,6 +656,11 @@ async def insert_notification(session: AsyncSession, values: Mapping[str, Any]) 
     await session.execute(insert(notification).values(**values))
 
 
+async def insert_notifications(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(notification), list(rows))
+
+
 async def claim_due_notifications(
     session: AsyncSession, now: datetime, limit: int, *, lease_until: datetime
 ) -> list[dict[str, Any]]:
@@ -537,6 +703,50 @@ async def finish_attempt(
 
 async def record_attempt(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(notification_attempt).values(**values))
+
+
+async def record_attempts(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(notification_attempt), list(rows))
+
+
+async def finish_attempts(
+    session: AsyncSession, outcomes: Sequence[tuple[int, Mapping[str, Any]]]
+) -> None:
+    """`finish_attempt` for several deliveries: one statement per set of changed columns."""
+    groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, Any]]]] = {}
+    for notification_id, values in outcomes:
+        groups.setdefault(tuple(sorted(values)), []).append((notification_id, values))
+    for names, items in groups.items():
+        statement = update(notification).where(
+            notification.c.id == bindparam("b_id"), notification.c.status == "pending"
+        ).values({name: bindparam(f"b_{name}", type_=notification.c[name].type)
+                  for name in names})
+        await session.execute(statement, [
+            {"b_id": notification_id, **{f"b_{name}": values[name] for name in names}}
+            for notification_id, values in items
+        ])
+
+
+async def mark_all_notified(session: AsyncSession, moments: Mapping[str, datetime]) -> None:
+    """`mark_notified` for several assignments (id -> when) in one statement."""
+    if moments:
+        await session.execute(
+            update(assignment)
+            .where(assignment.c.id == bindparam("b_id"), assignment.c.notified_at.is_(None))
+            .values(notified_at=bindparam("b_at", type_=assignment.c.notified_at.type)),
+            [{"b_id": assignment_id, "b_at": at} for assignment_id, at in moments.items()],
+        )
+
+
+async def disabled_among(session: AsyncSession, urls: set[str]) -> set[str]:
+    """Those of `urls` that answered `410 Gone` before."""
+    if not urls:
+        return set()
+    found = await session.scalars(
+        select(disabled_endpoint.c.url).where(disabled_endpoint.c.url.in_(sorted(urls)))
+    )
+    return set(found)
 
 
 async def cancel_pending_notifications(session: AsyncSession, assignment_id: str) -> None:
@@ -592,4 +802,43 @@ async def find_attempts(
         .where(notification_attempt.c.notification_id.in_(list(notification_ids)))
         .order_by(notification_attempt.c.id)
     )
+    return result.mappings().all()
+
+
+# Hand-overs waiting for an AE
+
+
+async def insert_handover(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    await session.execute(insert(handover).values(**values))
+
+
+async def update_handover(
+    session: AsyncSession, handover_id: str, values: Mapping[str, Any]
+) -> None:
+    await session.execute(update(handover).where(handover.c.id == handover_id).values(**values))
+
+
+async def claim_due_handovers(
+    session: AsyncSession, now: datetime, limit: int
+) -> Sequence[RowMapping]:
+    """Waiting hand-overs due for another try, oldest first; rows locked by others skipped."""
+    result = await session.execute(
+        select(handover)
+        .where(handover.c.status == "waiting", handover.c.next_attempt_at <= now)
+        .order_by(handover.c.next_attempt_at, handover.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return result.mappings().all()
+
+
+async def list_handovers(
+    session: AsyncSession, *, status: str | None = None, lead_id: str | None = None
+) -> Sequence[RowMapping]:
+    query = select(handover).order_by(handover.c.requested_at, handover.c.id)
+    if status is not None:
+        query = query.where(handover.c.status == status)
+    if lead_id is not None:
+        query = query.where(handover.c.lead_id == lead_id)
+    result = await session.execute(query)
     return result.mappings().all()

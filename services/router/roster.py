@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository
 from services.router.access import new_token, token_hash
-from services.router.routing import Period, Rep, Shift, parse_working_hours
+from services.router.routing import (
+    ALWAYS_OPEN,
+    Period,
+    Rep,
+    Shift,
+    TeamHours,
+    parse_working_hours,
+)
 from services.router.rules import RuleSet
 from services.router.schemas import (
     PersonCreate,
@@ -264,12 +271,20 @@ def rep_of(row: RowMapping) -> Rep:
         ),
         languages=frozenset(row["languages"] or ()),
         territories=frozenset(row["territories"] or ()),
+        segments=frozenset(row["segments"] or ()),
         capacity=row["capacity"],
         open_assignments=int(row.get("open_assignments", 0) or 0),
         weight=float(row["weight"]),
         last_assigned_at=row["last_assigned_at"],
         paused_until=row["paused_until"],
     )
+
+
+def team_hours(row: RowMapping | None) -> TeamHours:
+    """A team's hours (always open without a team or without hours)."""
+    if row is None or row["working_hours"] is None:
+        return ALWAYS_OPEN
+    return TeamHours(shifts(row["working_hours"]), row["timezone"])
 
 
 _SCHEDULES: dict[str, tuple[Shift, ...] | None] = {}

@@ -9,7 +9,7 @@ the lead: who was considered, who was excluded and why, the figures compared, th
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ ExclusionReason = Literal[
     "at_capacity",
     "language",
     "territory",
+    "segment",
     "already_had_lead",
     "wrong_role",
 ]
@@ -71,6 +72,8 @@ class Rep:
     """Empty: not restricted (takes leads in any language)."""
     territories: frozenset[str] = frozenset()
     """Country codes; empty: not restricted."""
+    segments: frozenset[str] = frozenset()
+    """Market segments (`smb`, `mid-market`, `enterprise`...), lower case; empty: any."""
     capacity: int | None = None
     open_assignments: int = 0
     weight: float = 1.0
@@ -91,12 +94,14 @@ class LeadFacts:
     source: str | None = None
     employee_count: int | None = None
     account_key: str | None = None
+    segment: str | None = None
+    """The lead's market segment: its own `segment` field, else from its employee count."""
     fields: Mapping[str, Any] = field(default_factory=dict)
     """Every other profile field, by name, for rule conditions."""
 
     def value(self, name: str) -> Any:
         if name in ("temperature", "score", "stage", "country", "language", "source",
-                    "employee_count", "account_key"):
+                    "employee_count", "account_key", "segment"):
             return getattr(self, name)
         return self.fields.get(name)
 
@@ -254,7 +259,46 @@ def eligibility(
         reasons.append("language")
     if lead.country and rep.territories and lead.country.upper() not in rep.territories:
         reasons.append("territory")
+    if lead.segment and rep.segments and lead.segment.lower() not in rep.segments:
+        reasons.append("segment")
     return reasons
+
+
+def segment_of(employee_count: int | None, bands: Sequence[tuple[str, int]]) -> str | None:
+    """The band whose lower bound (`min_employees`) is the highest one `employee_count`
+    reaches; None without a count or below every band."""
+    if employee_count is None:
+        return None
+    found: tuple[str, int] | None = None
+    for name, minimum in bands:
+        if employee_count >= minimum and (found is None or minimum > found[1]):
+            found = (name, minimum)
+    return None if found is None else found[0]
+
+
+@dataclass(frozen=True)
+class TeamHours:
+    """A team's weekly hours in its timezone; `shifts` None: the team never closes."""
+
+    shifts: tuple[Shift, ...] | None = None
+    timezone: str = "UTC"
+
+    def open_at(self, now: datetime) -> bool:
+        return in_working_hours(self.shifts, self.timezone, now)
+
+    def next_opening(self, now: datetime) -> datetime | None:
+        """`now` when open; None when the team has hours but no shift at all."""
+        return next_opening(self.shifts, self.timezone, now)
+
+
+ALWAYS_OPEN = TeamHours()
+
+
+def with_team_hours(rep: Rep, shifts: tuple[Shift, ...] | None, timezone: str) -> Rep:
+    """A rep without hours of their own works their team's hours (in the team's timezone)."""
+    if rep.working_hours is not None or shifts is None:
+        return rep
+    return replace(rep, working_hours=shifts, timezone=timezone)
 
 
 # Strategies

@@ -16,8 +16,15 @@ A rule set is written in YAML (or sent as JSON to `PUT /v1/rules`)::
         handoff_pool: AE EMEA               # where a qualified lead goes (AEs)
         sla: {accept_seconds: 120, contact_seconds: 300}
 
+    segments:                               # optional; these are the defaults
+      - {name: smb, min_employees: 0}
+      - {name: mid-market, min_employees: 200}
+      - {name: enterprise, min_employees: 1000}
+
 Conditions look at `temperature`, `score`, `stage`, `source`, `country`, `language`,
-`employee_count`, `account_key` and any other lead profile field by name. A rule with no
+`employee_count`, `account_key`, `segment` and any other lead profile field by name. A lead's
+segment is its own `segment` field when it has one, else the band its employee count falls
+in; a rep who declares segments only gets leads of those segments. A rule with no
 `when` matches every lead. Each stored set gets the next version number; every decision
 records the version it used.
 """
@@ -29,7 +36,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from services.router.routing import LeadFacts, Strategy
+from services.router.routing import LeadFacts, Strategy, segment_of
 
 Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists"]
 OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-defined]
@@ -56,8 +63,9 @@ class Rule(BaseModel):
     handoff_pool: Name | None = None
     sla: SlaPolicy | None = None
     outside_hours: Literal["hold", "follow_the_sun"] = "hold"
-    """Nobody in the pools working now: keep the lead until someone is (`hold`), or try
-    the `follow_the_sun` pools, which work other hours."""
+    """Nobody in the pools working now: keep the lead until someone is, the accept clock
+    holding outside the rep's (else their team's) hours (`hold`), or try the
+    `follow_the_sun` pools whose team works now by the team's hours."""
     follow_the_sun: list[Name] = Field(default_factory=list)
 
     @field_validator("when")
@@ -71,10 +79,42 @@ class Rule(BaseModel):
         return when
 
 
+class SegmentBand(BaseModel):
+    """Leads with at least `min_employees` employees (and fewer than the next band's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1,
+                                           max_length=200)]
+    min_employees: int = Field(ge=0)
+
+
+DEFAULT_SEGMENTS = (
+    SegmentBand(name="smb", min_employees=0),
+    SegmentBand(name="mid-market", min_employees=200),
+    SegmentBand(name="enterprise", min_employees=1000),
+)
+
+
 class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: list[Rule] = Field(max_length=500)
+    segments: list[SegmentBand] = Field(default_factory=lambda: list(DEFAULT_SEGMENTS),
+                                        max_length=50)
+
+    @field_validator("segments")
+    @classmethod
+    def _distinct_bands(cls, bands: list[SegmentBand]) -> list[SegmentBand]:
+        if len({band.name for band in bands}) != len(bands):
+            raise ValueError("segment names must be unique")
+        if len({band.min_employees for band in bands}) != len(bands):
+            raise ValueError("two segments cannot start at the same employee count")
+        return bands
+
+    def segment_of(self, employee_count: int | None) -> str | None:
+        return segment_of(employee_count, [(band.name, band.min_employees)
+                                           for band in self.segments])
 
     @field_validator("rules")
     @classmethod

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from services.router.routing import Presence, Role, parse_working_hours
-from services.router.rules import Rule
+from services.router.rules import Rule, SegmentBand
 from shared.events import Bant, Temperature
 
 AssignmentStatus = Literal[
@@ -213,6 +213,7 @@ class RosterImported(BaseModel):
 class RuleSetView(BaseModel):
     version: str
     rules: list[Rule]
+    segments: list[SegmentBand]
     created_at: AwareDatetime | None
 
 
@@ -248,6 +249,28 @@ class DecisionView(BaseModel):
         description="Each pool tried, in order: its candidates, exclusions, scores, tie-break"
     )
     chosen: str
+    earlier_attempts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="A hand-over to an AE that waited: each earlier try, when, and why "
+        "nobody was eligible (its pools, as above)",
+    )
+
+
+class HandoverView(BaseModel):
+    """A qualified lead's hand-over to an AE."""
+
+    id: str
+    lead_id: str
+    from_assignment_id: str
+    status: Literal["waiting", "offered", "closed"]
+    requested_at: AwareDatetime
+    attempts: int
+    last_attempt_at: AwareDatetime
+    next_attempt_at: AwareDatetime | None
+    manager_notified_at: AwareDatetime | None
+    assignment_id: str | None
+    handed_at: AwareDatetime | None
+    attempt_log: list[dict[str, Any]]
 
 
 class RejectBody(BaseModel):
@@ -283,6 +306,10 @@ class QueuedLead(BaseModel):
     queued_at: AwareDatetime
     score: float
     temperature: str
+    team_opens_at: AwareDatetime | None = Field(
+        default=None, description="When the team is next at work (now when it is open; "
+        "none when it has hours but no shift)",
+    )
 
 
 class DeliveryView(BaseModel):

@@ -3,7 +3,8 @@
 Functions here take the caller's session and never commit: the HTTP endpoint, the consumer
 loop or the timer loop owns the transaction, so an assignment, its notifications and its
 events commit together or not at all. Every function that hands out leads first takes the
-routing lock (`repository.lock_routing`), so decisions that read the roster never interleave.
+routing lock with the transaction's roster state (`roster_cache.routing_state`, which calls
+`repository.lock_routing`), so decisions that read the roster never interleave.
 Every state change is a conditional update from the state it expects: of two racing
 changes (an acceptance and the deadline, two reps claiming from the queue) exactly one wins.
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.router import repository, roster
 from services.router.access import action_token
 from services.router.notifications import DeliverySignal, slack_offer
+from services.router.roster_cache import RosterCache, RoutingState, current_state, routing_state
 from services.router.routing import (
     Decision,
     LeadFacts,
@@ -91,6 +93,8 @@ class RouterContext:
     action_key: str
     rule_cache: dict[int, RuleSet] = field(default_factory=dict)
     """Parsed rule sets by version (versions are immutable)."""
+    roster_cache: RosterCache = field(default_factory=RosterCache)
+    """The roster as this process last saw it (see `services.router.roster_cache`)."""
 
     @classmethod
     def build(
@@ -149,47 +153,58 @@ class Routing:
     team_id: str | None = None
     people: dict[str, RowMapping] = field(default_factory=dict)
     """The roster rows read to decide, by id (so offering needs no second read)."""
+    rep: Rep | None = None
+    """The chosen rep as routing saw them: with their team's hours when they have none."""
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Earlier tries that found nobody eligible (a hand-over that waited for an AE)."""
 
     @property
     def decision(self) -> dict[str, Any]:
-        return {
+        found = {
             "rule_id": self.rule.id, "rules_version": self.rules_version, "pools": self.pools,
             "chosen": self.offer.sdr_id if self.offer else None,
         }
+        if self.earlier_attempts:
+            found["earlier_attempts"] = self.earlier_attempts
+        return found
 
 
 @dataclass
 class RosterSnapshot:
-    """The rules and pools read once by a transaction that routes many leads (the timer's
-    batches), kept current as that transaction hands out leads. Valid only under the routing
-    lock, for the life of the transaction."""
+    """What a transaction that routes many leads (the timer's batches) passes to `decide`.
 
-    rules: tuple[str, RuleSet] | None = None
-    pools: dict[tuple[str | None, str], list[Rep]] = field(default_factory=dict)
-    rows: dict[str, RowMapping] = field(default_factory=dict)
-    counts: dict[tuple[str | None, str], dict[str, int]] = field(default_factory=dict)
+    The transaction's `RoutingState` (see `services.router.roster_cache`) holds the roster and
+    keeps it current as leads are handed out (`offer_lead` records each offer); this only
+    remembers releases made before the first decision took the state.
+    """
 
-    def _update(self, rep_id: str, change: Callable[[Rep], Rep]) -> None:
-        for reps in self.pools.values():
-            for index, rep in enumerate(reps):
-                if rep.id == rep_id:
-                    reps[index] = change(rep)
+    state: RoutingState | None = None
+    pending: list[tuple[str, datetime | None]] = field(default_factory=list)
+
+    def bind(self, state: RoutingState) -> None:
+        if self.state is None:
+            self.state = state
+            for rep_id, paused_until in self.pending:
+                state.released(rep_id, paused_until)
+            self.pending.clear()
 
     def assigned(self, rep_id: str, now: datetime) -> None:
-        self._update(rep_id, lambda rep: replace(
-            rep, last_assigned_at=now, open_assignments=rep.open_assignments + 1))
-        for key, counts in self.counts.items():
-            if any(rep.id == rep_id for rep in self.pools.get(key, ())):
-                counts[rep_id] = counts.get(rep_id, 0) + 1
+        """Nothing to do: `offer_lead` told the routing state."""
 
     def released(self, rep_id: str, paused_until: datetime | None = None) -> None:
-        self._update(rep_id, lambda rep: replace(
-            rep, open_assignments=max(0, rep.open_assignments - 1),
-            paused_until=paused_until or rep.paused_until))
+        if self.state is not None:
+            self.state.released(rep_id, paused_until)
+        else:
+            self.pending.append((rep_id, paused_until))
 
 
-def lead_facts(row: RowMapping) -> LeadFacts:
+def lead_facts(row: RowMapping, rule_set: RuleSet | None = None) -> LeadFacts:
+    """What rules and eligibility look at; the segment comes from the lead's own `segment`
+    field, else from `rule_set`'s employee-count bands."""
     profile: dict[str, Any] = row["profile"] or {}
+    segment = profile.get("segment")
+    if not isinstance(segment, str) or not segment:
+        segment = (rule_set or RuleSet(rules=[])).segment_of(profile.get("employee_count"))
     return LeadFacts(
         id=row["id"],
         temperature=row["temperature"],
@@ -200,6 +215,7 @@ def lead_facts(row: RowMapping) -> LeadFacts:
         source=profile.get("source"),
         employee_count=profile.get("employee_count"),
         account_key=profile.get("account_key"),
+        segment=segment.lower() if segment else None,
         fields=profile,
     )
 
@@ -216,34 +232,16 @@ async def route_scored_lead(
     or warm lead that finds no eligible rep is kept `waiting`; the timer loop routes it as soon
     as someone is. A score older than the one recorded changes nothing.
     """
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     now = context.clock.now()  # after the lock: round robin order follows decision order
     current = await repository.find_lead(session, event.lead_id, for_update=True)
     if current is not None and current["scored_at"] > event.occurred_at:
         return None
-    profile = event.data.lead.model_dump(mode="json")
-    profile["stage"] = event.data.stage
-    profile["why"] = [line.reason for line in event.data.breakdown[:5]]
-    values: dict[str, Any] = {
-        "profile": profile,
-        "score": event.data.score,
-        "temperature": event.data.temperature,
-        "scored_at": event.occurred_at,
-        "updated_at": now,
-        "source": (event.data.lead.source or "")[:100] or None,
-    }
-    previous_status = current["status"] if current is not None else None
-    held = previous_status in ("queued", "qualified", "disqualified")
-    nurture = False
-    if not held and (
-        current is None or await repository.active_assignment(session, event.lead_id) is None
-    ):
-        if event.data.temperature in ROUTED_TEMPERATURES:
-            already_waiting = current["waiting_since"] if current is not None else None
-            values.update(status="waiting", waiting_since=already_waiting or now)
-        else:
-            nurture = previous_status != "cold"
-            values.update(status="cold", waiting_since=None)
+    active = current is not None and (
+        current["status"] in HELD_STATUSES
+        or await repository.active_assignment(session, event.lead_id) is not None
+    )
+    values, nurture = scored_values(event, current, active, now)
     if current is None:
         lead: Any = {"id": event.lead_id, "queue_team_id": None, "queued_at": None, **values}
         await repository.insert_lead(session, lead)
@@ -259,41 +257,167 @@ async def route_scored_lead(
     return routing.offer
 
 
+HELD_STATUSES = frozenset({"queued", "qualified", "disqualified"})
+"""Lead statuses a new score does not route from (nor send to nurture)."""
+
+
+def scored_values(
+    event: LeadScored, current: RowMapping | None, active: bool, now: datetime
+) -> tuple[dict[str, Any], bool]:
+    """What a score changes on the lead's row, and whether the lead goes to nurture.
+
+    `active`: the lead is held (queue, qualified, disqualified) or has an active assignment:
+    its score is recorded, nothing else.
+    """
+    profile = event.data.lead.model_dump(mode="json")
+    profile["stage"] = event.data.stage
+    profile["why"] = [line.reason for line in event.data.breakdown[:5]]
+    values: dict[str, Any] = {
+        "profile": profile,
+        "score": event.data.score,
+        "temperature": event.data.temperature,
+        "scored_at": event.occurred_at,
+        "updated_at": now,
+        "source": (event.data.lead.source or "")[:100] or None,
+    }
+    nurture = False
+    if not active:
+        if event.data.temperature in ROUTED_TEMPERATURES:
+            already_waiting = current["waiting_since"] if current is not None else None
+            values.update(status="waiting", waiting_since=already_waiting or now)
+        else:
+            nurture = (current["status"] if current is not None else None) != "cold"
+            values.update(status="cold", waiting_since=None)
+    return values, nurture
+
+
+async def route_scored_leads(
+    session: AsyncSession, context: RouterContext, events: Sequence[LeadScored]
+) -> list[Offer]:
+    """`route_scored_lead` for a batch, with the same outcome as applying the events one by
+    one in order, in a handful of statements: the leads, their active assignments and
+    attempts are read once; decisions run on the transaction's routing state; the leads,
+    assignments, marks, notifications and events are written at the end, one statement each.
+    """
+    if not events:
+        return []
+    state = await routing_state(session, context.roster_cache)
+    lead_ids = sorted({event.lead_id for event in events})
+    stored = await repository.find_leads(session, lead_ids, for_update=True)
+    active = await repository.leads_with_active_assignment(session, list(stored))
+    attempts = await repository.last_attempts(session, list(stored))
+    leads: dict[str, dict[str, Any]] = {lead_id: dict(row) for lead_id, row in stored.items()}
+    inserted: set[str] = set()
+    assignments: list[dict[str, Any]] = []
+    notifications: list[dict[str, Any]] = []
+    outbox: list[Any] = []
+    marks: dict[str, datetime] = {}
+    offers: list[Offer] = []
+    for event in events:
+        now = context.clock.now()
+        current = leads.get(event.lead_id)
+        if current is not None and current["scored_at"] > event.occurred_at:
+            continue
+        held = current is not None and (
+            current["status"] in HELD_STATUSES or event.lead_id in active)
+        values, nurture = scored_values(event, current, held, now)  # type: ignore[arg-type]
+        if current is None:
+            lead: dict[str, Any] = {
+                "id": event.lead_id, "queue_team_id": None, "queued_at": None, **values}
+            inserted.add(event.lead_id)
+        else:
+            lead = {**current, **values}
+        leads[event.lead_id] = lead
+        if nurture:
+            nurture_event, delivery = nurture_rows(context, lead, "cold", now)  # type: ignore[arg-type]
+            outbox.append(nurture_event)
+            if delivery is not None:
+                notifications.append(delivery)
+        if values.get("status") != "waiting":
+            continue
+        rep_id, routing = await decide(session, context, lead, now)  # type: ignore[arg-type]
+        if rep_id is None:
+            continue
+        person = routing.people.get(rep_id) or await repository.find_sdr(session, rep_id)
+        if person is None:
+            raise LookupError(f"no person {rep_id}")
+        attempt = attempts.get(event.lead_id, 0) + 1
+        attempts[event.lead_id] = attempt
+        offer, row, rows, offered = offer_rows(
+            context, lead, person, now=now, routing=routing, role="sdr",  # type: ignore[arg-type]
+            attempt=attempt, correlation_id=event.correlation_id,
+        )
+        state.assigned(rep_id, now, written=False)
+        marks[rep_id] = now
+        active.add(event.lead_id)
+        lead.update(status="routed", waiting_since=None, updated_at=now)
+        assignments.append(row)
+        notifications.extend(rows)
+        outbox.append(offered)
+        offers.append(offer)
+    await repository.insert_leads(session, [leads[lead_id] for lead_id in sorted(inserted)])
+    await repository.update_scored_leads(
+        session, [lead for lead_id, lead in leads.items()
+                  if lead_id not in inserted and lead is not None and lead_id in stored
+                  and lead != dict(stored[lead_id])])
+    await repository.insert_assignments(session, assignments)
+    state.written()
+    await repository.mark_sdrs_assigned(session, marks)
+    await repository.insert_notifications(session, notifications)
+    if notifications:
+        context.deliveries.wake_after_commit(session)
+    await context.outbox.add(session, *outbox)
+    return offers
+
+
 async def route_waiting_leads(
     session: AsyncSession, context: RouterContext, now: datetime, *, limit: int
 ) -> list[Offer]:
     """Route leads that found no eligible rep, oldest first, now that someone may be."""
     if not await repository.any_waiting(session):
         return []
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     waiting = await repository.claim_waiting_leads(session, limit)
     offers: list[Offer] = []
-    snapshot = RosterSnapshot()
     for index, lead in enumerate(waiting):
         # One microsecond apart, so round robin sees the batch's offers in order.
         moment = now + timedelta(microseconds=index)
-        routing = await route_lead(session, context, lead, moment, snapshot=snapshot)
+        routing = await route_lead(session, context, lead, moment)
         if routing.offer is not None:
             offers.append(routing.offer)
-            snapshot.assigned(routing.offer.sdr_id, moment)
     return offers
 
 
-async def _pools(session: AsyncSession, rule: Rule, role: Role) -> list[tuple[str, str | None]]:
-    """(label, team id) of each pool to try in order; team id None: everyone of the role."""
+@dataclass(frozen=True)
+class Pool:
+    """A pool to try: a team (None: everyone of the role) and whether it is a
+    follow-the-sun pool, tried only when nobody in the earlier pools is working now."""
+
+    label: str
+    team: RowMapping | None
+    follow_the_sun: bool = False
+
+    @property
+    def team_id(self) -> str | None:
+        return None if self.team is None else str(self.team["id"])
+
+
+async def _pools(
+    session: AsyncSession, state: RoutingState, rule: Rule, role: Role
+) -> list[Pool]:
+    """Each pool to try, in order (teams from the routing state's cache)."""
     if role == "ae":
         names = [rule.handoff_pool] if rule.handoff_pool else []
     else:
         names = [name for name in (rule.pool, rule.fallback_pool) if name]
-        if rule.outside_hours == "follow_the_sun":
-            names.extend(rule.follow_the_sun)
-    if not names:
-        return [(f"every {role}", None)]
-    pools: list[tuple[str, str | None]] = []
-    for name in names:
-        team = await repository.find_team_by_name(session, name)
+    sun = rule.follow_the_sun if role != "ae" and rule.outside_hours == "follow_the_sun" else []
+    if not names and not sun:
+        return [Pool(f"every {role}", None)]
+    pools: list[Pool] = []
+    for position, name in enumerate([*names, *sun]):
+        team = await state.team(session, name)
         if team is not None:
-            pools.append((name, team["id"]))
+            pools.append(Pool(name, team, follow_the_sun=position >= len(names)))
     return pools
 
 
@@ -309,53 +433,56 @@ async def decide(
 ) -> tuple[str | None, Routing]:
     """Choose who gets `lead` by the current rules; nothing is written.
 
-    With a `snapshot`, rules and pools are read once per transaction instead of per lead.
+    Takes the routing lock if the transaction does not hold it yet; the roster comes from the
+    transaction's routing state (cached across transactions, see `roster_cache`).
     """
-    if snapshot is not None and snapshot.rules is not None:
-        version, rule_set = snapshot.rules
-    else:
-        version, rule_set, _ = await roster.current_rules(session, context.rule_cache)
-        if snapshot is not None:
-            snapshot.rules = (version, rule_set)
-    facts = lead_facts(lead)
+    state = await routing_state(session, context.roster_cache)
+    if snapshot is not None:
+        snapshot.bind(state)
+    version, rule_set = await state.rules(session, context.rule_cache)
+    facts = lead_facts(lead, rule_set)
     rule = first_match(rule_set.rules, facts) if rule_set.rules else DEFAULT_RULE
-    routing = Routing(offer=None, rule=rule, rules_version=version)
+    routing = Routing(offer=None, rule=rule, rules_version=version, people=state.static.rows)
     owner = None
     if rule.strategy == "account_owner" and facts.account_key:
         owner = await repository.find_account_owner(session, facts.account_key)
     window_start = now - timedelta(hours=context.settings.fairness_window_hours)
-    for label, team_id in await _pools(session, rule, role):
+    someone_working = False
+    for pool in await _pools(session, state, rule, role):
+        label, team_id = pool.label, pool.team_id
+        team_hours = roster.team_hours(pool.team)
+        if pool.follow_the_sun and (someone_working or not team_hours.open_at(now)):
+            routing.pools.append({"pool": label, "team_id": team_id, "skipped": (
+                "an earlier pool is working now" if someone_working else "team closed now"),
+                "team_opens_at": _iso(team_hours.next_opening(now))})
+            continue
         started = _perf()
-        key = (team_id, role)
-        if snapshot is not None and key in snapshot.pools:
-            reps = snapshot.pools[key]
-            routing.people.update(snapshot.rows)
-        else:
-            people = await repository.people_in_pool(session, team_id=team_id, role=role)
-            routing.people.update((row["id"], row) for row in people)
-            reps = [roster.rep_of(row) for row in people]
-            if snapshot is not None:
-                snapshot.pools[key] = reps
-                snapshot.rows.update((row["id"], row) for row in people)
-        if rule.strategy != "weighted_fairness":
-            counts: dict[str, int] = {}
-        elif snapshot is not None and key in snapshot.counts:
-            counts = snapshot.counts[key]
-        else:
-            counts = await repository.assignment_counts(
-                session, [rep.id for rep in reps], window_start)
-            if snapshot is not None:
-                snapshot.counts[key] = counts
+        reps = await state.pool(session, team_id, role, with_load=False, hours=team_hours)
+        if rule.strategy == "least_loaded" or any(rep.capacity is not None for rep in reps):
+            reps = await state.pool(session, team_id, role, with_load=True, hours=team_hours)
+        counts: dict[str, int] = {}
+        if rule.strategy == "weighted_fairness":
+            counts = await state.counts(session, team_id, role, reps, window_start)
         decision: Decision = choose_rep(
             reps, facts, rule.strategy, now, exclude=exclude, counts=counts,
             window_start=window_start, account_owner_id=owner, role=role,
         )
         context.metrics.decision_seconds.observe(_perf() - started)
-        routing.pools.append({"pool": label, "team_id": team_id, **decision.as_json()})
+        tried = {"pool": label, "team_id": team_id, **decision.as_json()}
+        if not team_hours.open_at(now):
+            tried["team_opens_at"] = _iso(team_hours.next_opening(now))
+        routing.pools.append(tried)
+        someone_working = someone_working or any(
+            "out_of_hours" not in decision.excluded.get(rep.id, ()) for rep in reps)
         if decision.rep_id is not None:
             routing.team_id = team_id
+            routing.rep = next(rep for rep in reps if rep.id == decision.rep_id)
             return decision.rep_id, routing
     return None, routing
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _perf() -> float:
@@ -412,17 +539,55 @@ async def offer_lead(
     person = routing.people.get(sdr_id) or await repository.find_sdr(session, sdr_id)
     if person is None:
         raise LookupError(f"no person {sdr_id}")
+    attempt = 1 if first else await repository.last_attempt(session, lead["id"]) + 1
+    offer, row, notifications, event = offer_rows(
+        context, lead, person, now=now, routing=routing, role=role, attempt=attempt,
+        assignment_id=assignment_id, correlation_id=correlation_id, status=status,
+    )
+    await repository.insert_assignment(session, row)
+    await repository.mark_sdr_assigned(session, sdr_id, now)
+    state = current_state(session)
+    if state is not None:
+        state.assigned(sdr_id, now)
+    await repository.update_lead(
+        session, offer.lead_id, {"status": "routed", "waiting_since": None, "updated_at": now}
+    )
+    await repository.insert_notifications(session, notifications)
+    if notifications:
+        context.deliveries.wake_after_commit(session)
+    await context.outbox.add(session, event)
+    return offer
+
+
+def offer_rows(
+    context: RouterContext,
+    lead: RowMapping,
+    person: RowMapping,
+    *,
+    now: datetime,
+    routing: Routing,
+    role: Role,
+    attempt: int,
+    assignment_id: str | None = None,
+    correlation_id: str | None = None,
+    status: str = "offered",
+) -> tuple[Offer, dict[str, Any], list[dict[str, Any]], AssignmentOffered]:
+    """What offering `lead` to `person` writes: the assignment row, its notification rows and
+    `assignment.offered` (counted in the metrics)."""
+    sdr_id: str = person["id"]
     accept_within, contact_within = context.sla(lead["temperature"], role, routing.rule)
     deadline = now + accept_within
     if routing.rule.outside_hours == "hold":
+        chosen = routing.rep if routing.rep is not None and routing.rep.id == sdr_id else None
         deadline = working_deadline(
-            roster.shifts(person["working_hours"]), person["timezone"], now, accept_within
+            chosen.working_hours if chosen else roster.shifts(person["working_hours"]),
+            chosen.timezone if chosen else person["timezone"], now, accept_within,
         )
     offer = Offer(
         assignment_id=assignment_id or new_id(),
         lead_id=lead["id"],
         sdr_id=sdr_id,
-        attempt=1 if first else await repository.last_attempt(session, lead["id"]) + 1,
+        attempt=attempt,
         deadline_at=deadline,
     )
     profile: dict[str, Any] = lead["profile"] or {}
@@ -434,7 +599,7 @@ async def offer_lead(
     }
     fraction = context.settings.sla_reminder_fraction
     accepted = status == "accepted"
-    await repository.insert_assignment(session, {
+    row = {
         "id": offer.assignment_id,
         "lead_id": offer.lead_id,
         "sdr_id": sdr_id,
@@ -455,24 +620,19 @@ async def offer_lead(
         "decision": routing.decision | {"chosen": sdr_id},
         "scored_at": lead["scored_at"],
         "source": lead["source"],
-    })
-    await repository.mark_sdr_assigned(session, sdr_id, now)
-    await repository.update_lead(
-        session, offer.lead_id, {"status": "routed", "waiting_since": None, "updated_at": now}
-    )
-    if not accepted:
-        await notify_person(session, context, person, lead, offer, kind="offer", now=now,
-                            role=role)
+    }
+    notifications = [] if accepted else notification_rows(
+        context, person, lead, offer, kind="offer", now=now, role=role)
     context.metrics.assignments.labels(role=role, strategy=routing.rule.strategy).inc()
-    await context.outbox.add(session, AssignmentOffered(
+    event = AssignmentOffered(
         producer=PRODUCER, lead_id=offer.lead_id, correlation_id=correlation_id, occurred_at=now,
         data=AssignmentOfferedData(
             assignment_id=offer.assignment_id, sdr_id=sdr_id, deadline_at=offer.deadline_at,
             attempt=offer.attempt, team_id=routing.team_id, role=role, rule_id=routing.rule.id,
             rules_version=routing.rules_version,
         ),
-    ))
-    return offer
+    )
+    return offer, row, notifications, event
 
 
 async def notify_person(
@@ -485,11 +645,31 @@ async def notify_person(
     kind: str,
     now: datetime,
     role: str = "sdr",
+    deliver_at: datetime | None = None,
 ) -> None:
     """Queue the offer (or a reminder, or an escalation notice) on each of the person's
-    channels: the generic signed webhook and Slack."""
+    channels: the generic signed webhook and Slack; sent from `deliver_at` (default: now)."""
+    rows = notification_rows(context, person, lead, offer, kind=kind, now=now, role=role,
+                             deliver_at=deliver_at)
+    await repository.insert_notifications(session, rows)
+    if rows:
+        context.deliveries.wake_after_commit(session)
+
+
+def notification_rows(
+    context: RouterContext,
+    person: RowMapping,
+    lead: RowMapping,
+    offer: Offer,
+    *,
+    kind: str,
+    now: datetime,
+    role: str = "sdr",
+    deliver_at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The delivery rows of one notice to `person`, one per channel they have."""
     if not person["webhook_url"] and not person["slack_webhook_url"]:
-        return
+        return []
     profile: dict[str, Any] = lead["profile"] or {}
     notice = OfferNotice(
         type="assignment.offered" if kind == "offer" else f"assignment.{kind}",
@@ -512,47 +692,57 @@ async def notify_person(
         channels.append(("generic", person["webhook_url"], notice.model_dump(mode="json")))
     if person["slack_webhook_url"]:
         channels.append(("slack", person["slack_webhook_url"], slack_offer(notice, now)))
-    for channel, url, payload in channels:
-        await repository.insert_notification(session, {
+    return [
+        {
             "assignment_id": offer.assignment_id,
             "sdr_id": person["id"],
             "url": url,
             "payload": payload,
             "status": "pending",
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": max(now, deliver_at or now),
             "created_at": now,
             "channel": channel,
             "kind": kind,
             "message_id": f"msg_{uuid.uuid4().hex}",
             "secret": person["webhook_secret"] if channel == "generic" else None,
-        })
-    if channels:
-        context.deliveries.wake_after_commit(session)
+        }
+        for channel, url, payload in channels
+    ]
 
 
 async def send_to_nurture(
     session: AsyncSession, context: RouterContext, lead: RowMapping, reason: str, now: datetime
 ) -> None:
     """Hand a lead back to marketing: `lead.nurture`, and the marketing tool's webhook."""
+    event, delivery = nurture_rows(context, lead, reason, now)
+    await context.outbox.add(session, event)
+    if delivery is not None:
+        await repository.insert_notification(session, delivery)
+        context.deliveries.wake_after_commit(session)
+
+
+def nurture_rows(
+    context: RouterContext, lead: RowMapping, reason: str, now: datetime
+) -> tuple[LeadNurture, dict[str, Any] | None]:
+    """`lead.nurture`, and the marketing tool's delivery row when it has a webhook."""
     event = LeadNurture(
         producer=PRODUCER, lead_id=lead["id"], occurred_at=now,
         data=LeadNurtureData(reason=reason, temperature=lead["temperature"], score=lead["score"]),
     )
-    await context.outbox.add(session, event)
     url = context.settings.nurture_webhook_url
-    if url:
-        await repository.insert_notification(session, {
-            "assignment_id": None, "sdr_id": None, "url": url,
-            "payload": {"type": "lead.nurture", "timestamp": now.isoformat(),
-                        "data": {"lead_id": lead["id"], "reason": reason,
-                                 "temperature": lead["temperature"], "score": lead["score"],
-                                 "email": (lead["profile"] or {}).get("email")}},
-            "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
-            "channel": "generic", "kind": "nurture", "message_id": f"msg_{uuid.uuid4().hex}",
-            "secret": context.settings.nurture_webhook_secret or None,
-        })
-        context.deliveries.wake_after_commit(session)
+    if not url:
+        return event, None
+    return event, {
+        "assignment_id": None, "sdr_id": None, "url": url,
+        "payload": {"type": "lead.nurture", "timestamp": now.isoformat(),
+                    "data": {"lead_id": lead["id"], "reason": reason,
+                             "temperature": lead["temperature"], "score": lead["score"],
+                             "email": (lead["profile"] or {}).get("email")}},
+        "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+        "channel": "generic", "kind": "nurture", "message_id": f"msg_{uuid.uuid4().hex}",
+        "secret": context.settings.nurture_webhook_secret or None,
+    }
 
 
 # What reps do with an assignment
@@ -668,15 +858,67 @@ async def qualify(
         data=AssignmentQualifiedData(assignment_id=assignment_id, sdr_id=row["sdr_id"],
                                      qualified_at=now, bant=bant),
     ))
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, row["lead_id"])
     assert lead is not None
     routing = await route_lead(session, context, lead, now, role="ae")
     if routing.offer is None:
-        await repository.update_lead(session, lead["id"], {"status": "qualified",
-                                                           "waiting_since": now,
-                                                           "updated_at": now})
+        await wait_for_ae(session, context, lead, row, routing, now)
     return row, routing.offer
+
+
+HANDOVER_LOG_LIMIT = 50
+"""Attempts kept in a hand-over's log: the first one and the latest ones."""
+
+
+def handover_delay(attempts: int, settings: RouterSettings) -> timedelta:
+    """How long a hand-over waits before its next try: doubling from
+    `handover_retry_seconds`, never more than `handover_max_retry_seconds`."""
+    seconds = settings.handover_retry_seconds * 2 ** min(max(attempts - 1, 0), 32)
+    return timedelta(seconds=min(seconds, settings.handover_max_retry_seconds))
+
+
+def handover_attempt(routing: Routing, now: datetime) -> dict[str, Any]:
+    """One entry of a hand-over's log: when it was tried and why nobody was eligible."""
+    return {"at": now.isoformat(), "rules_version": routing.rules_version,
+            "rule_id": routing.rule.id, "pools": routing.pools}
+
+
+def append_attempt(log: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    log = [*log, entry]
+    if len(log) > HANDOVER_LOG_LIMIT:
+        log = [log[0], *log[-(HANDOVER_LOG_LIMIT - 1):]]
+    return log
+
+
+async def wait_for_ae(
+    session: AsyncSession, context: RouterContext, lead: RowMapping, qualified: RowMapping,
+    routing: Routing, now: datetime,
+) -> None:
+    """No AE is eligible for a qualified lead: the hand-over is kept, for the timer loop to
+    try again with a growing delay, and the manager is told once that it waits."""
+    await repository.update_lead(session, lead["id"], {"status": "qualified",
+                                                       "waiting_since": now, "updated_at": now})
+    team_ids = [pool["team_id"] for pool in routing.pools if pool.get("team_id")]
+    team_ids.append(qualified["team_id"])
+    notified_at = None
+    for team_id in team_ids:
+        team = await repository.find_team(session, team_id) if team_id else None
+        manager = (await repository.find_sdr(session, team["manager_id"])
+                   if team is not None and team["manager_id"] else None)
+        if manager is not None:
+            await notify_person(session, context, manager, lead, Offer(
+                qualified["id"], lead["id"], qualified["sdr_id"], qualified["attempt"],
+                now + handover_delay(1, context.settings),
+            ), kind="handover_waiting", now=now, role="ae")
+            notified_at = now
+            break
+    await repository.insert_handover(session, {
+        "id": new_id(), "lead_id": lead["id"], "from_assignment_id": qualified["id"],
+        "status": "waiting", "requested_at": now, "attempts": 1, "last_attempt_at": now,
+        "next_attempt_at": now + handover_delay(1, context.settings),
+        "manager_notified_at": notified_at, "attempt_log": [handover_attempt(routing, now)],
+    })
 
 
 async def reject(
@@ -697,11 +939,13 @@ async def reject(
         data=AssignmentRejectedData(assignment_id=assignment_id, sdr_id=row["sdr_id"],
                                     reason_code=reason_code, note=note),
     ))
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, row["lead_id"])
     assert lead is not None
     exclude = frozenset(await repository.sdrs_who_had(session, lead["id"]))
     routing = await route_lead(session, context, lead, now, role=row["role"], exclude=exclude)
+    if routing.offer is None and row["role"] == "ae":
+        await wait_for_ae(session, context, lead, row, routing, now)
     return row, routing.offer
 
 
@@ -740,7 +984,7 @@ async def claim_from_queue(
 ) -> RowMapping:
     """The first rep to claim a lead from their team's shared queue gets it, accepted."""
     now = context.clock.now()
-    await repository.lock_routing(session)
+    await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, lead_id)
     if lead is None or lead["queue_team_id"] not in team_ids:
         raise ProblemError(404, "Lead not in your queue",

@@ -40,6 +40,13 @@ class RouterSettings(ServiceSettings):
     pause_late_rep_seconds: float = Field(
         default=0.0, ge=0, description="Pause a rep who let an offer lapse; 0: do not pause"
     )
+    handover_retry_seconds: float = Field(
+        default=30.0, gt=0,
+        description="First retry of a qualified lead no AE could take; doubles on each retry",
+    )
+    handover_max_retry_seconds: float = Field(
+        default=600.0, gt=0, description="Longest wait between two tries of such a hand-over"
+    )
     fairness_window_hours: float = Field(default=168.0, gt=0)
     admin_token: str = Field(
         default="", description="Bearer token of the admin routes (roster, rules, reports)"
@@ -71,7 +78,9 @@ class RouterSettings(ServiceSettings):
         default=1.0, gt=0, description="Longest sleep of the delivery loop when nothing wakes it"
     )
     notify_concurrency: int = Field(
-        default=20, ge=1, description="Webhook calls in flight at once"
+        default=100, ge=1,
+        description="Webhook calls in flight at once (100 leads/s to endpoints answering in "
+                    "300 ms need 30 per channel)"
     )
 
     @field_validator("public_base_url")

@@ -12,6 +12,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy import select
 
 from services.router import roster
+from services.router.consumer import RouterConsumer
 from services.router.handlers import handler_table
 from services.router.models import INBOX, OUTBOX, assignment
 from services.router.rules import RuleSet
@@ -94,7 +95,14 @@ class Router:
         ]
         await consumer.apply({TopicPartition(SCORES_TOPIC, 0): records})
 
-    def consumer(self) -> EventConsumer:
+    def consumer(self, *, one_by_one: bool = False) -> EventConsumer:
+        """The router's consumer (its batch path), or with `one_by_one` the shared loop
+        applying each event through its handler."""
+        if not one_by_one:
+            return RouterConsumer(
+                context=self.context, name="router", db=self.db, inbox=INBOX, consumer=None,
+                handlers=handler_table(self.context), clock=self.clock,
+            )
         return EventConsumer(
             name="router",
             db=self.db,
