@@ -2,7 +2,7 @@
 
 Signals and profile changes are most of what the scorer consumes. Applied one by one (as the
 shared `EventConsumer` does), each costs about ten statements: a savepoint, the processed-event
-record, the lead, its signals, the new signal, the score, the outbox. `ScorerConsumer.apply`
+record, the lead, its signals, the new signal, the score, the outbox. `ScorerConsumer.apply_fresh`
 instead reads every lead of the batch and their signals in two statements, takes the events
 into each lead's state in their order, and decides each lead once (`service.rescore_all`):
 the stage moves exactly as one event at a time would move it (an MQL transition is kept and
@@ -18,7 +18,6 @@ which dead-letters what cannot be applied: the fast path never loses a message.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,18 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.scorer import repository, service
 from services.scorer.scoring import Signal
 from services.scorer.service import Rescoring, ScorerContext
-from shared.consumer import EventConsumer, Records
-from shared.db import is_outage
+from shared.consumer import BatchEventConsumer
 from shared.events import (
     Event,
     LeadProfile,
     LeadReceived,
     LeadUpdated,
     SignalRecorded,
-    decode_event,
 )
-
-logger = logging.getLogger(__name__)
 
 IN_MEMORY = frozenset({"lead.received", "lead.updated", "signal.recorded"})
 
@@ -61,55 +56,18 @@ class _Lead:
         return self.row is not None and self.row["erased_at"] is not None
 
 
-class ScorerConsumer(EventConsumer):
-    """`EventConsumer` whose `apply` takes a whole batch in a few statements."""
+class ScorerConsumer(BatchEventConsumer):
+    """`BatchEventConsumer` that takes a whole batch in a few statements."""
 
     def __init__(self, *, context: ScorerContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.context = context
 
-    async def apply(self, records: Records) -> None:
-        try:
-            async with self.db.transaction() as session:
-                applied, duplicates = await self._apply_in_bulk(session, records)
-        except Exception as error:
-            if is_outage(error):
-                raise
-            logger.warning("%s: batch fast path failed (%s); applying one event at a time",
-                           self.name, type(error).__name__)
-            await super().apply(records)
-            return
-        self.applied += len(applied)
-        self.duplicates += len(duplicates)
-        for event in applied:
-            self.metrics.events_applied.labels(event.type).inc()
-        for event in duplicates:
-            self.metrics.events_duplicate.labels(event.type).inc()
-
-    async def _apply_in_bulk(
-        self, session: AsyncSession, records: Records
-    ) -> tuple[list[Event], list[Event]]:
-        events: list[Event] = []
-        for messages in records.values():
-            for message in messages:
-                event = decode_event(message.value)  # a broken message: the slow path keeps it
-                if event is not None and event.type in self.handlers:
-                    events.append(event)
-        if not events:
-            return [], []
-        new_ids = await self._record_processed(session, events)
-        fresh: list[Event] = []
-        duplicates: list[Event] = []
-        for event in events:
-            if str(event.event_id) in new_ids:
-                new_ids.discard(str(event.event_id))
-                fresh.append(event)
-            else:
-                duplicates.append(event)
+    async def apply_fresh(self, session: AsyncSession, events: list[Event]) -> None:
         leads = await self._read_leads(
-            session, {event.lead_id for event in fresh if event.type in IN_MEMORY}
+            session, {event.lead_id for event in events if event.type in IN_MEMORY}
         )
-        for event in fresh:
+        for event in events:
             if isinstance(event, LeadReceived | LeadUpdated | SignalRecorded):
                 if event.lead_id not in leads:  # its handler-applied event came before
                     leads.update(await self._read_leads(session, {event.lead_id}))
@@ -120,7 +78,6 @@ class ScorerConsumer(EventConsumer):
                 await self._write(session, {event.lead_id: pending})
             await self.handlers[event.type](session, event)
         await self._write(session, leads)
-        return fresh, duplicates
 
     async def _read_leads(self, session: AsyncSession, lead_ids: set[str]) -> dict[str, _Lead]:
         if not lead_ids:
