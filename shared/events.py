@@ -7,6 +7,10 @@ object. Messages are keyed by `lead_id`, so all events of one lead stay in order
 `decode_event` parses through one discriminated union. An event of a type this code does not
 know, or of a newer schema version than it understands, is logged and skipped: a consumer never
 crashes on what a newer producer sends.
+
+Schema versions: a new optional field (with a default, so older events still decode) keeps the
+type's version, since older consumers ignore fields they do not know; a change that older
+consumers would misread (a field removed, renamed, retyped or made required) needs a new version.
 """
 
 from __future__ import annotations
@@ -134,6 +138,8 @@ class LeadScoredData(Contract):
     lead: LeadProfile
     stage: Stage = "lead"
     buying_signal: bool = False
+    received_at: AwareDatetime | None = None
+    """When ingest received the lead (its first `lead.received`); None from older scorers."""
 
 
 class LeadStageChangedData(Contract):

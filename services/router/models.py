@@ -105,6 +105,8 @@ lead = Table(
     Column("queue_team_id", String(36), nullable=True),
     Column("queued_at", UTCDateTime, nullable=True),
     Column("source", String(100), nullable=True),
+    # When ingest received the lead (from `lead.scored`; None from older scorers).
+    Column("received_at", UTCDateTime, nullable=True),
 )
 Index(
     "ix_router_lead_waiting",
@@ -142,6 +144,8 @@ assignment = Table(
     Column("scored_at", UTCDateTime, nullable=True),
     Column("notified_at", UTCDateTime, nullable=True),
     Column("source", String(100), nullable=True),
+    # The lead's reception and score behind this offer, for the speed-to-lead hops.
+    Column("received_at", UTCDateTime, nullable=True),
 )
 Index("ix_router_assignment_lead_id", assignment.c.lead_id, assignment.c.offered_at)
 Index(

@@ -11,12 +11,15 @@ from typing import Any
 from services.router.routing import Rep, presence_fraction
 
 HOPS: tuple[tuple[str, str, str], ...] = (
+    ("received_to_scored", "received_at", "scored_at"),
     ("scored_to_assigned", "scored_at", "offered_at"),
     ("assigned_to_notified", "offered_at", "notified_at"),
     ("notified_to_accepted", "notified_at", "accepted_at"),
     ("accepted_to_contacted", "accepted_at", "contacted_at"),
 )
-"""Per-hop durations: system time (scored -> assigned -> notified), then human time."""
+"""Per-hop durations: system time (received -> scored -> assigned -> notified), then human
+time (notified -> accepted -> contacted). A hop whose start or end a row lacks (a lead scored
+by an older scorer has no `received_at`) is left out of that hop's figures only."""
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:

@@ -347,7 +347,7 @@ async def find_leads(
 
 
 LEAD_SCORE_COLUMNS = ("profile", "score", "temperature", "scored_at", "updated_at", "source",
-                      "status", "waiting_since")
+                      "status", "waiting_since", "received_at")
 """What routing a scored lead may change on its row."""
 
 

@@ -279,6 +279,9 @@ def scored_values(
         "scored_at": event.occurred_at,
         "updated_at": now,
         "source": (event.data.lead.source or "")[:100] or None,
+        # An older scorer's event does not say: keep what an earlier score said.
+        "received_at": event.data.received_at
+        or (current["received_at"] if current is not None else None),
     }
     nurture = False
     if not active:
@@ -620,6 +623,7 @@ def offer_rows(
         "decision": routing.decision | {"chosen": sdr_id},
         "scored_at": lead["scored_at"],
         "source": lead["source"],
+        "received_at": lead["received_at"],
     }
     notifications = [] if accepted else notification_rows(
         context, person, lead, offer, kind="offer", now=now, role=role)

@@ -116,6 +116,7 @@ class ScorerConsumer(BatchEventConsumer):
         lead.steps.append(Rescoring(
             lead.profile, lead.signal_list, now, cause, event.correlation_id, active,
             seen=len(lead.signal_list),
+            received_at=event.occurred_at if isinstance(event, LeadReceived) else None,
         ))
 
     async def _write(self, session: AsyncSession, leads: dict[str, _Lead]) -> None:

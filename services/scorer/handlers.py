@@ -44,6 +44,7 @@ def handler_table(context: ScorerContext) -> dict[str, Handler]:
         await service.score_profile(
             session, context, lead_id=event.lead_id, profile=event.data.lead,
             correlation_id=event.correlation_id,
+            received_at=event.occurred_at if isinstance(event, LeadReceived) else None,
         )
 
     async def on_signal(session: AsyncSession, event: SignalRecorded) -> None:

@@ -163,15 +163,19 @@ async def score_profile(
     lead_id: str,
     profile: LeadProfile,
     correlation_id: str | None = None,
+    received_at: datetime | None = None,
 ) -> ScoreOutcome:
-    """A lead was received or updated: store its profile and rescore it."""
+    """A lead was received or updated: store its profile and rescore it.
+
+    `received_at`: when ingest received the lead (a `lead.received`); kept from the first.
+    """
     now = context.clock.now()
     current = await repository.find_score_for_update(session, lead_id)
     if current is not None and current["erased_at"] is not None:
         return "erased"
     return await _rescore(
         session, context, lead_id, current, profile, now=now, cause="profile",
-        correlation_id=correlation_id,
+        correlation_id=correlation_id, received_at=received_at,
     )
 
 
@@ -248,6 +252,8 @@ class Rescoring:
     seen: int | None = None
     """How many of `signals` the lead had at this event (None: all of them); lets several
     events of one lead share one growing list."""
+    received_at: datetime | None = None
+    """A `lead.received`: when ingest received the lead (the lead keeps the first one)."""
 
     def signals_then(self) -> Sequence[Signal]:
         return self.signals if self.seen is None else self.signals[: self.seen]
@@ -264,6 +270,7 @@ def rescore(
     cause: str,
     correlation_id: str | None = None,
     active: bool = False,
+    received_at: datetime | None = None,
 ) -> Rescored:
     """Score the lead and decide its stage; no I/O (the caller reads and writes the rows).
 
@@ -271,7 +278,7 @@ def rescore(
     `lead.scored` is published for a new lead and whenever `_same_score` says it changed.
     """
     return rescore_all(context, lead_id, current, [
-        Rescoring(profile, signals, now, cause, correlation_id, active)
+        Rescoring(profile, signals, now, cause, correlation_id, active, received_at=received_at)
     ])
 
 
@@ -291,6 +298,9 @@ def rescore_all(
     stage: Stage = current["stage"] if current is not None else "lead"
     active_at: datetime | None = current["active_at"] if current is not None else None
     changed_at: datetime | None = current["stage_changed_at"] if current is not None else None
+    received_at: datetime | None = current["received_at"] if current is not None else None
+    for step in steps:
+        received_at = received_at or step.received_at
     history: list[dict[str, Any]] = []
     events: list[LeadScored | LeadStageChanged] = []
 
@@ -343,13 +353,14 @@ def rescore_all(
         active_at=active_at,
         next_check_at=next_check_at,
         updated_at=last.now,
+        received_at=received_at,
     )
     if current is not None and not events and _same_score(current, row):
         return Rescored("unchanged", row, False, history, events)
     row["scored_at"] = last.now
-    events.append(
-        _scored_event(lead_id, last.profile, result, stage, last.correlation_id, last.now)
-    )
+    events.append(_scored_event(
+        lead_id, last.profile, result, stage, last.correlation_id, last.now, received_at
+    ))
     context.metrics.leads_scored.labels(last.cause, result.temperature).inc()
     return Rescored("scored" if current is None else "rescored", row, current is None,
                     history, events)
@@ -367,12 +378,13 @@ async def _rescore(
     correlation_id: str | None = None,
     active: bool = False,
     signals: Sequence[Signal] | None = None,
+    received_at: datetime | None = None,
 ) -> ScoreOutcome:
     if signals is None:
         signals = [signal_of(row) for row in await repository.signals_of(session, lead_id)]
     done = rescore(
         context, lead_id, current, profile, signals, now=now, cause=cause,
-        correlation_id=correlation_id, active=active,
+        correlation_id=correlation_id, active=active, received_at=received_at,
     )
     await write_rescored(session, context, [done])
     return done.outcome
@@ -433,6 +445,7 @@ def _scored_event(
     stage: Stage,
     correlation_id: str | None,
     occurred_at: datetime,
+    received_at: datetime | None,
 ) -> LeadScored:
     return LeadScored(
         producer=PRODUCER,
@@ -449,6 +462,7 @@ def _scored_event(
             lead=profile,
             stage=stage,
             buying_signal=result.buying_signal,
+            received_at=received_at,
         ),
     )
 
@@ -578,6 +592,7 @@ def _rescored_with_stage(
             lead=LeadProfile.model_validate(row["profile"]),
             stage=stage,
             buying_signal=row["buying_signal"],
+            received_at=row["received_at"],
         ),
     )
 

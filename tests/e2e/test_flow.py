@@ -102,10 +102,17 @@ async def test_posted_lead_reaches_an_sdr_webhook(
         (path, body), = await notifications(receiver, lead_id, 1)
         score = (await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")).json()
         listed = await assignments(client, system, lead_id)
+        speed = (await client.get(f"{system.url('router')}/v1/reports/speed-to-lead",
+                                  headers=system.admin_headers)).json()
     assert path.startswith("/sdr/")
     assert body["lead_id"] == lead_id
     assert score["temperature"] == "hot"
     assert [assignment["status"] for assignment in listed] == ["offered"]
+    # Ingest's reception reached the router through the scorer: every hop of system time.
+    hops = speed["overall"]
+    assert list(hops)[:3] == ["received_to_scored", "scored_to_assigned", "assigned_to_notified"]
+    assert hops["received_to_scored"]["count"] >= 1
+    assert 0 <= hops["received_to_scored"]["p50"] < 30
 
 
 async def test_unaccepted_assignment_escalates_to_another_sdr(

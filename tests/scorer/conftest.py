@@ -95,7 +95,7 @@ class Scorer:
     def received(self, profile: LeadProfile = PROFILE) -> LeadReceived:
         return LeadReceived(
             producer="ingest", lead_id=self.lead_id, correlation_id="request-1",
-            data=LeadReceivedData(lead=profile),
+            occurred_at=self.clock.now(), data=LeadReceivedData(lead=profile),
         )
 
     def signal(
