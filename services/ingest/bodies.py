@@ -75,7 +75,8 @@ def parse_json_body(body: bytes) -> Any:
     """The JSON document in `body`.
 
     `422` when it is not UTF-8 (RFC 8259 section 8.1) or holds text no database stores: NUL
-    characters (PostgreSQL refuses them) or unpaired surrogates (not encodable as UTF-8).
+    characters (PostgreSQL refuses them) or unpaired surrogates (not encodable as UTF-8), or
+    when it is nested deeper than Python's recursion limit lets it be read.
     Invalid JSON raises `json.JSONDecodeError`, which FastAPI answers with its own `422`.
     """
     try:
@@ -83,8 +84,12 @@ def parse_json_body(body: bytes) -> Any:
     except UnicodeDecodeError as error:
         raise _invalid_body([{"field": "body", "in": "body",
                               "message": f"not UTF-8 at byte {error.start}"}]) from None
-    document = json.loads(text)
-    unstorable = list(_unstorable_paths(document, ()))
+    try:
+        document = json.loads(text)
+        unstorable = list(_unstorable_paths(document, ()))
+    except RecursionError:
+        raise _invalid_body([{"field": "body", "in": "body",
+                              "message": "JSON nested too deeply"}]) from None
     if unstorable:
         raise _invalid_body([
             {"field": ".".join(path) or "body", "in": "body",

@@ -31,7 +31,7 @@ def body_hash(body: bytes) -> str:
     """The same JSON document hashes the same, whatever its spacing or key order."""
     try:
         canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return hashlib.sha256(body).hexdigest()
     return hashlib.sha256(canonical.encode()).hexdigest()
 

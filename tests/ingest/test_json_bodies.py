@@ -134,3 +134,22 @@ async def test_text_no_database_can_store_is_422_on_json_and_dropped_on_lenient_
     assert form.status_code == webhook.status_code == 202, (form.text, webhook.text)
     names = {row["email"]: row["name"] for row in await table_rows(limited, lead)}
     assert names == {"form@acme.io": "Form", "hook@acme.io": "Hook"}
+
+
+async def test_json_nested_too_deeply_is_422_on_json_routes_and_webhooks(
+    limited: IngestSettings,
+) -> None:
+    """Deeper than the recursion limit: json.loads raises RecursionError, not a 500."""
+    deep = b'{"email": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    zapier = {"Authorization": "Bearer zapier-token-0123456789",
+              "Content-Type": "application/json"}
+    settings = limited.model_copy(update={"max_body_bytes": 65536})
+    async with running_app(create_app(settings)) as client:
+        api = await client.post("/v1/leads", content=deep,
+                                headers={"Content-Type": "application/json"})
+        webhook = await client.post("/v1/webhooks/zapier", headers=zapier, content=deep)
+    assert api.status_code == 422, api.text
+    assert api.headers["content-type"] == "application/problem+json"
+    assert "nested too deeply" in api.json()["errors"][0]["message"]
+    assert 400 <= webhook.status_code < 500, webhook.text
+    assert await table_rows(settings, lead) == []

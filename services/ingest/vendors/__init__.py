@@ -48,7 +48,7 @@ class Adapter(Protocol):
 def json_body(delivery: Delivery) -> Any:
     try:
         return json.loads(delivery.body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise PayloadError("the body is not JSON") from None
 
 
