@@ -32,31 +32,54 @@ class BatchItemResult(BaseModel):
     errors: list[dict[str, str]] | None = None
 
 
-async def submit_batch(
-    session: AsyncSession, context: IngestContext, items: Sequence[Mapping[str, Any]],
-    intake: Intake,
-) -> list[BatchItemResult]:
-    results = []
-    scope = intake.source_key or DEFAULT_SCOPE
-    seen: set[str] = set()
+def validate_items(
+    items: Sequence[Mapping[str, Any]],
+) -> list[LeadSubmission | BatchItemResult]:
+    """Each item as a submission, or the `invalid` result it gets."""
+    checked: list[LeadSubmission | BatchItemResult] = []
     for index, item in enumerate(items):
         external_id = item.get("external_id")
         if external_id is not None and not _valid_external_id(external_id):
-            results.append(BatchItemResult(index=index, status="invalid", errors=[{
+            checked.append(BatchItemResult(index=index, status="invalid", errors=[{
                 "field": "external_id", "in": "body",
                 "message": f"a text of 1 to {MAX_EXTERNAL_ID} characters",
             }]))
             continue
+        try:
+            checked.append(LeadSubmission.model_validate(item))
+        except ValidationError as error:
+            checked.append(BatchItemResult(index=index, status="invalid",
+                                           errors=submission_errors(error)))
+    return checked
+
+
+def emails_of(checked: Sequence[LeadSubmission | BatchItemResult]) -> list[str]:
+    """The batch's normalised emails, sorted: the order its leads are locked in."""
+    return sorted({item.email for item in checked if isinstance(item, LeadSubmission)})
+
+
+async def submit_batch(
+    session: AsyncSession, context: IngestContext, items: Sequence[Mapping[str, Any]],
+    intake: Intake, checked: Sequence[LeadSubmission | BatchItemResult] | None = None,
+) -> list[BatchItemResult]:
+    """Store a batch; `checked` is `validate_items(items)` when the caller has it already.
+
+    The batch's existing leads are locked first, in email order: two instances storing
+    batches that share emails then wait on each other instead of deadlocking."""
+    checked = validate_items(items) if checked is None else checked
+    await service.lock_leads(session, emails_of(checked))
+    results = []
+    scope = intake.source_key or DEFAULT_SCOPE
+    seen: set[str] = set()
+    for index, (item, submission) in enumerate(zip(items, checked, strict=True)):
+        if isinstance(submission, BatchItemResult):
+            results.append(submission)
+            continue
+        external_id = item.get("external_id")
         if external_id and (external_id in seen or await service.submission_known(
             session, scope, external_id
         )):
             results.append(BatchItemResult(index=index, status="duplicate"))
-            continue
-        try:
-            submission = LeadSubmission.model_validate(item)
-        except ValidationError as error:
-            results.append(BatchItemResult(index=index, status="invalid",
-                                           errors=submission_errors(error)))
             continue
         item_intake = intake
         if external_id:

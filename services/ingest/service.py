@@ -9,7 +9,7 @@ one email in a group merge as they would one after the other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +162,17 @@ async def _submit_in_group(
         data=LeadUpdatedData(lead=profile_of(current), changed_fields=sorted(changes)),
     ))
     return LeadAccepted(lead_id=lead_id, status="merged")
+
+
+async def lock_leads(session: AsyncSession, emails: Sequence[str]) -> None:
+    """Lock the existing leads of `emails` (sorted) before a unit that touches several."""
+    if not emails:
+        return
+    writes = lead_writes(session)
+    if writes is not None:
+        await writes.load(session, emails)
+    else:
+        await repository.find_leads_by_email_for_update(session, emails)
 
 
 async def submission_known(session: AsyncSession, source_key: str, external_id: str) -> bool:

@@ -419,17 +419,32 @@ class Notifier:
     async def _record_waiting(self) -> None:
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
-            try:
-                async with self.db.transaction() as session:
-                    await self._write(session, [outcome for outcome, _ in batch])
-            except Exception as error:  # noqa: BLE001 - each waiting delivery gets the error
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
-                continue
+            error = await self._record_outcomes(batch)
+            if error is not None and len(batch) > 1 and not is_outage(error):
+                # One outcome must not undo the others: their posts were sent, and an outcome
+                # lost would be a second notification once the lease ends. Record each alone.
+                for item in batch:
+                    await self._record_outcomes([item])
+
+    async def _record_outcomes(
+        self, batch: list[tuple[_Outcome, asyncio.Future[None]]]
+    ) -> Exception | None:
+        """Record `batch` in one transaction and settle its futures; the error, if it failed
+        and its futures were left for a retry (several outcomes, not an outage)."""
+        try:
+            async with self.db.transaction() as session:
+                await self._write(session, [outcome for outcome, _ in batch])
+        except Exception as error:  # noqa: BLE001 - each waiting delivery gets the error
+            if len(batch) > 1 and not is_outage(error):
+                return error
             for _, done in batch:
                 if not done.done():
-                    done.set_result(None)
+                    done.set_exception(error)
+            return error
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
+        return None
 
     async def _write(self, session: AsyncSession, outcomes: list[_Outcome]) -> None:
         await repository.finish_attempts(

@@ -579,14 +579,6 @@ async def take_from_queue(session: AsyncSession, lead_id: str, at: datetime) -> 
     return _rowcount(result) == 1
 
 
-async def mark_notified(session: AsyncSession, assignment_id: str, at: datetime) -> None:
-    await session.execute(
-        update(assignment)
-        .where(assignment.c.id == assignment_id, assignment.c.notified_at.is_(None))
-        .values(notified_at=at)
-    )
-
-
 async def erase_lead(session: AsyncSession, lead_id: str) -> None:
     """Remove a lead's personal data: profile, assignment snapshots, queued messages."""
     await session.execute(update(lead).where(lead.c.id == lead_id).values(profile={}))
@@ -689,22 +681,6 @@ async def claim_due_notifications(
     return rows
 
 
-async def finish_attempt(
-    session: AsyncSession, notification_id: int, values: Mapping[str, Any]
-) -> bool:
-    """Store an attempt's outcome on a still-pending delivery; False if it was cancelled."""
-    result = await session.execute(
-        update(notification)
-        .where(notification.c.id == notification_id, notification.c.status == "pending")
-        .values(**values)
-    )
-    return _rowcount(result) == 1
-
-
-async def record_attempt(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(notification_attempt).values(**values))
-
-
 async def record_attempts(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
         await session.execute(insert(notification_attempt), list(rows))
@@ -713,7 +689,7 @@ async def record_attempts(session: AsyncSession, rows: Sequence[Mapping[str, Any
 async def finish_attempts(
     session: AsyncSession, outcomes: Sequence[tuple[int, Mapping[str, Any]]]
 ) -> None:
-    """`finish_attempt` for several deliveries: one statement per set of changed columns."""
+    """Record the outcome of several delivery attempts: one statement per set of changed columns."""
     groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, Any]]]] = {}
     for notification_id, values in outcomes:
         groups.setdefault(tuple(sorted(values)), []).append((notification_id, values))
@@ -729,7 +705,7 @@ async def finish_attempts(
 
 
 async def mark_all_notified(session: AsyncSession, moments: Mapping[str, datetime]) -> None:
-    """`mark_notified` for several assignments (id -> when) in one statement."""
+    """Mark several assignments notified (id -> when) in one statement."""
     if moments:
         await session.execute(
             update(assignment)
@@ -778,7 +754,11 @@ async def find_notifications(session: AsyncSession, assignment_id: str) -> Seque
 async def disable_endpoint(session: AsyncSession, url: str, at: datetime, reason: str) -> None:
     if await is_disabled(session, url):
         return
-    await session.execute(insert(disabled_endpoint).values(url=url, disabled_at=at, reason=reason))
+    # Another instance may disable the same URL at the same moment: its row is as good as ours.
+    await session.execute(insert_ignoring_conflicts(
+        disabled_endpoint, session.get_bind().dialect.name,
+        {"url": url, "disabled_at": at, "reason": reason}, index_elements=["url"],
+    ))
     await session.execute(
         update(notification).where(notification.c.url == url, notification.c.status == "pending")
         .values(status="cancelled", next_attempt_at=None)

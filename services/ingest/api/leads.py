@@ -85,15 +85,18 @@ async def submit_leads(
     whose `external_id` this source already sent is a `duplicate`."""
     intake = Intake(channel="batch", source_key=x_source_key, correlation_id=x_correlation_id)
 
+    checked = batches.validate_items(batch.leads)
+
     async def work(session: AsyncSession) -> tuple[int, Any]:
-        results = await batches.submit_batch(session, context, batch.leads, intake)
+        results = await batches.submit_batch(session, context, batch.leads, intake, checked)
         return 202, BatchResult(results=results).model_dump(exclude_none=True)
 
     body = await request.body()
     for attempt in (1, 2):
         try:
             status_code, answer = await context.idempotency.run(
-                f"leads:{x_source_key or 'api'}", idempotency_key, body, work
+                f"leads:{x_source_key or 'api'}", idempotency_key, body, work,
+                hint=batches.emails_of(checked),
             )
             break
         except IntegrityError:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.api.dependencies import ContextDep
 from services.ingest.api.route import IngestRoute
+from services.ingest.service import lock_leads
 from services.ingest.signals import SignalInput, SignalResult, record_signal
 
 routes = APIRouter(prefix="/v1", tags=["signals"], route_class=IngestRoute)
@@ -50,10 +51,13 @@ async def post_signals(
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> SignalBatchResult:
 
+    emails = sorted({signal.email for signal in batch.signals if signal.email})
+
     async def work(session: AsyncSession) -> SignalBatchResult:
+        await lock_leads(session, emails)
         return SignalBatchResult(results=[
             await record_signal(session, context, signal, x_correlation_id)
             for signal in batch.signals
         ])
 
-    return await context.writes.run(work)
+    return await context.writes.run(work, emails)
