@@ -36,20 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.broker import EmbeddedBroker, free_port, wait_for_port
 from leadrelay.catalog import SERVICES
 from shared.db import Database
 from shared.migrations import upgrade
 from shared.settings import normalise_database_url
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class BareLead(BaseModel):
@@ -327,20 +327,6 @@ def make_safe(url: str) -> str:
     return url.split("@")[-1] if "@" in url else url
 
 
-async def create_database() -> str:
-    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    return name
-
-
-async def drop_database(name: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await connection.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
@@ -367,7 +353,7 @@ def main() -> None:
         if args.postgres:
             name = asyncio.run(create_database())
             stack.callback(lambda: asyncio.run(drop_database(name)))
-            url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+            url = pg_url(name)
         elif args.database_url:
             url = normalise_database_url(args.database_url)
         else:

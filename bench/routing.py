@@ -28,19 +28,18 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.speed_to_route import run as run_speed
+from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.catalog import SERVICES
 from services.router import repository, service
 from services.router.consumer import RouterConsumer
@@ -58,7 +57,6 @@ from shared.events import LeadProfile, LeadScored, LeadScoredData, encode_event
 from shared.migrations import upgrade
 from shared.outbox import Outbox
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "Europe/London", "UTC")
 
 
@@ -119,20 +117,11 @@ async def prepared_database(kind: str, data_dir: Path) -> tuple[str, str | None]
         url = f"sqlite+aiosqlite:///{data_dir / 'router.db'}"
         name = None
     else:
-        name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
-        connection = await asyncpg.connect(PG_ADMIN)
-        await connection.execute(f'CREATE DATABASE "{name}"')
-        await connection.close()
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        name = await create_database()
+        url = pg_url(name)
     spec = SERVICES["router"]
     await asyncio.to_thread(upgrade, spec.migrations_dir, url, spec.version_table)
     return url, name
-
-
-async def drop_database(name: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await connection.close()
 
 
 async def fill_roster(db: Database, count: int, now: datetime, webhook: str | None = None

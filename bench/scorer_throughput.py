@@ -29,6 +29,7 @@ import asyncio
 import logging
 import random
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -38,9 +39,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.catalog import SERVICES
 from services.scorer.app import create_app
@@ -64,23 +67,8 @@ from shared.migrations import upgrade
 from shared.outbox import Outbox
 from shared.runtime import ServiceRuntime
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SIGNAL_TYPES = ["email_open", "email_click", "content_download", "page_view", "webinar_attended"]
 NOW = datetime.now(UTC)
-
-
-async def create_database() -> str:
-    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    return name
-
-
-async def drop_database(name: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await connection.close()
 
 
 def backlog(leads: int, signals_per_lead: int) -> list[tuple[str, bytes]]:
@@ -304,7 +292,7 @@ def main() -> None:
         with ExitStack() as stack:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             broker = stack.enter_context(EmbeddedBroker(free_port()))
-            url = (f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database_name}"
+            url = (pg_url(database_name)
                    if database_name else f"sqlite+aiosqlite:///{data_dir / 'scorer.db'}")
             spec = SERVICES["scorer"]
             upgrade(spec.migrations_dir, url, spec.version_table)

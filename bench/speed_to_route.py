@@ -29,12 +29,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.local_system import (
     RunningSystem,
@@ -44,22 +44,6 @@ from leadrelay.local_system import (
 )
 from services.router.models import assignment, notification, notification_attempt
 from shared.db import Database
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-async def create_database() -> str:
-    name = f"leadrelay_bench_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    return name
-
-
-async def drop_database(name: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN)
-    await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await connection.close()
 
 
 class KeepAliveClient:
@@ -253,8 +237,7 @@ def run(database: str, args: argparse.Namespace) -> None:
             system = stack.enter_context(running_system(
                 bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
                 topic_prefix="bench", sla_seconds=3600,
-                database_url=(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database_name}"
-                              if database_name else None),
+                database_url=pg_url(database_name) if database_name else None,
             ))
             total, accepted_at, latencies, failures, per_hop = asyncio.run(
                 measure(system, receiver, args))
