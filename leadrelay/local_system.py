@@ -56,16 +56,22 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver: WebhookReceiver
 
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive, as the chat tools and CRMs that receive webhooks do: the sender reuses
+        # its connections instead of opening one per notification.
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             with receiver.lock:
                 receiver.received.append((self.path, body))
                 receiver.arrived_at[body.get("lead_id", "")] = time.monotonic()
+            answer = b'{"ok": true}'
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(b'{"ok": true}')
+            self.wfile.write(answer)
 
         def log_message(self, format: str, *args: Any) -> None:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
+from shared import sqlite_driver
 from shared.clock import as_utc
 
 NAMING_CONVENTION: dict[str, str] = {
@@ -85,7 +87,11 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        if parsed.query or not parsed.database:
+            engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        else:
+            engine = create_async_engine(
+                url, echo=echo, async_creator=sqlite_driver.connect(parsed.database, timeout=30))
         _tune_sqlite(engine)
         return engine
     return create_async_engine(
@@ -145,18 +151,35 @@ async def database_now(session: AsyncSession) -> datetime:
     return as_utc(found)
 
 
+_writer_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _writer_lock(sqlite_file: str) -> asyncio.Lock:
+    """The lock write transactions on `sqlite_file` take turns on, in the running loop."""
+    locks = _writer_locks.setdefault(asyncio.get_running_loop(), {})
+    if sqlite_file not in locks:
+        locks[sqlite_file] = asyncio.Lock()
+    return locks[sqlite_file]
+
+
 class Database:
     """An engine and its session factory; sessions never commit by themselves.
 
-    On SQLite, write transactions of this process take turns on an asyncio lock: SQLite has a
-    single writer anyway, and its busy handler polls with growing sleeps, which under
-    concurrency costs far more than queueing in the event loop.
+    On SQLite, write transactions on one database file take turns on an asyncio lock per event
+    loop, shared by every `Database` of that file: SQLite has a single writer anyway, its busy
+    handler polls with growing sleeps, which under concurrency costs far more than queueing
+    in the event loop, and `shared.sqlite_driver` runs statements on the loop's thread, where
+    waiting for the busy handler would stop the loop.
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.engine = create_engine(url, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
-        self._writer = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+        parsed = make_url(url)
+        self._sqlite_file = (
+            str(Path(parsed.database or ":memory:").resolve())
+            if self.engine.dialect.name == "sqlite" else None)
 
     @property
     def dialect(self) -> str:
@@ -165,11 +188,11 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block ends, rolls back if it raises."""
-        if self._writer is None:
+        if self._sqlite_file is None:
             async with self.sessions() as session, session.begin():
                 yield session
             return
-        async with self._writer, self.sessions() as session, session.begin():
+        async with _writer_lock(self._sqlite_file), self.sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager

@@ -21,6 +21,7 @@ the endpoints disabled by a `410` are looked up once per claimed batch.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import json
@@ -28,7 +29,7 @@ import logging
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,17 +53,29 @@ Outcome = Literal["delivered", "retry", "failed"]
 
 RETRIED_STATUSES = frozenset({408, 429})
 LEASE_MARGIN_SECONDS = 10.0
-_PENDING_WAKE = "router.notifications.pending_wake"
+_COMMITTING = "router.notifications.committing"
 _LISTENING = "router.notifications.listening"
 
 
 class DeliverySignal:
-    """Wakes the delivery loop; `wake_after_commit` waits for the caller's commit to do so."""
+    """Wakes the delivery loop once a transaction that queued notifications commits.
+
+    `wake_after_commit` makes the loop claim what is due. `send_after_commit` gives it rows
+    the transaction inserted already leased to this process (`service.queue_notifications`):
+    the loop sends them at once, with no claim of its own. If the process dies first, their
+    lease ends and any instance's loop claims them like any other due row.
+    """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.claim_requested = False
+        self.loop_running = False
+        """A delivery loop is there to send what `send_after_commit` gives it."""
+        self._leased: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
 
     def set(self) -> None:
+        """Wake the loop to claim what is due."""
+        self.claim_requested = True
         self._event.set()
 
     def is_set(self) -> bool:
@@ -70,19 +83,50 @@ class DeliverySignal:
 
     def wake_after_commit(self, session: AsyncSession) -> None:
         """Wake the loop once `session`'s transaction commits (not on a savepoint release)."""
+        self._after_commit(session).wake = True
+
+    def send_after_commit(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        """Give `rows` (inserted leased to this process) to the loop once `session` commits."""
+        self._after_commit(session).rows.extend(rows)
+
+    def take_leased(self, limit: int, *, oldest: float) -> list[dict[str, Any]]:
+        """Up to `limit` of the rows given by `send_after_commit`, oldest first. Rows given
+        before `oldest` (loop time) are dropped: their lease may end before their call would,
+        and a loop claims them from the database once it has."""
+        rows: list[dict[str, Any]] = []
+        while self._leased and len(rows) < limit:
+            leased_at, row = self._leased.popleft()
+            if leased_at >= oldest:
+                rows.append(row)
+        return rows
+
+    def _after_commit(self, session: AsyncSession) -> _Committing:
         sync_session = session.sync_session
-        sync_session.info[_PENDING_WAKE] = True
+        committing: _Committing | None = sync_session.info.get(_COMMITTING)
+        if committing is None:
+            committing = sync_session.info[_COMMITTING] = _Committing()
         if sync_session.info.get(_LISTENING):
-            return
+            return committing
         sync_session.info[_LISTENING] = True
 
         def on_commit(committed: Session) -> None:
             if committed.in_nested_transaction():
                 return
-            if committed.info.pop(_PENDING_WAKE, False):
-                self._event.set()
+            done: _Committing | None = committed.info.pop(_COMMITTING, None)
+            if done is None:
+                return
+            now = asyncio.get_running_loop().time()
+            self._leased.extend((now, row) for row in done.rows)
+            self.claim_requested = self.claim_requested or done.wake
+            self._event.set()
+
+        def on_rollback(rolled_back: Session, previous: Any) -> None:
+            if previous.parent is None:
+                rolled_back.info.pop(_COMMITTING, None)
 
         event.listen(sync_session, "after_commit", on_commit)
+        event.listen(sync_session, "after_soft_rollback", on_rollback)
+        return committing
 
     async def wait(self, seconds: float) -> None:
         """Return when woken, or after `seconds`."""
@@ -90,6 +134,14 @@ class DeliverySignal:
             async with asyncio.timeout(seconds):
                 await self._event.wait()
         self._event.clear()
+
+
+@dataclass
+class _Committing:
+    """What a transaction's commit is to tell the loop."""
+
+    wake: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -169,6 +221,11 @@ async def check_destination(url: str, *, allow_private: bool) -> None:
     for info in infos:
         if refused_address(str(info[4][0])):
             raise RefusedDestinationError(f"{host} resolves to a private or loopback address")
+
+
+def notification_lease(settings: RouterSettings) -> timedelta:
+    """How long a claimed notification stays off other loops: its call's timeout, and a margin."""
+    return timedelta(seconds=settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS)
 
 
 def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
@@ -252,24 +309,37 @@ class Notifier:
     async def run(self) -> None:
         in_flight: set[asyncio.Task[Delivery]] = set()
         failures = 0
+        loop = asyncio.get_running_loop()
+        claim_at = loop.time()
         async with self.http_client() as client:
+            self.signal.loop_running = True
             try:
                 while True:
                     try:
-                        room = self.settings.notify_concurrency - len(in_flight)
-                        if room > 0:
-                            for row in await self.claim(room):
-                                self._start(client, row, in_flight)
-                        pause = await self._seconds_until_due()
+                        for row in self.signal.take_leased(
+                            self.settings.notify_concurrency - len(in_flight),
+                            oldest=loop.time() - LEASE_MARGIN_SECONDS / 2,
+                        ):
+                            self._start(client, row, in_flight)
+                        if self.signal.claim_requested or loop.time() >= claim_at:
+                            self.signal.claim_requested = False
+                            room = self.settings.notify_concurrency - len(in_flight)
+                            if room > 0:
+                                for row in await self.claim(room):
+                                    self._start(client, row, in_flight)
+                            claim_at = loop.time() + await self._seconds_until_due()
                         failures = 0
+                        pause = max(0.0, claim_at - loop.time())
                     except Exception as error:
                         if not is_outage(error):
                             raise
                         failures += 1
                         logger.warning("notifier: database unavailable (%s)", type(error).__name__)
                         pause = min(0.2 * 2**failures, 5.0)
+                        claim_at = loop.time() + pause
                     await self.signal.wait(pause)
             finally:
+                self.signal.loop_running = False
                 for task in in_flight:
                     task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
@@ -300,7 +370,7 @@ class Notifier:
     async def claim(self, limit: int) -> list[dict[str, Any]]:
         """Lease up to `limit` due notifications for one attempt each."""
         now = self.clock.now()
-        lease = timedelta(seconds=self.settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS)
+        lease = notification_lease(self.settings)
         async with self.db.transaction() as session:
             rows = await repository.claim_due_notifications(
                 session, now, limit, lease_until=now + lease

@@ -644,13 +644,25 @@ async def insert_escalation(session: AsyncSession, values: Mapping[str, Any]) ->
 # Notifications
 
 
-async def insert_notification(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(notification).values(**values))
-
-
 async def insert_notifications(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
         await session.execute(insert(notification), list(rows))
+
+
+async def insert_claimed_notifications(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Insert `rows` (already leased) and return them as `claim_due_notifications` does:
+    every column, the id included."""
+    if not rows:
+        return []
+    ids = await session.scalars(
+        insert(notification).returning(notification.c.id, sort_by_parameter_order=True),
+        list(rows),
+    )
+    blank = dict.fromkeys(notification.c.keys())
+    return [{**blank, **row, "id": notification_id}
+            for row, notification_id in zip(rows, ids, strict=True)]
 
 
 async def claim_due_notifications(

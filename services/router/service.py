@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository, roster
 from services.router.access import action_token
-from services.router.notifications import DeliverySignal, slack_offer
+from services.router.notifications import DeliverySignal, notification_lease, slack_offer
 from services.router.roster_cache import RosterCache, RoutingState, current_state, routing_state
 from services.router.routing import (
     Decision,
@@ -366,9 +366,7 @@ async def route_scored_leads(
     await repository.insert_assignments(session, assignments)
     state.written()
     await repository.mark_sdrs_assigned(session, marks)
-    await repository.insert_notifications(session, notifications)
-    if notifications:
-        context.deliveries.wake_after_commit(session)
+    await queue_notifications(session, context, notifications, now)
     await context.outbox.add(session, *outbox)
     return offers
 
@@ -555,9 +553,7 @@ async def offer_lead(
     await repository.update_lead(
         session, offer.lead_id, {"status": "routed", "waiting_since": None, "updated_at": now}
     )
-    await repository.insert_notifications(session, notifications)
-    if notifications:
-        context.deliveries.wake_after_commit(session)
+    await queue_notifications(session, context, notifications, now)
     await context.outbox.add(session, event)
     return offer
 
@@ -655,9 +651,7 @@ async def notify_person(
     channels: the generic signed webhook and Slack; sent from `deliver_at` (default: now)."""
     rows = notification_rows(context, person, lead, offer, kind=kind, now=now, role=role,
                              deliver_at=deliver_at)
-    await repository.insert_notifications(session, rows)
-    if rows:
-        context.deliveries.wake_after_commit(session)
+    await queue_notifications(session, context, rows, now)
 
 
 def notification_rows(
@@ -722,8 +716,37 @@ async def send_to_nurture(
     event, delivery = nurture_rows(context, lead, reason, now)
     await context.outbox.add(session, event)
     if delivery is not None:
-        await repository.insert_notification(session, delivery)
+        await queue_notifications(session, context, [delivery], now)
+
+
+async def queue_notifications(
+    session: AsyncSession, context: RouterContext, rows: list[dict[str, Any]], now: datetime
+) -> None:
+    """Insert notification rows; the loop gets them when the transaction commits.
+
+    Rows due now are inserted leased to this process and given to its loop, which sends them
+    without claiming them first; rows due later (and rows queued within a savepoint, which
+    could still be rolled back on its own, or with no loop running) wait in the database for
+    a loop to claim them."""
+    if not rows:
+        return
+    if session.in_nested_transaction() or not context.deliveries.loop_running:
+        due: list[dict[str, Any]] = []
+        later = rows
+    else:
+        due = [row for row in rows if row["next_attempt_at"] <= now]
+        later = [row for row in rows if row["next_attempt_at"] > now]
+    if later:
+        await repository.insert_notifications(session, later)
         context.deliveries.wake_after_commit(session)
+    if due:
+        lease_until = now + notification_lease(context.settings)
+        claimed = await repository.insert_claimed_notifications(
+            session, [{**row, "attempts": 1, "next_attempt_at": lease_until} for row in due])
+        disabled = await repository.disabled_among(session, {row["url"] for row in due})
+        for row in claimed:
+            row["disabled"] = row["url"] in disabled
+        context.deliveries.send_after_commit(session, claimed)
 
 
 def nurture_rows(

@@ -272,3 +272,78 @@ async def test_slack_gets_a_message_with_the_lead_score_why_countdown_and_accept
     assert "*Score*\n87 (hot)" in fields
     [button] = message["blocks"][3]["elements"]
     assert "/accept?token=" in button["url"]
+
+
+async def test_an_offer_due_now_goes_to_the_running_loop_without_a_claim(router: Router) -> None:
+    clock = SystemClock()
+    context = RouterContext.build(router.settings, router.context.outbox, clock)
+    live = Router(router.db, router.clock, router.settings, context)
+    config = router_settings(router.settings.database_url, notify_poll_seconds=30)
+    notifier = Notifier(router.db, clock, config, context.deliveries)
+    claims: list[int] = []
+    claim = notifier.claim
+
+    async def counted_claim(limit: int) -> list[dict[str, Any]]:
+        rows = await claim(limit)
+        claims.append(len(rows))
+        return rows
+
+    notifier.claim = counted_claim  # type: ignore[method-assign]
+    async with WebhookReceiver() as receiver:
+        await live.add_sdr("Ada", webhook_url=receiver.url())
+        loop = asyncio.create_task(notifier.run())
+        try:
+            await eventually(lambda: asyncio.sleep(0, claims), until=[0].__eq__, timeout=3)
+            await live.consume(scored("lead-1", clock=router.clock))
+            await eventually(lambda: status_of(router), until="delivered".__eq__, timeout=3,
+                             interval=0.01)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert claims == [0]  # only the loop's first look; the offer came without one
+    assert len(receiver.received) == 1
+    assert (await stored(router))["attempts"] == 1
+    assert await attempts(router) == [("delivered", 200)]
+
+
+async def test_a_leased_offer_whose_process_died_is_claimed_once_its_lease_ends(
+    router: Router,
+) -> None:
+    router.context.deliveries.loop_running = True  # a loop that dies before sending anything
+    async with WebhookReceiver() as receiver:
+        await offer_to(router, receiver)
+        row = await stored(router)
+        assert (row["status"], row["attempts"]) == ("pending", 1)
+        assert len(router.context.deliveries.take_leased(10, oldest=0.0)) == 1
+        notifier = notifier_for(router)
+        assert await deliver(router, notifier) == []  # still leased to the dead process
+        router.clock.advance(timedelta(seconds=router.settings.notify_timeout_seconds + 11))
+        [delivery] = await deliver(router, notifier)
+    assert (delivery.outcome, delivery.attempt) == ("delivered", 2)
+    assert len(receiver.received) == 1
+
+
+async def test_notifications_queued_in_a_savepoint_or_rolled_back_are_not_sent_from_memory(
+    router: Router,
+) -> None:
+    router.context.deliveries.loop_running = True
+    async with WebhookReceiver() as receiver:
+        await router.add_sdr("Ada", webhook_url=receiver.url("/ada"))
+        with contextlib.suppress(LookupError):
+            async with router.db.transaction() as session:
+                await router.consumer().apply_fresh(  # type: ignore[attr-defined]
+                    session, [scored("lead-1", clock=router.clock)])
+                raise LookupError("roll back")
+        assert router.context.deliveries.take_leased(10, oldest=0.0) == []
+        assert await router.rows(notification) == []
+
+        async with router.db.transaction() as session:
+            async with session.begin_nested():
+                await router.consumer().apply_fresh(  # type: ignore[attr-defined]
+                    session, [scored("lead-2", clock=router.clock)])
+        assert router.context.deliveries.take_leased(10, oldest=0.0) == []
+        assert router.context.deliveries.claim_requested
+        row = await stored(router)
+        assert (row["status"], row["attempts"]) == ("pending", 0)
+        [delivery] = await deliver(router, notifier_for(router))
+    assert delivery.outcome == "delivered"
