@@ -254,7 +254,7 @@ def start_profiler(pid: int, seconds: float, path: str) -> subprocess.Popen[byte
     return subprocess.Popen(
         # --gil: only the thread holding the GIL, i.e. where the process spends its CPU.
         ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--duration",
-         str(int(seconds)), "--rate", "100", "--gil", "--nonblocking", "--output", path],
+         str(int(seconds)), "--rate", "250", "--gil", "--nonblocking", "--output", path],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

@@ -59,6 +59,9 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         # Keep-alive, as the chat tools and CRMs that receive webhooks do: the sender reuses
         # its connections instead of opening one per notification.
         protocol_version = "HTTP/1.1"
+        # The headers and the body go out as two writes: with Nagle's algorithm on, the body
+        # would wait for the sender's delayed ACK of the headers (40 ms).
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
