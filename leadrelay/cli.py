@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from leadrelay.broker import EmbeddedBroker, wait_for_port
+from leadrelay.broker import EmbeddedBroker, embedded_consumer_env, wait_for_port
 from leadrelay.catalog import SERVICES
 from leadrelay.processes import ServiceProcess, wait_until_ready
 from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT
@@ -194,6 +194,7 @@ def _up(args: argparse.Namespace) -> int:
         if bootstrap is None:
             broker = _start_embedded_broker(logs)
             bootstrap = broker.bootstrap_servers
+            env.update(embedded_consumer_env())
         env["LEADRELAY_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         os.environ.update(env)
         _migrate(argparse.Namespace(services=[]))

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from leadrelay.broker import free_port
+from leadrelay.broker import embedded_consumer_env, free_port
 from leadrelay.catalog import SERVICES
 from leadrelay.processes import ServiceProcess, wait_until_ready
 from shared.migrations import upgrade
@@ -136,6 +136,7 @@ def running_system(
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",
+            **embedded_consumer_env(),
         }
         services[name] = ServiceProcess(name, ports[name], env, data_dir / "logs" / f"{name}.log")
     try:

@@ -4,7 +4,8 @@ For each batch returned by `getmany`, the loop opens one database transaction; f
 it records the event in the processed-event table (skipping it if it is already there) and runs
 the handler registered for its type inside a savepoint. Offsets are committed to Kafka only
 after the database commit, so a crash at any point redelivers events rather than losing them,
-and the processed-event record makes the redelivery harmless.
+and the processed-event record makes the redelivery harmless. The commit of the offsets runs
+beside the next batch instead of before it (one commit in flight, with the latest offsets).
 
 Errors are split in two. A database or broker outage aborts the batch: it is rolled back, the
 consumer seeks back and tries again after a pause. A message that cannot be applied (invalid
@@ -76,6 +77,8 @@ class EventConsumer:
         self.duplicates = 0
         self.dead_lettered = 0
         self.ready = asyncio.Event()
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committing: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -98,8 +101,10 @@ class EventConsumer:
                     await asyncio.sleep(min(0.2 * 2**failures, 5.0))
                     continue
                 self.after_commit()
-                await self._commit_offsets(records)
+                self._commit_offsets_later(records)
         finally:
+            if self._committing is not None:
+                await asyncio.gather(self._committing, return_exceptions=True)
             await self.consumer.stop()
 
     async def apply(self, records: Records) -> None:
@@ -220,20 +225,28 @@ class EventConsumer:
             if messages and partition in self.consumer.assignment():
                 self.consumer.seek(partition, messages[0].offset)
 
-    async def _commit_offsets(self, records: Records) -> None:
-        offsets = {
-            partition: messages[-1].offset + 1
-            for partition, messages in records.items()
-            if messages and partition in self.consumer.assignment()
-        }
-        if not offsets:
-            return
-        try:
-            await asyncio.wait_for(self.consumer.commit(offsets), timeout=10)
-        except (KafkaError, TimeoutError) as error:
-            # Already applied and recorded: a redelivery after a failed commit is a no-op.
-            logger.warning("%s: offset commit failed (%s)", self.name, type(error).__name__)
+    def _commit_offsets_later(self, records: Records) -> None:
+        """Commit the offsets after `records` without holding up the next batch: one commit
+        in flight at a time, each carrying the latest offsets of every partition."""
+        for partition, messages in records.items():
+            if messages:
+                self._uncommitted[partition] = messages[-1].offset + 1
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_uncommitted())
 
+    async def _commit_uncommitted(self) -> None:
+        while self._uncommitted:
+            assigned = self.consumer.assignment()
+            offsets = {partition: offset for partition, offset in self._uncommitted.items()
+                       if partition in assigned}
+            self._uncommitted = {}
+            if not offsets:
+                continue
+            try:
+                await asyncio.wait_for(self.consumer.commit(offsets), timeout=10)
+            except (KafkaError, TimeoutError) as error:
+                # Already applied and recorded: a redelivery after a failed commit is a no-op.
+                logger.warning("%s: offset commit failed (%s)", self.name, type(error).__name__)
 
 
 class BatchEventConsumer(EventConsumer):

@@ -337,10 +337,9 @@ async def test_notifications_queued_in_a_savepoint_or_rolled_back_are_not_sent_f
         assert router.context.deliveries.take_leased(10, oldest=0.0) == []
         assert await router.rows(notification) == []
 
-        async with router.db.transaction() as session:
-            async with session.begin_nested():
-                await router.consumer().apply_fresh(  # type: ignore[attr-defined]
-                    session, [scored("lead-2", clock=router.clock)])
+        async with router.db.transaction() as session, session.begin_nested():
+            await router.consumer().apply_fresh(  # type: ignore[attr-defined]
+                session, [scored("lead-2", clock=router.clock)])
         assert router.context.deliveries.take_leased(10, oldest=0.0) == []
         assert router.context.deliveries.claim_requested
         row = await stored(router)
