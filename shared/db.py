@@ -9,6 +9,7 @@ busy timeout instead of failing on a lock upgrade; on PostgreSQL rows are claime
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, MetaData, Table, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -94,9 +95,37 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
                 url, echo=echo, async_creator=sqlite_driver.connect(parsed.database, timeout=30))
         _tune_sqlite(engine)
         return engine
-    return create_async_engine(
-        url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_recycle=1800
+    engine = create_async_engine(
+        url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+IDLE_PING_SECONDS = 10.0
+"""A pooled connection unused for this long is pinged before it is handed out."""
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Ping a pooled connection before use only when it sat idle (SQLAlchemy's `pool_pre_ping`
+    pings on every checkout: a round trip more for each transaction). A connection that fails
+    its ping is replaced by a new one; one in steady use that the server dropped fails its
+    transaction, which the callers treat as an outage (503, or a retry of the loop), and
+    SQLAlchemy then renews the whole pool."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError("the idle connection failed its ping") from error
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
