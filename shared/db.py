@@ -2,8 +2,9 @@
 
 The same code runs on SQLite (embedded default) and PostgreSQL (production). On SQLite every
 transaction starts with `BEGIN IMMEDIATE` in WAL mode, so concurrent writers queue on the
-busy timeout instead of failing on a lock upgrade; on PostgreSQL rows are claimed with
-`FOR UPDATE SKIP LOCKED` (SQLite ignores the clause, and has a single writer anyway).
+busy timeout instead of failing on a lock upgrade, and statements run on the event loop's
+thread (`shared.sqlite_driver`); on PostgreSQL rows are claimed with `FOR UPDATE SKIP LOCKED`
+(SQLite ignores the clause, and has a single writer anyway).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         if parsed.query or not parsed.database:
+            # URI options or an in-memory database: aiosqlite, as SQLAlchemy documents them.
             engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         else:
             engine = create_async_engine(

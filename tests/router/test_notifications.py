@@ -178,12 +178,17 @@ async def test_an_unreachable_receiver_is_retried(router: Router) -> None:
     assert delivery.error is not None and "ConnectError" in delivery.error
 
 
-async def test_the_running_loop_delivers_as_soon_as_the_offer_commits(router: Router) -> None:
+def live_router(router: Router) -> tuple[Router, Notifier]:
+    """`router` on the system clock, and a notifier loop for it that polls only every 30 s."""
     clock = SystemClock()
     context = RouterContext.build(router.settings, router.context.outbox, clock)
-    live = Router(router.db, router.clock, router.settings, context)
     config = router_settings(router.settings.database_url, notify_poll_seconds=30)
-    notifier = Notifier(router.db, clock, config, context.deliveries)
+    return (Router(router.db, router.clock, router.settings, context),
+            Notifier(router.db, clock, config, context.deliveries))
+
+
+async def test_the_running_loop_delivers_as_soon_as_the_offer_commits(router: Router) -> None:
+    live, notifier = live_router(router)
     async with WebhookReceiver() as receiver:
         await live.add_sdr("Ada", webhook_url=receiver.url())
         loop = asyncio.create_task(notifier.run())
@@ -275,11 +280,7 @@ async def test_slack_gets_a_message_with_the_lead_score_why_countdown_and_accept
 
 
 async def test_an_offer_due_now_goes_to_the_running_loop_without_a_claim(router: Router) -> None:
-    clock = SystemClock()
-    context = RouterContext.build(router.settings, router.context.outbox, clock)
-    live = Router(router.db, router.clock, router.settings, context)
-    config = router_settings(router.settings.database_url, notify_poll_seconds=30)
-    notifier = Notifier(router.db, clock, config, context.deliveries)
+    live, notifier = live_router(router)
     claims: list[int] = []
     claim = notifier.claim
 
