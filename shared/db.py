@@ -98,7 +98,10 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         _tune_sqlite(engine)
         return engine
     engine = create_async_engine(
-        url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800
+        url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800,
+        # A service runs a few hundred distinct statements (an IN list of each length is one
+        # of its own); past asyncpg's cache of 100, each would be prepared again.
+        connect_args={"prepared_statement_cache_size": 1000},
     )
     _ping_idle_connections(engine)
     return engine
