@@ -4,13 +4,16 @@ Functions here take the caller's session and never commit: the HTTP endpoint own
 transaction, so the lead, the raw submission and the outbox event commit together or not at all.
 The JSON endpoints run them through `IngestContext.writes` (`shared.group_commit`): the work of
 concurrent requests shares one transaction, applied in arrival order, so two submissions of
-one email in a group merge as they would one after the other.
+one email in a group merge as they would one after the other. Both ways build the new
+lead, the merge and their events with the same pure builders (`new_lead_row`,
+`received_event`, `lead_merge`, `updated_event`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
@@ -105,31 +108,19 @@ async def submit_lead(
                                       intake)
     existing = await repository.find_lead_by_email_for_update(session, submission.email)
     if existing is None:
-        lead_id = new_id()
-        values = {"demo_requested": False, **merge_profile({}, incoming)}
+        row = new_lead_row(new_id(), incoming, now)
         try:
             async with session.begin_nested():
-                await repository.insert_lead(
-                    session, {**values, "id": lead_id, "created_at": now, "updated_at": now}
-                )
+                await repository.insert_lead(session, row)
         except IntegrityError:
             # Another request created this email's lead a moment ago: merge into it instead.
             existing = await repository.find_lead_by_email_for_update(session, submission.email)
             if existing is None:
                 raise
         else:
-            await _record(session, context, lead_id, incoming, intake)
-            await context.outbox.add(
-                session,
-                LeadReceived(
-                    producer=PRODUCER,
-                    lead_id=lead_id,
-                    correlation_id=intake.correlation_id,
-                    occurred_at=now,
-                    data=LeadReceivedData(lead=profile_of(values)),
-                ),
-            )
-            return LeadAccepted(lead_id=lead_id, status="created")
+            await _record(session, context, row["id"], incoming, intake)
+            await context.outbox.add(session, received_event(row, intake, now))
+            return LeadAccepted(lead_id=row["id"], status="created")
     return await _merge_into(session, context, existing, incoming, intake)
 
 
@@ -141,27 +132,63 @@ async def _submit_in_group(
     now = context.clock.now()
     current = await writes.lead(session, email)
     if current is None:
-        lead_id = new_id()
-        values = {"demo_requested": False, **merge_profile({}, incoming)}
-        writes.create({**values, "id": lead_id, "created_at": now, "updated_at": now})
-        await _record(session, context, lead_id, incoming, intake)
-        writes.publish(LeadReceived(
-            producer=PRODUCER, lead_id=lead_id, correlation_id=intake.correlation_id,
-            occurred_at=now, data=LeadReceivedData(lead=profile_of(values)),
-        ))
-        return LeadAccepted(lead_id=lead_id, status="created")
+        row = new_lead_row(new_id(), incoming, now)
+        writes.create(row)
+        await _record(session, context, row["id"], incoming, intake)
+        writes.publish(received_event(row, intake, now))
+        return LeadAccepted(lead_id=row["id"], status="created")
     lead_id = current["id"]
     await _record(session, context, lead_id, incoming, intake)
+    merge = lead_merge(current, incoming, intake, now)
+    if merge is None:
+        return LeadAccepted(lead_id=lead_id, status="unchanged")
+    writes.change(current, merge.update)
+    writes.publish(merge.event)
+    return LeadAccepted(lead_id=lead_id, status="merged")
+
+
+def new_lead_row(lead_id: str, incoming: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The row of a lead made from its first submission."""
+    return {"demo_requested": False, **merge_profile({}, incoming),
+            "id": lead_id, "created_at": now, "updated_at": now}
+
+
+def received_event(row: Mapping[str, Any], intake: Intake, now: datetime) -> LeadReceived:
+    """`lead.received` for the new lead `row`."""
+    return LeadReceived(
+        producer=PRODUCER, lead_id=row["id"], correlation_id=intake.correlation_id,
+        occurred_at=now, data=LeadReceivedData(lead=profile_of(row)),
+    )
+
+
+@dataclass(frozen=True)
+class LeadMerge:
+    """What a submission changes in a lead that exists: the update to write, the event."""
+
+    update: dict[str, Any]
+    event: LeadUpdated
+
+
+def lead_merge(
+    current: Mapping[str, Any], incoming: Mapping[str, Any], intake: Intake, now: datetime,
+) -> LeadMerge | None:
+    """How `incoming` merges into the lead `current`; None when it changes nothing."""
     changes = merge_profile(current, incoming)
     if not changes:
-        return LeadAccepted(lead_id=lead_id, status="unchanged")
-    writes.change(current, {**changes, "updated_at": now})
-    writes.publish(LeadUpdated(
-        producer=PRODUCER, lead_id=lead_id, correlation_id=intake.correlation_id,
+        return None
+    return LeadMerge(update={**changes, "updated_at": now},
+                     event=updated_event({**current, **changes}, changes, intake, now))
+
+
+def updated_event(
+    merged: Mapping[str, Any], changes: Mapping[str, Any], intake: Intake, now: datetime,
+) -> LeadUpdated:
+    """`lead.updated` for the lead `merged` (its row with `changes` applied)."""
+    return LeadUpdated(
+        producer=PRODUCER, lead_id=merged["id"], correlation_id=intake.correlation_id,
         occurred_at=now,
-        data=LeadUpdatedData(lead=profile_of(current), changed_fields=sorted(changes)),
-    ))
-    return LeadAccepted(lead_id=lead_id, status="merged")
+        data=LeadUpdatedData(lead=profile_of(merged), changed_fields=sorted(changes)),
+    )
 
 
 async def lock_leads(session: AsyncSession, emails: Sequence[str]) -> None:
@@ -224,20 +251,9 @@ async def _merge_into(
     now = context.clock.now()
     lead_id: str = existing["id"]
     await _record(session, context, lead_id, incoming, intake)
-    changes = merge_profile(dict(existing), incoming)
-    if not changes:
+    merge = lead_merge(dict(existing), incoming, intake, now)
+    if merge is None:
         return LeadAccepted(lead_id=lead_id, status="unchanged")
-    await repository.update_lead(session, lead_id, {**changes, "updated_at": now})
-    await context.outbox.add(
-        session,
-        LeadUpdated(
-            producer=PRODUCER,
-            lead_id=lead_id,
-            correlation_id=intake.correlation_id,
-            occurred_at=now,
-            data=LeadUpdatedData(
-                lead=profile_of({**existing, **changes}), changed_fields=sorted(changes)
-            ),
-        ),
-    )
+    await repository.update_lead(session, lead_id, merge.update)
+    await context.outbox.add(session, merge.event)
     return LeadAccepted(lead_id=lead_id, status="merged")
