@@ -210,9 +210,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.engine = create_engine(url, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
-        parsed = make_url(url)
         self._sqlite_file = (
-            str(Path(parsed.database or ":memory:").resolve())
+            str(Path(self.engine.url.database or ":memory:").resolve())
             if self.engine.dialect.name == "sqlite" else None)
 
     @property
