@@ -3,7 +3,9 @@
 The shared plumbing counts what it does (events published, applied, duplicated, dead-lettered);
 gauges that need a query (outbox backlog, consumer lag) are refreshed when `/metrics` is
 scraped, not on the hot path. Services add their own metrics with `counter`, `gauge` and
-`histogram`. Labels never carry personal data: lead ids at most, usually not even those.
+`histogram`. Counts of work done in a transaction go through `count_after_commit`, so a
+rolled-back attempt (a batch retried event by event, a savepoint) is not counted. Labels never
+carry personal data: lead ids at most, usually not even those.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.after_commit import defer_until_commit
 
 NAMESPACE = "leadrelay"
 
@@ -58,3 +63,17 @@ class ServiceMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def count_after_commit(session: AsyncSession, counter: Counter, amount: float = 1) -> None:
+    """Add `amount` to `counter` (a labelled child, or a counter without labels) once
+    `session`'s transaction commits; nothing if the work counted is rolled back."""
+    defer_until_commit(session, _COUNTS, (counter, amount), _add_counts)
+
+
+_COUNTS = "shared.metrics.counts"
+
+
+def _add_counts(counts: list[tuple[Counter, float]]) -> None:
+    for counter, amount in counts:
+        counter.inc(amount)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 T = TypeVar("T")
 
@@ -72,3 +73,9 @@ async def read_topic(
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     await consumer.topics()
     return consumer.partitions_for_topic(topic) or set()
+
+
+def counted(counter: Counter) -> float:
+    """What a Prometheus counter, or one labelled child of it, has counted so far."""
+    return sum(sample.value for family in counter.collect() for sample in family.samples
+               if sample.name.endswith("_total"))

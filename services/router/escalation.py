@@ -28,6 +28,7 @@ from shared.clock import Clock
 from shared.db import Database, database_now, new_id
 from shared.events import AssignmentEscalated, AssignmentEscalatedData
 from shared.loops import repeat
+from shared.metrics import count_after_commit
 
 SLA_EXPIRED = "sla_expired"
 
@@ -109,8 +110,8 @@ async def escalate_due(
         if not await repository.escalate_offer(session, offer["id"], now):
             continue
         await repository.cancel_pending_notifications(session, offer["id"])
-        context.metrics.sla_breaches.labels(deadline="accept").inc()
-        context.metrics.escalations.labels(reason=SLA_EXPIRED).inc()
+        count_after_commit(session, context.metrics.sla_breaches.labels(deadline="accept"))
+        count_after_commit(session, context.metrics.escalations.labels(reason=SLA_EXPIRED))
         paused_until = None
         if settings.pause_late_rep_seconds > 0:
             paused_until = now + timedelta(seconds=settings.pause_late_rep_seconds)
@@ -215,7 +216,7 @@ async def report_contact_breaches(
     """Accepted leads nobody contacted in time: counted, and the team's manager told."""
     due = await repository.claim_contact_breaches(session, now, limit)
     for row in due:
-        context.metrics.sla_breaches.labels(deadline="contact").inc()
+        count_after_commit(session, context.metrics.sla_breaches.labels(deadline="contact"))
         if row["team_id"] is None:
             continue
         team = await repository.find_team(session, row["team_id"])

@@ -29,18 +29,17 @@ import logging
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from services.router import repository, signing
 from services.router.settings import RouterSettings
+from shared.after_commit import defer_until_commit
 from shared.clock import Clock, as_utc
 from shared.db import Database, is_outage
 
@@ -53,8 +52,6 @@ Outcome = Literal["delivered", "retry", "failed"]
 
 RETRIED_STATUSES = frozenset({408, 429})
 LEASE_MARGIN_SECONDS = 10.0
-_COMMITTING = "router.notifications.committing"
-_LISTENING = "router.notifications.listening"
 
 
 class DeliverySignal:
@@ -83,11 +80,11 @@ class DeliverySignal:
 
     def wake_after_commit(self, session: AsyncSession) -> None:
         """Wake the loop once `session`'s transaction commits (not on a savepoint release)."""
-        self._after_commit(session).wake = True
+        defer_until_commit(session, (self, "wake"), None, self._woken)
 
     def send_after_commit(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         """Give `rows` (inserted leased to this process) to the loop once `session` commits."""
-        self._after_commit(session).rows.extend(rows)
+        defer_until_commit(session, (self, "rows"), rows, self._given)
 
     def take_leased(self, limit: int, *, oldest: float) -> list[dict[str, Any]]:
         """Up to `limit` of the rows given by `send_after_commit`, oldest first. Rows given
@@ -100,33 +97,13 @@ class DeliverySignal:
                 rows.append(row)
         return rows
 
-    def _after_commit(self, session: AsyncSession) -> _Committing:
-        sync_session = session.sync_session
-        committing: _Committing | None = sync_session.info.get(_COMMITTING)
-        if committing is None:
-            committing = sync_session.info[_COMMITTING] = _Committing()
-        if sync_session.info.get(_LISTENING):
-            return committing
-        sync_session.info[_LISTENING] = True
+    def _woken(self, _wakes: list[None]) -> None:
+        self.set()
 
-        def on_commit(committed: Session) -> None:
-            if committed.in_nested_transaction():
-                return
-            done: _Committing | None = committed.info.pop(_COMMITTING, None)
-            if done is None:
-                return
-            now = asyncio.get_running_loop().time()
-            self._leased.extend((now, row) for row in done.rows)
-            self.claim_requested = self.claim_requested or done.wake
-            self._event.set()
-
-        def on_rollback(rolled_back: Session, previous: Any) -> None:
-            if previous.parent is None:
-                rolled_back.info.pop(_COMMITTING, None)
-
-        event.listen(sync_session, "after_commit", on_commit)
-        event.listen(sync_session, "after_soft_rollback", on_rollback)
-        return committing
+    def _given(self, batches: list[list[dict[str, Any]]]) -> None:
+        now = asyncio.get_running_loop().time()
+        self._leased.extend((now, row) for rows in batches for row in rows)
+        self._event.set()
 
     async def wait(self, seconds: float) -> None:
         """Return when woken, or after `seconds`."""
@@ -134,14 +111,6 @@ class DeliverySignal:
             async with asyncio.timeout(seconds):
                 await self._event.wait()
         self._event.clear()
-
-
-@dataclass
-class _Committing:
-    """What a transaction's commit is to tell the loop."""
-
-    wake: bool = False
-    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

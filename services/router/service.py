@@ -56,7 +56,7 @@ from shared.events import (
     LeadNurtureData,
     LeadScored,
 )
-from shared.metrics import ServiceMetrics
+from shared.metrics import ServiceMetrics, count_after_commit
 from shared.outbox import Outbox
 from shared.problems import ProblemError
 
@@ -350,6 +350,7 @@ async def route_scored_leads(
             context, lead, person, now=now, routing=routing, role="sdr",  # type: ignore[arg-type]
             attempt=attempt, correlation_id=event.correlation_id,
         )
+        count_offer(session, context, routing, "sdr")
         state.assigned(rep_id, now, written=False)
         marks[rep_id] = now
         active.add(event.lead_id)
@@ -545,6 +546,7 @@ async def offer_lead(
         context, lead, person, now=now, routing=routing, role=role, attempt=attempt,
         assignment_id=assignment_id, correlation_id=correlation_id, status=status,
     )
+    count_offer(session, context, routing, role)
     await repository.insert_assignment(session, row)
     await repository.mark_sdr_assigned(session, sdr_id, now)
     state = current_state(session)
@@ -556,6 +558,15 @@ async def offer_lead(
     await queue_notifications(session, context, notifications, now)
     await context.outbox.add(session, event)
     return offer
+
+
+def count_offer(
+    session: AsyncSession, context: RouterContext, routing: Routing, role: Role
+) -> None:
+    """Count an assignment offered, once the transaction offering it commits."""
+    count_after_commit(
+        session, context.metrics.assignments.labels(role=role, strategy=routing.rule.strategy)
+    )
 
 
 def offer_rows(
@@ -572,7 +583,7 @@ def offer_rows(
     status: str = "offered",
 ) -> tuple[Offer, dict[str, Any], list[dict[str, Any]], AssignmentOffered]:
     """What offering `lead` to `person` writes: the assignment row, its notification rows and
-    `assignment.offered` (counted in the metrics)."""
+    `assignment.offered` (`count_offer` counts it)."""
     sdr_id: str = person["id"]
     accept_within, contact_within = context.sla(lead["temperature"], role, routing.rule)
     deadline = now + accept_within
@@ -623,7 +634,6 @@ def offer_rows(
     }
     notifications = [] if accepted else notification_rows(
         context, person, lead, offer, kind="offer", now=now, role=role)
-    context.metrics.assignments.labels(role=role, strategy=routing.rule.strategy).inc()
     event = AssignmentOffered(
         producer=PRODUCER, lead_id=offer.lead_id, correlation_id=correlation_id, occurred_at=now,
         data=AssignmentOfferedData(
@@ -725,12 +735,11 @@ async def queue_notifications(
     """Insert notification rows; the loop gets them when the transaction commits.
 
     Rows due now are inserted leased to this process and given to its loop, which sends them
-    without claiming them first; rows due later (and rows queued within a savepoint, which
-    could still be rolled back on its own, or with no loop running) wait in the database for
-    a loop to claim them."""
+    without claiming them first; rows due later (and all rows when no loop runs here) wait in
+    the database for a loop to claim them."""
     if not rows:
         return
-    if session.in_nested_transaction() or not context.deliveries.loop_running:
+    if not context.deliveries.loop_running:
         due: list[dict[str, Any]] = []
         later = rows
     else:
@@ -821,7 +830,7 @@ async def accept_assignment(
         await repository.claim_account(session, account_key, accepted["sdr_id"], now)
     within = now <= accepted["deadline_at"]
     if not within:
-        context.metrics.sla_breaches.labels(deadline="accept").inc()
+        count_after_commit(session, context.metrics.sla_breaches.labels(deadline="accept"))
     await context.outbox.add(session, AssignmentAccepted(
         producer=PRODUCER, lead_id=accepted["lead_id"], occurred_at=now,
         data=AssignmentAcceptedData(assignment_id=assignment_id, sdr_id=accepted["sdr_id"],

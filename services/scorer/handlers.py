@@ -33,6 +33,7 @@ from shared.events import (
     SignalRecorded,
     Stage,
 )
+from shared.metrics import count_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def handler_table(context: ScorerContext) -> dict[str, Handler]:
                 cause_event_id=str(event.event_id), correlation_id=event.correlation_id,
             )
         except IllegalTransitionError as refused:
-            context.metrics.stage_changes_refused.labels(cause).inc()
+            count_after_commit(session, context.metrics.stage_changes_refused.labels(cause))
             logger.warning("lead %s: %s ignored: %s", event.lead_id, cause, refused)
             return
         if moved is None:

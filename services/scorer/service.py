@@ -47,7 +47,7 @@ from shared.events import (
     SignalRecordedData,
     Stage,
 )
-from shared.metrics import ServiceMetrics
+from shared.metrics import ServiceMetrics, count_after_commit
 from shared.outbox import Outbox
 from shared.problems import ProblemError
 
@@ -236,6 +236,8 @@ class Rescored:
     is_new: bool
     history: list[dict[str, Any]]
     events: list[LeadScored | LeadStageChanged]
+    cause: str
+    """What had the lead rescored last (`Rescoring.cause`)."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +315,6 @@ def rescore_all(
         )
         history.append(entry)
         events.append(changed)
-        context.metrics.stage_changes.labels(stage, "mql").inc()
         stage, changed_at = "mql", step.now
 
     def fresh() -> bool:
@@ -356,14 +357,13 @@ def rescore_all(
         received_at=received_at,
     )
     if current is not None and not events and _same_score(current, row):
-        return Rescored("unchanged", row, False, history, events)
+        return Rescored("unchanged", row, False, history, events, last.cause)
     row["scored_at"] = last.now
     events.append(_scored_event(
         lead_id, last.profile, result, stage, last.correlation_id, last.now, received_at
     ))
-    context.metrics.leads_scored.labels(last.cause, result.temperature).inc()
     return Rescored("scored" if current is None else "rescored", row, current is None,
-                    history, events)
+                    history, events, last.cause)
 
 
 async def _rescore(
@@ -399,7 +399,23 @@ async def write_rescored(
     await repository.insert_stage_changes(
         session, [entry for done in rescored for entry in done.history]
     )
+    for done in rescored:
+        count_published(session, context, done.cause, done.events)
     await context.outbox.add(session, *(event for done in rescored for event in done.events))
+
+
+def count_published(
+    session: AsyncSession, context: ScorerContext, cause: str,
+    events: Sequence[LeadScored | LeadStageChanged],
+) -> None:
+    """Count the scores and stage changes `events` publish, once the transaction commits."""
+    for event in events:
+        if isinstance(event, LeadScored):
+            counter = context.metrics.leads_scored.labels(cause, event.data.temperature)
+        else:
+            counter = context.metrics.stage_changes.labels(event.data.from_stage,
+                                                           event.data.to_stage)
+        count_after_commit(session, counter)
 
 
 def _same_score(stored: Row, fresh: Row) -> bool:
@@ -512,9 +528,11 @@ async def move_stage(
         session, lead_id,
         {"stage": target, "stage_changed_at": now, "scored_at": now, "updated_at": now},
     )
-    context.metrics.stage_changes.labels(stage, target).inc()
-    await context.outbox.add(session, changed, _rescored_with_stage(current, target, now,
-                                                                    correlation_id))
+    published: list[LeadScored | LeadStageChanged] = [
+        changed, _rescored_with_stage(current, target, now, correlation_id)
+    ]
+    count_published(session, context, cause, published)
+    await context.outbox.add(session, *published)
     return StageMove(lead_id, target, moved=True)
 
 

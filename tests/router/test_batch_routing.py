@@ -22,6 +22,7 @@ from shared.events import Envelope
 from shared.outbox import Outbox
 from tests.conftest import create_pg_database, drop_pg_database, migrate, pg_url
 from tests.router.conftest import Router, router_settings, scored
+from tests.support import counted
 
 
 @pytest.fixture
@@ -196,3 +197,5 @@ async def test_the_database_refuses_a_double_assignment_made_in_a_batch(
     [offer] = await router.assignments("lead-1")  # the fallback kept the first one only
     assert offer["sdr_id"] == ada and offer["status"] == "offered"
     assert len(await router.assignments("lead-2")) == 1
+    offered = router.context.metrics.assignments.labels(role="sdr", strategy="round_robin")
+    assert counted(offered) == 2  # the rolled-back fast path counted nothing

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import func, select
 
@@ -26,6 +27,7 @@ from shared.events import (
     encode_event,
 )
 from tests.scorer.conftest import PROFILE, TOPICS, Scorer
+from tests.support import counted
 
 BATCHED = "6e0a1f6e-1111-4000-8000-00000000000b"
 ONE_BY_ONE = "6e0a1f6e-1111-4000-8000-00000000000a"
@@ -159,3 +161,31 @@ async def test_a_batch_with_a_broken_message_falls_back_and_dead_letters_it(
     assert (await scorer.stored())["engagement"] == 20
     async with db.reading() as session:
         assert await session.scalar(select(func.count()).select_from(INBOX.failed)) == 1
+
+
+async def test_a_fast_path_rolled_back_counts_nothing_in_the_metrics(
+    scorer: Scorer, db: Database, handlers: dict[str, Handler], context: ScorerContext,
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = consumer_for(db, handlers, context, clock)
+    add = context.outbox.add
+    calls = 0
+
+    async def fail_once(session: Any, *events: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("the fast path fails as it publishes")
+        await add(session, *events)
+
+    monkeypatch.setattr(context.outbox, "add", fail_once)
+    records = [record(scorer.received(), 0), record(scorer.signal("demo_request"), 1)]
+
+    await consumer.apply({TopicPartition(TOPICS.leads, 0): records})
+
+    assert calls > 1 and consumer.applied == 2
+    published = await scorer.published()
+    assert counted(context.metrics.leads_scored) == len(
+        [event for event in published if event.type == "lead.scored"])
+    assert counted(context.metrics.stage_changes) == len(
+        [event for event in published if event.type == "lead.stage_changed"]) > 0
