@@ -5,7 +5,9 @@ A route that takes a JSON body refuses anything but `application/json` (or `appl
 with `415`, and a body over `LEADRELAY_MAX_BODY_BYTES` (64 KiB; `LEADRELAY_BATCH_MAX_BYTES`,
 1 MiB, for the `.../batch` routes) with `413`, as soon as the declared length or the bytes read
 pass it, before FastAPI parses anything. The body is parsed once, here: text that is not UTF-8
-or that no database stores (NUL, unpaired surrogates) is a `422`, never a database error.
+or that no database stores (NUL, unpaired surrogates) is a `422`, never a database error. An
+endpoint of simple parameters is then called by `lean_handler` as long as the request is
+valid; FastAPI's handler answers the rest.
 Forms and webhooks read their bodies themselves (`bodies`), with their own limits.
 
 Each route's OpenAPI lists `413`/`415` when it takes a JSON body, `422` when it has parameters,
@@ -18,13 +20,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from contextlib import suppress
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 
+from services.ingest.api.lean_handler import lean_handler
 from services.ingest.bodies import parse_json_body, read_body, require_json
 from services.ingest.settings import IngestSettings
 from shared.problems import PROBLEM_MEDIA_TYPE
@@ -85,14 +87,20 @@ class IngestRoute(APIRoute):
         if self.body_field is None:
             return handler
         path = self.path
+        lean = lean_handler(self)
 
         async def checked(request: Request) -> Response:
             require_json(request)
             settings: IngestSettings = request.app.state.ingest.settings
             body = await read_body(request, body_limit(settings, path))
             request._body = body
-            with suppress(json.JSONDecodeError):
-                request._json = parse_json_body(body)
+            try:
+                document = parse_json_body(body)
+            except json.JSONDecodeError:
+                return await handler(request)  # FastAPI's own 422 for JSON it cannot read
+            request._json = document
+            if lean is not None and (answer := await lean(request, document)):
+                return answer
             return await handler(request)
 
         return checked
