@@ -1,5 +1,5 @@
-"""The lean handler: valid JSON lead posts skip FastAPI's dependency solving, and every other
-request gets exactly the answer FastAPI's own handler gives."""
+"""The lean handler: valid lead and signal posts skip FastAPI's dependency solving, and every
+other request gets exactly the answer FastAPI's own handler gives."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ pytestmark = pytest.mark.broker
 
 JSON = {"content-type": "application/json"}
 LEAD = {"email": "grace@example.org", "name": "Grace Hopper", "country": "US"}
+SIGNAL = {"email": "grace@example.org", "type": "pricing_page_view",
+          "url": "https://example.com/pricing", "occurred_at": "2026-01-05T09:00:00Z"}
 INVALID: list[tuple[str, dict[str, Any]]] = [
     ("/v1/leads", {"json": {"email": "not-an-email", "country": "Atlantis"}}),
     ("/v1/leads", {"json": [LEAD]}),
@@ -31,6 +33,10 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("/v1/leads/batch", {"json": {"leads": []}}),
     ("/v1/leads/batch", {"json": {"leads": [LEAD], "more": 1},
                          "headers": {"idempotency-key": "k" * 256}}),
+    ("/v1/signals", {"json": {"type": "email_open"}}),
+    ("/v1/signals", {"json": {**SIGNAL, "colour": "blue"}}),
+    ("/v1/signals", {"json": SIGNAL, "headers": {"x-correlation-id": "c" * 129}}),
+    ("/v1/signals/batch", {"json": {"signals": [SIGNAL, {"type": "nope"}]}}),
 ]
 
 
@@ -57,13 +63,19 @@ async def test_a_valid_lead_is_stored_without_fastapi_solving_its_parameters(
         replayed = await client.post("/v1/leads", json=LEAD, headers={
             "idempotency-key": "grace-1", "x-source-key": "web"})
         batch = await client.post("/v1/leads/batch", json={"leads": [LEAD, {"email": "x"}]})
+        signal = await client.post("/v1/signals", json=SIGNAL)
+        signals = await client.post("/v1/signals/batch", json={"signals": [SIGNAL]})
         stored = (await client.get(f"/v1/leads/{first.json()['lead_id']}")).json()
     assert (first.status_code, first.json()["status"]) == (202, "created")
     assert replayed.json() == first.json()
     assert [item["status"] for item in batch.json()["results"]] == ["unchanged", "invalid"]
     assert (stored["email"], stored["name"], stored["country"]) == (
         "grace@example.org", "Grace Hopper", "US")
-    assert "/v1/leads" not in solved and "/v1/leads/batch" not in solved
+    assert (signal.status_code, signal.json()["lead_id"]) == (202, first.json()["lead_id"])
+    assert signal.json()["status"] == "recorded"
+    assert signals.json()["results"] == [{**signal.json(), "status": "duplicate"}]
+    assert not {"/v1/leads", "/v1/leads/batch", "/v1/signals", "/v1/signals/batch"} & set(
+        solved)
 
 
 async def test_invalid_requests_get_fastapis_own_answers(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,13 +34,14 @@ class SignalBatchResult(BaseModel):
 async def post_signal(
     signal: SignalInput, context: ContextDep,
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
-) -> SignalResult:
+) -> JSONResponse:
     """Published as `signal.recorded`; the same signal sent again is a `duplicate`."""
 
     async def work(session: AsyncSession) -> SignalResult:
         return await record_signal(session, context, signal, x_correlation_id)
 
-    return await context.writes.run(work, signal.email)
+    result = await context.writes.run(work, signal.email)
+    return JSONResponse(result.model_dump(mode="json"), status_code=202)
 
 
 @routes.post("/signals/batch", status_code=202, response_model=SignalBatchResult,
@@ -49,7 +51,7 @@ async def post_signal(
 async def post_signals(
     batch: SignalBatch, context: ContextDep,
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
-) -> SignalBatchResult:
+) -> JSONResponse:
 
     emails = sorted({signal.email for signal in batch.signals if signal.email})
 
@@ -60,4 +62,5 @@ async def post_signals(
             for signal in batch.signals
         ])
 
-    return await context.writes.run(work, emails)
+    result = await context.writes.run(work, emails)
+    return JSONResponse(result.model_dump(mode="json"), status_code=202)
