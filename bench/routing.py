@@ -66,6 +66,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def summary(values: list[float], unit: str) -> str:
+    if not values:
+        return "no samples   n=0"
     return (f"p50 {percentile(values, 0.5):8.3f} {unit}   p90 {percentile(values, 0.9):8.3f} "
             f"{unit}   p99 {percentile(values, 0.99):8.3f} {unit}   max {max(values):8.3f} {unit}"
             f"   n={len(values)}")
@@ -159,7 +161,7 @@ async def bench_decide_with_database(kind: str, reps_count: int, decisions: int,
                 async with db.transaction() as session:
                     await service.decide(session, context, row, now)  # type: ignore[arg-type]
             samples = []
-            for number in range(decisions // batch):
+            for number in range(max(1, decisions // batch)):  # at least one transaction
                 context = contexts[number % instances]
                 async with db.transaction() as session:
                     for _ in range(batch):

@@ -489,10 +489,9 @@ class Notifier:
         await repository.finish_attempts(
             session, [(outcome.row["id"], outcome.values) for outcome in outcomes]
         )
-        for outcome in outcomes:
-            if outcome.gone:
-                await repository.disable_endpoint(session, outcome.row["url"], outcome.at,
-                                                  "410 Gone")
+        gone = {outcome.row["url"]: outcome.at for outcome in outcomes if outcome.gone}
+        for url in sorted(gone):  # one order for every instance: no deadlock on the inserts
+            await repository.disable_endpoint(session, url, gone[url], "410 Gone")
         await repository.mark_all_notified(session, {
             outcome.row["assignment_id"]: outcome.at for outcome in outcomes
             if outcome.outcome == "delivered" and outcome.row["kind"] == "offer"

@@ -771,8 +771,16 @@ async def disable_endpoint(session: AsyncSession, url: str, at: datetime, reason
         disabled_endpoint, session.get_bind().dialect.name,
         {"url": url, "disabled_at": at, "reason": reason}, index_elements=["url"],
     ))
+    # Rows locked by another transaction are skipped, not waited for: waiting could deadlock
+    # with an instance disabling the same URL. Their holder reads the endpoint disabled before
+    # it sends them again (`Notifier.claim`, `Notifier.deliver`).
+    pending = (
+        select(notification.c.id)
+        .where(notification.c.url == url, notification.c.status == "pending")
+        .with_for_update(skip_locked=True)
+    )
     await session.execute(
-        update(notification).where(notification.c.url == url, notification.c.status == "pending")
+        update(notification).where(notification.c.id.in_(pending.scalar_subquery()))
         .values(status="cancelled", next_attempt_at=None)
     )
 

@@ -9,10 +9,13 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from services.router import repository
 from services.router.models import disabled_endpoint, notification, notification_attempt, sdr
-from services.router.notifications import Delivery, DeliverySignal, Notifier
+from services.router.notifications import Delivery, DeliverySignal, Notifier, _Outcome
 from services.router.service import RouterContext
 from services.router.signing import verify
 from shared.clock import SystemClock
@@ -353,3 +356,63 @@ async def test_notifications_rolled_back_with_their_savepoint_or_transaction_are
         [leased] = router.context.deliveries.take_leased(10, oldest=0.0)
         row = await stored(router)
         assert (row["id"], row["status"], row["attempts"]) == (leased["id"], "pending", 1)
+
+
+async def test_outcomes_recorded_together_are_retried_one_by_one_when_the_batch_fails(
+    router: Router,
+) -> None:
+    async with WebhookReceiver() as receiver:
+        await offer_to(router, receiver)
+    notifier = notifier_for(router)
+    [row] = await notifier.claim(1)
+    ghost = {**row, "id": row["id"] + 1000}  # no such row: its attempt breaks a foreign key
+    batches: list[int] = []
+    write = notifier._write
+
+    async def counted(session: Any, outcomes: list[Any]) -> None:
+        batches.append(len(outcomes))
+        await write(session, outcomes)
+
+    notifier._write = counted  # type: ignore[method-assign]
+    now = router.clock.now()
+    async with asyncio.timeout(30):  # an outcome never settled would wait for good
+        delivered, failed = await asyncio.gather(
+            notifier._record(row, now, 5, 200, None, None),
+            notifier._record(ghost, now, 5, 200, None, None),
+            return_exceptions=True,
+        )
+    assert batches == [2, 1, 1]
+    assert isinstance(delivered, Delivery) and delivered.outcome == "delivered"
+    assert isinstance(failed, IntegrityError)
+    assert (await stored(router))["status"] == "delivered"
+    assert await attempts(router) == [("delivered", 200)]
+
+
+async def test_endpoints_gone_together_are_disabled_once_each_in_url_order(
+    router: Router, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with WebhookReceiver() as receiver:
+        await offer_to(router, receiver)
+    notifier = notifier_for(router)
+    [row] = await notifier.claim(1)
+    disabled: list[str] = []
+    disable_endpoint = repository.disable_endpoint
+
+    async def noted(session: Any, url: str, *args: Any) -> None:
+        disabled.append(url)
+        await disable_endpoint(session, url, *args)
+
+    monkeypatch.setattr(repository, "disable_endpoint", noted)
+    now = router.clock.now()
+    rows = [{**row, "url": url} for url in ("http://b.example/", "http://a.example/",
+                                             "http://b.example/")]
+    async with router.db.transaction() as session:
+        await notifier._write(session, [
+            _Outcome(gone_row, {"status": "failed"}, now, "failed", {
+                "notification_id": gone_row["id"], "attempt": 1, "attempted_at": now,
+                "duration_ms": 5, "outcome": "failed", "status_code": 410, "error": None,
+            }, gone=True)
+            for gone_row in rows
+        ])
+    assert disabled == ["http://a.example/", "http://b.example/"]
+    assert {found["url"] for found in await router.rows(disabled_endpoint)} == set(disabled)
