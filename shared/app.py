@@ -13,16 +13,22 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from shared.health import health_routes
 from shared.problems import install_problem_handlers
 from shared.runtime import ServiceRuntime
+from shared.settings import ServiceSettings
 
 
 def service_app(
     *,
     title: str,
     description: str,
+    settings: ServiceSettings,
     runtime_factory: Callable[[], ServiceRuntime],
     routes: Sequence[APIRouter],
 ) -> FastAPI:
-    """Build a service's app; its runtime is created and started by the lifespan, not at import."""
+    """Build a service's app; its runtime is created and started by the lifespan, not at import.
+
+    FastAPI's OpenTelemetry instrumentation is on only with `LEADRELAY_OPENTELEMETRY`: left on,
+    it looks for configured providers in the environment on every request.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -30,7 +36,9 @@ def service_app(
             app.state.runtime = runtime
             yield
 
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    traced = settings.opentelemetry
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
+                  telemetry={"tracing": traced, "metrics": traced, "logs": traced})
     install_problem_handlers(app)
     for router in routes:
         app.include_router(router)

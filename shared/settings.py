@@ -51,6 +51,11 @@ class ServiceSettings(BaseSettings):
     outbox_shards: int = Field(default=16, ge=1, le=1024)
     outbox_retention_hours: float = Field(default=24.0, ge=0)
     log_level: str = "INFO"
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's OpenTelemetry spans, metrics and logs of HTTP requests, sent to "
+                    "the providers configured in the process",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 

@@ -48,6 +48,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
     app = service_app(
         title="leadrelay ingest",
         description=services.ingest.__doc__ or "",
+        settings=config,
         runtime_factory=runtime,
         routes=api.routes,
     )

@@ -60,6 +60,7 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
     app = service_app(
         title="leadrelay router",
         description=services.router.__doc__ or "",
+        settings=config,
         runtime_factory=runtime,
         routes=[api.routes],
     )

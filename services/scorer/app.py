@@ -59,6 +59,7 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
     app = service_app(
         title="leadrelay scorer",
         description=services.scorer.__doc__ or "",
+        settings=config,
         runtime_factory=runtime,
         routes=[api.routes],
     )
