@@ -652,17 +652,18 @@ async def insert_notifications(session: AsyncSession, rows: Sequence[Mapping[str
 async def insert_claimed_notifications(
     session: AsyncSession, rows: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Insert `rows` (already leased) and return them as `claim_due_notifications` does:
-    every column, the id included."""
+    """Insert `rows` (already leased, each with its own `message_id`) and return them as
+    `claim_due_notifications` does: every column, the id included."""
     if not rows:
         return []
-    ids = await session.scalars(
-        insert(notification).returning(notification.c.id, sort_by_parameter_order=True),
-        list(rows),
+    # Matched by message id: SQLite cannot return ids in the rows' order without inserting
+    # them one statement each.
+    inserted = await session.execute(
+        insert(notification).returning(notification.c.message_id, notification.c.id), list(rows)
     )
+    ids: dict[str, int] = {message_id: notification_id for message_id, notification_id in inserted}
     blank = dict.fromkeys(notification.c.keys())
-    return [{**blank, **row, "id": notification_id}
-            for row, notification_id in zip(rows, ids, strict=True)]
+    return [{**blank, **row, "id": ids[row["message_id"]]} for row in rows]
 
 
 async def claim_due_notifications(
