@@ -5,7 +5,9 @@ it records the event in the processed-event table (skipping it if it is already 
 the handler registered for its type inside a savepoint. Offsets are committed to Kafka only
 after the database commit, so a crash at any point redelivers events rather than losing them,
 and the processed-event record makes the redelivery harmless. The commit of the offsets runs
-beside the next batch instead of before it (one commit in flight, with the latest offsets).
+beside the next batch instead of before it (one commit in flight, with the latest offsets),
+and at most once per `commit_interval`: a busy partition costs a few commits a second, not one
+per batch, and a crash redelivers at most that interval's events, which change nothing.
 
 Errors are split in two. A database or broker outage aborts the batch: it is rolled back, the
 consumer seeks back and tries again after a pause. A message that cannot be applied (invalid
@@ -64,6 +66,7 @@ class EventConsumer:
         after_commit: Callable[[], None] | None = None,
         clock: Clock | None = None,
         metrics: ServiceMetrics | None = None,
+        commit_interval: float = 0.0,
     ) -> None:
         self.name = name
         self.db = db
@@ -77,8 +80,11 @@ class EventConsumer:
         self.duplicates = 0
         self.dead_lettered = 0
         self.ready = asyncio.Event()
+        self.commit_interval = commit_interval
+        """Seconds at least between two offset commits."""
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
+        self._last_commit = float("-inf")
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -235,7 +241,10 @@ class EventConsumer:
             self._committing = asyncio.create_task(self._commit_uncommitted())
 
     async def _commit_uncommitted(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._uncommitted:
+            await asyncio.sleep(self._last_commit + self.commit_interval - loop.time())
+            self._last_commit = loop.time()
             assigned = self.consumer.assignment()
             offsets = {partition: offset for partition, offset in self._uncommitted.items()
                        if partition in assigned}

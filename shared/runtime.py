@@ -115,6 +115,7 @@ class ServiceRuntime:
             after_commit=self.outbox.wake_relay,
             clock=self.clock,
             metrics=self.metrics,
+            commit_interval=self.settings.kafka_commit_interval_ms / 1000,
         )
         await self.consumer.run()
 

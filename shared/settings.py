@@ -44,6 +44,10 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int = Field(default=6, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
+    kafka_commit_interval_ms: int = Field(
+        default=200, ge=0, le=60_000,
+        description="Least time between two offset commits of a consumer",
+    )
     kafka_topic_check_seconds: float = Field(default=10.0, gt=0)
     kafka_max_batch: int = Field(default=500, ge=1)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)

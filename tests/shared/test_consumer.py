@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -82,3 +84,36 @@ async def test_unknown_and_broken_messages_never_block_the_batch(database: Datab
     await consumer.apply(records(unknown, b"{not json", erased("lead-c")))
     assert await effects(database) == ["lead-c"]
     assert await dead_letters(database) == 1
+
+
+class CommitLog:
+    """The part of a Kafka consumer the offset commits use, recording each commit."""
+
+    def __init__(self) -> None:
+        self.commits: list[tuple[float, dict[TopicPartition, int]]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {PARTITION}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append((asyncio.get_running_loop().time(), dict(offsets)))
+
+
+async def test_offsets_are_committed_at_most_once_per_interval_the_latest_last(
+    database: Database,
+) -> None:
+    log = CommitLog()
+    consumer = EventConsumer(
+        name="sample", db=database, inbox=INBOX, consumer=log,  # type: ignore[arg-type]
+        handlers={}, commit_interval=0.1,
+    )
+    for offset in range(10):
+        consumer._commit_offsets_later(records(*[erased(f"lead-{n}") for n in range(offset + 1)]))
+        await asyncio.sleep(0.02)
+    assert consumer._committing is not None
+    await consumer._committing
+
+    moments = [moment for moment, _ in log.commits]
+    assert 2 <= len(moments) <= 4
+    assert all(later - earlier >= 0.099 for earlier, later in itertools.pairwise(moments))
+    assert log.commits[-1][1] == {PARTITION: 10}
