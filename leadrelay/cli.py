@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
     imports = commands.add_parser(
         "import", help="bulk import leads from a CSV file through ingest's API (safe to re-run)")
-    imports.add_argument("file", type=Path, metavar="FILE.csv", help="UTF-8, with a header row")
+    imports.add_argument("file", type=Path, metavar="FILE.csv", help="with a header row")
     imports.add_argument("--source", required=True, metavar="KEY",
                          help="the ingest source the leads come from (its field mapping is used)")
     imports.add_argument("--ingest-url", default=f"http://127.0.0.1:{SERVICES['ingest'].port}")
@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
                               "token `leadrelay up` wrote in the data directory)")
     imports.add_argument("--errors", type=Path, default=None, metavar="FILE.csv",
                          help="also write the refused rows (row, column, field, message) here")
+    imports.add_argument("--encoding", default=None,
+                         help="the file's encoding (default: UTF-8 if it decodes, else "
+                              "Windows-1252)")
+    imports.add_argument("--delimiter", default=None, choices=[",", ";", "tab", "|"],
+                         help="the file's delimiter (default: the one its header holds most of)")
     imports.set_defaults(run=_import)
 
     broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker")
@@ -150,8 +155,9 @@ def _import(args: argparse.Namespace) -> int:
     written = Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR)) / "admin-token"
     if token is None and written.exists():
         token = written.read_text().strip()
+    delimiter = "\t" if args.delimiter == "tab" else args.delimiter
     return run_import(args.file, args.source, ingest_url=args.ingest_url, admin_token=token,
-                      errors_path=args.errors)
+                      errors_path=args.errors, encoding=args.encoding, delimiter=delimiter)
 
 
 def _admin_token(data_dir: Path) -> str:

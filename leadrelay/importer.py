@@ -1,7 +1,11 @@
 """`leadrelay import FILE.csv --source KEY`: bulk import of leads through ingest's HTTP API.
 
-The CSV (UTF-8, a header row) is read in two passes: one to count the rows for the progress
-bar, one to send them. Columns map to canonical lead fields with the source's `field_mapping`
+The CSV needs a header row. Its encoding is UTF-8 (with or without a byte-order mark) when the
+whole file decodes as UTF-8, else Windows-1252, what Excel saves as "CSV" on Western-European
+Windows; its delimiter is the one of `,` `;` tab `|` its header line holds most of (Excel uses
+`;` where the decimal mark is a comma, as in France). `--encoding` and `--delimiter` say
+otherwise. It is read in two passes: one to count the rows for the progress bar, one to send
+them. Columns map to canonical lead fields with the source's `field_mapping`
 (read from `GET /v1/sources/{key}`), then ingest's own guesses (`First Name`, `E-mail`...);
 columns that map to nothing are named and ignored. The source's default tags (channel,
 campaign, source) fill what a row leaves empty.
@@ -20,6 +24,7 @@ row was imported, 1 when some rows were refused (listed, and written to `--error
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -41,6 +46,9 @@ MAX_BATCH_BYTES = 900 * 1024
 """Below ingest's default `LEADRELAY_BATCH_MAX_BYTES` (1 MiB), with room for the envelope."""
 RETRIES = 8
 SHOWN_ERRORS = 20
+FALLBACK_ENCODING = "cp1252"
+"""Windows-1252: what a file that is not UTF-8 most likely is (Excel's "CSV" on Windows)."""
+DELIMITERS = ",;\t|"
 
 
 class CsvImportError(Exception):
@@ -104,10 +112,60 @@ class Source:
     defaults: dict[str, str]
 
 
+@dataclass(frozen=True)
+class CsvFormat:
+    encoding: str
+    delimiter: str
+
+    @property
+    def encoding_name(self) -> str:
+        return {"utf-8-sig": "UTF-8", FALLBACK_ENCODING: "Windows-1252"}.get(
+            self.encoding, self.encoding)
+
+    def describe(self) -> str:
+        delimiter = "tab" if self.delimiter == "\t" else repr(self.delimiter)
+        return f"{self.encoding_name}, {delimiter}-separated"
+
+
+def csv_format(path: Path, *, encoding: str | None = None,
+               delimiter: str | None = None) -> CsvFormat:
+    """How `path` is written: `encoding` and `delimiter` when given, else guessed."""
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CsvImportError(f"unknown encoding {encoding!r}") from None
+    chosen = encoding or ("utf-8-sig" if _decodes(path, "utf-8-sig") else FALLBACK_ENCODING)
+    if delimiter is None:
+        with _open_csv(path, chosen) as file:
+            try:
+                header = file.readline()
+            except UnicodeDecodeError:
+                header = ""
+        delimiter = max(DELIMITERS, key=header.count) if any(
+            character in header for character in DELIMITERS) else ","
+    return CsvFormat(chosen, delimiter)
+
+
+def _decodes(path: Path, encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    except OSError as error:
+        raise CsvImportError(f"cannot read {path}: {error.strerror}") from None
+    return True
+
+
 def run_import(
     path: Path, source_key: str, *, ingest_url: str, admin_token: str | None = None,
     errors_path: Path | None = None, progress: TextIO | None = None, out: TextIO | None = None,
-    client: httpx.Client | None = None,
+    client: httpx.Client | None = None, encoding: str | None = None,
+    delimiter: str | None = None,
 ) -> int:
     """Import `path` for `source_key`; print the summary; the exit status."""
     progress = progress or sys.stderr
@@ -115,7 +173,8 @@ def run_import(
     own_client = client is None
     http = client or httpx.Client(base_url=ingest_url, timeout=60.0)
     try:
-        report = import_file(path, source_key, http, admin_token=admin_token, progress=progress)
+        report = import_file(path, source_key, http, admin_token=admin_token, progress=progress,
+                             encoding=encoding, delimiter=delimiter)
     except CsvImportError as error:
         print(f"import failed: {error}", file=sys.stderr)
         print("(re-running the import is safe: rows already imported are skipped)",
@@ -133,13 +192,16 @@ def run_import(
 
 def import_file(
     path: Path, source_key: str, client: httpx.Client, *, admin_token: str | None = None,
-    progress: TextIO | None = None,
+    progress: TextIO | None = None, encoding: str | None = None, delimiter: str | None = None,
 ) -> ImportReport:
+    progress = progress or sys.stderr
     source = fetch_source(client, source_key, admin_token)
-    report = ImportReport(total=count_rows(path))
-    bar = Progress(report.total, progress or sys.stderr)
-    with _open_csv(path) as file:
-        reader = csv.DictReader(file)
+    found = csv_format(path, encoding=encoding, delimiter=delimiter)
+    report = ImportReport(total=count_rows(path, found))
+    print(f"reading {path.name}: {found.describe()}", file=progress)
+    bar = Progress(report.total, progress)
+    with _open_csv(path, found.encoding) as file:
+        reader = csv.DictReader(file, delimiter=found.delimiter)
         headers = [header for header in (reader.fieldnames or []) if header is not None]
         columns = Columns.of(headers, source.field_mapping)
         if "email" not in columns.targets.values():
@@ -173,22 +235,24 @@ def fetch_source(client: httpx.Client, key: str, admin_token: str | None) -> Sou
                   defaults=dict(document.get("defaults") or {}))
 
 
-def count_rows(path: Path) -> int:
+def count_rows(path: Path, found: CsvFormat) -> int:
     """The data rows of the file, which is read whole first: nothing is sent from a file that
-    is not UTF-8 or not CSV."""
-    with _open_csv(path) as file:
-        reader = csv.reader(file)
+    does not decode or is not CSV."""
+    with _open_csv(path, found.encoding) as file:
+        reader = csv.reader(file, delimiter=found.delimiter)
         try:
             return max(sum(1 for _ in reader) - 1, 0)
         except UnicodeDecodeError:
-            raise CsvImportError(f"{path} is not UTF-8 (save it as CSV UTF-8)") from None
+            raise CsvImportError(
+                f"{path} is not {found.encoding_name} (save it as CSV UTF-8, or name its "
+                "encoding with --encoding)") from None
         except csv.Error as error:
             raise CsvImportError(f"{path}, line {reader.line_num}: {error}") from None
 
 
-def _open_csv(path: Path) -> TextIO:
+def _open_csv(path: Path, encoding: str) -> TextIO:
     try:
-        return path.open(newline="", encoding="utf-8-sig")
+        return path.open(newline="", encoding=encoding)
     except OSError as error:
         raise CsvImportError(f"cannot read {path}: {error.strerror}") from None
 

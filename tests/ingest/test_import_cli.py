@@ -20,7 +20,16 @@ from fastapi import FastAPI
 
 from leadrelay.broker import free_port
 from leadrelay.cli import main
-from leadrelay.importer import Columns, Progress, Source, lead_item, run_import
+from leadrelay.importer import (
+    Columns,
+    CsvFormat,
+    CsvImportError,
+    Progress,
+    Source,
+    csv_format,
+    lead_item,
+    run_import,
+)
 from services.ingest.app import create_app
 from services.ingest.models import OUTBOX, lead, submission
 from services.ingest.settings import IngestSettings
@@ -204,11 +213,38 @@ def test_row_ids_hash_the_source_and_values_whatever_the_column_order() -> None:
         "UTM Source")
 
 
-def test_a_file_that_is_not_utf8_sends_nothing(tmp_path: Path) -> None:
-    file = tmp_path / "latin1.csv"
-    file.write_bytes("Email,Name\nzoe@acme.io,Zoë\n".encode("latin-1"))
+def test_an_excel_csv_in_windows_1252_with_semicolons_is_read_as_such(tmp_path: Path) -> None:
+    file = tmp_path / "salon.csv"
+    file.write_bytes("Email;Name;Company\nzoe@acme.fr;Zoë Lefèvre;Café & Cie\n".encode("cp1252"))
+    fake = FakeIngest()
+    progress = io.StringIO()
+    with httpx.Client(transport=httpx.MockTransport(fake.handle), base_url="http://x") as client:
+        code = run_import(file, "crm", ingest_url="http://x", client=client, out=io.StringIO(),
+                          progress=progress)
+    assert code == 0
+    [[item]] = fake.batches
+    assert (item["email"], item["name"], item["company"]) == (
+        "zoe@acme.fr", "Zoë Lefèvre", "Café & Cie")
+    assert "salon.csv: Windows-1252, ';'-separated" in progress.getvalue()
+
+
+def test_the_format_is_guessed_unless_given(tmp_path: Path) -> None:
+    file = tmp_path / "leads.csv"
+    file.write_bytes("\ufeffEmail\tName, title\tCompany\na@b.io\tÅsa\tAcme\n".encode())
+    assert csv_format(file) == CsvFormat("utf-8-sig", "\t")
+    assert csv_format(file, encoding="latin-1", delimiter=",") == CsvFormat("latin-1", ",")
+    (tmp_path / "one.csv").write_text("Email\na@b.io\n")
+    assert csv_format(tmp_path / "one.csv").delimiter == ","
+    with pytest.raises(CsvImportError, match="unknown encoding"):
+        csv_format(file, encoding="klingon")
+
+
+def test_a_file_that_does_not_decode_sends_nothing(tmp_path: Path) -> None:
+    file = tmp_path / "broken.csv"
+    file.write_bytes(b"Email,Name\nzoe@acme.io,Zo\x81\n")  # neither UTF-8 nor Windows-1252
     fake = FakeIngest()
     with httpx.Client(transport=httpx.MockTransport(fake.handle), base_url="http://x") as client:
-        code = run_import(file, "crm", ingest_url="http://x", client=client, out=io.StringIO())
+        code = run_import(file, "crm", ingest_url="http://x", client=client, out=io.StringIO(),
+                          progress=io.StringIO())
     assert code == 2
     assert fake.calls == 0
