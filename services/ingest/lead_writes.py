@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository
+from services.ingest.repository import EarlierSubmission
 from shared.events import Envelope
 from shared.group_commit import Finish, Prepare
 from shared.outbox import Outbox
@@ -38,8 +39,8 @@ class LeadWrites:
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)
     submissions: list[dict[str, Any]] = field(default_factory=list)
     events: list[Envelope] = field(default_factory=list)
-    senders_ids: set[tuple[str, str]] = field(default_factory=set)
-    """(source key, external id) of every submission this group recorded."""
+    senders_ids: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    """(source key, external id) -> lead id of every submission this group recorded."""
 
     async def load(self, session: AsyncSession, emails: Sequence[str]) -> None:
         """Read (and lock) the leads of `emails` this group has not seen yet."""
@@ -69,11 +70,14 @@ class LeadWrites:
     def record(self, values: dict[str, Any]) -> None:
         self.submissions.append(values)
         if values["source_key"] is not None and values["external_id"] is not None:
-            self.senders_ids.add((values["source_key"], values["external_id"]))
+            self.senders_ids[(values["source_key"], values["external_id"])] = values["lead_id"]
 
-    def has_submission(self, source_key: str, external_id: str) -> bool:
-        """A submission with this sender's id is queued (the database cannot see it yet)."""
-        return (source_key, external_id) in self.senders_ids
+    def queued_submission(self, source_key: str, external_id: str) -> EarlierSubmission | None:
+        """The submission with this sender's id this group queued (the database cannot see
+        it yet)."""
+        if (source_key, external_id) not in self.senders_ids:
+            return None
+        return EarlierSubmission(self.senders_ids[(source_key, external_id)])
 
     def publish(self, event: Envelope) -> None:
         self.events.append(event)

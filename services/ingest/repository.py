@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -92,13 +93,23 @@ async def record_submissions(session: AsyncSession, rows: Sequence[Mapping[str, 
     ])
 
 
-async def submission_exists(session: AsyncSession, source_key: str, external_id: str) -> bool:
-    found = await session.scalar(
-        select(submission.c.id).where(
+@dataclass(frozen=True)
+class EarlierSubmission:
+    """A submission a source already sent under an external id."""
+
+    lead_id: str | None
+    """The lead it went to; None when it named no lead."""
+
+
+async def find_submission(
+    session: AsyncSession, source_key: str, external_id: str
+) -> EarlierSubmission | None:
+    found = (await session.execute(
+        select(submission.c.lead_id).where(
             submission.c.source_key == source_key, submission.c.external_id == external_id
         ).limit(1)
-    )
-    return found is not None
+    )).first()
+    return None if found is None else EarlierSubmission(found.lead_id)
 
 
 async def purge_submissions(session: AsyncSession, received_before: datetime) -> int:

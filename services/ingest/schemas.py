@@ -132,7 +132,7 @@ class LeadSubmission(BaseModel):
 
     def profile(self, **defaults: Any) -> dict[str, Any]:
         """The canonical lead fields, JSON-ready, with `defaults` filling what is missing."""
-        values = self.model_dump(mode="json", exclude={"first_name", "last_name"})
+        values = self.model_dump(mode="json", exclude={"first_name", "last_name", "external_id"})
         values["name"] = self.name or full_name(self.first_name, self.last_name)
         values["account_key"] = account_key_for(self.email, self.website)
         for field, default in defaults.items():
@@ -145,9 +145,20 @@ class LeadSubmission(BaseModel):
         return values
 
 
+class LeadPost(LeadSubmission):
+    """`POST /v1/leads`: a lead, with the sender's own id of the submission if it has one."""
+
+    external_id: Annotated[str, Field(min_length=1, max_length=255)] | None = Field(
+        default=None,
+        description="The sender's id of this submission (a CRM record id, a form entry id), "
+                    "unique per source (`X-Source-Key`): sent again, it is a `duplicate` that "
+                    "changes nothing",
+    )
+
+
 class LeadAccepted(BaseModel):
     lead_id: str
-    status: Literal["created", "merged", "unchanged"]
+    status: Literal["created", "merged", "unchanged", "duplicate"]
 
 
 class LeadView(BaseModel):

@@ -25,6 +25,7 @@ from services.ingest.idempotency import IdempotentRequests
 from services.ingest.lead_writes import LeadWrites, lead_writes
 from services.ingest.merge import merge_profile
 from services.ingest.rate_limits import RateLimiter
+from services.ingest.repository import EarlierSubmission
 from services.ingest.schemas import LeadAccepted, LeadSubmission
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import SourceRegistry
@@ -202,12 +203,20 @@ async def lock_leads(session: AsyncSession, emails: Sequence[str]) -> None:
         await repository.find_leads_by_email_for_update(session, emails)
 
 
+async def earlier_submission(
+    session: AsyncSession, source_key: str, external_id: str
+) -> EarlierSubmission | None:
+    """The submission with this sender's id, stored or queued in this session's group."""
+    writes = lead_writes(session)
+    queued = writes.queued_submission(source_key, external_id) if writes is not None else None
+    if queued is not None:
+        return queued
+    return await repository.find_submission(session, source_key, external_id)
+
+
 async def submission_known(session: AsyncSession, source_key: str, external_id: str) -> bool:
     """A submission with this sender's id exists, or is queued in this session's group."""
-    writes = lead_writes(session)
-    if writes is not None and writes.has_submission(source_key, external_id):
-        return True
-    return await repository.submission_exists(session, source_key, external_id)
+    return await earlier_submission(session, source_key, external_id) is not None
 
 
 async def record_unmatched(session: AsyncSession, context: IngestContext, intake: Intake) -> None:

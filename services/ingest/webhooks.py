@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest import repository, service
+from services.ingest import service
 from services.ingest.fields import canonical_fields, lenient_submission
 from services.ingest.service import IngestContext, Intake
 from services.ingest.sources import Source
@@ -58,7 +58,7 @@ async def receive(
 async def _receive_entry(
     session: AsyncSession, context: IngestContext, source: Source, entry: Entry, intake: Intake
 ) -> EntryResult:
-    if entry.external_id and await repository.submission_exists(
+    if entry.external_id and await service.submission_known(
         session, source.key, entry.external_id
     ):
         return EntryResult(external_id=entry.external_id, status="duplicate")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from services.ingest.app import create_app
+from services.ingest.models import submission
 from services.ingest.settings import IngestSettings
+from tests.ingest.conftest import table_rows
 from tests.support import eventually, read_topic, running_app
 
 pytestmark = pytest.mark.broker
@@ -122,3 +125,43 @@ async def test_merge_keeps_known_values_and_merges_attribution(settings: IngestS
     assert stored["attribution"]["utm_source"] == "linkedin"
     assert stored["attribution"]["utm_campaign"] == "launch"
     assert events[1]["data"]["changed_fields"] == ["attribution", "industry"]
+
+
+async def test_a_lead_sent_again_under_its_external_id_is_a_duplicate(
+    settings: IngestSettings,
+) -> None:
+    lead = {"email": "kim@acme.io", "name": "Kim", "external_id": "crm-41"}
+    async with running_app(create_app(settings)) as client:
+        first = await client.post("/v1/leads", json=lead, headers={"X-Source-Key": "crm"})
+        again = await client.post("/v1/leads", json={**lead, "name": "Kim Park"},
+                                  headers={"X-Source-Key": "crm"})
+        elsewhere = await client.post("/v1/leads", json={**lead, "name": "Kim Park"},
+                                      headers={"X-Source-Key": "fair"})
+        blank = await client.post("/v1/leads", json={**lead, "external_id": ""})
+        stored = (await client.get(f"/v1/leads/{first.json()['lead_id']}")).json()
+        events = await read_events(settings, 2)
+    assert first.json()["status"] == "created"
+    assert (again.status_code, again.json()) == (
+        202, {"lead_id": first.json()["lead_id"], "status": "duplicate"})
+    assert elsewhere.json() == {"lead_id": first.json()["lead_id"], "status": "merged"}
+    assert stored["name"] == "Kim Park"  # from the other source; the duplicate changed nothing
+    assert [event["type"] for event in events] == ["lead.received", "lead.updated"]
+    assert "external_id" not in events[0]["data"]["lead"]
+    assert blank.status_code == 422
+    assert [entry["field"] for entry in blank.json()["errors"]] == ["external_id"]
+
+
+async def test_concurrent_posts_of_one_external_id_store_one_submission(
+    settings: IngestSettings,
+) -> None:
+    lead = {"email": "lee@acme.io", "external_id": "form-7"}
+    async with running_app(create_app(settings)) as client:
+        answers = await asyncio.gather(*(
+            client.post("/v1/leads", json={**lead, "name": f"Lee {n}"}) for n in range(12)))
+        submissions = [row for row in await table_rows(settings, submission)
+                       if row["external_id"] == "form-7"]
+    statuses = sorted(answer.json()["status"] for answer in answers)
+    assert statuses == ["created"] + ["duplicate"] * 11
+    assert len({answer.json()["lead_id"] for answer in answers}) == 1
+    assert [(row["source_key"], row["lead_id"]) for row in submissions] == [
+        ("api", answers[0].json()["lead_id"])]

@@ -29,6 +29,7 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("/v1/leads", {"json": LEAD, "headers": {"idempotency-key": ""}}),
     ("/v1/leads", {"json": LEAD, "headers": {"idempotency-key": "k" * 256}}),
     ("/v1/leads", {"json": LEAD, "headers": {"x-source-key": "s" * 101}}),
+    ("/v1/leads", {"json": {**LEAD, "external_id": "e" * 256}}),
     ("/v1/leads", {"json": {"email": "x"}, "headers": {"x-correlation-id": "c" * 129}}),
     ("/v1/leads/batch", {"json": {"leads": []}}),
     ("/v1/leads/batch", {"json": {"leads": [LEAD], "more": 1},

@@ -6,6 +6,8 @@ Both posts take an optional `Idempotency-Key` (see `idempotency`), scoped by the
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -18,7 +20,8 @@ from services.ingest import batches, repository, service
 from services.ingest.api.dependencies import ContextDep
 from services.ingest.api.route import IngestRoute
 from services.ingest.batches import BatchItemResult
-from services.ingest.schemas import LeadAccepted, LeadSubmission, LeadView
+from services.ingest.repository import EarlierSubmission
+from services.ingest.schemas import LeadAccepted, LeadPost, LeadView
 from services.ingest.service import Intake
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
@@ -49,27 +52,57 @@ class BatchResult(BaseModel):
 
 
 @routes.post("/leads", status_code=202, response_model=LeadAccepted, summary="Submit a lead",
-             responses=IDEMPOTENCY_PROBLEMS)
+             responses={**IDEMPOTENCY_PROBLEMS, 409: {
+                 "description": "A request with this Idempotency-Key is in flight, or this "
+                                "source's `external_id` went to a submission of no lead"}})
 async def submit_lead(
-    submission: LeadSubmission, request: Request, context: ContextDep,
+    submission: LeadPost, request: Request, context: ContextDep,
     idempotency_key: IdempotencyKey = None, x_source_key: SourceKeyHeader = None,
     x_correlation_id: CorrelationId = None,
 ) -> JSONResponse:
     """Store the lead (or merge it into the lead with the same email) and publish the event.
 
     `202` means the lead is committed to the database; its event is on its way to the scorer.
+    A submission whose `external_id` this source sent before is a `duplicate` of that one: the
+    answer names its lead, and nothing is stored or published.
     """
     intake = Intake(source_key=x_source_key, correlation_id=x_correlation_id)
+    scope, external_id = x_source_key or batches.DEFAULT_SCOPE, submission.external_id
+    if external_id is not None:
+        intake = replace(intake, source_key=scope, external_id=external_id)
 
     async def work(session: AsyncSession) -> tuple[int, Any]:
+        if external_id is not None:
+            earlier = await service.earlier_submission(session, scope, external_id)
+            if earlier is not None:
+                return 202, _duplicate_of(earlier, external_id).model_dump()
         accepted = await service.submit_lead(session, context, submission, intake)
         return 202, accepted.model_dump()
 
-    status_code, answer = await context.idempotency.run(
-        f"leads:{x_source_key or 'api'}", idempotency_key, await request.body(), work,
-        hint=submission.email,
-    )
+    body = await request.body()
+    status_code, answer = await _once_more_on_conflict(lambda: context.idempotency.run(
+        f"leads:{scope}", idempotency_key, body, work, hint=submission.email,
+    ))
     return JSONResponse(answer, status_code=status_code)
+
+
+def _duplicate_of(earlier: EarlierSubmission, external_id: str) -> LeadAccepted:
+    if earlier.lead_id is None:
+        raise ProblemError(409, "External id already used", (
+            f"This source already sent a submission with external_id {external_id!r}, and "
+            "it named no lead."))
+    return LeadAccepted(lead_id=earlier.lead_id, status="duplicate")
+
+
+async def _once_more_on_conflict(
+    run: Callable[[], Awaitable[tuple[int, Any]]],
+) -> tuple[int, Any]:
+    """`run`, and once more if it met a unique conflict: another request with an item of the
+    same `external_id` committed first, and the second run sees it as a duplicate."""
+    try:
+        return await run()
+    except IntegrityError:
+        return await run()
 
 
 @routes.post("/leads/batch", status_code=202, response_model=BatchResult,
@@ -92,18 +125,10 @@ async def submit_leads(
         return 202, BatchResult(results=results).model_dump(exclude_none=True)
 
     body = await request.body()
-    for attempt in (1, 2):
-        try:
-            status_code, answer = await context.idempotency.run(
-                f"leads:{x_source_key or 'api'}", idempotency_key, body, work,
-                hint=batches.emails_of(checked),
-            )
-            break
-        except IntegrityError:
-            # Another request with an item of the same external_id committed first: the retry
-            # sees it as a duplicate.
-            if attempt == 2:
-                raise
+    status_code, answer = await _once_more_on_conflict(lambda: context.idempotency.run(
+        f"leads:{x_source_key or 'api'}", idempotency_key, body, work,
+        hint=batches.emails_of(checked),
+    ))
     return JSONResponse(answer, status_code=status_code)
 
 
