@@ -107,7 +107,11 @@ async def test_hubspot_thin_events_are_kept_without_a_lead(settings: IngestSetti
     async with running_app(create_app(settings, clock=clock)) as client:
         answer = await post(client, "hubspot", body, hubspot_headers(clock, body))
         rotated = await post(client, "hubspot", body, hubspot_headers(clock, body, OLD_SECRET))
+        reused = await client.post(
+            "/v1/leads", json={"email": "x@example.com", "external_id": "62515:12345:1"},
+            headers={"X-Source-Key": "hubspot"})
     assert answer.status_code == 202, answer.text
+    assert (reused.status_code, reused.json()["title"]) == (409, "External id already used")
     assert answer.json()["results"] == [
         {"external_id": "62515:12345:1", "status": "unmatched", "lead_id": None}
     ]
