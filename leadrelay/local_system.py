@@ -65,7 +65,11 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            if len(raw) < length:
+                self.close_connection = True  # the sender went away mid-request (killed)
+                return
+            body = json.loads(raw or b"{}")
             with receiver.lock:
                 receiver.received.append((self.path, body))
                 receiver.arrived_at[body.get("lead_id", "")] = time.monotonic()
