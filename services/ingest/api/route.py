@@ -99,9 +99,8 @@ class IngestRoute(APIRoute):
             except json.JSONDecodeError:
                 return await handler(request)  # FastAPI's own 422 for JSON it cannot read
             request._json = document
-            if lean is not None and (answer := await lean(request, document)):
-                return answer
-            return await handler(request)
+            answer = None if lean is None else await lean(request, document)
+            return answer if answer is not None else await handler(request)
 
         return checked
 
