@@ -16,9 +16,10 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 from leadrelay.broker import EmbeddedBroker, embedded_consumer_env, wait_for_port
 from leadrelay.catalog import SERVICES
@@ -26,6 +27,8 @@ from leadrelay.processes import ServiceProcess, wait_until_ready
 from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT
 
 DEMO_RECEIVER_PORT = 8709
+
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,8 +146,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     data_dir = Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR))
     token = os.environ.get("LEADRELAY_ADMIN_TOKEN") or _admin_token(data_dir.resolve())
-    asyncio.run(run_demo(args.ingest_url, args.router_url, receiver_port=args.receiver_port,
-                         admin_token=token))
+    _stop_on_sigterm()
+    _run_async(run_demo(args.ingest_url, args.router_url, receiver_port=args.receiver_port,
+                        admin_token=token))
     return 0
 
 
@@ -217,7 +221,7 @@ def _up(args: argparse.Namespace) -> int:
         if args.demo:
             from leadrelay.demo import run_demo
 
-            asyncio.run(run_demo(
+            _run_async(run_demo(
                 services[0].url, services[2].url, admin_token=env["LEADRELAY_ADMIN_TOKEN"],
                 receiver_port=DEMO_RECEIVER_PORT, keep_running=not args.exit_after_demo,
             ))
@@ -272,10 +276,37 @@ def _watch(services: list[ServiceProcess]) -> None:
 
 
 def _stop_on_sigterm() -> None:
+    """SIGTERM stops a command as Ctrl-C does (outside an event loop; see `_run_async`)."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _run_async(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, where SIGTERM cancels `main` as Ctrl-C does, so that its clean-up
+    runs to the end; then raises `KeyboardInterrupt` for the caller to stop the rest.
+
+    Raising `KeyboardInterrupt` from a signal handler inside a running loop would land in
+    whichever task was running, and leave it with an exception nobody retrieves.
+    """
+
+    async def until_terminated() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            _stop_on_sigterm()
+
+    try:
+        return asyncio.run(until_terminated())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
 
 
 if __name__ == "__main__":
