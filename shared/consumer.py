@@ -139,7 +139,7 @@ class EventConsumer:
         decoded: list[tuple[ConsumerRecord, Event]] = []
         for message in messages:
             try:
-                event = decode_event(message.value)
+                event = decode_event(message.value, self.handlers)
             except UndecodableEventError as error:
                 await self._dead_letter(session, message, str(error))
                 tally.dead_lettered += 1
@@ -289,7 +289,8 @@ class BatchEventConsumer(EventConsumer):
         events: list[Event] = []
         for messages in records.values():
             for message in messages:
-                event = decode_event(message.value)  # a broken message: the slow path keeps it
+                # A broken message raises here: the slow path dead-letters it.
+                event = decode_event(message.value, self.handlers)
                 if event is not None and event.type in self.handlers:
                     events.append(event)
         tally = _Tally()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -356,8 +357,9 @@ def encode_event(event: Envelope) -> bytes:
     return event.model_dump_json().encode()
 
 
-def decode_event(raw: bytes) -> Event | None:
-    """Parse one message value; None for an unknown type or a newer schema version.
+def decode_event(raw: bytes, wanted: Container[str] | None = None) -> Event | None:
+    """Parse one message value; None for an unknown type, a newer schema version, or a type
+    not in `wanted` (when given: what the consumer handles, so the rest is not validated).
 
     Raises `UndecodableEventError` when a message claims a known type and version but does not
     match its contract: that is a producer bug worth keeping, not skipping silently.
@@ -367,6 +369,8 @@ def decode_event(raw: bytes) -> Event | None:
     except ValidationError as error:
         raise UndecodableEventError(f"message value is not a JSON object: {error}") from error
     event_type = peek.get("type")
+    if wanted is not None and event_type not in wanted:
+        return None
     version = peek.get("schema_version", 1)
     if event_type not in SUPPORTED_VERSIONS:
         logger.info("skipping event of unknown type %r", event_type)

@@ -62,6 +62,12 @@ def test_fields_added_by_a_newer_producer_are_ignored() -> None:
     assert decoded.data.lead.email == "ada@example.com"
 
 
+def test_a_type_the_consumer_does_not_want_is_skipped_unvalidated() -> None:
+    broken = b'{"type": "lead.received"}'
+    assert decode_event(broken, wanted={"lead.scored"}) is None
+    assert isinstance(decode_event(encode_event(lead_received()), {"lead.received"}), LeadReceived)
+
+
 @pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"type": "lead.received"}'])
 def test_a_broken_known_event_raises(payload: bytes) -> None:
     with pytest.raises(UndecodableEventError):
