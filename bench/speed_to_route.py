@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -199,7 +201,8 @@ async def hops(database_url: str, accepted_at: dict[str, float], arrived_at: dic
     return found
 
 
-async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argparse.Namespace
+async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argparse.Namespace,
+                  cpu: CpuUse,
                   ) -> tuple[int, dict[str, float], list[float], list[str], dict[str, list[float]]]:
     async with httpx.AsyncClient(headers=system.admin_headers) as client:
         for number in range(args.sdrs):
@@ -212,8 +215,10 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
     # compete with it for the GIL, and the 202s would be read late.
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        cpu.start()
         total, accepted_at, failures, sent_at = await asyncio.get_running_loop().run_in_executor(
             pool, generate_load, system.url("ingest"), args.rate, args.seconds)
+        cpu.stop()
     deadline = time.monotonic() + args.drain_seconds
     while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
         await asyncio.sleep(0.1)
@@ -226,6 +231,59 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
     ]
     per_hop = await hops(system.database_urls["router"], accepted_at, arrived_at, sent_at)
     return total, accepted_at, latencies, failures, per_hop
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time process `pid` has used so far (Linux), None if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int] | None:
+    """(busy, all) CPU ticks of every core since boot (Linux), None if unknown."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    ticks = [int(value) for value in first[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return sum(ticks) - idle, sum(ticks)
+
+
+@dataclass
+class CpuUse:
+    """CPU used by each process of the system and by the machine while the load ran."""
+
+    pids: dict[str, int]
+    started: dict[str, float | None] = field(default_factory=dict)
+    used: dict[str, float] = field(default_factory=dict)
+    machine: tuple[int, int] | None = None
+    busy_fraction: float | None = None
+
+    def start(self) -> None:
+        self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.machine = machine_ticks()
+
+    def stop(self) -> None:
+        for name, pid in self.pids.items():
+            before, after = self.started.get(name), cpu_seconds(pid)
+            if before is not None and after is not None:
+                self.used[name] = after - before
+        now = machine_ticks()
+        if self.machine is not None and now is not None and now[1] > self.machine[1]:
+            self.busy_fraction = (now[0] - self.machine[0]) / (now[1] - self.machine[1])
+
+    def report(self, leads: int) -> str:
+        if not self.used or leads == 0:
+            return "  CPU: not measured (needs Linux's /proc)"
+        each = "   ".join(f"{name} {seconds * 1000 / leads:.1f}"
+                           for name, seconds in sorted(self.used.items(), key=lambda x: -x[1]))
+        busy = ("" if self.busy_fraction is None else
+                f"; the {os.cpu_count()} cores were {self.busy_fraction:.0%} busy")
+        return f"  CPU ms per lead while the load ran: {each}{busy}"
 
 
 def figures(values: list[float]) -> str:
@@ -249,8 +307,13 @@ def run(database: str, args: argparse.Namespace) -> None:
                 topic_prefix="bench", sla_seconds=3600,
                 database_url=pg_url(database_name) if database_name else None,
             ))
+            pids = {name: service.process.pid for name, service in system.services.items()
+                    if service.process is not None}
+            if broker.process is not None:
+                pids["broker"] = broker.process.pid
+            cpu = CpuUse(pids)
             total, accepted_at, latencies, failures, per_hop = asyncio.run(
-                measure(system, receiver, args))
+                measure(system, receiver, args, cpu))
     finally:
         if database_name:
             asyncio.run(drop_database(database_name))
@@ -265,6 +328,7 @@ def run(database: str, args: argparse.Namespace) -> None:
     print(f"  202 -> webhook         {figures(latencies)}")
     for hop, values in per_hop.items():
         print(f"  {hop:<22} {figures(values)}")
+    print(cpu.report(len(accepted_at)))
 
 
 def main() -> None:
