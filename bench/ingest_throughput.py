@@ -44,6 +44,7 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.process_cpu import cpu_seconds
 from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.broker import EmbeddedBroker, free_port, wait_for_port
 from leadrelay.catalog import SERVICES
@@ -242,12 +243,6 @@ class Target:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_profiler(pid: int, seconds: float, path: str) -> subprocess.Popen[bytes]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -37,6 +38,7 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.process_cpu import cpu_seconds, machine_ticks
 from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.local_system import (
@@ -233,48 +235,28 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
     return total, accepted_at, latencies, failures, per_hop
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User and system CPU time process `pid` has used so far (Linux), None if unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_ticks() -> tuple[int, int] | None:
-    """(busy, all) CPU ticks of every core since boot (Linux), None if unknown."""
-    try:
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-    except OSError:
-        return None
-    ticks = [int(value) for value in first[1:]]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-    return sum(ticks) - idle, sum(ticks)
-
-
 @dataclass
 class CpuUse:
-    """CPU used by each process of the system and by the machine while the load ran."""
+    """CPU used by each process of the system and by the machine while the load ran (Linux)."""
 
     pids: dict[str, int]
-    started: dict[str, float | None] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
-    machine: tuple[int, int] | None = None
+    machine: tuple[int, int] = (0, 0)
     busy_fraction: float | None = None
 
     def start(self) -> None:
-        self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        self.machine = machine_ticks()
+        with contextlib.suppress(OSError):
+            self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+            self.machine = machine_ticks()
 
     def stop(self) -> None:
-        for name, pid in self.pids.items():
-            before, after = self.started.get(name), cpu_seconds(pid)
-            if before is not None and after is not None:
-                self.used[name] = after - before
-        now = machine_ticks()
-        if self.machine is not None and now is not None and now[1] > self.machine[1]:
-            self.busy_fraction = (now[0] - self.machine[0]) / (now[1] - self.machine[1])
+        with contextlib.suppress(OSError):
+            self.used = {name: cpu_seconds(self.pids[name]) - before
+                         for name, before in self.started.items()}
+            busy, total = machine_ticks()
+            if self.started and total > self.machine[1]:
+                self.busy_fraction = (busy - self.machine[0]) / (total - self.machine[1])
 
     def report(self, leads: int) -> str:
         if not self.used or leads == 0:

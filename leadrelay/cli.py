@@ -146,7 +146,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     data_dir = Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR))
     token = os.environ.get("LEADRELAY_ADMIN_TOKEN") or _admin_token(data_dir.resolve())
-    _stop_on_sigterm()
     _run_async(run_demo(args.ingest_url, args.router_url, receiver_port=args.receiver_port,
                         admin_token=token))
     return 0
@@ -296,12 +295,13 @@ def _run_async(main: Coroutine[Any, Any, T]) -> T:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
+        before = signal.getsignal(signal.SIGTERM)
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             return await main
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
-            _stop_on_sigterm()
+            signal.signal(signal.SIGTERM, before)
 
     try:
         return asyncio.run(until_terminated())

@@ -144,7 +144,7 @@ class EventConsumer:
                 await self._dead_letter(session, message, str(error))
                 tally.dead_lettered += 1
                 continue
-            if event is not None and event.type in self.handlers:
+            if event is not None:
                 decoded.append((message, event))
         fresh = await self._record_processed(session, [event for _, event in decoded])
         for message, event in decoded:
@@ -291,7 +291,7 @@ class BatchEventConsumer(EventConsumer):
             for message in messages:
                 # A broken message raises here: the slow path dead-letters it.
                 event = decode_event(message.value, self.handlers)
-                if event is not None and event.type in self.handlers:
+                if event is not None:
                     events.append(event)
         tally = _Tally()
         if not events:

@@ -86,6 +86,17 @@ async def test_unknown_and_broken_messages_never_block_the_batch(database: Datab
     assert await dead_letters(database) == 1
 
 
+async def test_a_broken_message_of_a_type_nobody_here_handles_is_skipped_not_dead_lettered(
+    database: Database,
+) -> None:
+    consumer = consumer_for(database)
+    broken_elsewhere = b'{"type": "lead.received", "lead_id": "x"}'
+    await consumer.apply(records(broken_elsewhere, erased("lead-d")))
+    assert await effects(database) == ["lead-d"]
+    assert (consumer.applied, consumer.dead_lettered) == (1, 0)
+    assert await dead_letters(database) == 0
+
+
 class CommitLog:
     """The part of a Kafka consumer the offset commits use, recording each commit."""
 
