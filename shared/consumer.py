@@ -85,6 +85,8 @@ class EventConsumer:
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
         self._last_commit = float("-inf")
+        self._record = insert_ignoring_conflicts(inbox.processed, db.dialect).returning(
+            inbox.processed.c.event_id)
 
     async def run(self) -> None:
         await self.consumer.start()
@@ -176,16 +178,12 @@ class EventConsumer:
         if not events:
             return set()
         now = self.clock.now()
-        table = self.inbox.processed
-        statement = insert_ignoring_conflicts(table, self.db.dialect).returning(
-            table.c.event_id
-        )
         rows = [
             {"consumer": self.name, "event_id": str(event.event_id),
              "event_type": event.type, "processed_at": now}
             for event in events
         ]
-        return set((await session.scalars(statement, rows)).all())
+        return set((await session.scalars(self._record, rows)).all())
 
     def _count(self, tally: _Tally) -> None:
         self.applied += len(tally.applied)

@@ -172,14 +172,18 @@ def insert_ignoring_conflicts(
     return statement.on_conflict_do_nothing(index_elements=index_elements)  # type: ignore[no-any-return]
 
 
+_SQLITE_NOW = select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))
+_POSTGRESQL_NOW = select(func.clock_timestamp())
+
+
 async def database_now(session: AsyncSession) -> datetime:
     """The database server's current time, aware UTC: one clock for every process that uses
     the database, whatever their own clocks say (PostgreSQL `clock_timestamp()`, SQLite's
     `'now'` with milliseconds)."""
     if session.get_bind().dialect.name == "sqlite":
-        text_now = await session.scalar(select(func.strftime("%Y-%m-%d %H:%M:%f", "now")))
+        text_now = await session.scalar(_SQLITE_NOW)
         return as_utc(datetime.fromisoformat(str(text_now)))
-    found = await session.scalar(select(func.clock_timestamp()))
+    found = await session.scalar(_POSTGRESQL_NOW)
     if not isinstance(found, datetime):
         raise TypeError(f"clock_timestamp() gave {found!r}")
     return as_utc(found)

@@ -9,7 +9,9 @@ Several relays (one per service instance) may run at once. Each lead is hashed t
 on PostgreSQL a relay claims whole shards with `FOR UPDATE SKIP LOCKED` and holds them while it
 publishes, so two relays never publish events of the same lead and per-lead order holds.
 SQLite has a single writer per file: there the relay reads outside any write lock, publishes,
-then marks in a short transaction.
+then marks in a short transaction a moment later (`mark_after`), so that the marks of many
+small batches share one transaction instead of each taking the write lock from the services'
+own writes.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     insert,
@@ -102,13 +105,14 @@ class Outbox:
         self.shards = shards
         self.clock = clock or SystemClock()
         self._wake = asyncio.Event()
+        self._insert = insert(tables.events)
 
     async def add(self, session: AsyncSession, *events: Envelope) -> None:
         if not events:
             return
         now = self.clock.now()
         await session.execute(
-            insert(self.tables.events),
+            self._insert,
             [
                 {
                     "event_id": str(event.event_id),
@@ -148,6 +152,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 0.5,
         retention: timedelta = timedelta(hours=24),
+        mark_after: float = 0.1,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         self.db = db
@@ -157,6 +162,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.retention = retention
+        self.mark_after = mark_after
         self.metrics = metrics
         self.published = 0
         self._next_purge_at = 0.0
@@ -164,6 +170,17 @@ class OutboxRelay:
         """Highest id published by this relay (SQLite path); rows above it are not yet sent."""
         self._unmarked: list[int] = []
         self._marker: asyncio.Task[None] | None = None
+        events = self.tables.events
+        pending = (
+            select(events)
+            .where(events.c.published_at.is_(None), events.c.id > bindparam("after"))
+            .order_by(events.c.id)
+            .limit(batch_size)
+        )
+        self._pending_rows = pending
+        self._pending_rows_of_shards = pending.where(
+            events.c.shard.in_(bindparam("shards", expanding=True)))
+        self._mark = update(events).where(events.c.id.in_(bindparam("ids", expanding=True)))
 
     async def prepare(self) -> None:
         """Make sure every shard has its lock row."""
@@ -184,6 +201,7 @@ class OutboxRelay:
             if self._marker is not None and not self._marker.done():
                 self._marker.cancel()
                 await asyncio.gather(self._marker, return_exceptions=True)
+                await self._mark_before_stopping()
 
     async def _relay_forever(self) -> None:
         failures = 0
@@ -238,6 +256,7 @@ class OutboxRelay:
 
     async def _mark_in_background(self) -> None:
         while self._unmarked:
+            await asyncio.sleep(self.mark_after)
             ids, self._unmarked = self._unmarked, []
             try:
                 async with self.db.transaction() as session:
@@ -247,6 +266,19 @@ class OutboxRelay:
                 logger.exception("outbox relay could not mark events published; retrying")
                 await asyncio.sleep(1.0)
 
+    async def _mark_before_stopping(self) -> None:
+        """Mark what was published and not yet marked, so a restart does not send it again;
+        bounded, since stopping must not hang on a database that is down."""
+        ids, self._unmarked = self._unmarked, []
+        if not ids:
+            return
+        try:
+            async with asyncio.timeout(2.0), self.db.transaction() as session:
+                await self._mark_ids(session, ids)
+        except Exception:  # noqa: BLE001 - they are published again after the restart
+            logger.warning("outbox relay stopped with %d events published but not marked",
+                           len(ids))
+
     async def flush_marks(self) -> None:
         """Wait until every published row is marked (tests and shutdown)."""
         while self._marker is not None and not self._marker.done():
@@ -255,11 +287,11 @@ class OutboxRelay:
     async def _pending(
         self, session: AsyncSession, shards: Sequence[int] | None, *, after: int = 0
     ) -> list[Row]:  # type: ignore[type-arg]
-        events = self.tables.events
-        query = select(events).where(events.c.published_at.is_(None), events.c.id > after)
-        if shards is not None:
-            query = query.where(events.c.shard.in_(shards))
-        result = await session.execute(query.order_by(events.c.id).limit(self.batch_size))
+        if shards is None:
+            result = await session.execute(self._pending_rows, {"after": after})
+        else:
+            result = await session.execute(
+                self._pending_rows_of_shards, {"after": after, "shards": list(shards)})
         return list(result.all())
 
     async def _publish(self, rows: Sequence[Row]) -> None:  # type: ignore[type-arg]
@@ -286,10 +318,8 @@ class OutboxRelay:
             await self._mark_ids(session, [row.id for row in rows])
 
     async def _mark_ids(self, session: AsyncSession, ids: Sequence[int]) -> None:
-        events = self.tables.events
         await session.execute(
-            update(events).where(events.c.id.in_(ids)).values(published_at=self.outbox.clock.now())
-        )
+            self._mark, {"ids": list(ids), "published_at": self.outbox.clock.now()})
 
     async def _purge_now_and_then(self) -> None:
         loop_time = asyncio.get_running_loop().time()

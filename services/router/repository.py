@@ -1,13 +1,19 @@
-"""All of router's queries."""
+"""All of router's queries.
+
+The statements every routed lead runs are built once, with bind parameters (or once per set of
+columns, `functools.cache`): building one per call (and its cache key) costs SQLAlchemy more
+than executing it on SQLite.
+"""
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Update, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +39,36 @@ from shared.db import insert_ignoring_conflicts
 ROUTING_LOCK_KEY = zlib.crc32(b"leadrelay.router.routing")
 """PostgreSQL advisory lock taken by every transaction that hands out leads."""
 
+_BUMP_ROUTING_SEQ = (
+    update(roster_state).where(roster_state.c.id == 1)
+    .values(routing_seq=roster_state.c.routing_seq + 1)
+    .returning(roster_state.c.generation, roster_state.c.routing_seq)
+)
+_BUMP_GENERATION = (
+    update(roster_state).where(roster_state.c.id == 1)
+    .values(generation=roster_state.c.generation + 1)
+    .returning(roster_state.c.generation, roster_state.c.routing_seq)
+)
+_MARK_SDRS_ASSIGNED = update(sdr).where(sdr.c.id == bindparam("b_id")).values(
+    last_assigned_at=bindparam("b_at", type_=sdr.c.last_assigned_at.type))
+_LEADS = (
+    select(lead).where(lead.c.id.in_(bindparam("lead_ids", expanding=True))).order_by(lead.c.id)
+)
+_LEADS_FOR_UPDATE = _LEADS.with_for_update()
+_INSERT_LEAD = insert(lead)
+_INSERT_ASSIGNMENT = insert(assignment)
+_INSERT_NOTIFICATION = insert(notification)
+_INSERT_CLAIMED_NOTIFICATION = insert(notification).returning(
+    notification.c.message_id, notification.c.id)
+_INSERT_ATTEMPT = insert(notification_attempt)
+_MARK_NOTIFIED = (
+    update(assignment)
+    .where(assignment.c.id == bindparam("b_id"), assignment.c.notified_at.is_(None))
+    .values(notified_at=bindparam("b_at", type_=assignment.c.notified_at.type))
+)
+_DISABLED_AMONG = select(disabled_endpoint.c.url).where(
+    disabled_endpoint.c.url.in_(bindparam("urls", expanding=True)))
+
 
 def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0))
@@ -54,7 +90,7 @@ async def lock_routing(session: AsyncSession) -> tuple[int, int]:
         return found[1]  # type: ignore[no-any-return]
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(func.pg_advisory_xact_lock(ROUTING_LOCK_KEY)))
-    state = await _bump(session, routing_seq=roster_state.c.routing_seq + 1)
+    state = await _bump(session, _BUMP_ROUTING_SEQ)
     sync_session.info[_LOCKED] = (transaction, state)
     return state
 
@@ -64,11 +100,7 @@ ROSTER_CHANGED = "router.roster_changed"
 """`session.info` flag: this transaction changed the roster (its cache must not keep it)."""
 
 
-async def _bump(session: AsyncSession, **values: Any) -> tuple[int, int]:
-    statement = (
-        update(roster_state).where(roster_state.c.id == 1).values(**values)
-        .returning(roster_state.c.generation, roster_state.c.routing_seq)
-    )
+async def _bump(session: AsyncSession, statement: Update) -> tuple[int, int]:
     row = (await session.execute(statement)).first()
     if row is None:  # a database migrated before the row existed, or emptied by hand
         await session.execute(insert_ignoring_conflicts(
@@ -85,7 +117,7 @@ async def roster_changed(session: AsyncSession) -> None:
     each function below that writes people, teams, memberships or rules, in the same
     transaction as the change."""
     session.sync_session.info[ROSTER_CHANGED] = True
-    await _bump(session, generation=roster_state.c.generation + 1)
+    await _bump(session, _BUMP_GENERATION)
 
 
 # The roster
@@ -210,8 +242,7 @@ async def mark_sdrs_assigned(session: AsyncSession, marks: Mapping[str, datetime
     """`last_assigned_at` of several people (person id -> when) in one statement."""
     if marks:
         await session.execute(
-            update(sdr).where(sdr.c.id == bindparam("b_id"))
-            .values(last_assigned_at=bindparam("b_at", type_=sdr.c.last_assigned_at.type)),
+            _MARK_SDRS_ASSIGNED,
             [{"b_id": person_id, "b_at": at} for person_id, at in marks.items()],
         )
 
@@ -220,7 +251,7 @@ async def pause_person(session: AsyncSession, person_id: str, until: datetime) -
     """Pause a rep; the extra sequence bump makes every instance re-read pauses before its
     next decision, whoever called this."""
     await session.execute(update(sdr).where(sdr.c.id == person_id).values(paused_until=until))
-    await _bump(session, routing_seq=roster_state.c.routing_seq + 1)
+    await _bump(session, _BUMP_ROUTING_SEQ)
 
 
 # Teams
@@ -339,10 +370,8 @@ async def find_leads(
 ) -> dict[str, RowMapping]:
     if not lead_ids:
         return {}
-    query = select(lead).where(lead.c.id.in_(sorted(lead_ids))).order_by(lead.c.id)
-    if for_update:
-        query = query.with_for_update()
-    result = await session.execute(query)
+    query = _LEADS_FOR_UPDATE if for_update else _LEADS
+    result = await session.execute(query, {"lead_ids": sorted(lead_ids)})
     return {row["id"]: row for row in result.mappings()}
 
 
@@ -353,20 +382,22 @@ LEAD_SCORE_COLUMNS = ("profile", "score", "temperature", "scored_at", "updated_a
 
 async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(lead), list(rows))
+        await session.execute(_INSERT_LEAD, list(rows))
 
 
 async def update_scored_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write `LEAD_SCORE_COLUMNS` of each row (with its `id`) in one statement."""
     if not rows:
         return
-    statement = update(lead).where(lead.c.id == bindparam("b_id")).values({
-        name: bindparam(f"b_{name}", type_=lead.c[name].type) for name in LEAD_SCORE_COLUMNS
-    })
-    await session.execute(statement, [
+    await session.execute(_UPDATE_SCORED_LEADS, [
         {"b_id": row["id"], **{f"b_{name}": row[name] for name in LEAD_SCORE_COLUMNS}}
         for row in rows
     ])
+
+
+_UPDATE_SCORED_LEADS = update(lead).where(lead.c.id == bindparam("b_id")).values({
+    name: bindparam(f"b_{name}", type_=lead.c[name].type) for name in LEAD_SCORE_COLUMNS
+})
 
 
 async def insert_lead(session: AsyncSession, values: Mapping[str, Any]) -> None:
@@ -471,14 +502,14 @@ async def sdrs_who_had(session: AsyncSession, lead_id: str) -> set[str]:
 
 
 async def insert_assignment(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(assignment).values(**values))
+    await session.execute(_INSERT_ASSIGNMENT, dict(values))
 
 
 async def insert_assignments(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Several offers in one statement; the partial unique index still refuses a second
     active assignment for a lead."""
     if rows:
-        await session.execute(insert(assignment), list(rows))
+        await session.execute(_INSERT_ASSIGNMENT, list(rows))
 
 
 async def accept_offer(session: AsyncSession, assignment_id: str, at: datetime) -> bool:
@@ -646,7 +677,7 @@ async def insert_escalation(session: AsyncSession, values: Mapping[str, Any]) ->
 
 async def insert_notifications(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(notification), list(rows))
+        await session.execute(_INSERT_NOTIFICATION, list(rows))
 
 
 async def insert_claimed_notifications(
@@ -658,9 +689,7 @@ async def insert_claimed_notifications(
         return []
     # Matched by message id: SQLite cannot return ids in the rows' order without inserting
     # them one statement each.
-    inserted = await session.execute(
-        insert(notification).returning(notification.c.message_id, notification.c.id), list(rows)
-    )
+    inserted = await session.execute(_INSERT_CLAIMED_NOTIFICATION, list(rows))
     ids: dict[str, int] = {message_id: notification_id for message_id, notification_id in inserted}
     blank = dict.fromkeys(notification.c.keys())
     return [{**blank, **row, "id": ids[row["message_id"]]} for row in rows]
@@ -696,7 +725,7 @@ async def claim_due_notifications(
 
 async def record_attempts(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(notification_attempt), list(rows))
+        await session.execute(_INSERT_ATTEMPT, list(rows))
 
 
 async def finish_attempts(
@@ -707,23 +736,24 @@ async def finish_attempts(
     for notification_id, values in outcomes:
         groups.setdefault(tuple(sorted(values)), []).append((notification_id, values))
     for names, items in groups.items():
-        statement = update(notification).where(
-            notification.c.id == bindparam("b_id"), notification.c.status == "pending"
-        ).values({name: bindparam(f"b_{name}", type_=notification.c[name].type)
-                  for name in names})
-        await session.execute(statement, [
+        await session.execute(_finish_attempts(names), [
             {"b_id": notification_id, **{f"b_{name}": values[name] for name in names}}
             for notification_id, values in items
         ])
+
+
+@cache
+def _finish_attempts(names: tuple[str, ...]) -> Update:
+    return update(notification).where(
+        notification.c.id == bindparam("b_id"), notification.c.status == "pending"
+    ).values({name: bindparam(f"b_{name}", type_=notification.c[name].type) for name in names})
 
 
 async def mark_all_notified(session: AsyncSession, moments: Mapping[str, datetime]) -> None:
     """Mark several assignments notified (id -> when) in one statement."""
     if moments:
         await session.execute(
-            update(assignment)
-            .where(assignment.c.id == bindparam("b_id"), assignment.c.notified_at.is_(None))
-            .values(notified_at=bindparam("b_at", type_=assignment.c.notified_at.type)),
+            _MARK_NOTIFIED,
             [{"b_id": assignment_id, "b_at": at} for assignment_id, at in moments.items()],
         )
 
@@ -732,9 +762,7 @@ async def disabled_among(session: AsyncSession, urls: set[str]) -> set[str]:
     """Those of `urls` that answered `410 Gone` before."""
     if not urls:
         return set()
-    found = await session.scalars(
-        select(disabled_endpoint.c.url).where(disabled_endpoint.c.url.in_(sorted(urls)))
-    )
+    found = await session.scalars(_DISABLED_AMONG, {"urls": sorted(urls)})
     return set(found)
 
 

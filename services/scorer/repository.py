@@ -1,4 +1,8 @@
-"""All of scorer's queries."""
+"""All of scorer's queries.
+
+The statements every scored lead runs are built once, with bind parameters: building one per
+call (and its cache key) costs SQLAlchemy more than executing it on SQLite.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,24 @@ from services.scorer.models import (
 )
 from shared.db import insert_ignoring_conflicts
 
+_SCORE = select(lead_score).where(lead_score.c.lead_id == bindparam("lead_id"))
+_SCORE_FOR_UPDATE = _SCORE.with_for_update()
+_SCORES_FOR_UPDATE = (
+    select(lead_score)
+    .where(lead_score.c.lead_id.in_(bindparam("lead_ids", expanding=True)))
+    .order_by(lead_score.c.lead_id)
+    .with_for_update()
+)
+_INSERT_SCORE = insert(lead_score)
+_UPDATE_SCORE = update(lead_score).where(lead_score.c.lead_id == bindparam("key"))
+_SCORE_COLUMNS = [column.name for column in lead_score.columns if column.name != "lead_id"]
+_UPDATE_WHOLE_SCORES = _UPDATE_SCORE.values(
+    {name: bindparam(f"new_{name}") for name in _SCORE_COLUMNS})
+_SIGNALS_OF_LEADS = select(
+    signal.c.lead_id, signal.c.signal_id, signal.c.signal_type, signal.c.signal_at, signal.c.url
+).where(signal.c.lead_id.in_(bindparam("lead_ids", expanding=True)))
+_INSERT_STAGE_CHANGE = insert(stage_change)
+
 
 def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
@@ -30,45 +52,35 @@ def _dialect(session: AsyncSession) -> str:
 
 
 async def find_score(session: AsyncSession, lead_id: str) -> RowMapping | None:
-    result = await session.execute(select(lead_score).where(lead_score.c.lead_id == lead_id))
+    result = await session.execute(_SCORE, {"lead_id": lead_id})
     return result.mappings().first()
 
 
 async def find_score_for_update(session: AsyncSession, lead_id: str) -> RowMapping | None:
-    result = await session.execute(
-        select(lead_score).where(lead_score.c.lead_id == lead_id).with_for_update()
-    )
+    result = await session.execute(_SCORE_FOR_UPDATE, {"lead_id": lead_id})
     return result.mappings().first()
 
 
 async def insert_score(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(lead_score).values(**values))
+    await session.execute(_INSERT_SCORE, dict(values))
 
 
 async def update_score(session: AsyncSession, lead_id: str, values: Mapping[str, Any]) -> None:
-    await session.execute(
-        update(lead_score).where(lead_score.c.lead_id == lead_id).values(**values)
-    )
+    await session.execute(_UPDATE_SCORE, {**values, "key": lead_id})
 
 
 async def insert_scores(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(lead_score), list(rows))
+        await session.execute(_INSERT_SCORE, list(rows))
 
 
 async def update_scores(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write whole rows back, one statement for all of them (every row has every column)."""
     if not rows:
         return
-    columns = [column.name for column in lead_score.columns if column.name != "lead_id"]
-    statement = (
-        update(lead_score)
-        .where(lead_score.c.lead_id == bindparam("key"))
-        .values({name: bindparam(f"new_{name}") for name in columns})
-    )
     await session.execute(
-        statement,
-        [{"key": row["lead_id"], **{f"new_{name}": row[name] for name in columns}}
+        _UPDATE_WHOLE_SCORES,
+        [{"key": row["lead_id"], **{f"new_{name}": row[name] for name in _SCORE_COLUMNS}}
          for row in rows],
         execution_options={"synchronize_session": False},
     )
@@ -77,12 +89,7 @@ async def update_scores(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
 async def find_scores_for_update(
     session: AsyncSession, lead_ids: Sequence[str]
 ) -> dict[str, RowMapping]:
-    result = await session.execute(
-        select(lead_score)
-        .where(lead_score.c.lead_id.in_(sorted(lead_ids)))
-        .order_by(lead_score.c.lead_id)
-        .with_for_update()
-    )
+    result = await session.execute(_SCORES_FOR_UPDATE, {"lead_ids": sorted(lead_ids)})
     return {row["lead_id"]: row for row in result.mappings()}
 
 
@@ -132,11 +139,7 @@ async def signals_of_leads(
     by_lead: dict[str, list[RowMapping]] = {lead_id: [] for lead_id in lead_ids}
     if not lead_ids:
         return by_lead
-    result = await session.execute(
-        select(signal.c.lead_id, signal.c.signal_id, signal.c.signal_type, signal.c.signal_at,
-               signal.c.url)
-        .where(signal.c.lead_id.in_(lead_ids))
-    )
+    result = await session.execute(_SIGNALS_OF_LEADS, {"lead_ids": list(lead_ids)})
     for row in result.mappings():
         by_lead[row["lead_id"]].append(row)
     return by_lead
@@ -192,7 +195,7 @@ async def insert_stage_changes(
     session: AsyncSession, rows: Sequence[Mapping[str, Any]]
 ) -> None:
     if rows:
-        await session.execute(insert(stage_change), list(rows))
+        await session.execute(_INSERT_STAGE_CHANGE, list(rows))
 
 
 async def stage_history(session: AsyncSession, lead_id: str) -> Sequence[RowMapping]:

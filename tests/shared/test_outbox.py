@@ -87,6 +87,26 @@ async def test_rolled_back_events_are_never_published(
     assert relay.published == 0
 
 
+async def test_a_relay_stopped_before_its_marking_delay_still_marks_what_it_published(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    if database.dialect != "sqlite":
+        pytest.skip("marks wait for a moment only on SQLite's single-writer path")
+    outbox = Outbox(TABLES, topic=settings_for(broker, topic_prefix).topics.leads, shards=2)
+    await write(database, outbox, [event("lead-stop", 1), event("lead-stop", 2)])
+    relay = OutboxRelay(database, outbox, producer, mark_after=30.0)
+    running = asyncio.create_task(relay.run())
+    for _ in range(100):
+        if relay.published == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert relay.published == 2
+    assert await relay.backlog() == 2, "marked before its delay"
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert await relay.backlog() == 0
+
+
 @pytest.mark.postgres
 async def test_two_relays_never_publish_an_event_twice(
     database: Database, broker: EmbeddedBroker, topic_prefix: str
