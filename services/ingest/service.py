@@ -12,6 +12,7 @@ lead, the merge and their events with the same pure builders (`new_lead_row`,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -111,7 +112,7 @@ async def submit_lead(
     if existing is None:
         row = new_lead_row(new_id(), incoming, now)
         try:
-            async with session.begin_nested():
+            async with _savepoint_for_insert(session):
                 await repository.insert_lead(session, row)
         except IntegrityError:
             # Another request created this email's lead a moment ago: merge into it instead.
@@ -123,6 +124,18 @@ async def submit_lead(
             await context.outbox.add(session, received_event(row, intake, now))
             return LeadAccepted(lead_id=row["id"], status="created")
     return await _merge_into(session, context, existing, incoming, intake)
+
+
+def _savepoint_for_insert(session: AsyncSession) -> AbstractAsyncContextManager[object]:
+    """Where the insert of a lead found missing in this transaction runs.
+
+    On PostgreSQL `FOR UPDATE` locks no row that does not exist yet: another transaction may
+    insert the same email meanwhile, and a savepoint lets the unique conflict roll back only
+    the insert. On SQLite nobody can, since the write transaction took the file's only write
+    lock before it looked, so the savepoint's two statements are spared."""
+    if session.get_bind().dialect.name == "sqlite":
+        return nullcontext()
+    return session.begin_nested()
 
 
 async def _submit_in_group(
