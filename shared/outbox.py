@@ -201,7 +201,7 @@ class OutboxRelay:
             if self._marker is not None and not self._marker.done():
                 self._marker.cancel()
                 await asyncio.gather(self._marker, return_exceptions=True)
-                await self._mark_before_stopping()
+            await self._mark_before_stopping()
 
     async def _relay_forever(self) -> None:
         failures = 0
@@ -257,14 +257,15 @@ class OutboxRelay:
     async def _mark_in_background(self) -> None:
         while self._unmarked:
             await asyncio.sleep(self.mark_after)
-            ids, self._unmarked = self._unmarked, []
+            ids = self._unmarked[:]  # dropped once marked: if cancelled, run() marks them
             try:
                 async with self.db.transaction() as session:
                     await self._mark_ids(session, ids)
             except Exception:
-                self._unmarked[:0] = ids
                 logger.exception("outbox relay could not mark events published; retrying")
                 await asyncio.sleep(1.0)
+            else:
+                del self._unmarked[:len(ids)]
 
     async def _mark_before_stopping(self) -> None:
         """Mark what was published and not yet marked, so a restart does not send it again;

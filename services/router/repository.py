@@ -378,6 +378,9 @@ async def find_leads(
 LEAD_SCORE_COLUMNS = ("profile", "score", "temperature", "scored_at", "updated_at", "source",
                       "status", "waiting_since", "received_at")
 """What routing a scored lead may change on its row."""
+_UPDATE_SCORED_LEADS = update(lead).where(lead.c.id == bindparam("b_id")).values({
+    name: bindparam(f"b_{name}", type_=lead.c[name].type) for name in LEAD_SCORE_COLUMNS
+})
 
 
 async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -393,11 +396,6 @@ async def update_scored_leads(session: AsyncSession, rows: Sequence[Mapping[str,
         {"b_id": row["id"], **{f"b_{name}": row[name] for name in LEAD_SCORE_COLUMNS}}
         for row in rows
     ])
-
-
-_UPDATE_SCORED_LEADS = update(lead).where(lead.c.id == bindparam("b_id")).values({
-    name: bindparam(f"b_{name}", type_=lead.c[name].type) for name in LEAD_SCORE_COLUMNS
-})
 
 
 async def insert_lead(session: AsyncSession, values: Mapping[str, Any]) -> None:
