@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from services.ingest import repository
 from services.ingest.app import create_app
-from services.ingest.models import submission
+from services.ingest.models import lead, submission
 from services.ingest.settings import IngestSettings
+from shared.db import Database, new_id
 from tests.ingest.conftest import table_rows
 from tests.support import eventually, read_topic, running_app
 
@@ -166,3 +168,37 @@ async def test_concurrent_posts_of_one_external_id_store_one_submission(
     assert len({answer.json()["lead_id"] for answer in answers}) == 1
     assert [(row["source_key"], row["lead_id"]) for row in submissions] == [
         ("api", answers[0].json()["lead_id"])]
+
+
+async def test_a_lead_another_instance_creates_meanwhile_gets_the_submission_merged(
+    settings: IngestSettings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between this request's look-up and its insert, another instance commits a lead with the
+    same email. On PostgreSQL that can happen (`FOR UPDATE` locks no missing row): the unique
+    conflict rolls back only the insert's savepoint, and the submission merges into that lead.
+    On SQLite the write lock taken before the look-up rules it out."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("on SQLite no other writer can come between the look-up and the insert")
+    theirs = new_id()
+    insert_lead = repository.insert_lead
+
+    async def insert_after_another_instance(session: Any, values: Any) -> None:
+        if values["email"] == "race@acme.io" and values["id"] != theirs:
+            other = Database(settings.database_url)
+            try:
+                async with other.transaction() as their_session:
+                    await insert_lead(their_session, {**values, "id": theirs, "name": None})
+            finally:
+                await other.dispose()
+        await insert_lead(session, values)
+
+    monkeypatch.setattr(repository, "insert_lead", insert_after_another_instance)
+    async with running_app(create_app(settings)) as client:
+        answer = await client.post("/v1/leads", json={"email": "race@acme.io", "name": "Rae"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"lead_id": theirs, "status": "merged"}
+    leads = [row for row in await table_rows(settings, lead) if row["email"] == "race@acme.io"]
+    assert [(row["id"], row["name"]) for row in leads] == [(theirs, "Rae")]
+    submissions = [row for row in await table_rows(settings, submission)
+                   if row["lead_id"] == theirs]
+    assert len(submissions) == 1
