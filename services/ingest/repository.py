@@ -24,6 +24,7 @@ _LEADS_BY_EMAIL_FOR_UPDATE = (
 )
 _INSERT_LEAD = insert(lead)
 _UPDATE_LEAD = update(lead).where(lead.c.id == bindparam("lead_id"))
+_REWRITTEN_COLUMNS = [column.name for column in lead.c if column.name not in {"id", "created_at"}]
 _INSERT_SUBMISSION = insert(submission)
 
 
@@ -60,10 +61,10 @@ async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]])
 
 async def update_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write the whole current state of several leads in one statement."""
-    columns = [column.name for column in lead.c if column.name not in {"id", "created_at"}]
     await session.execute(
         _UPDATE_LEAD,
-        [{**{name: row.get(name) for name in columns}, "lead_id": row["id"]} for row in rows],
+        [{**{name: row.get(name) for name in _REWRITTEN_COLUMNS}, "lead_id": row["id"]}
+         for row in rows],
     )
 
 

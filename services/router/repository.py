@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Column, Update, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,16 +39,17 @@ from shared.db import insert_ignoring_conflicts
 ROUTING_LOCK_KEY = zlib.crc32(b"leadrelay.router.routing")
 """PostgreSQL advisory lock taken by every transaction that hands out leads."""
 
-_BUMP_ROUTING_SEQ = (
-    update(roster_state).where(roster_state.c.id == 1)
-    .values(routing_seq=roster_state.c.routing_seq + 1)
-    .returning(roster_state.c.generation, roster_state.c.routing_seq)
-)
-_BUMP_GENERATION = (
-    update(roster_state).where(roster_state.c.id == 1)
-    .values(generation=roster_state.c.generation + 1)
-    .returning(roster_state.c.generation, roster_state.c.routing_seq)
-)
+
+def _bumping(counter: Column[int]) -> Update:
+    """Add one to a counter of the roster state row; returns both counters."""
+    return (
+        update(roster_state).where(roster_state.c.id == 1).values({counter: counter + 1})
+        .returning(roster_state.c.generation, roster_state.c.routing_seq)
+    )
+
+
+_BUMP_ROUTING_SEQ = _bumping(roster_state.c.routing_seq)
+_BUMP_GENERATION = _bumping(roster_state.c.generation)
 _MARK_SDRS_ASSIGNED = update(sdr).where(sdr.c.id == bindparam("b_id")).values(
     last_assigned_at=bindparam("b_at", type_=sdr.c.last_assigned_at.type))
 _LEADS = (
