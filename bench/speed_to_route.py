@@ -2,8 +2,9 @@
 
 Starts its own system (the embedded broker, the three services as processes, SQLite files or a
 throwaway PostgreSQL database), sends leads at a fixed rate, and prints p50, p90, p99, max and
-how many leads never arrived, then the same figures per hop: request -> ingest's 202 (as
-this process sees it), request and 202 -> scored (the `lead.scored` event's time; negative
+how many leads never arrived, then request -> webhook (what the form's sender waits, its
+request included) and the same figures per hop: request -> ingest's 202 (as this process
+sees it), request and 202 -> scored (the `lead.scored` event's time; negative
 when the 202 reached this process after the lead was scored), scored -> assigned (the
 offer's time in router's database), assigned -> notified (the webhook arriving at the
 receiver). All hops use the wall clock of this one machine.
@@ -231,7 +232,9 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
         for lead, accepted in accepted_at.items()
         if lead in arrived_at
     ]
-    per_hop = await hops(system.database_urls["router"], accepted_at, arrived_at, sent_at)
+    per_hop = {"request -> webhook": [(wall(arrived_at[lead]) - sent_at[lead]) * 1000
+                                      for lead in accepted_at if lead in arrived_at]}
+    per_hop |= await hops(system.database_urls["router"], accepted_at, arrived_at, sent_at)
     return total, accepted_at, latencies, failures, per_hop
 
 
