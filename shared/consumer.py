@@ -63,7 +63,6 @@ class EventConsumer:
         inbox: InboxTables,
         consumer: AIOKafkaConsumer,
         handlers: Mapping[str, Handler],
-        after_commit: Callable[[], None] | None = None,
         clock: Clock | None = None,
         metrics: ServiceMetrics | None = None,
         commit_interval: float = 0.0,
@@ -73,7 +72,6 @@ class EventConsumer:
         self.inbox = inbox
         self.consumer = consumer
         self.handlers = dict(handlers)
-        self.after_commit = after_commit or (lambda: None)
         self.clock = clock or SystemClock()
         self.metrics = metrics or ServiceMetrics(name)
         self.applied = 0
@@ -108,7 +106,6 @@ class EventConsumer:
                     self._rewind(records)
                     await asyncio.sleep(min(0.2 * 2**failures, 5.0))
                     continue
-                self.after_commit()
                 self._commit_offsets_later(records)
         finally:
             if self._committing is not None:

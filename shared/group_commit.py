@@ -54,12 +54,10 @@ class GroupCommit:
 
     def __init__(
         self, db: Database, *, max_group: int = 200,
-        after_commit: Callable[[], None] | None = None,
         prepare: Prepare | None = None, finish: Finish | None = None,
     ) -> None:
         self.db = db
         self.max_group = max_group
-        self.after_commit = after_commit
         self.prepare = prepare
         self.finish = finish
         self.commits = 0
@@ -144,8 +142,6 @@ class GroupCommit:
 
     def _committed(self) -> None:
         self.commits += 1
-        if self.after_commit is not None:
-            self.after_commit()
 
 
 def _succeed(pending: _Pending, result: Any) -> None:

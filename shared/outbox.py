@@ -1,7 +1,8 @@
 """Transactional outbox: events are written with the state change and relayed to Kafka after commit.
 
 A service calls `Outbox.add(session, event)` inside the transaction that changes its state;
-the row commits or rolls back with it. `OutboxRelay` then publishes committed rows, in order
+the row commits or rolls back with it, and its commit wakes the relay (a rollback does not).
+`OutboxRelay` then publishes committed rows, in order
 per lead, and marks them published only once the broker acknowledged them. A crash between
 the acknowledgement and the mark republishes the event: consumers are idempotent by event id.
 
@@ -44,6 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.after_commit import defer_until_commit
 from shared.clock import Clock, SystemClock
 from shared.db import Database, UTCDateTime, insert_ignoring_conflicts
 from shared.events import Envelope, encode_event
@@ -108,6 +110,7 @@ class Outbox:
         self._insert = insert(tables.events)
 
     async def add(self, session: AsyncSession, *events: Envelope) -> None:
+        """Write `events` in `session`'s transaction; the relay is woken once it commits."""
         if not events:
             return
         now = self.clock.now()
@@ -126,9 +129,9 @@ class Outbox:
                 for event in events
             ],
         )
+        defer_until_commit(session, (self, "wake"), None, self._committed)
 
-    def wake_relay(self) -> None:
-        """Tell the relay that new rows were committed; call after commit."""
+    def _committed(self, _adds: list[None]) -> None:
         self._wake.set()
 
     async def wait_for_work(self, seconds: float) -> None:

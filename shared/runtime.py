@@ -112,7 +112,6 @@ class ServiceRuntime:
             inbox=self.inbox_tables,
             consumer=build_consumer(self.settings, self.subscriptions),
             handlers=self.handlers,
-            after_commit=self.outbox.wake_relay,
             clock=self.clock,
             metrics=self.metrics,
             commit_interval=self.settings.kafka_commit_interval_ms / 1000,

@@ -33,8 +33,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
             clock=clock,
         )
         begin_group, end_group = group_hooks(built.outbox)
-        writes = GroupCommit(built.db, after_commit=built.outbox.wake_relay,
-                             prepare=begin_group, finish=end_group)
+        writes = GroupCommit(built.db, prepare=begin_group, finish=end_group)
         context = IngestContext(
             outbox=built.outbox, clock=built.clock, settings=config,
             sources=SourceRegistry(file_sources), form_limits=FormLimits.of(config),

@@ -383,7 +383,6 @@ async def accept_assignment(assignment_id: str, runtime: RuntimeDep, context: Co
     await _act(runtime, context, principal, assignment_id, "accept")
     async with runtime.db.transaction() as session:
         row = await service.accept_assignment(session, context, assignment_id)
-    runtime.outbox.wake_relay()
     return assignment_view(row)
 
 
@@ -395,7 +394,6 @@ async def mark_contacted(assignment_id: str, runtime: RuntimeDep, context: Conte
     await _act(runtime, context, principal, assignment_id, "contacted")
     async with runtime.db.transaction() as session:
         row = await service.mark_contacted(session, context, assignment_id)
-    runtime.outbox.wake_relay()
     return assignment_view(row)
 
 
@@ -408,7 +406,6 @@ async def qualify(assignment_id: str, body: QualifyBody, runtime: RuntimeDep,
     async with runtime.db.transaction() as session:
         row, _ = await service.qualify(session, context, assignment_id, body.bant)
         row = await service._require(session, assignment_id)
-    runtime.outbox.wake_relay()
     return assignment_view(row)
 
 
@@ -422,7 +419,6 @@ async def reject(assignment_id: str, body: RejectBody, runtime: RuntimeDep,
     async with runtime.db.transaction() as session:
         row, _ = await service.reject(session, context, assignment_id, body.reason_code,
                                       body.note)
-    runtime.outbox.wake_relay()
     return assignment_view(row)
 
 
@@ -435,7 +431,6 @@ async def disqualify(assignment_id: str, body: DisqualifyBody, runtime: RuntimeD
     async with runtime.db.transaction() as session:
         row = await service.disqualify(session, context, assignment_id, body.reason_code,
                                        body.note)
-    runtime.outbox.wake_relay()
     return assignment_view(row)
 
 
@@ -468,7 +463,6 @@ async def claim(lead_id: str, runtime: RuntimeDep, context: ContextDep,
         teams = frozenset(await repository.teams_of(session, person_id))
     async with runtime.db.transaction() as session:
         row = await service.claim_from_queue(session, context, lead_id, person_id, teams)
-    runtime.outbox.wake_relay()
     return assignment_view(row)
 
 

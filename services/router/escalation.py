@@ -288,6 +288,4 @@ class EscalationTimer:
             done.offers.extend(handed)
             if len(handed) < self.batch_size:
                 break
-        if done.escalations or done.offers or done.reminders or done.contact_breaches:
-            self.context.outbox.wake_relay()
         return done

@@ -109,7 +109,6 @@ async def change_stage(
         ) from None
     if moved is None:
         raise lead_not_found(lead_id)
-    context.outbox.wake_relay()
     return StageChangeResult(lead_id=lead_id, stage=moved.stage, moved=moved.moved)
 
 

@@ -41,7 +41,5 @@ class DecaySweep:
             async with self.db.transaction() as session:
                 count = await service.rescore_due(session, self.context, limit=self.batch_size)
             swept += count
-            if count:
-                self.context.outbox.wake_relay()
             if count < self.batch_size:
                 return swept

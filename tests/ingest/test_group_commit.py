@@ -59,8 +59,7 @@ def instance(database_url: str) -> Instance:
     clock = SystemClock()
     outbox = Outbox(OUTBOX, topic="leads", shards=16, clock=clock)
     begin_group, end_group = group_hooks(outbox)
-    writes = GroupCommit(db, after_commit=outbox.wake_relay, prepare=begin_group,
-                         finish=end_group)
+    writes = GroupCommit(db, prepare=begin_group, finish=end_group)
     settings = IngestSettings(database_url=database_url)
     context = IngestContext(
         outbox=outbox, clock=clock, settings=settings, sources=SourceRegistry({}),

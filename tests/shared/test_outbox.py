@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from sqlalchemy import select
 
 from leadrelay.broker import EmbeddedBroker, free_port
 from shared.db import Database
@@ -85,6 +86,33 @@ async def test_rolled_back_events_are_never_published(
     await relay.prepare()
     assert await relay.relay_once() == 0
     assert relay.published == 0
+
+
+async def test_the_commit_that_adds_events_wakes_the_relay_and_nothing_else_does(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    outbox = Outbox(TABLES, topic=settings_for(broker, topic_prefix).topics.leads, shards=2)
+    relay = OutboxRelay(database, outbox, producer, poll_seconds=60.0)
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.3)  # the relay's first look finds nothing; it now waits 60 s
+        with pytest.raises(RuntimeError):
+            async with database.transaction() as session:
+                await outbox.add(session, event("lead-wake", 1))
+                raise RuntimeError("the state change failed")
+        async with database.transaction() as session:
+            await session.execute(select(1))  # a commit with no event in it
+        await asyncio.sleep(0.3)
+        assert relay.published == 0
+        await write(database, outbox, [event("lead-wake", 2)])
+        for _ in range(40):
+            if relay.published:
+                break
+            await asyncio.sleep(0.05)
+        assert relay.published == 1, "the commit did not wake the relay"
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_a_relay_stopped_before_its_marking_delay_still_marks_what_it_published(

@@ -120,7 +120,6 @@ async def receive_form(
                     defaults=source.tag_defaults())
     async with runtime.db.transaction() as session:
         accepted = await service.submit_lead(session, context, submission, intake)
-    runtime.outbox.wake_relay()
     return _answer(source, origin, wants_json, accepted.model_dump())
 
 

@@ -33,7 +33,6 @@ async def erase_lead(lead_id: str, runtime: RuntimeDep, context: ContextDep) -> 
         erased = await erasure.erase_lead(session, context, lead_id)
     if not erased:
         raise ProblemError(404, "Lead not found", f"No lead has the id {lead_id!r}.")
-    runtime.outbox.wake_relay()
     return Response(status_code=204)
 
 
@@ -47,5 +46,4 @@ async def erase_by_email(
         lead_id = await erasure.erase_by_email(session, context, request.email)
     if lead_id is None:
         raise ProblemError(404, "Lead not found", "No lead has this email.")
-    runtime.outbox.wake_relay()
     return ErasureResult(lead_id=lead_id)

@@ -84,7 +84,6 @@ async def receive_webhook(
     except PayloadError as error:
         raise ProblemError(422, "Invalid payload", str(error), slug="invalid-payload") from None
     result = await _store(runtime, context, source, entries, body, x_correlation_id)
-    runtime.outbox.wake_relay()
     return JSONResponse(result.model_dump(), status_code=200 if result.all_duplicates else 202)
 
 
