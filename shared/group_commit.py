@@ -3,9 +3,9 @@
 A request hands its unit of work (a function of the session that never commits) to
 `GroupCommit.run` and waits. One writer task takes everything queued (at most `max_group`
 units), applies the units in arrival order in one transaction and commits; only then does
-each `run` return its unit's result, and the relay is woken once for the whole group. While a
-group commits, the next one queues up: under load many requests share one commit, and an idle
-writer starts at once, with no delay to wait for company.
+each `run` return its unit's result (one commit, so the outbox wakes its relay once for the
+whole group). While a group commits, the next one queues up: under load many requests share
+one commit, and an idle writer starts at once, with no delay to wait for company.
 
 If the group's transaction fails, nothing of it is kept and each unit is applied again alone,
 in its own transaction, so one bad unit fails only its own request. When the failure is the
@@ -126,7 +126,7 @@ class GroupCommit:
                 await self._apply_alone(pending)
             return
         self.largest_group = max(self.largest_group, len(live))
-        self._committed()
+        self.commits += 1
         for pending, result in zip(live, results, strict=True):
             _succeed(pending, result)
 
@@ -137,11 +137,8 @@ class GroupCommit:
         except Exception as error:  # noqa: BLE001 - the error belongs to this unit's request
             _fail(pending, error)
             return
-        self._committed()
-        _succeed(pending, result)
-
-    def _committed(self) -> None:
         self.commits += 1
+        _succeed(pending, result)
 
 
 def _succeed(pending: _Pending, result: Any) -> None:

@@ -2,9 +2,9 @@
 
 A service calls `Outbox.add(session, event)` inside the transaction that changes its state;
 the row commits or rolls back with it, and its commit wakes the relay (a rollback does not).
-`OutboxRelay` then publishes committed rows, in order
-per lead, and marks them published only once the broker acknowledged them. A crash between
-the acknowledgement and the mark republishes the event: consumers are idempotent by event id.
+`OutboxRelay` then publishes committed rows, in order per lead, and marks them published only
+once the broker acknowledged them. A crash between the acknowledgement and the mark
+republishes the event: consumers are idempotent by event id.
 
 Several relays (one per service instance) may run at once. Each lead is hashed to a shard;
 on PostgreSQL a relay claims whole shards with `FOR UPDATE SKIP LOCKED` and holds them while it
