@@ -12,6 +12,10 @@ receiver). All hops use the wall clock of this one machine.
     python bench/speed_to_route.py                      # SQLite, 100 leads/s for 30 s
     python bench/speed_to_route.py --database postgres  # PostgreSQL on 127.0.0.1:5432
     python bench/speed_to_route.py --rate 50 --seconds 10
+    python bench/speed_to_route.py --seconds 300        # also prints each 30-s window
+
+A run longer than one window also prints 202 -> webhook per window of sending time, so a
+system that slows down as it runs (a broker whose fetches cost more as its log grows) shows.
 """
 
 from __future__ import annotations
@@ -206,7 +210,8 @@ async def hops(database_url: str, accepted_at: dict[str, float], arrived_at: dic
 
 async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argparse.Namespace,
                   cpu: CpuUse,
-                  ) -> tuple[int, dict[str, float], list[float], list[str], dict[str, list[float]]]:
+                  ) -> tuple[int, dict[str, float], dict[str, float], list[str],
+                             dict[str, list[float]]]:
     async with httpx.AsyncClient(headers=system.admin_headers) as client:
         for number in range(args.sdrs):
             (await client.post(f"{system.url('router')}/v1/sdrs", json={
@@ -227,11 +232,11 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
         await asyncio.sleep(0.1)
     with receiver.lock:
         arrived_at = dict(receiver.arrived_at)
-    latencies = [
-        (wall(arrived_at[lead]) - accepted) * 1000
+    latencies = {
+        lead: (wall(arrived_at[lead]) - accepted) * 1000
         for lead, accepted in accepted_at.items()
         if lead in arrived_at
-    ]
+    }
     per_hop = {"request -> webhook": [(wall(arrived_at[lead]) - sent_at[lead]) * 1000
                                       for lead in accepted_at if lead in arrived_at]}
     per_hop |= await hops(system.database_urls["router"], accepted_at, arrived_at, sent_at)
@@ -279,6 +284,21 @@ def figures(values: list[float]) -> str:
             f"   mean {statistics.fmean(values):7.1f} ms")
 
 
+def by_window(accepted_at: dict[str, float], latencies: dict[str, float], window: float,
+              seconds: float) -> list[tuple[float, list[float]]]:
+    """202 -> webhook latencies grouped by when ingest accepted the lead, per `window` s of
+    the `seconds` of sending (the stragglers of the last instant count in the last window)."""
+    if not accepted_at:
+        return []
+    start = min(accepted_at.values())
+    last = max(0, int(seconds // window) - 1)
+    windows: dict[int, list[float]] = {}
+    for lead, latency in latencies.items():
+        index = min(last, int((accepted_at[lead] - start) // window))
+        windows.setdefault(index, []).append(latency)
+    return [(index * window, windows[index]) for index in sorted(windows)]
+
+
 def run(database: str, args: argparse.Namespace) -> None:
     """Start a system on `database` (sqlite or postgres), measure, print the figures."""
     database_name = asyncio.run(create_database()) if database == "postgres" else None
@@ -310,10 +330,15 @@ def run(database: str, args: argparse.Namespace) -> None:
           f"notified: {len(latencies)}   never arrived: {missing}")
     if failures:
         print(f"  refusals and failures: {dict(Counter(failures))}")
-    print(f"  202 -> webhook         {figures(latencies)}")
+    print(f"  202 -> webhook         {figures(list(latencies.values()))}")
     for hop, values in per_hop.items():
         print(f"  {hop:<22} {figures(values)}")
     print(cpu.report(len(accepted_at)))
+    windows = by_window(accepted_at, latencies, args.window, args.seconds)
+    if len(windows) > 1:
+        print(f"  202 -> webhook by {args.window:g}-s window of sending time:")
+        for start, values in windows:
+            print(f"    {start:5.0f} s  {figures(values)}")
 
 
 def main() -> None:
@@ -324,6 +349,8 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--sdrs", type=int, default=20)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
+    parser.add_argument("--window", type=float, default=30.0,
+                        help="seconds per window in the per-window figures")
     run(parser.parse_args().database, parser.parse_args())
 
 

@@ -398,7 +398,7 @@ class Topics:
 
     @property
     def scores(self) -> str:
-        """Published by the scorer: `lead.scored`, `lead.stage_changed`."""
+        """Published by the scorer: `lead.scored`, `lead.stage_changed`, `lead.erased` (relayed)."""
         return f"{self.prefix}.scores"
 
     @property

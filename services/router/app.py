@@ -36,7 +36,7 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
             config, service_runtime.outbox, service_runtime.clock, service_runtime.metrics
         )
         service_runtime.subscribe(
-            [config.topics.scores, config.topics.leads], handler_table(context),
+            [config.topics.scores], handler_table(context),
             consumer_factory=partial(RouterConsumer, context=context),
         )
         notifier = Notifier(

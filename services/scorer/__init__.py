@@ -9,7 +9,8 @@ with their reason code for the feedback report, and `lead.nurture` (-> recycled)
 Produces (topic `leadrelay.scores`, keyed by lead id): `lead.scored`, with the full breakdown,
 whenever the temperature, the stage or what counts towards the score changes (never on a
 no-op; several events of a lead in one consumer batch give one, with the state they lead to),
-and `lead.stage_changed` for every lifecycle transition.
+`lead.stage_changed` for every lifecycle transition, and `lead.erased` once the lead's data
+are gone here (the router learns of erasures from this topic, after the lead's last score).
 Consumes in batches (`consumer.py`): the leads of a batch are read and written back in a few
 statements, each lead decided once, with the stored state and stage moves of one event at a
 time. Rules are indexed (`rule_index.py`): by field value and signal type.

@@ -55,7 +55,8 @@ def handler_table(context: ScorerContext) -> dict[str, Handler]:
         )
 
     async def on_erased(session: AsyncSession, event: LeadErased) -> None:
-        await service.erase_lead(session, context, event.lead_id)
+        await service.erase_lead(session, context, event.lead_id,
+                                 correlation_id=event.correlation_id)
 
     async def on_accepted(session: AsyncSession, event: AssignmentAccepted) -> None:
         await move(session, event, "sal", reason=None)

@@ -38,6 +38,8 @@ from services.scorer.scoring_model import ScoringModel, parse_scoring_model
 from shared.clock import Clock
 from shared.db import Database, is_outage
 from shared.events import (
+    LeadErased,
+    LeadErasedData,
     LeadProfile,
     LeadScored,
     LeadScoredData,
@@ -646,11 +648,16 @@ async def record_rejection(
     )
 
 
-async def erase_lead(session: AsyncSession, context: ScorerContext, lead_id: str) -> None:
+async def erase_lead(
+    session: AsyncSession, context: ScorerContext, lead_id: str, *,
+    correlation_id: str | None = None,
+) -> None:
     """Forget the lead's personal data and signals; keep a tombstone so later events are ignored.
 
     The stage history and the feedback records stay: they hold ids, stages, rule ids and
-    reason codes, no personal data.
+    reason codes, no personal data. `lead.erased` goes on to the scores topic, after every
+    `lead.scored` of the lead: the router, which reads only that topic, erases its copy
+    knowing no earlier score of the lead is still on its way.
     """
     now = context.clock.now()
     await repository.delete_signals(session, lead_id)
@@ -675,6 +682,10 @@ async def erase_lead(session: AsyncSession, context: ScorerContext, lead_id: str
         )
     else:
         await repository.update_score(session, lead_id, tombstone)
+    await context.outbox.add(session, LeadErased(
+        producer=PRODUCER, lead_id=lead_id, correlation_id=correlation_id, occurred_at=now,
+        data=LeadErasedData(),
+    ))
 
 
 # Scoring models

@@ -141,3 +141,25 @@ async def test_accepted_assignment_is_not_escalated(
         listed = await assignments(client, system, lead_id)
     assert [assignment["status"] for assignment in listed] == ["accepted"]
     assert len(receiver.for_lead(lead_id)) == 1
+
+
+async def test_erasure_at_ingest_reaches_the_router_through_the_scorer(
+    system: RunningSystem, receiver: WebhookReceiver
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        await add_sdrs(client, system, receiver, 1)
+        lead_id = await submit_hot_lead(client, system, "forget.me@acme.example")
+        await notifications(receiver, lead_id, 1)
+        [offer] = await assignments(client, system, lead_id)
+        assert offer["lead"]["email"] == "forget.me@acme.example"
+
+        erased = await client.delete(f"{system.url('ingest')}/v1/leads/{lead_id}",
+                                     headers=system.admin_headers)
+        assert erased.status_code == 204, erased.text
+
+        async def router_copy() -> Any:
+            return (await assignments(client, system, lead_id))[0]["lead"]
+
+        assert await eventually(router_copy, until=lambda lead: lead == {}, timeout=30) == {}
+        score = (await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")).json()
+    assert "forget.me" not in str(score)

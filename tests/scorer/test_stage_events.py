@@ -191,7 +191,8 @@ async def test_erasure_forgets_personal_data_and_signals_and_ignores_later_event
         await scorer.apply(scorer.received(), scorer.signal("email_open"))
     before = len(await scorer.published())
 
-    await scorer.apply(LeadErased(producer="ingest", lead_id=LEAD_ID, data=LeadErasedData()))
+    await scorer.apply(LeadErased(producer="ingest", lead_id=LEAD_ID, correlation_id="gdpr-7",
+                                  data=LeadErasedData()))
     clock.advance(timedelta(minutes=1))
     await scorer.apply(scorer.signal("demo_request"), scorer.received())
 
@@ -199,6 +200,12 @@ async def test_erasure_forgets_personal_data_and_signals_and_ignores_later_event
     assert row["erased_at"] is not None
     assert (row["profile"], row["breakdown"]) == ({}, [])
     assert "ada" not in str(dict(row))
-    assert len(await scorer.published()) == before
+    # The erasure is passed on, after the lead's scores, for the router; nothing follows it.
+    published = await scorer.published()
+    assert len(published) == before + 1
+    erasure = published[-1]
+    assert isinstance(erasure, LeadErased)
+    assert (erasure.lead_id, erasure.producer, erasure.correlation_id) == (
+        LEAD_ID, "scorer", "gdpr-7")
     async with scorer.db.reading() as session:
         assert await session.scalar(select(func.count()).select_from(signal)) == 0
