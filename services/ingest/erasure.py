@@ -3,7 +3,8 @@ other services to do the same.
 
 The lead row and every raw submission of it are deleted; so are its events already published
 from the outbox (they carry the profile). Events not yet published go out, then `lead.erased`
-after them (same key, same partition), so consumers erase what they just received.
+after them (same key, same partition), so consumers erase what they just received. The
+scorer passes `lead.erased` on to the router, after the lead's last score.
 """
 
 from __future__ import annotations
