@@ -43,8 +43,8 @@ class ServiceSettings(BaseSettings):
     )
     kafka_topic_partitions: int = Field(
         default=16, ge=1,
-        description="Partitions of the topics a service creates; the embedded broker's fetch "
-        "reads the whole partition's index, so short partitions keep it cheap",
+        description="Partitions of the topics a service creates; each fetch of the embedded "
+        "broker lists every record batch of the partition, so short partitions keep it cheap",
     )
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
