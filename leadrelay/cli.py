@@ -97,14 +97,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.importer import import_from_string
 
+    from leadrelay.heap import freeze_after_startup
     from shared.logs import configure_logging
 
     spec = SERVICES[args.service]
     settings = spec.settings()
     configure_logging(spec.name, settings.log_level)
+    def app() -> Any:
+        return freeze_after_startup(import_from_string(spec.app_factory)())
+
     uvicorn.run(
-        spec.app_factory,
+        app,
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
