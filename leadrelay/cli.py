@@ -105,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     spec = SERVICES[args.service]
     settings = spec.settings()
     configure_logging(spec.name, settings.log_level)
+
     def app() -> Any:
         return freeze_after_startup(import_from_string(spec.app_factory)())
 
