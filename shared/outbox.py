@@ -332,6 +332,12 @@ class OutboxRelay:
             await self.purge_published()
 
     async def purge_published(self) -> None:
+        """Delete rows published longer ago than the retention.
+
+        SQLite numbers a new row one past the highest id left, so once the purge has deleted
+        every published row (a quiet day), new rows reuse ids at or below the watermark; it is
+        lowered to the highest id left, read in the purge's own write transaction so no new
+        row can slip in between."""
         events = self.tables.events
         cutoff = self.outbox.clock.now() - self.retention
         async with self.db.transaction() as session:
@@ -340,6 +346,9 @@ class OutboxRelay:
                     events.c.published_at.is_not(None), events.c.published_at < cutoff
                 )
             )
+            if self.db.dialect != "postgresql":
+                highest = await session.scalar(select(func.max(events.c.id)))
+                self._watermark = min(self._watermark, highest or 0)
 
     async def backlog(self) -> int:
         """Rows not yet marked published (including any this relay sent but has yet to mark)."""

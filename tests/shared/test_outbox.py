@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
 from leadrelay.broker import EmbeddedBroker, free_port
+from shared.clock import ManualClock
 from shared.db import Database
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData
 from shared.kafka import build_producer, ensure_topics
@@ -132,6 +134,31 @@ async def test_a_relay_stopped_before_its_marking_delay_still_marks_what_it_publ
     assert await relay.backlog() == 2, "marked before its delay"
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
+    assert await relay.backlog() == 0
+
+
+async def test_events_written_after_a_quiet_day_emptied_the_outbox_are_still_published(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """Once the purge deleted every row, SQLite numbers new rows from 1 again: below what the
+    relay already published, which must not hide them."""
+    topic = settings_for(broker, topic_prefix).topics.leads
+    clock = ManualClock()
+    outbox = Outbox(TABLES, topic=topic, shards=2, clock=clock)
+    relay = OutboxRelay(database, outbox, producer, retention=timedelta(hours=24))
+    await relay.prepare()
+    await write(database, outbox, [event("lead-friday", number) for number in range(3)])
+    assert await relay.relay_once() == 3
+    await relay.flush_marks()
+
+    clock.advance(timedelta(hours=60))  # the weekend: nothing new, the purge empties the outbox
+    await relay.purge_published()
+    await write(database, outbox, [event("lead-monday", 1)])
+    assert await relay.relay_once() == 1
+    await relay.flush_marks()
+
+    received = await read_topic(broker.bootstrap_servers, topic, 4)
+    assert [item["lead_id"] for item in received].count("lead-monday") == 1
     assert await relay.backlog() == 0
 
 
