@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from shared.db import Database, insert_ignoring_conflicts, is_outage
 from shared.events import Event, UndecodableEventError, decode_event
 from shared.inbox import InboxTables
 from shared.metrics import ServiceMetrics
+from shared.slow_topics import SlowTopics
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,9 @@ class EventConsumer:
         clock: Clock | None = None,
         metrics: ServiceMetrics | None = None,
         commit_interval: float = 0.0,
+        slow_topics: Collection[str] = (),
+        slow_interval: float = 0.25,
+        slow_window: float = 0.03,
     ) -> None:
         self.name = name
         self.db = db
@@ -85,13 +90,19 @@ class EventConsumer:
         self._last_commit = float("-inf")
         self._record = insert_ignoring_conflicts(inbox.processed, db.dialect).returning(
             inbox.processed.c.event_id)
+        self.slow_topics = SlowTopics(
+            consumer, slow_topics, interval=slow_interval, window=slow_window,
+            clock=time.monotonic)
+        """Topics fetched only in short visits (see `shared.slow_topics`)."""
 
     async def run(self) -> None:
         await self.consumer.start()
         try:
             failures = 0
             while True:
-                records = await self.consumer.getmany(timeout_ms=1000)
+                until_change = self.slow_topics.pace()
+                records = await self.consumer.getmany(
+                    timeout_ms=max(1, int(min(until_change, 1.0) * 1000)))
                 self.ready.set()
                 if not records:
                     continue

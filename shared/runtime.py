@@ -55,6 +55,7 @@ class ServiceRuntime:
         self.inbox_tables = inbox_tables
         self.metrics = ServiceMetrics(settings.service_name)
         self.subscriptions: tuple[str, ...] = ()
+        self.slow_topics: tuple[str, ...] = ()
         self.handlers: dict[str, Handler] = {}
         self.consumer_factory: Callable[..., EventConsumer] = EventConsumer
         self.producer: AIOKafkaProducer | None = None
@@ -69,14 +70,17 @@ class ServiceRuntime:
         handlers: Mapping[str, Handler],
         *,
         consumer_factory: Callable[..., EventConsumer] = EventConsumer,
+        slow_topics: Sequence[str] = (),
     ) -> None:
         """Consume `topics` into `handlers` (event type -> handler) once the runtime starts.
 
         Called after construction because handlers usually publish through this runtime's outbox.
         `consumer_factory` takes `EventConsumer`'s keyword arguments: a service may pass a
-        subclass that applies its batches faster.
+        subclass that applies its batches faster. `slow_topics` (some of `topics`) are fetched
+        in short visits every `kafka_slow_topic_interval_ms`, not in every fetch.
         """
         self.subscriptions = tuple(topics)
+        self.slow_topics = tuple(slow_topics)
         self.handlers = dict(handlers)
         self.consumer_factory = consumer_factory
 
@@ -115,6 +119,10 @@ class ServiceRuntime:
             clock=self.clock,
             metrics=self.metrics,
             commit_interval=self.settings.kafka_commit_interval_ms / 1000,
+            slow_topics=self.slow_topics,
+            slow_interval=self.settings.kafka_slow_topic_interval_ms / 1000,
+            # Long enough for the fetch in flight to end and one more to name the partitions.
+            slow_window=3 * self.settings.kafka_fetch_max_wait_ms / 1000,
         )
         await self.consumer.run()
 

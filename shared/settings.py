@@ -52,6 +52,11 @@ class ServiceSettings(BaseSettings):
         default=200, ge=0, le=60_000,
         description="Least time between two offset commits of a consumer",
     )
+    kafka_slow_topic_interval_ms: int = Field(
+        default=250, ge=10, le=60_000,
+        description="How often a consumer visits the topics it reads off the hot path (the "
+        "scorer's assignment events); between visits their partitions are left out of fetches",
+    )
     kafka_topic_check_seconds: float = Field(default=10.0, gt=0)
     kafka_max_batch: int = Field(default=500, ge=1)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)

@@ -42,6 +42,8 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             [config.topics.leads, config.topics.assignments],
             handler_table(context),
             consumer_factory=partial(ScorerConsumer, context=context),
+            # Stage moves from the router's assignments are on nobody's clock; new leads are.
+            slow_topics=[config.topics.assignments],
         )
         sweep = DecaySweep(
             built.db, context,
