@@ -12,7 +12,10 @@ publishes, so two relays never publish events of the same lead and per-lead orde
 SQLite has a single writer per file: there the relay reads outside any write lock, publishes,
 then marks in a short transaction a moment later (`mark_after`), so that the marks of many
 small batches share one transaction instead of each taking the write lock from the services'
-own writes.
+own writes. It does not even read what its own process just wrote: the commit hands it the
+rows, and it publishes them as they are when their ids follow on from the last id it published
+(SQLite numbers rows one past the highest, and its writes take turns, so a row written by
+anything else shows as a gap, and the relay then reads the table as before).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import contextlib
 import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
@@ -32,7 +35,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Row,
     String,
     Table,
     Text,
@@ -96,6 +98,18 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    """A committed outbox row, as the relay publishes it."""
+
+    id: int
+    event_id: str
+    event_type: str
+    topic: str
+    message_key: str
+    payload: str
+
+
 class Outbox:
     """Writes events into a service's outbox, inside the caller's transaction."""
 
@@ -108,31 +122,49 @@ class Outbox:
         self.clock = clock or SystemClock()
         self._wake = asyncio.Event()
         self._insert = insert(tables.events)
+        self._insert_returning_ids = insert(tables.events).returning(
+            tables.events.c.event_id, tables.events.c.id)
+        self.hand_over = False
+        """Set by a relay that takes committed rows from `committed` instead of reading them."""
+        self.committed: list[OutboxRow] = []
+        """Rows committed since the relay last took them (only while `hand_over`)."""
 
     async def add(self, session: AsyncSession, *events: Envelope) -> None:
         """Write `events` in `session`'s transaction; the relay is woken once it commits."""
         if not events:
             return
         now = self.clock.now()
-        await session.execute(
-            self._insert,
-            [
-                {
-                    "event_id": str(event.event_id),
-                    "event_type": getattr(event, "type", type(event).__name__),
-                    "topic": self.topic,
-                    "message_key": event.lead_id,
-                    "shard": shard_of(event.lead_id, self.shards),
-                    "payload": encode_event(event).decode(),
-                    "created_at": now,
-                }
-                for event in events
-            ],
-        )
-        defer_until_commit(session, (self, "wake"), None, self._committed)
+        written = [
+            OutboxRow(0, str(event.event_id), getattr(event, "type", type(event).__name__),
+                      self.topic, event.lead_id, encode_event(event).decode())
+            for event in events
+        ]
+        rows = [
+            {"event_id": row.event_id, "event_type": row.event_type, "topic": row.topic,
+             "message_key": row.message_key, "shard": shard_of(row.message_key, self.shards),
+             "payload": row.payload, "created_at": now}
+            for row in written
+        ]
+        if not self.hand_over:
+            await session.execute(self._insert, rows)
+            nothing: list[OutboxRow] = []
+            defer_until_commit(session, (self, "wake"), nothing, self._committed)
+            return
+        # Matched by event id: SQLite returns several rows' ids in no promised order.
+        inserted = await session.execute(self._insert_returning_ids, rows)
+        ids: dict[str, int] = {event_id: row_id for event_id, row_id in inserted}
+        written = [replace(row, id=ids[row.event_id]) for row in written]
+        defer_until_commit(session, (self, "wake"), written, self._committed)
 
-    def _committed(self, _adds: list[None]) -> None:
+    def _committed(self, adds: list[list[OutboxRow]]) -> None:
+        if self.hand_over:
+            for written in adds:
+                self.committed.extend(written)
         self._wake.set()
+
+    def take_committed(self) -> list[OutboxRow]:
+        taken, self.committed = self.committed, []
+        return taken
 
     async def wait_for_work(self, seconds: float) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 a cancel racing the wake-up can be
@@ -169,20 +201,21 @@ class OutboxRelay:
         self.metrics = metrics
         self.published = 0
         self._next_purge_at = 0.0
-        self._watermark = 0
-        """Highest id published by this relay (SQLite path); rows above it are not yet sent."""
+        self._last_published = 0
+        """Id of the row this relay published last (SQLite path)."""
         self._unmarked: list[int] = []
         self._marker: asyncio.Task[None] | None = None
+        outbox.hand_over = db.dialect != "postgresql"
         events = self.tables.events
         pending = (
-            select(events)
-            .where(events.c.published_at.is_(None), events.c.id > bindparam("after"))
+            select(events.c.id, events.c.event_id, events.c.event_type, events.c.topic,
+                   events.c.message_key, events.c.payload)
+            .where(events.c.published_at.is_(None))
             .order_by(events.c.id)
-            .limit(batch_size)
         )
-        self._pending_rows = pending
+        self._pending_rows = pending.limit(bindparam("limit"))
         self._pending_rows_of_shards = pending.where(
-            events.c.shard.in_(bindparam("shards", expanding=True)))
+            events.c.shard.in_(bindparam("shards", expanding=True))).limit(batch_size)
         self._mark = update(events).where(events.c.id.in_(bindparam("ids", expanding=True)))
 
     async def prepare(self) -> None:
@@ -247,15 +280,27 @@ class OutboxRelay:
 
     async def _relay_single_writer(self) -> int:
         """Publish past the watermark; marking runs behind, so the write lock never stalls it."""
-        async with self.db.reading() as session:
-            rows = await self._pending(session, None, after=self._watermark)
+        rows = self._handed_over()
+        if rows is None:
+            async with self.db.reading() as session:
+                rows = await self._not_yet_published(session)
         if rows:
             await self._publish(rows)
-            self._watermark = rows[-1].id
+            self._last_published = rows[-1].id
             self._unmarked.extend(row.id for row in rows)
             if self._marker is None or self._marker.done():
                 self._marker = asyncio.create_task(self._mark_in_background())
         return len(rows)
+
+    def _handed_over(self) -> list[OutboxRow] | None:
+        """The rows this process committed since the last round, when they are all that is
+        new: their ids run on from the last one published without a gap. None: read."""
+        handed = sorted(self.outbox.take_committed(), key=lambda row: row.id)
+        if not handed or any(
+            row.id != self._last_published + place for place, row in enumerate(handed, start=1)
+        ):
+            return None
+        return handed[:self.batch_size]
 
     async def _mark_in_background(self) -> None:
         while self._unmarked:
@@ -288,17 +333,22 @@ class OutboxRelay:
         while self._marker is not None and not self._marker.done():
             await self._marker
 
-    async def _pending(
-        self, session: AsyncSession, shards: Sequence[int] | None, *, after: int = 0
-    ) -> list[Row]:  # type: ignore[type-arg]
-        if shards is None:
-            result = await session.execute(self._pending_rows, {"after": after})
-        else:
-            result = await session.execute(
-                self._pending_rows_of_shards, {"after": after, "shards": list(shards)})
-        return list(result.all())
+    async def _pending(self, session: AsyncSession, shards: Sequence[int]) -> list[OutboxRow]:
+        result = await session.execute(self._pending_rows_of_shards, {"shards": list(shards)})
+        return [OutboxRow(*row) for row in result]
 
-    async def _publish(self, rows: Sequence[Row]) -> None:  # type: ignore[type-arg]
+    async def _not_yet_published(self, session: AsyncSession) -> list[OutboxRow]:
+        """Unpublished rows, less those this relay published and has yet to mark.
+
+        Not "ids past the last one published": SQLite numbers a row one past the highest id
+        left, so once the newest rows are deleted (the purge after a quiet day, an erasure),
+        new rows take ids already published once."""
+        unmarked = set(self._unmarked)
+        result = await session.execute(
+            self._pending_rows, {"limit": self.batch_size + len(unmarked)})
+        return [OutboxRow(*row) for row in result if row.id not in unmarked][:self.batch_size]
+
+    async def _publish(self, rows: Sequence[OutboxRow]) -> None:
         pending = [
             await self.producer.send(
                 row.topic,
@@ -317,7 +367,7 @@ class OutboxRelay:
             for row in rows:
                 self.metrics.events_published.labels(row.event_type).inc()
 
-    async def _mark_published(self, session: AsyncSession, rows: Sequence[Row]) -> None:  # type: ignore[type-arg]
+    async def _mark_published(self, session: AsyncSession, rows: Sequence[OutboxRow]) -> None:
         if rows:
             await self._mark_ids(session, [row.id for row in rows])
 
@@ -332,12 +382,6 @@ class OutboxRelay:
             await self.purge_published()
 
     async def purge_published(self) -> None:
-        """Delete rows published longer ago than the retention.
-
-        SQLite numbers a new row one past the highest id left, so once the purge has deleted
-        every published row (a quiet day), new rows reuse ids at or below the watermark; it is
-        lowered to the highest id left, read in the purge's own write transaction so no new
-        row can slip in between."""
         events = self.tables.events
         cutoff = self.outbox.clock.now() - self.retention
         async with self.db.transaction() as session:
@@ -346,9 +390,6 @@ class OutboxRelay:
                     events.c.published_at.is_not(None), events.c.published_at < cutoff
                 )
             )
-            if self.db.dialect != "postgresql":
-                highest = await session.scalar(select(func.max(events.c.id)))
-                self._watermark = min(self._watermark, highest or 0)
 
     async def backlog(self) -> int:
         """Rows not yet marked published (including any this relay sent but has yet to mark)."""

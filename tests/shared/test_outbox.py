@@ -9,14 +9,15 @@ from datetime import timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from leadrelay.broker import EmbeddedBroker, free_port
 from shared.clock import ManualClock
 from shared.db import Database
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData
 from shared.kafka import build_producer, ensure_topics
-from shared.outbox import Outbox, OutboxRelay
+from shared.outbox import Outbox, OutboxRelay, OutboxRow
 from shared.settings import ServiceSettings
 from tests.shared.conftest import OUTBOX
 from tests.support import read_topic
@@ -137,6 +138,59 @@ async def test_a_relay_stopped_before_its_marking_delay_still_marks_what_it_publ
     assert await relay.backlog() == 0
 
 
+class CountingRelay(OutboxRelay):
+    """A relay that counts how often it reads the outbox table."""
+
+    reads = 0
+
+    async def _not_yet_published(self, session: AsyncSession) -> list[OutboxRow]:
+        self.reads += 1
+        return await super()._not_yet_published(session)
+
+
+async def test_the_relay_publishes_what_its_process_committed_without_reading_it_back(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    if database.dialect != "sqlite":
+        pytest.skip("rows are handed over only on SQLite's single-writer path")
+    topic = settings_for(broker, topic_prefix).topics.leads
+    outbox = Outbox(TABLES, topic=topic, shards=2)
+    relay = CountingRelay(database, outbox, producer)
+    await relay.prepare()
+    assert await relay.relay_once() == 0 and relay.reads == 1  # the empty table, read once
+    await write(database, outbox, [event("lead-1", 1), event("lead-2", 1)])
+    await write(database, outbox, [event("lead-1", 2)])
+    assert await relay.relay_once() == 3
+    assert relay.reads == 1, "read back rows its own commits handed over"
+    await relay.flush_marks()
+    assert await relay.backlog() == 0
+    received = await read_topic(broker.bootstrap_servers, topic, 3)
+    assert [(item["lead_id"], item["correlation_id"]) for item in received
+            if item["lead_id"] == "lead-1"] == [("lead-1", "1"), ("lead-1", "2")]
+
+
+async def test_rows_another_writer_committed_in_between_make_the_relay_read_the_table(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    if database.dialect != "sqlite":
+        pytest.skip("rows are handed over only on SQLite's single-writer path")
+    topic = settings_for(broker, topic_prefix).topics.leads
+    ours = Outbox(TABLES, topic=topic, shards=2)
+    relay = CountingRelay(database, ours, producer)
+    await relay.prepare()
+    await write(database, ours, [event("lead-x", 1)])
+    assert await relay.relay_once() == 1
+    reads = relay.reads
+    # Another process (here another outbox) writes between two of ours: its row is a gap.
+    await write(database, Outbox(TABLES, topic=topic, shards=2), [event("lead-x", 2)])
+    await write(database, ours, [event("lead-x", 3)])
+    assert await relay.relay_once() == 2
+    assert relay.reads == reads + 1
+    await relay.flush_marks()
+    received = await read_topic(broker.bootstrap_servers, topic, 3)
+    assert [item["correlation_id"] for item in received] == ["1", "2", "3"]
+
+
 async def test_events_written_after_a_quiet_day_emptied_the_outbox_are_still_published(
     database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
 ) -> None:
@@ -159,6 +213,34 @@ async def test_events_written_after_a_quiet_day_emptied_the_outbox_are_still_pub
 
     received = await read_topic(broker.bootstrap_servers, topic, 4)
     assert [item["lead_id"] for item in received].count("lead-monday") == 1
+    assert await relay.backlog() == 0
+
+
+async def test_an_event_written_after_its_leads_published_events_were_deleted_is_published(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """An erasure deletes the lead's published rows, the newest included, and writes its own
+    event in the same transaction: on SQLite it takes an id the relay already published."""
+    topic = settings_for(broker, topic_prefix).topics.leads
+    outbox = Outbox(TABLES, topic=topic, shards=2)
+    relay = OutboxRelay(database, outbox, producer)
+    await relay.prepare()
+    await write(database, outbox, [event("lead-kept", 1), event("lead-gone", 1)])
+    await write(database, outbox, [event("lead-gone", 2)])
+    assert await relay.relay_once() == 3
+    await relay.flush_marks()
+    events = TABLES.events
+    async with database.transaction() as session:
+        await session.execute(delete(events).where(
+            events.c.message_key == "lead-gone", events.c.published_at.is_not(None)))
+        await outbox.add(session, event("lead-gone", 3))
+    await write(database, outbox, [event("lead-gone", 4)])
+    while await relay.relay_once():
+        pass
+    await relay.flush_marks()
+    received = await read_topic(broker.bootstrap_servers, topic, 5)
+    assert [item["correlation_id"] for item in received if item["lead_id"] == "lead-gone"] == [
+        "1", "2", "3", "4"]
     assert await relay.backlog() == 0
 
 
