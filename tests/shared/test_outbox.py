@@ -148,15 +148,22 @@ class CountingRelay(OutboxRelay):
         return await super()._not_yet_published(session)
 
 
-async def test_the_relay_publishes_what_its_process_committed_without_reading_it_back(
+@pytest.fixture
+async def counting_relay(
     database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
-) -> None:
+) -> CountingRelay:
     if database.dialect != "sqlite":
         pytest.skip("rows are handed over only on SQLite's single-writer path")
-    topic = settings_for(broker, topic_prefix).topics.leads
-    outbox = Outbox(TABLES, topic=topic, shards=2)
+    outbox = Outbox(TABLES, topic=settings_for(broker, topic_prefix).topics.leads, shards=2)
     relay = CountingRelay(database, outbox, producer)
     await relay.prepare()
+    return relay
+
+
+async def test_the_relay_publishes_what_its_process_committed_without_reading_it_back(
+    database: Database, broker: EmbeddedBroker, counting_relay: CountingRelay
+) -> None:
+    relay, outbox = counting_relay, counting_relay.outbox
     assert await relay.relay_once() == 0 and relay.reads == 1  # the empty table, read once
     await write(database, outbox, [event("lead-1", 1), event("lead-2", 1)])
     await write(database, outbox, [event("lead-1", 2)])
@@ -164,30 +171,25 @@ async def test_the_relay_publishes_what_its_process_committed_without_reading_it
     assert relay.reads == 1, "read back rows its own commits handed over"
     await relay.flush_marks()
     assert await relay.backlog() == 0
-    received = await read_topic(broker.bootstrap_servers, topic, 3)
+    received = await read_topic(broker.bootstrap_servers, outbox.topic, 3)
     assert [(item["lead_id"], item["correlation_id"]) for item in received
             if item["lead_id"] == "lead-1"] == [("lead-1", "1"), ("lead-1", "2")]
 
 
 async def test_rows_another_writer_committed_in_between_make_the_relay_read_the_table(
-    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+    database: Database, broker: EmbeddedBroker, counting_relay: CountingRelay
 ) -> None:
-    if database.dialect != "sqlite":
-        pytest.skip("rows are handed over only on SQLite's single-writer path")
-    topic = settings_for(broker, topic_prefix).topics.leads
-    ours = Outbox(TABLES, topic=topic, shards=2)
-    relay = CountingRelay(database, ours, producer)
-    await relay.prepare()
+    relay, ours = counting_relay, counting_relay.outbox
     await write(database, ours, [event("lead-x", 1)])
     assert await relay.relay_once() == 1
     reads = relay.reads
     # Another process (here another outbox) writes between two of ours: its row is a gap.
-    await write(database, Outbox(TABLES, topic=topic, shards=2), [event("lead-x", 2)])
+    await write(database, Outbox(TABLES, topic=ours.topic, shards=2), [event("lead-x", 2)])
     await write(database, ours, [event("lead-x", 3)])
     assert await relay.relay_once() == 2
     assert relay.reads == reads + 1
     await relay.flush_marks()
-    received = await read_topic(broker.bootstrap_servers, topic, 3)
+    received = await read_topic(broker.bootstrap_servers, ours.topic, 3)
     assert [item["correlation_id"] for item in received] == ["1", "2", "3"]
 
 
