@@ -279,7 +279,8 @@ class OutboxRelay:
         return len(rows)
 
     async def _relay_single_writer(self) -> int:
-        """Publish past the watermark; marking runs behind, so the write lock never stalls it."""
+        """Publish what was handed over, else what the table holds unpublished; marking runs
+        behind, so the write lock never stalls publishing."""
         rows = self._handed_over()
         if rows is None:
             async with self.db.reading() as session:
