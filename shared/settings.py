@@ -25,7 +25,10 @@ DEFAULT_DATA_DIR = Path(".leadrelay")
 class ServiceSettings(BaseSettings):
     """Configuration every service needs: its database, the broker and the delivery knobs."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADRELAY_", extra="ignore")
+    # populate_by_name: a field with environment aliases (KAFKA_BOOTSTRAP_SERVERS) still takes
+    # its own name as a keyword; pydantic-settings 2.14 ignored the keyword without it.
+    model_config = SettingsConfigDict(env_prefix="LEADRELAY_", extra="ignore",
+                                      populate_by_name=True)
 
     service_name: ClassVar[str] = "service"
 

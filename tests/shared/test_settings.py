@@ -52,6 +52,14 @@ def test_kafka_bootstrap_accepts_the_conventional_name(monkeypatch: pytest.Monke
     assert ExampleSettings().kafka_bootstrap_servers == "kafka:9092"
 
 
+def test_a_field_with_environment_aliases_still_takes_its_own_name_as_a_keyword(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    given = ExampleSettings(kafka_bootstrap_servers="127.0.0.1:40001")
+    assert given.kafka_bootstrap_servers == "127.0.0.1:40001"
+
+
 def test_invalid_value_stops_with_the_variable_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
