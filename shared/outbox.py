@@ -25,7 +25,7 @@ import contextlib
 import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
@@ -110,6 +110,9 @@ class OutboxRow:
     payload: str
 
 
+_NONE_HANDED: tuple[OutboxRow, ...] = ()
+
+
 class Outbox:
     """Writes events into a service's outbox, inside the caller's transaction."""
 
@@ -134,29 +137,31 @@ class Outbox:
         if not events:
             return
         now = self.clock.now()
-        written = [
-            OutboxRow(0, str(event.event_id), getattr(event, "type", type(event).__name__),
-                      self.topic, event.lead_id, encode_event(event).decode())
+        fields = [
+            (str(event.event_id), getattr(event, "type", type(event).__name__), event.lead_id,
+             encode_event(event).decode())
             for event in events
         ]
         rows = [
-            {"event_id": row.event_id, "event_type": row.event_type, "topic": row.topic,
-             "message_key": row.message_key, "shard": shard_of(row.message_key, self.shards),
-             "payload": row.payload, "created_at": now}
-            for row in written
+            {"event_id": event_id, "event_type": event_type, "topic": self.topic,
+             "message_key": key, "shard": shard_of(key, self.shards), "payload": payload,
+             "created_at": now}
+            for event_id, event_type, key, payload in fields
         ]
         if not self.hand_over:
             await session.execute(self._insert, rows)
-            nothing: list[OutboxRow] = []
-            defer_until_commit(session, (self, "wake"), nothing, self._committed)
+            defer_until_commit(session, (self, "wake"), _NONE_HANDED, self._committed)
             return
         # Matched by event id: SQLite returns several rows' ids in no promised order.
         inserted = await session.execute(self._insert_returning_ids, rows)
         ids: dict[str, int] = {event_id: row_id for event_id, row_id in inserted}
-        written = [replace(row, id=ids[row.event_id]) for row in written]
+        written = tuple(
+            OutboxRow(ids[event_id], event_id, event_type, self.topic, key, payload)
+            for event_id, event_type, key, payload in fields
+        )
         defer_until_commit(session, (self, "wake"), written, self._committed)
 
-    def _committed(self, adds: list[list[OutboxRow]]) -> None:
+    def _committed(self, adds: list[tuple[OutboxRow, ...]]) -> None:
         if self.hand_over:
             for written in adds:
                 self.committed.extend(written)

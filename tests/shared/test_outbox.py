@@ -118,12 +118,19 @@ async def test_the_commit_that_adds_events_wakes_the_relay_and_nothing_else_does
         await asyncio.gather(running, return_exceptions=True)
 
 
-async def test_a_relay_stopped_before_its_marking_delay_still_marks_what_it_published(
-    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
-) -> None:
+@pytest.fixture
+def sqlite_outbox(database: Database, broker: EmbeddedBroker, topic_prefix: str) -> Outbox:
+    """An outbox on the leads topic, for what only SQLite's single-writer relay does (marks
+    a moment late, rows handed over by the commit)."""
     if database.dialect != "sqlite":
-        pytest.skip("marks wait for a moment only on SQLite's single-writer path")
-    outbox = Outbox(TABLES, topic=settings_for(broker, topic_prefix).topics.leads, shards=2)
+        pytest.skip("only SQLite's single-writer relay path does this")
+    return Outbox(TABLES, topic=settings_for(broker, topic_prefix).topics.leads, shards=2)
+
+
+async def test_a_relay_stopped_before_its_marking_delay_still_marks_what_it_published(
+    database: Database, producer: AIOKafkaProducer, sqlite_outbox: Outbox
+) -> None:
+    outbox = sqlite_outbox
     await write(database, outbox, [event("lead-stop", 1), event("lead-stop", 2)])
     relay = OutboxRelay(database, outbox, producer, mark_after=30.0)
     running = asyncio.create_task(relay.run())
@@ -150,12 +157,9 @@ class CountingRelay(OutboxRelay):
 
 @pytest.fixture
 async def counting_relay(
-    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+    database: Database, producer: AIOKafkaProducer, sqlite_outbox: Outbox
 ) -> CountingRelay:
-    if database.dialect != "sqlite":
-        pytest.skip("rows are handed over only on SQLite's single-writer path")
-    outbox = Outbox(TABLES, topic=settings_for(broker, topic_prefix).topics.leads, shards=2)
-    relay = CountingRelay(database, outbox, producer)
+    relay = CountingRelay(database, sqlite_outbox, producer)
     await relay.prepare()
     return relay
 
