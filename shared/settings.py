@@ -66,6 +66,11 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1)
     outbox_shards: int = Field(default=16, ge=1, le=1024)
     outbox_retention_hours: float = Field(default=24.0, ge=0)
+    encryption_keys: str = Field(
+        default="",
+        description="Fernet keys (comma-separated, newest first) that encrypt secrets and "
+                    "personal data at rest; the first encrypts, every one decrypts",
+    )
     log_level: str = "INFO"
     opentelemetry: bool = Field(
         default=False,
