@@ -10,7 +10,9 @@ and at most once per `commit_interval`: a busy partition costs a few commits a s
 per batch, and a crash redelivers at most that interval's events, which change nothing.
 
 Errors are split in two. A database or broker outage aborts the batch: it is rolled back, the
-consumer seeks back and tries again after a pause. A message that cannot be applied (invalid
+consumer seeks back to the batch's first offsets (nothing of it is recorded, nor its offsets
+committed) and tries again after a growing pause, logging the outage once when it starts and
+once when it ends (`shared.outages.OutageLog`). A message that cannot be applied (invalid
 contract, or a handler raising anything else) is stored in the dead-letter table and the loop
 moves on, so one bad message never blocks a partition.
 """
@@ -35,6 +37,7 @@ from shared.db import Database, insert_ignoring_conflicts, is_outage
 from shared.events import Event, UndecodableEventError, decode_event
 from shared.inbox import InboxTables
 from shared.metrics import ServiceMetrics
+from shared.outages import OutageLog
 from shared.slow_topics import SlowTopics
 
 logger = logging.getLogger(__name__)
@@ -97,8 +100,8 @@ class EventConsumer:
 
     async def run(self) -> None:
         await self.consumer.start()
+        outage = OutageLog(f"{self.name} consumer")
         try:
-            failures = 0
             while True:
                 until_change = self.slow_topics.pace()
                 records = await self.consumer.getmany(
@@ -108,15 +111,13 @@ class EventConsumer:
                     continue
                 try:
                     await self.apply(records)
-                    failures = 0
                 except Exception as error:
                     if not is_outage(error):
                         raise
-                    failures += 1
-                    logger.warning("%s: batch not applied (%s); will retry", self.name, error)
                     self._rewind(records)
-                    await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                    await asyncio.sleep(outage.failed(error))
                     continue
+                outage.recovered()
                 self._commit_offsets_later(records)
         finally:
             if self._committing is not None:

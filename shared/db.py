@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, MetaData, Table, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -34,6 +34,7 @@ from sqlalchemy.types import TypeDecorator
 
 from shared import sqlite_driver
 from shared.clock import as_utc
+from shared.outages import is_outage as is_outage  # where the services import it from
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(column_0_label)s",
@@ -70,13 +71,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else as_utc(value)
-
-
-def is_outage(error: BaseException) -> bool:
-    """True when `error` means the database could not be reached, as opposed to a bad statement."""
-    if isinstance(error, OperationalError | InterfaceError | OSError | TimeoutError):
-        return True
-    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
 
 
 def new_id() -> str:

@@ -52,6 +52,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import Database, UTCDateTime, insert_ignoring_conflicts
 from shared.events import Envelope, encode_event
 from shared.metrics import ServiceMetrics
+from shared.outages import OutageLog, is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ class OutboxRelay:
 
     async def _relay_forever(self) -> None:
         failures = 0
+        outage = OutageLog("outbox relay")
         while True:
             try:
                 while await self.relay_once() == self.batch_size:
@@ -254,11 +256,15 @@ class OutboxRelay:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
+                if is_outage(error):
+                    await asyncio.sleep(outage.failed(error))
+                    continue
                 failures += 1
                 logger.exception("outbox relay failed; retrying")
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
                 continue
+            outage.recovered()
             await self.outbox.wait_for_work(self.poll_seconds)
 
     async def relay_once(self) -> int:
@@ -309,16 +315,21 @@ class OutboxRelay:
         return handed[:self.batch_size]
 
     async def _mark_in_background(self) -> None:
+        outage = OutageLog("outbox relay (marking)", first_pause=1.0)
         while self._unmarked:
             await asyncio.sleep(self.mark_after)
             ids = self._unmarked[:]  # dropped once marked: if cancelled, run() marks them
             try:
                 async with self.db.transaction() as session:
                     await self._mark_ids(session, ids)
-            except Exception:
+            except Exception as error:
+                if is_outage(error):
+                    await asyncio.sleep(outage.failed(error))
+                    continue
                 logger.exception("outbox relay could not mark events published; retrying")
                 await asyncio.sleep(1.0)
             else:
+                outage.recovered()
                 del self._unmarked[:len(ids)]
 
     async def _mark_before_stopping(self) -> None:

@@ -1,27 +1,34 @@
 """RFC 9457 problem details for every error a service answers, so clients never see a bare 500.
 
 `install_problem_handlers(app)` turns validation errors into a `422` with one entry per invalid
-field, HTTP errors into their status, a database outage into `503` with `Retry-After`, and any
-other exception into a `500` problem that leaks nothing of the internals.
+field, HTTP errors into their status, a database outage (`shared.outages.is_outage`, whatever
+raised it: a route, a dependency, ingest's group commit) into `503` with `Retry-After`, and any
+other exception into a `500` problem that leaks nothing of the internals. An outage is logged
+as one warning when the first `503` goes out, then at most one line every
+`OUTAGE_LOG_SECONDS` counting the `503`s since, not one line per request.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.db import is_outage
+from shared.outages import is_outage, outage_cause
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://leadrelay.dev/problems/"
+RETRY_AFTER_SECONDS = 5
+OUTAGE_LOG_SECONDS = 10.0
 
 
 class ProblemError(Exception):
@@ -80,7 +87,26 @@ def _field_errors(error: RequestValidationError) -> list[dict[str, str]]:
     return entries
 
 
+class _OutageAnswers:
+    """Counts the `503`s of an outage, so that it is logged now and then, not per request."""
+
+    def __init__(self) -> None:
+        self.unlogged = 0
+        self.logged_at = float("-inf")
+
+    def answered(self, error: BaseException) -> None:
+        self.unlogged += 1
+        now = time.monotonic()
+        if now - self.logged_at < OUTAGE_LOG_SECONDS:
+            return
+        logger.warning("database unavailable (%s): %d requests answered 503 since the last "
+                       "line", outage_cause(error), self.unlogged)
+        self.logged_at, self.unlogged = now, 0
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    outage_answers = _OutageAnswers()
+
     async def on_problem(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ProblemError)
         return problem_response(
@@ -104,10 +130,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def on_database_down(request: Request, error: Exception) -> JSONResponse:
-        logger.error("database unavailable: %s", type(error).__name__)
+        outage_answers.answered(error)
         return problem_response(
             request, 503, "Service unavailable", "The database cannot be reached; retry later.",
-            slug="unavailable", headers={"Retry-After": "5"},
+            slug="unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
     async def on_anything(request: Request, error: Exception) -> JSONResponse:
@@ -122,6 +148,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(DBAPIError, on_anything)
-    app.add_exception_handler(OSError, on_anything)
+    # Handlers of these classes answer in place; Starlette's handler of `Exception` answers
+    # too but raises the error again, to the server, which logs it with its traceback.
+    for database_error in (SQLAlchemyError, OSError, asyncpg.PostgresError,
+                           asyncpg.InterfaceError, ExceptionGroup):
+        app.add_exception_handler(database_error, on_anything)
     app.add_exception_handler(Exception, on_anything)

@@ -3,7 +3,9 @@
 `ServiceRuntime` is entered from a FastAPI lifespan. It creates the topics, starts the Kafka
 producer and the outbox relay, the event consumer when the service consumes events, and any
 extra background loops the service names. Each loop is supervised: if it dies it is logged and
-restarted after a pause, so one failure never silently stops a service. Nothing connects at
+restarted after a pause, so one failure never silently stops a service; if it died of a
+database outage, the supervisor logs one warning, probes the database with a growing pause and
+restarts the loop once the database answers (`shared.outages.OutageLog`). Nothing connects at
 import time.
 """
 
@@ -25,10 +27,14 @@ from shared.db import Database
 from shared.inbox import InboxTables
 from shared.kafka import build_consumer, build_producer, ensure_topics
 from shared.metrics import ServiceMetrics
+from shared.outages import OutageLog, is_outage
 from shared.outbox import Outbox, OutboxRelay, OutboxTables
 from shared.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+
+READINESS_TIMEOUT_SECONDS = 2.0
+"""A readiness probe whose database does not answer in this time reports it unreachable."""
 
 BackgroundLoop = Callable[[], Awaitable[None]]
 
@@ -146,7 +152,10 @@ class ServiceRuntime:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
+                if is_outage(error) and not await self._database_answers():
+                    await self._wait_for_database(OutageLog(name), error)
+                    continue
                 failures += 1
                 logger.exception("%s stopped unexpectedly; restarting", name)
                 await asyncio.sleep(min(0.5 * failures, 10.0))
@@ -172,15 +181,35 @@ class ServiceRuntime:
             for (topic, partition), lag in (await self.consumer.lag()).items():
                 self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
 
+    async def _wait_for_database(self, outage: OutageLog, error: BaseException) -> None:
+        """Return once the database answers (or fails otherwise than by an outage), probing
+        it with `outage`'s growing pauses."""
+        while True:
+            await asyncio.sleep(outage.failed(error))
+            try:
+                await self._probe_database()
+            except Exception as failure:  # noqa: BLE001 - the restarted loop meets anything else
+                if not is_outage(failure):
+                    return
+                error = failure
+                continue
+            outage.recovered()
+            return
+
+    async def _probe_database(self) -> None:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), self.db.reading() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def _database_answers(self) -> bool:
+        try:
+            await self._probe_database()
+        except Exception:  # noqa: BLE001 - any failure means it does not
+            return False
+        return True
+
     async def readiness(self) -> dict[str, bool]:
         """What /readyz reports: each dependency and loop, True when it is working."""
-        checks: dict[str, bool] = {}
-        try:
-            async with self.db.reading() as session:
-                await session.execute(text("SELECT 1"))
-            checks["database"] = True
-        except Exception:  # noqa: BLE001 - readiness reports failures, it does not raise them
-            checks["database"] = False
+        checks: dict[str, bool] = {"database": await self._database_answers()}
         checks["loops"] = all(not task.done() for task in self._tasks)
         if self.handlers:
             checks["consumer"] = self.consumer is not None and self.consumer.ready.is_set()

@@ -41,7 +41,8 @@ from services.router import repository, signing
 from services.router.settings import RouterSettings
 from shared.after_commit import defer_until_commit
 from shared.clock import Clock, as_utc
-from shared.db import Database, is_outage
+from shared.db import Database
+from shared.outages import OutageLog, is_outage
 
 if TYPE_CHECKING:
     from services.router.schemas import OfferNotice
@@ -277,7 +278,7 @@ class Notifier:
 
     async def run(self) -> None:
         in_flight: set[asyncio.Task[Delivery]] = set()
-        failures = 0
+        outage = OutageLog("notifier")
         loop = asyncio.get_running_loop()
         claim_at = loop.time()
         async with self.http_client() as client:
@@ -297,14 +298,12 @@ class Notifier:
                                 for row in await self.claim(room):
                                     self._start(client, row, in_flight)
                             claim_at = loop.time() + await self._seconds_until_due()
-                        failures = 0
+                        outage.recovered()
                         pause = max(0.0, claim_at - loop.time())
                     except Exception as error:
                         if not is_outage(error):
                             raise
-                        failures += 1
-                        logger.warning("notifier: database unavailable (%s)", type(error).__name__)
-                        pause = min(0.2 * 2**failures, 5.0)
+                        pause = outage.failed(error)
                         claim_at = loop.time() + pause
                     await self.signal.wait(pause)
             finally:

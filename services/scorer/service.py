@@ -13,7 +13,6 @@ lead to another temperature band, the sweep publishes that crossing, once.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from services.scorer.scoring import (
 )
 from services.scorer.scoring_model import ScoringModel, parse_scoring_model
 from shared.clock import Clock
-from shared.db import Database, is_outage
+from shared.db import Database
 from shared.events import (
     LeadErased,
     LeadErasedData,
@@ -50,10 +49,9 @@ from shared.events import (
     Stage,
 )
 from shared.metrics import ServiceMetrics, count_after_commit
+from shared.outages import OutageLog, is_outage
 from shared.outbox import Outbox
 from shared.problems import ProblemError
-
-logger = logging.getLogger(__name__)
 
 PRODUCER = "scorer"
 UNKNOWN_SOURCE = "unknown"
@@ -94,6 +92,7 @@ class ScoringModels:
         """The `scoring-model` loop: install at start, then refresh now and then."""
         async with db.transaction() as session:
             await self.install(session, clock.now())
+        outage = OutageLog("scoring model refresh")
         while True:
             await asyncio.sleep(self.refresh_seconds)
             try:
@@ -102,7 +101,9 @@ class ScoringModels:
             except Exception as error:
                 if not is_outage(error):
                     raise
-                logger.warning("scoring model not refreshed: %s", type(error).__name__)
+                outage.failed(error)
+                continue
+            outage.recovered()
 
 
 @dataclass(frozen=True)
