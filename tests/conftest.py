@@ -18,6 +18,7 @@ import pytest
 
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.catalog import SERVICES
+from leadrelay.harness.postgres import PostgresCluster, PostgresNotFoundError
 from shared.migrations import upgrade
 
 PG_ADMIN_DSN = os.environ.get("LEADRELAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -88,6 +89,20 @@ def database_url(
         yield pg_url(name)
     finally:
         drop_pg_database(name)
+
+
+@pytest.fixture
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of the test's own, to stop and restart at will (`fsync` off: its
+    crashes are the server's, not the machine's, so what was committed survives them)."""
+    try:
+        cluster = PostgresCluster(settings={"fsync": "off"})
+    except PostgresNotFoundError as error:
+        if os.environ.get("LEADRELAY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{error} and LEADRELAY_REQUIRE_POSTGRES=1")
+        pytest.skip(str(error))
+    with cluster:
+        yield cluster
 
 
 def migrate(service: str, url: str) -> None:

@@ -9,6 +9,7 @@ runs as the `postgres` user (`runuser -u postgres --`), since PostgreSQL refuses
         url = cluster.create_database("ingest")  # postgresql+asyncpg://... for a service
         cluster.restart()                       # pg_ctl restart -m immediate: a crash
         cluster.stop_for(3.0)                   # down for 3 s, then started again
+        cluster.start(wait=False)               # or return at once, then wait_until_ready()
 
 Every method blocks until `pg_ctl` is done (start and restart wait until the server accepts
 connections); from async code call them through `asyncio.to_thread`, so the event loop keeps
@@ -113,15 +114,17 @@ class PostgresCluster:
         with (self.data_directory / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{name} = {value}\n" for name, value in configuration.items())
 
-    def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+    def start(self, *, wait: bool = True) -> None:
+        """Start the server; with `wait`, return once it accepts connections, else at once
+        (while it is starting up, or replaying its WAL after a crash)."""
         if self.directory is None:
             self.initialise()
-        self._pg_ctl("start", "-l", str(self.log_file))
+        self._pg_ctl("start", "-l", str(self.log_file), wait=wait)
 
-    def stop(self, mode: StopMode = "fast") -> None:
-        """Stop the server; `immediate` kills it as a crash would."""
-        self._pg_ctl("stop", "-m", mode)
+    def stop(self, mode: StopMode = "fast", *, wait: bool = True) -> None:
+        """Stop the server; `immediate` kills it as a crash would. Without `wait`, return at
+        once: a `smart` stop then lasts until the last client disconnects."""
+        self._pg_ctl("stop", "-m", mode, wait=wait)
 
     def restart(self, mode: StopMode = "immediate") -> None:
         """Stop (by default as a crash) and start again; returns once it accepts connections."""
@@ -132,6 +135,17 @@ class PostgresCluster:
         self.stop(mode)
         time.sleep(seconds)
         self.start()
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Return once the server accepts connections (`pg_isready`): after `start(wait=False)`,
+        or after a backend's crash made it reinitialise."""
+        deadline = time.monotonic() + timeout
+        while subprocess.run(
+            [str(self.binaries / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL on port {self.port} not ready after {timeout} s")
+            time.sleep(0.05)
 
     def is_running(self) -> bool:
         if self.directory is None:
@@ -170,8 +184,10 @@ class PostgresCluster:
     ) -> None:
         self.close()
 
-    def _pg_ctl(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self._run("pg_ctl", *arguments, "-D", str(self.data_directory), "-w", "-t", "60",
+    def _pg_ctl(self, *arguments: str, check: bool = True,
+                wait: bool = True) -> subprocess.CompletedProcess[str]:
+        waiting = ("-w", "-t", "60") if wait else ("-W",)
+        return self._run("pg_ctl", *arguments, "-D", str(self.data_directory), *waiting,
                          check=check)
 
     def _run(self, program: str, *arguments: str,
