@@ -1,16 +1,20 @@
-"""Ingest under load while PostgreSQL crashes and restarts, then stops for a few seconds: every
-answer is a 202 or a 503 with Retry-After, never a 500; every lead answered 202 is stored and
-published; /readyz says not ready while the database is down; no loop logs a traceback."""
+"""Ingest while its database is down. Under load while PostgreSQL crashes and restarts, then
+stops for a few seconds: every answer is a 202 or a 503 with Retry-After, never a 500; every
+lead answered 202 is stored and published; /readyz says not ready while the database is down;
+no loop logs a traceback. With an SQLite file that cannot be opened: every route a 503 until
+the file is back, then 202s that are published."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -202,6 +206,58 @@ async def test_ingest_answers_202_or_503_while_postgresql_restarts(
 
     assert not accepted - await stored_lead_ids(url), "leads answered 202 but not stored"
     assert not accepted - published, "leads answered 202 but never published"
+    loud = [record.getMessage() for record in caplog.records
+            if record.exc_info or "stopped unexpectedly" in record.getMessage()]
+    assert not loud, loud
+
+
+@pytest.fixture
+def migrated_elsewhere(tmp_path: Path) -> Path:
+    """An SQLite file with ingest's tables, away from where ingest looks for it."""
+    migrated = tmp_path / "migrated" / "ingest.db"
+    migrated.parent.mkdir()
+    migrate("ingest", f"sqlite+aiosqlite:///{migrated}")
+    return migrated
+
+
+async def test_ingest_answers_503_while_its_sqlite_file_cannot_be_opened(
+    tmp_path: Path, migrated_elsewhere: Path, broker: EmbeddedBroker, topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The file's path leads to a directory (a volume not mounted yet, say): SQLite cannot
+    open it. Then the file comes back, and ingest works without a restart."""
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "ingest.db"
+    migrated = migrated_elsewhere
+    path.mkdir()
+    settings = IngestSettings(
+        database_url=f"sqlite+aiosqlite:///{path}", kafka_topic_prefix=topic_prefix,
+        kafka_bootstrap_servers=broker.bootstrap_servers)
+    async with running_app(create_app(settings)) as client:
+        refused = [
+            await client.post("/v1/leads", json={"email": "gone@acme.io"}),
+            await client.post("/v1/leads", json={"email": "gone@acme.io"},
+                              headers={"Idempotency-Key": "gone"}),
+            await client.post("/v1/leads/batch", json={"leads": [{"email": "gone@acme.io"}]}),
+            await client.post("/v1/signals", json={"email": "gone@acme.io",
+                                                   "type": "email_open"}),
+            await client.get("/v1/leads/some-lead"),
+            await client.get("/readyz"),
+        ]
+        path.rmdir()
+        shutil.move(migrated, path)
+        back = await eventually(
+            lambda: client.post("/v1/leads", json={"email": "back@acme.io"}),
+            until=lambda answer: answer.status_code == 202, timeout=30)
+        published = await published_lead_ids(settings, {back.json()["lead_id"]})
+        await eventually(lambda: client.get("/readyz"),
+                         until=lambda answer: answer.status_code == 200, timeout=30)
+
+    assert [answer.status_code for answer in refused] == [503] * len(refused), [
+        answer.text for answer in refused]
+    assert all(answer.headers["retry-after"] for answer in refused[:-1])
+    assert refused[-1].json()["checks"]["database"] is False
+    assert back.json()["lead_id"] in published
     loud = [record.getMessage() for record in caplog.records
             if record.exc_info or "stopped unexpectedly" in record.getMessage()]
     assert not loud, loud
