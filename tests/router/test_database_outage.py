@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,3 +83,22 @@ async def test_router_answers_503_while_postgresql_is_down_and_resumes(
     loud = [record.getMessage() for record in caplog.records
             if record.exc_info or "stopped unexpectedly" in record.getMessage()]
     assert not loud, loud
+
+
+async def test_router_answers_503_while_its_sqlite_file_cannot_be_opened(
+    tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str,
+) -> None:
+    path = tmp_path / "router.db"
+    path.mkdir()  # where the file should be, a directory: SQLite cannot open it
+    settings = RouterSettings(
+        database_url=f"sqlite+aiosqlite:///{path}", admin_token=ADMIN_TOKEN,
+        kafka_bootstrap_servers=broker.bootstrap_servers, kafka_topic_prefix=topic_prefix)
+    async with running_app(create_app(settings)) as client:
+        client.headers.update(ADMIN)
+        answers = [
+            await client.get("/v1/people"),
+            await client.post("/v1/people", json={"name": "ada", "email": "ada@seller.example"}),
+            await client.get("/v1/reports/sla"),
+        ]
+    assert [answer.status_code for answer in answers] == [503] * 3, [a.text for a in answers]
+    assert all(answer.headers["retry-after"] for answer in answers)
