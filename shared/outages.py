@@ -9,8 +9,9 @@ It decides by exception class and error code, never by message text: the SQLSTAT
 sends (asyncpg's `CannotConnectNowError` is 57P03, `AdminShutdownError` 57P01, class 08 the
 connection exceptions...), SQLite's result code (`SQLITE_CANTOPEN`, `SQLITE_IOERR`,
 `SQLITE_BUSY`...), the socket errors (`OSError`, `TimeoutError`), and what SQLAlchemy knows
-(a connection it invalidated, a pool timeout). SQLAlchemy wraps the driver's error (`orig`),
-and the driver wraps the socket's (`__cause__`): the whole chain is looked at.
+(a connection it invalidated, a transaction used after that, a pool timeout). SQLAlchemy
+wraps the driver's error (`orig`), and the driver wraps the socket's (`__cause__`): the whole
+chain is looked at.
 
 `OutageLog` gives a background loop one warning when an outage starts, one info line when it
 ends, and a growing pause between attempts while it lasts.
@@ -43,6 +44,10 @@ OUTAGE_SQLITE_CODES = frozenset({
     sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL,
 })
 """SQLite primary result codes of an outage (extended codes carry one in their low byte)."""
+
+INVALIDATED_TRANSACTION = "8s2b"
+"""SQLAlchemy's error code for a statement in a transaction whose connection was invalidated
+(a disconnect): "Can't reconnect until invalid transaction is rolled back"."""
 
 _DRIVER_MODULES = ("sqlalchemy.", "asyncpg.", "sqlite3", "aiosqlite.", "psycopg")
 
@@ -83,6 +88,8 @@ def _means_unavailable(error: BaseException) -> bool:
         return True  # sockets, timeouts; a connection that failed its ping; a pool timeout
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
+    if isinstance(error, exc.PendingRollbackError) and error.code == INVALIDATED_TRANSACTION:
+        return True  # a transaction went on after its connection was lost
     if isinstance(error, sqlite3.Error):
         return error.sqlite_errorcode & 0xFF in OUTAGE_SQLITE_CODES
     if isinstance(error, exc.OperationalError):

@@ -6,6 +6,7 @@ once when it starts and once when it ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from leadrelay.broker import free_port
 from leadrelay.harness.postgres import PostgresCluster
@@ -158,8 +160,38 @@ async def too_many_connections(cluster: PostgresCluster) -> BaseException:
         await second.dispose()
 
 
+async def used_after_its_connection_died(cluster: PostgresCluster) -> BaseException:
+    """A transaction that goes on after a statement of it met a lost connection (as a
+    savepoint around a handler lets it)."""
+    db = await connected(cluster)
+    found: list[BaseException] = []
+    try:
+        with contextlib.suppress(Exception):  # the commit at the end fails as well
+            async with db.transaction() as session:
+                backend = await session.scalar(text("SELECT pg_backend_pid()"))
+                admin = await asyncpg.connect(cluster.dsn)
+                await admin.execute("SELECT pg_terminate_backend($1)", backend)
+                await admin.close()
+                with pytest.raises(Exception):  # noqa: B017 - whichever the driver raises
+                    async with session.begin_nested():
+                        await session.execute(text("SELECT 1"))
+                found.append(await failure_of_session(session))
+    finally:
+        await db.dispose()
+    return found[0]
+
+
+async def failure_of_session(session: AsyncSession) -> BaseException:
+    try:
+        await session.execute(text("SELECT 2"))
+    except Exception as error:  # noqa: BLE001 - the error is what the test looks at
+        return error
+    raise AssertionError("SELECT 2 did not fail")
+
+
 POSTGRES_OUTAGES: list[Scenario] = [
-    nothing_listens, terminated_by_administrator, fast_shutdown_mid_query, crash_mid_query,
+    nothing_listens, terminated_by_administrator, used_after_its_connection_died,
+    fast_shutdown_mid_query, crash_mid_query,
     crash_of_another_backend, starting_up, shutting_down, too_many_connections,
 ]
 
@@ -191,6 +223,7 @@ async def test_postgresql_outages_and_bad_statements(
     assert causes["starting_up"] == "CannotConnectNowError 57P03"
     assert causes["shutting_down"] == "CannotConnectNowError 57P03"
     assert causes["too_many_connections"] == "TooManyConnectionsError 53300"
+    assert causes["used_after_its_connection_died"] == "PendingRollbackError"
 
 
 def test_sqlite_outages_and_bad_statements(tmp_path: Path) -> None:
