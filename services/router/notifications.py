@@ -320,8 +320,12 @@ class Notifier:
 
         def finished(done: asyncio.Task[Delivery]) -> None:
             in_flight.discard(done)
-            if not done.cancelled() and done.exception() is not None:
-                logger.error("notifier: delivery %s failed", row["id"], exc_info=done.exception())
+            failure = None if done.cancelled() else done.exception()
+            if failure is not None and is_outage(failure):
+                logger.warning("notifier: delivery %s not recorded (database unavailable); "
+                               "it is claimed again when its lease ends", row["id"])
+            elif failure is not None:
+                logger.error("notifier: delivery %s failed", row["id"], exc_info=failure)
             if len(in_flight) == self.settings.notify_concurrency - 1:
                 self.signal.set()
 
