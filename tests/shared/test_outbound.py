@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -56,15 +57,15 @@ def answering(*answers: list[str]) -> outbound.Resolver:
 )
 async def test_refused_urls_say_why(url: str, reason: str) -> None:
     policy = DestinationPolicy(resolver=answering(["127.0.0.1"]))
-    with pytest.raises(RefusedDestinationError, match=reason):
+    with pytest.raises(RefusedDestinationError, match=re.escape(reason)):
         await policy.check(url)
-    with pytest.raises(RefusedDestinationError, match=reason):
+    with pytest.raises(RefusedDestinationError, match=re.escape(reason)):
         await policy.check_registration(url)
 
 
 async def test_a_name_with_one_private_address_among_public_ones_is_refused() -> None:
     policy = DestinationPolicy(resolver=answering([PUBLIC, "10.0.0.7"]))
-    with pytest.raises(RefusedDestinationError, match="10.0.0.7"):
+    with pytest.raises(RefusedDestinationError, match=re.escape("10.0.0.7")):
         await policy.check("https://hooks.example.com/x")
 
 

@@ -44,12 +44,19 @@ def _convert(convert_secret: bool) -> None:
         ))
 
 
+def _widen(wide: bool) -> None:
+    """Encrypted values are longer than the plaintext; SQLite has no lengths to change (and
+    recreating `router_sdr` there would trip its foreign keys)."""
+    if op.get_bind().dialect.name == 'sqlite':
+        return
+    short = {'slack_webhook_url': sa.String(length=2048), 'webhook_secret': sa.String(length=200)}
+    for name, narrow in short.items():
+        op.alter_column('router_sdr', name, type_=sa.Text() if wide else narrow,
+                        existing_type=narrow if wide else sa.Text())
+
+
 def upgrade() -> None:
-    with op.batch_alter_table('router_sdr', schema=None) as batch_op:
-        batch_op.alter_column('slack_webhook_url', type_=sa.Text(),
-                              existing_type=sa.String(length=2048))
-        batch_op.alter_column('webhook_secret', type_=sa.Text(),
-                              existing_type=sa.String(length=200))
+    _widen(wide=True)
     _convert(convert_secret=True)
     bind = op.get_bind()
     for row in bind.execute(sa.select(NOTIFICATION.c.id, NOTIFICATION.c.url)
@@ -57,16 +64,11 @@ def upgrade() -> None:
         reference = 'slack:' + hashlib.sha256(row['url'].encode()).hexdigest()[:32]
         bind.execute(sa.update(NOTIFICATION).where(NOTIFICATION.c.id == row['id'])
                      .values(url=reference))
-    with op.batch_alter_table('router_notification', schema=None) as batch_op:
-        batch_op.drop_column('secret')
+    # In place (SQLite 3.35+ too): a batch copy of the table would cascade to the attempts.
+    op.execute('ALTER TABLE router_notification DROP COLUMN secret')
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('router_notification', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('secret', sa.String(length=200), nullable=True))
+    op.execute('ALTER TABLE router_notification ADD COLUMN secret VARCHAR(200)')
     _convert(convert_secret=False)
-    with op.batch_alter_table('router_sdr', schema=None) as batch_op:
-        batch_op.alter_column('webhook_secret', type_=sa.String(length=200),
-                              existing_type=sa.Text())
-        batch_op.alter_column('slack_webhook_url', type_=sa.String(length=2048),
-                              existing_type=sa.Text())
+    _widen(wide=False)
