@@ -54,6 +54,7 @@ class SecretBox:
             ) from None
         self._keys = [base64.urlsafe_b64decode(key.encode()) for key in keys]
         self._fernet = MultiFernet(fernets)
+        self._signing: dict[str, list[bytes]] = {}
 
     @classmethod
     def from_setting(cls, value: str) -> SecretBox:
@@ -92,5 +93,8 @@ class SecretBox:
 
     def signing_keys(self, purpose: str) -> list[bytes]:
         """HMAC keys for `purpose`, one per encryption key, newest first."""
-        label = f"leadrelay signing key: {purpose}".encode()
-        return [hmac.new(key, label, hashlib.sha256).digest() for key in self._keys]
+        if purpose not in self._signing:
+            label = f"leadrelay signing key: {purpose}".encode()
+            self._signing[purpose] = [hmac.new(key, label, hashlib.sha256).digest()
+                                      for key in self._keys]
+        return self._signing[purpose]

@@ -15,7 +15,10 @@ paths) may reach any address: that is how a local receiver is let in, and nothin
 `post` connects to the address that was checked, not to what the name resolves to a moment
 later, so a DNS answer that changes between the check and the connection (rebinding) cannot
 move the call: the URL's host becomes that address, the `Host` header keeps the name, and for
-https the TLS server name (SNI, and the certificate check) stays the name too.
+https the TLS server name (SNI, and the certificate check) stays the name too. httpx pools
+connections by scheme, address and port, not by that name: an https connection is therefore
+closed after its call (`Connection: close`), so a call to another name served from the same
+address never goes over a TLS session made for the first. Plain http connections are kept.
 """
 
 from __future__ import annotations
@@ -163,8 +166,10 @@ async def post(
 ) -> httpx.Response:
     """POST `content` to `destination`, connecting to its checked address only."""
     url = destination.url
-    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-    return await client.post(
-        url.copy_with(host=destination.address), content=content,
-        headers={**headers, "Host": url.netloc.decode("ascii")}, extensions=extensions,
-    )
+    pinned = {**headers, "Host": url.netloc.decode("ascii")}
+    extensions = {}
+    if url.scheme == "https":
+        extensions["sni_hostname"] = url.host
+        pinned["Connection"] = "close"
+    return await client.post(url.copy_with(host=destination.address), content=content,
+                             headers=pinned, extensions=extensions)

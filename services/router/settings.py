@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
+from shared.outbound import DestinationPolicy
 from shared.settings import ServiceSettings
 
 ROUTER_PORT = 8703
@@ -92,6 +93,14 @@ class RouterSettings(ServiceSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("public_base_url must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("nurture_webhook_url")
+    @classmethod
+    def _callable_url(cls, value: str) -> str:
+        """Its form is checked at start; its addresses on every call (`shared.outbound`)."""
+        if value:
+            DestinationPolicy().parse(value)
+        return value
 
     @property
     def allowed_webhook_urls(self) -> list[str]:

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import insert
 
 from leadrelay.broker import EmbeddedBroker, free_port
@@ -108,3 +109,8 @@ async def test_urls_stored_before_the_guard_are_refused_when_sent(
         assert delivery.error is not None and delivery.error.startswith("refused:")
     await asyncio.sleep(0.1)
     assert connections == []
+
+
+def test_a_nurture_webhook_url_with_credentials_stops_the_router_at_start() -> None:
+    with pytest.raises(ValidationError, match="user name or password"):
+        RouterSettings(nurture_webhook_url="https://marketing:hunter2@hooks.example.com/in")

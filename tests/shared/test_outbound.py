@@ -95,6 +95,7 @@ async def test_the_call_goes_to_the_checked_address_with_the_name_kept() -> None
     assert str(request.url) == f"https://{PUBLIC}:8443/in?x=1"
     assert request.headers["host"] == "hooks.example.com:8443"
     assert request.extensions["sni_hostname"] == "hooks.example.com"
+    assert request.headers["connection"] == "close"  # the pool does not know the name
 
 
 @pytest.fixture
