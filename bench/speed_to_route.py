@@ -319,6 +319,7 @@ def run(database: str, args: argparse.Namespace) -> None:
                 bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
                 topic_prefix="bench", sla_seconds=3600,
                 database_url=pg_url(database_name) if database_name else None,
+                allowed_webhook_urls=[receiver.base_url],
             ))
             pids = {name: service.process.pid for name, service in system.services.items()
                     if service.process is not None}

@@ -56,3 +56,9 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("router", 8703),
     )
 }
+
+SECRET_HOLDERS: dict[str, str] = {
+    "ingest": "services.ingest.sources:reencrypt_sources",
+    "router": "services.router.channels:reencrypt_channels",
+}
+"""Services that store encrypted secrets, and what re-encrypts them (`leadrelay reencrypt`)."""

@@ -4,6 +4,7 @@
     leadrelay demo               a demo team, sample leads, routing printed as it happens
     leadrelay serve SERVICE      one service in the foreground (production)
     leadrelay migrate [SERVICE]  apply database migrations
+    leadrelay reencrypt [SERVICE]  encrypt stored secrets again with the newest key
     leadrelay import FILE.csv --source KEY   bulk import of leads through ingest's API
     leadrelay broker             the embedded broker alone
 """
@@ -22,7 +23,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from leadrelay.broker import EmbeddedBroker, embedded_consumer_env, wait_for_port
-from leadrelay.catalog import SERVICES
+from leadrelay.catalog import SECRET_HOLDERS, SERVICES
 from leadrelay.processes import ServiceProcess, wait_until_ready
 from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT
 
@@ -70,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("services", nargs="*", metavar="SERVICE", help=", ".join(SERVICES))
     migrate.set_defaults(run=_migrate)
+
+    reencrypt = commands.add_parser(
+        "reencrypt", help="encrypt stored secrets again with the newest LEADRELAY_ENCRYPTION_KEYS "
+                          "key (after a rotation, before the old key is dropped)")
+    reencrypt.add_argument("services", nargs="*", metavar="SERVICE",
+                           help=", ".join(SECRET_HOLDERS))
+    reencrypt.set_defaults(run=_reencrypt)
 
     imports = commands.add_parser(
         "import", help="bulk import leads from a CSV file through ingest's API (safe to re-run)")
@@ -135,6 +143,34 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reencrypt(args: argparse.Namespace) -> int:
+    from uvicorn.importer import import_from_string
+
+    from shared.encryption import SecretBox
+
+    unknown = sorted(set(args.services) - set(SECRET_HOLDERS))
+    if unknown:
+        raise SystemExit(f"no stored secrets in: {', '.join(unknown)}; "
+                         f"those with some: {', '.join(SECRET_HOLDERS)}")
+    for name in args.services or list(SECRET_HOLDERS):
+        settings = SERVICES[name].settings()
+        secrets = SecretBox.from_setting(settings.encryption_keys)
+        reencrypt = import_from_string(SECRET_HOLDERS[name])
+        changed = _run_async(_with_database(settings.database_url, reencrypt, secrets))
+        print(f"{name}: {changed} row(s) encrypted with the newest key")
+    return 0
+
+
+async def _with_database(url: str, work: Any, *args: Any) -> Any:
+    from shared.db import Database
+
+    db = Database(url)
+    try:
+        return await work(db, *args)
+    finally:
+        await db.dispose()
+
+
 def _broker(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(args.port)
     broker.start()
@@ -183,6 +219,22 @@ def _admin_token(data_dir: Path) -> str:
     return token
 
 
+def _encryption_key(data_dir: Path) -> str:
+    """The embedded system's encryption key: kept in `<data dir>/encryption-key` (mode 0600),
+    made on first use. Losing it loses the stored secrets."""
+    from cryptography.fernet import Fernet
+
+    path = data_dir / "encryption-key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key
+
+
 def _up(args: argparse.Namespace) -> int:
     data_dir: Path = (args.data_dir or Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR)))
     data_dir = data_dir.resolve()
@@ -192,10 +244,13 @@ def _up(args: argparse.Namespace) -> int:
     env = {
         "LEADRELAY_DATA_DIR": str(data_dir),
         "LEADRELAY_ADMIN_TOKEN": os.environ.get("LEADRELAY_ADMIN_TOKEN") or _admin_token(data_dir),
-        # Everything runs on this machine: webhooks to loopback (the demo's) are expected.
-        "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS": os.environ.get(
-            "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS", "true"),
+        "LEADRELAY_ENCRYPTION_KEYS": (os.environ.get("LEADRELAY_ENCRYPTION_KEYS")
+                                      or _encryption_key(data_dir)),
     }
+    if args.demo:
+        # The demo's receiver stands in for the reps on this machine: it alone may be called
+        # although loopback is no public address.
+        env["LEADRELAY_WEBHOOK_ALLOWED_URLS"] = f"http://127.0.0.1:{DEMO_RECEIVER_PORT}"
     if sla is not None:
         env["LEADRELAY_SLA_ACCEPT_SECONDS"] = str(sla)
 

@@ -8,12 +8,14 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from cryptography.fernet import Fernet
 
 from leadrelay.broker import embedded_consumer_env, free_port
 from leadrelay.catalog import SERVICES
@@ -116,9 +118,10 @@ class RunningSystem:
 @contextmanager
 def running_system(
     *, bootstrap_servers: str, data_dir: Path, topic_prefix: str, sla_seconds: float,
-    database_url: str | None = None,
+    database_url: str | None = None, allowed_webhook_urls: Sequence[str] = (),
 ) -> Iterator[RunningSystem]:
-    """Migrate and start ingest, scorer and router; stop them all at the end."""
+    """Migrate and start ingest, scorer and router; stop them all at the end. Webhooks may
+    call `allowed_webhook_urls` (the local receiver's URL) besides public addresses."""
     ports = {name: free_port() for name in SERVICES}
     urls = {
         name: database_url or f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}" for name in SERVICES
@@ -128,6 +131,7 @@ def running_system(
         upgrade(spec.migrations_dir, url, spec.version_table)
     services = {}
     admin_token = secrets.token_urlsafe(24)
+    encryption_key = Fernet.generate_key().decode()
     for name in SERVICES:
         env = {
             "LEADRELAY_DATA_DIR": str(data_dir),
@@ -135,7 +139,8 @@ def running_system(
             "LEADRELAY_KAFKA_TOPIC_PREFIX": topic_prefix,
             "LEADRELAY_SLA_ACCEPT_SECONDS": str(sla_seconds),
             "LEADRELAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['router']}",
-            "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS": "true",
+            "LEADRELAY_WEBHOOK_ALLOWED_URLS": ",".join(allowed_webhook_urls),
+            "LEADRELAY_ENCRYPTION_KEYS": encryption_key,
             "LEADRELAY_ADMIN_TOKEN": admin_token,
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],

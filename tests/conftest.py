@@ -15,10 +15,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.catalog import SERVICES
 from leadrelay.harness.postgres import PostgresCluster, PostgresNotFoundError
+from shared.encryption import KEYS_VARIABLE
 from shared.migrations import upgrade
 
 PG_ADMIN_DSN = os.environ.get("LEADRELAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -34,6 +36,20 @@ def _postgres_reachable() -> bool:
         return True
 
     return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def encryption_keys() -> Iterator[str]:
+    """The services store secrets encrypted and need a key: one for the session, in the
+    environment every settings object (and every service process) reads."""
+    key = Fernet.generate_key().decode()
+    previous = os.environ.get(KEYS_VARIABLE)
+    os.environ[KEYS_VARIABLE] = key
+    yield key
+    if previous is None:
+        os.environ.pop(KEYS_VARIABLE, None)
+    else:
+        os.environ[KEYS_VARIABLE] = previous
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.sources import SourceRegistry, load_sources_file
 from shared.app import service_app
 from shared.clock import Clock
+from shared.encryption import SecretBox
 from shared.group_commit import GroupCommit
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
@@ -23,6 +24,7 @@ from shared.settings import load_settings
 def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     config = settings or load_settings(IngestSettings)
     file_sources = load_sources_file(config.sources_file)
+    secrets = SecretBox.from_setting(config.encryption_keys)  # no key: stop here, at start
 
     def runtime() -> ServiceRuntime:
         built = ServiceRuntime(
@@ -36,7 +38,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
         writes = GroupCommit(built.db, prepare=begin_group, finish=end_group)
         context = IngestContext(
             outbox=built.outbox, clock=built.clock, settings=config,
-            sources=SourceRegistry(file_sources), form_limits=FormLimits.of(config),
+            sources=SourceRegistry(file_sources, secrets), form_limits=FormLimits.of(config),
             idempotency=IdempotentRequests(built.db, built.clock, writes), writes=writes,
         )
         built.add_loop("group-commit", writes.run_writer)

@@ -29,6 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import repository
 from services.ingest.schemas import LeadSubmission
+from shared.db import Database
+from shared.encryption import SecretBox
 
 SourceKind = Literal["form", "hubspot", "typeform", "webflow", "zapier", "standard_webhooks", "api"]
 WEBHOOK_KINDS = frozenset({"hubspot", "typeform", "webflow", "zapier", "standard_webhooks"})
@@ -114,23 +116,49 @@ def load_sources_file(path: Path | None) -> dict[str, Source]:
     return {source.key: source.model_copy(update={"managed_by": "file"}) for source in declared}
 
 
-def source_from_row(row: RowMapping) -> Source:
-    return Source.model_validate({**row["config"], "key": row["key"], "managed_by": "api"})
-
-
 class SourceRegistry:
-    """Finds a source by key: the file's sources first, then those registered through the API."""
+    """Finds a source by key: the file's sources first, then those registered through the API.
 
-    def __init__(self, file_sources: Mapping[str, Source]) -> None:
+    A stored source's secrets are encrypted (`shared.encryption`): `stored_config` is what the
+    table holds, and reading a row decrypts them."""
+
+    def __init__(self, file_sources: Mapping[str, Source], secrets: SecretBox) -> None:
         self.file_sources = dict(file_sources)
+        self.secrets = secrets
+
+    def stored_config(self, config: SourceConfig) -> dict[str, Any]:
+        """`config` as `ingest_source.config` stores it: its secrets encrypted."""
+        document = config.model_dump(mode="json")
+        document["secrets"] = [self.secrets.encrypt(secret) for secret in config.secrets]
+        return document
+
+    def source_from_row(self, row: RowMapping) -> Source:
+        config = dict(row["config"])
+        config["secrets"] = [self.secrets.decrypt(value) for value in config.get("secrets", [])]
+        return Source.model_validate({**config, "key": row["key"], "managed_by": "api"})
 
     async def find(self, session: AsyncSession, key: str) -> Source | None:
         if key in self.file_sources:
             return self.file_sources[key]
         row = await repository.find_source(session, key)
-        return None if row is None else source_from_row(row)
+        return None if row is None else self.source_from_row(row)
 
     async def all(self, session: AsyncSession) -> list[Source]:
-        stored = [source_from_row(row) for row in await repository.list_sources(session)]
+        stored = [self.source_from_row(row) for row in await repository.list_sources(session)]
         listed = {**{source.key: source for source in stored}, **self.file_sources}
         return [listed[key] for key in sorted(listed)]
+
+
+async def reencrypt_sources(db: Database, secrets: SecretBox) -> int:
+    """Encrypt the secrets of every stored source again with the newest key (after a key was
+    put in front of `LEADRELAY_ENCRYPTION_KEYS`); returns the sources changed."""
+    changed = 0
+    async with db.transaction() as session:
+        for row in await repository.list_sources(session):
+            config = dict(row["config"])
+            if config.get("secrets"):
+                config["secrets"] = [secrets.reencrypt(value) for value in config["secrets"]]
+                await repository.save_source(session, row["key"], row["kind"], config,
+                                             row["updated_at"])
+                changed += 1
+    return changed

@@ -3,13 +3,11 @@
 Every person gets an API token when they join the roster (only its SHA-256 is stored). The
 admin token comes from `LEADRELAY_ADMIN_TOKEN`. A rep sees and acts on their own assignments
 only (anything else is a 404, so ids cannot be probed); a manager also sees their teams'.
-The accept link in a notification carries an HMAC of the assignment id and the action, so it
-works when clicked, for that one assignment and action only.
+The accept link in a notification is signed for one assignment and action (`action_links`).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -44,12 +42,3 @@ def token_hash(token: str) -> str:
 
 def same_secret(given: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def action_token(key: str, assignment_id: str, action: str) -> str:
-    digest = hmac.new(key.encode(), f"{assignment_id}:{action}".encode(), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest.digest()[:24]).decode().rstrip("=")
-
-
-def valid_action_token(key: str, assignment_id: str, action: str, token: str) -> bool:
-    return hmac.compare_digest(action_token(key, assignment_id, action).encode(), token.encode())

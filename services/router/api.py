@@ -2,7 +2,8 @@
 
 Auth: `Authorization: Bearer <token>`, the admin token (`LEADRELAY_ADMIN_TOKEN`) or a
 person's own token. A signed `?token=` on an assignment action works for that assignment
-and action only (the links in notifications). Assignments a caller may not see are a 404.
+and action only, until it expires (the links in notifications, `action_links`). Assignments
+a caller may not see are a 404.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import RowMapping
 
 from services.router import reports, repository, roster, service
-from services.router.access import Principal, same_secret, token_hash, valid_action_token
+from services.router.access import Principal, same_secret, token_hash
+from services.router.action_links import LinkCheck, check_link
 from services.router.rules import RuleSet
 from services.router.schemas import (
     AssignmentView,
@@ -110,8 +112,9 @@ def may_see(principal: Principal, row: RowMapping, context: RouterContext,
     if principal.is_admin:
         return True
     if principal.kind == "link":
-        return action is not None and principal.action is not None and valid_action_token(
-            context.action_key, row["id"], action, principal.action)
+        return action is not None and principal.action is not None and check_link(
+            context.action_keys, row["id"], action, principal.action, context.clock.now()
+        ) is LinkCheck.VALID
     if row["sdr_id"] == principal.person_id:
         return True
     return principal.role == "manager" and row["team_id"] in principal.team_ids
@@ -164,8 +167,9 @@ async def parse_document(request: Request, model: type[M]) -> M:
              responses={**ERRORS, 409: PROBLEM})
 async def create_sdr(body: SdrCreate, runtime: RuntimeDep, context: ContextDep,
                      response: Response, _: AdminDep) -> PersonView:
+    await context.channels.check_urls(body)
     async with runtime.db.transaction() as session:
-        joined = await roster.create_sdr(session, context.clock, body)
+        joined = await roster.create_sdr(session, context.clock, body, context.channels)
         view = await roster.person_view(session, joined.row, joined)
     response.headers["Location"] = f"/v1/people/{view.id}"
     return view
@@ -185,8 +189,9 @@ async def list_sdrs(runtime: RuntimeDep, _: AdminDep) -> list[PersonView]:
 async def create_person(body: PersonCreate, runtime: RuntimeDep, context: ContextDep,
                         response: Response, _: AdminDep) -> PersonView:
     """The answer holds the person's API token and webhook secret: they are not shown again."""
+    await context.channels.check_urls(body)
     async with runtime.db.transaction() as session:
-        joined = await roster.create_person(session, context.clock, body)
+        joined = await roster.create_person(session, context.clock, body, context.channels)
         view = await roster.person_view(session, joined.row, joined)
     response.headers["Location"] = f"/v1/people/{view.id}"
     return view
@@ -229,8 +234,10 @@ async def read_sdr(person_id: str, runtime: RuntimeDep, principal: PrincipalDep)
               responses={**ERRORS, 422: PROBLEM})
 async def update_person(person_id: str, body: PersonFields, runtime: RuntimeDep,
                         context: ContextDep, _: AdminDep) -> PersonView:
+    await context.channels.check_urls(body)
     async with runtime.db.transaction() as session:
-        row = await roster.update_person(session, context.clock, person_id, body)
+        row = await roster.update_person(session, context.clock, person_id, body,
+                                          context.channels)
         return await roster.person_view(session, row)
 
 
@@ -243,7 +250,7 @@ async def set_presence(person_id: str, body: PresenceUpdate, runtime: RuntimeDep
         raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")
     async with runtime.db.transaction() as session:
         row = await roster.update_person(session, context.clock, person_id,
-                                         PersonFields(presence=body.presence))
+                                         PersonFields(presence=body.presence), context.channels)
         return await roster.person_view(session, row)
 
 
@@ -275,8 +282,10 @@ async def list_teams(runtime: RuntimeDep, _: AdminDep) -> list[TeamView]:
 async def import_roster(request: Request, runtime: RuntimeDep, context: ContextDep,
                         _: AdminDep) -> RosterImported:
     document = await parse_document(request, RosterDocument)
+    for person in document.people:
+        await context.channels.check_urls(person)
     async with runtime.db.transaction() as session:
-        return await roster.import_roster(session, context.clock, document)
+        return await roster.import_roster(session, context.clock, document, context.channels)
 
 
 # Rules

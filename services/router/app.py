@@ -7,7 +7,8 @@ from functools import partial
 from fastapi import FastAPI
 
 import services.router
-from services.router import api
+from services.router import api, link_pages
+from services.router.action_links import redact_access_logs
 from services.router.consumer import RouterConsumer
 from services.router.escalation import DatabaseClock, EscalationTimer
 from services.router.handlers import handler_table
@@ -17,12 +18,17 @@ from services.router.service import RouterContext
 from services.router.settings import RouterSettings
 from shared.app import service_app
 from shared.clock import Clock
+from shared.encryption import SecretBox
+from shared.outbound import DestinationPolicy
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
 
 
 def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
     config = settings or load_settings(RouterSettings)
+    secrets = SecretBox.from_setting(config.encryption_keys)  # no key: stop here, at start
+    destinations = DestinationPolicy(config.allowed_webhook_urls)
+    redact_access_logs()
 
     def runtime() -> ServiceRuntime:
         service_runtime = ServiceRuntime(
@@ -33,7 +39,8 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
             clock=clock,
         )
         context = RouterContext.build(
-            config, service_runtime.outbox, service_runtime.clock, service_runtime.metrics
+            config, service_runtime.outbox, service_runtime.clock, service_runtime.metrics,
+            secrets=secrets, destinations=destinations,
         )
         service_runtime.subscribe(
             [config.topics.scores], handler_table(context),
@@ -43,6 +50,7 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
             service_runtime.db, service_runtime.clock, config, context.deliveries,
             on_failure=lambda channel: context.metrics.delivery_failures.labels(
                 channel=channel).inc(),
+            secrets=secrets, destinations=destinations,
         )
         timer = EscalationTimer(
             service_runtime.db,
@@ -62,6 +70,6 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         description=services.router.__doc__ or "",
         settings=config,
         runtime_factory=runtime,
-        routes=[api.routes],
+        routes=[api.routes, link_pages.routes],
     )
     return app

@@ -48,8 +48,9 @@ sdr = Table(
     Column("capacity", Integer, nullable=True),
     Column("weight", Float, nullable=False, server_default="1"),
     Column("paused_until", UTCDateTime, nullable=True),
-    Column("slack_webhook_url", String(2048), nullable=True),
-    Column("webhook_secret", String(200), nullable=True),
+    # Encrypted (`shared.encryption`): a Slack incoming-webhook URL is itself a credential.
+    Column("slack_webhook_url", Text, nullable=True),
+    Column("webhook_secret", Text, nullable=True),
     Column("token_hash", String(64), nullable=True, unique=True),
     Column("updated_at", UTCDateTime, nullable=True),
 )
@@ -196,12 +197,13 @@ notification = Table(
         "assignment_id", String(36), ForeignKey("router_assignment.id"), nullable=True, index=True
     ),
     Column("sdr_id", String(36), ForeignKey("router_sdr.id"), nullable=True),
+    # The generic webhook's URL; for Slack `slack:<digest of the URL>`, the URL itself being
+    # a secret read (decrypted) from the person's row when the message is sent.
     Column("url", String(2048), nullable=False),
     # generic (Standard Webhooks signed JSON) | slack; `kind` says what the message is about.
     Column("channel", String(16), nullable=False, server_default="generic"),
     Column("kind", String(32), nullable=False, server_default="offer"),
     Column("message_id", String(64), nullable=True),
-    Column("secret", String(200), nullable=True),
     Column("payload", JSONType, nullable=False),
     # pending -> delivered | failed (gave up) | cancelled (the offer closed first)
     Column("status", String(16), nullable=False),

@@ -9,8 +9,10 @@ the backoff), given up after `notify_max_attempts` or at once on any other statu
 disables the URL for good. Redirects are never followed. Delivery is at least once: generic
 webhooks are signed with Standard Webhooks, and `webhook-id` stays the same across retries
 while the timestamp and signature are fresh on each attempt. Slack-compatible channels get a
-Block Kit message. URLs resolving to loopback, private or link-local addresses are refused
-unless `allow_private_webhooks` is set (the embedded demo sets it).
+Block Kit message. Each call goes through the SSRF guard (`shared.outbound`): a URL that does
+not resolve to public addresses only is refused unless `LEADRELAY_WEBHOOK_ALLOWED_URLS` names
+it, and the call connects to the address that was checked. Secrets are decrypted only to send
+(`services.router.channels`).
 
 The loop sleeps until the next row is due, at most `notify_poll_seconds`; `DeliverySignal`
 wakes it as soon as a transaction that queued a notification commits. Outcomes of deliveries
@@ -23,11 +25,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ipaddress
 import json
 import logging
 import random
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,11 +38,15 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository, signing
+from services.router.channels import SLACK_PREFIX
 from services.router.settings import RouterSettings
+from shared import outbound
 from shared.after_commit import defer_until_commit
 from shared.clock import Clock, as_utc
 from shared.db import Database
+from shared.encryption import SecretBox, UndecryptableSecretError
 from shared.outages import OutageLog, is_outage
+from shared.outbound import DestinationPolicy, RefusedDestinationError
 
 if TYPE_CHECKING:
     from services.router.schemas import OfferNotice
@@ -165,34 +169,6 @@ def outcome_of(status_code: int | None, attempt: int, max_attempts: int) -> Outc
     return "retry" if retriable and attempt < max_attempts else "failed"
 
 
-class RefusedDestinationError(Exception):
-    """The URL resolves to an address webhooks may not reach."""
-
-
-def refused_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    return bool(
-        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved
-        or ip.is_multicast or ip.is_unspecified
-    )
-
-
-async def check_destination(url: str, *, allow_private: bool) -> None:
-    """Refuse URLs whose host resolves to loopback or private addresses (SSRF)."""
-    if allow_private:
-        return
-    host = httpx.URL(url).host
-    if not host:
-        raise RefusedDestinationError("no host")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise RefusedDestinationError(f"cannot resolve {host}: {error.strerror}") from None
-    for info in infos:
-        if refused_address(str(info[4][0])):
-            raise RefusedDestinationError(f"{host} resolves to a private or loopback address")
-
-
 def notification_lease(settings: RouterSettings) -> timedelta:
     """How long a claimed notification stays off other loops: its call's timeout, and a margin."""
     return timedelta(seconds=settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS)
@@ -257,8 +233,12 @@ class Notifier:
         *,
         jitter: Callable[[], float] = random.random,
         on_failure: Callable[[str], None] | None = None,
+        secrets: SecretBox | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.on_failure = on_failure
+        self.secrets = secrets or SecretBox.from_setting(settings.encryption_keys)
+        self.destinations = destinations or DestinationPolicy(settings.allowed_webhook_urls)
         self.db = db
         self.clock = clock
         self.settings = settings
@@ -371,7 +351,8 @@ class Notifier:
                     disabled = await repository.is_disabled(session, row["url"])
             if disabled:
                 raise RefusedDestinationError("the endpoint answered 410 Gone before")
-            await check_destination(row["url"], allow_private=self.settings.allow_private_webhooks)
+            url, secret = await self._target(row)
+            destination = await self.destinations.check(url)
             body = json.dumps(row["payload"], separators=(",", ":")).encode()
             message_id = row["message_id"] or f"msg_router_{row['id']}"
             headers = {
@@ -381,16 +362,17 @@ class Notifier:
             }
             if row["channel"] == "generic":
                 headers |= signing.headers(
-                    row["secret"], message_id, int(attempted_at.timestamp()), body
+                    secret, message_id, int(attempted_at.timestamp()), body
                 )
             async with asyncio.timeout(self.settings.notify_timeout_seconds):
-                response = await client.post(row["url"], content=body, headers=headers)
+                response = await outbound.post(client, destination, content=body,
+                                               headers=headers)
             status_code = response.status_code
             if not response.is_success:
                 answer = response.text[:200].strip()
                 error = f"HTTP {status_code}: {answer}" if answer else f"HTTP {status_code}"
                 retry_after = parse_retry_after(response.headers.get("retry-after"), attempted_at)
-        except RefusedDestinationError as refused:
+        except (RefusedDestinationError, UndecryptableSecretError) as refused:
             status_code, error = 0, f"refused: {refused}"
         except TimeoutError:
             error = f"no answer within {self.settings.notify_timeout_seconds:g} s"
@@ -400,6 +382,23 @@ class Notifier:
             error = f"{type(failure).__name__}: {failure}"[:500]
         duration_ms = int((asyncio.get_running_loop().time() - started) * 1000)
         return await self._record(row, attempted_at, duration_ms, status_code, error, retry_after)
+
+    async def _target(self, row: dict[str, Any]) -> tuple[str, str | None]:
+        """Where `row` goes and the secret that signs it, decrypted from the person's row
+        (read now if the row came without it) or, for the nurture webhook, the settings."""
+        if row["sdr_id"] is None:
+            return row["url"], self.settings.nurture_webhook_secret or None
+        if "sdr_webhook_secret" not in row:
+            async with self.db.reading() as session:
+                person = await repository.find_sdr(session, row["sdr_id"])
+            row["sdr_webhook_secret"] = person["webhook_secret"] if person else None
+            row["sdr_slack_webhook_url"] = person["slack_webhook_url"] if person else None
+        if row["url"].startswith(SLACK_PREFIX):
+            slack_url = self.secrets.decrypt_optional(row["sdr_slack_webhook_url"])
+            if slack_url is None:
+                raise RefusedDestinationError("the person no longer has a Slack webhook")
+            return slack_url, None
+        return row["url"], self.secrets.decrypt_optional(row["sdr_webhook_secret"])
 
     async def _record(
         self,

@@ -697,18 +697,21 @@ async def insert_claimed_notifications(
 async def claim_due_notifications(
     session: AsyncSession, now: datetime, limit: int, *, lease_until: datetime
 ) -> list[dict[str, Any]]:
-    """Take up to `limit` due deliveries and lease them until `lease_until`.
+    """Take up to `limit` due deliveries and lease them until `lease_until`, each with its
+    person's encrypted channel secrets (`services.router.channels`).
 
     The lease, not a held lock, keeps other loops off a row while its webhook call runs
     outside any transaction; if this process dies mid-call, the row is due again once the
     lease ends. The attempt is counted at claim time, so such crashes count too.
     """
     result = await session.execute(
-        select(notification)
+        select(notification, sdr.c.webhook_secret.label("sdr_webhook_secret"),
+               sdr.c.slack_webhook_url.label("sdr_slack_webhook_url"))
+        .select_from(notification.outerjoin(sdr, sdr.c.id == notification.c.sdr_id))
         .where(notification.c.status == "pending", notification.c.next_attempt_at <= now)
         .order_by(notification.c.next_attempt_at, notification.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=notification, skip_locked=True)
     )
     rows = [dict(row) for row in result.mappings()]
     if rows:

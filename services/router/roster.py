@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository
 from services.router.access import new_token, token_hash
+from services.router.channels import ChannelKeeper
 from services.router.routing import (
     ALWAYS_OPEN,
     Period,
@@ -77,8 +78,11 @@ async def _team_ids(session: AsyncSession, names: Sequence[str]) -> list[str]:
     return ids
 
 
-async def create_person(session: AsyncSession, clock: Clock, body: PersonCreate) -> Joined:
-    """Add a person to the roster; 409 when the email is already on it."""
+async def create_person(
+    session: AsyncSession, clock: Clock, body: PersonCreate, channels: ChannelKeeper
+) -> Joined:
+    """Add a person to the roster; 409 when the email is already on it. Their webhook URLs
+    are checked before (`ChannelKeeper.check_urls`), outside the transaction."""
     token = new_token()
     values = _person_values(body)
     secret = body.webhook_secret or (new_secret() if body.webhook_url else None)
@@ -86,6 +90,7 @@ async def create_person(session: AsyncSession, clock: Clock, body: PersonCreate)
         id=new_id(), created_at=clock.now(), updated_at=clock.now(), last_assigned_at=None,
         token_hash=token_hash(token), webhook_secret=secret,
     )
+    values = channels.encrypted(values)
     try:
         async with session.begin_nested():
             await repository.insert_sdr(session, values)
@@ -103,20 +108,23 @@ async def create_person(session: AsyncSession, clock: Clock, body: PersonCreate)
     return Joined(created, token, None if body.webhook_secret else secret)
 
 
-async def create_sdr(session: AsyncSession, clock: Clock, body: SdrCreate) -> Joined:
+async def create_sdr(
+    session: AsyncSession, clock: Clock, body: SdrCreate, channels: ChannelKeeper
+) -> Joined:
     """The first roster API: an SDR with a webhook, always working, in no team."""
     return await create_person(session, clock, PersonCreate(
         name=body.name, email=body.email, webhook_url=body.webhook_url, active=body.active,
-    ))
+    ), channels)
 
 
 async def update_person(
-    session: AsyncSession, clock: Clock, person_id: str, body: PersonFields
+    session: AsyncSession, clock: Clock, person_id: str, body: PersonFields,
+    channels: ChannelKeeper,
 ) -> RowMapping:
     found = await repository.find_sdr(session, person_id)
     if found is None:
         raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")
-    values = _person_values(body)
+    values = channels.encrypted(_person_values(body))
     values["updated_at"] = clock.now()
     await repository.update_person(session, person_id, values)
     if body.teams is not None:
@@ -131,6 +139,9 @@ async def person_view(
 ) -> PersonView | PersonCreated:
     values = dict(row)
     values["teams"] = await repository.teams_of(session, row["id"])
+    values["webhook_secret_set"] = row["webhook_secret"] is not None
+    values["slack_webhook_set"] = row["slack_webhook_url"] is not None
+    del values["webhook_secret"], values["slack_webhook_url"]
     if joined is None:
         return PersonView.model_validate(values)
     return PersonCreated.model_validate(
@@ -173,7 +184,7 @@ async def team_view(session: AsyncSession, row: RowMapping) -> TeamView:
 
 
 async def import_roster(
-    session: AsyncSession, clock: Clock, document: RosterDocument
+    session: AsyncSession, clock: Clock, document: RosterDocument, channels: ChannelKeeper
 ) -> RosterImported:
     """Create or update teams (by name) and people (by email). Managers named by a team must
     be on the roster or in the same document."""
@@ -188,7 +199,7 @@ async def import_roster(
     for person in document.people:
         existing = await repository.find_sdr_by_email(session, person.email)
         if existing is None:
-            joined = await create_person(session, clock, person)
+            joined = await create_person(session, clock, person, channels)
             view = await person_view(session, joined.row, joined)
             assert isinstance(view, PersonCreated)
             created.append(view)
@@ -196,7 +207,7 @@ async def import_roster(
             fields = PersonFields.model_validate(
                 person.model_dump(exclude_unset=True, exclude={"name", "email", "role"})
             )
-            await update_person(session, clock, existing["id"], fields)
+            await update_person(session, clock, existing["id"], fields, channels)
             await repository.update_person(
                 session, existing["id"], {"name": person.name, "role": person.role}
             )

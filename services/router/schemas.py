@@ -146,7 +146,9 @@ class PersonView(BaseModel):
     capacity: int | None
     weight: float
     webhook_url: str | None
-    slack_webhook_url: str | None
+    webhook_secret_set: bool = Field(description="The generic webhook has a signing secret")
+    slack_webhook_set: bool = Field(
+        description="A Slack webhook is set (its URL, a credential, is never shown)")
     active: bool
     paused_until: AwareDatetime | None
     last_assigned_at: AwareDatetime | None

@@ -22,7 +22,14 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository, roster
-from services.router.access import action_token
+from services.router.action_links import LINK_PURPOSE, link_expiry, link_token
+from services.router.channels import (
+    CHANNEL_SECRET_KEYS,
+    ChannelKeeper,
+    channel_secrets,
+    slack_reference,
+    stored,
+)
 from services.router.notifications import DeliverySignal, notification_lease, slack_offer
 from services.router.roster_cache import RosterCache, RoutingState, current_state, routing_state
 from services.router.routing import (
@@ -38,6 +45,7 @@ from services.router.schemas import OfferedLead, OfferNotice
 from services.router.settings import RouterSettings
 from shared.clock import Clock
 from shared.db import new_id
+from shared.encryption import SecretBox
 from shared.events import (
     AssignmentAccepted,
     AssignmentAcceptedData,
@@ -57,6 +65,7 @@ from shared.events import (
     LeadScored,
 )
 from shared.metrics import ServiceMetrics, count_after_commit
+from shared.outbound import DestinationPolicy
 from shared.outbox import Outbox
 from shared.problems import ProblemError
 
@@ -90,7 +99,10 @@ class RouterContext:
     settings: RouterSettings
     deliveries: DeliverySignal
     metrics: RouterMetrics
-    action_key: str
+    secrets: SecretBox
+    """Encrypts and decrypts the roster's webhook secrets and Slack URLs."""
+    destinations: DestinationPolicy
+    """Which webhook URLs may be registered and called (SSRF guard)."""
     rule_cache: dict[int, RuleSet] = field(default_factory=dict)
     """Parsed rule sets by version (versions are immutable)."""
     roster_cache: RosterCache = field(default_factory=RosterCache)
@@ -99,20 +111,34 @@ class RouterContext:
     @classmethod
     def build(
         cls, settings: RouterSettings, outbox: Outbox, clock: Clock,
-        metrics: ServiceMetrics | None = None,
+        metrics: ServiceMetrics | None = None, *, secrets: SecretBox | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> RouterContext:
-        key = settings.action_secret or settings.admin_token or uuid.uuid4().hex
+        """The context of `settings`; `EncryptionKeyError` when they hold no encryption key."""
         return cls(
             outbox=outbox, clock=clock, settings=settings, deliveries=DeliverySignal(),
-            metrics=RouterMetrics(metrics or ServiceMetrics("router")), action_key=key,
+            metrics=RouterMetrics(metrics or ServiceMetrics("router")),
+            secrets=secrets or SecretBox.from_setting(settings.encryption_keys),
+            destinations=destinations or DestinationPolicy(settings.allowed_webhook_urls),
         )
 
     @property
     def public_base_url(self) -> str:
         return self.settings.public_base_url
 
-    def action_url(self, assignment_id: str, action: str = "accept") -> str:
-        token = action_token(self.action_key, assignment_id, action)
+    @property
+    def channels(self) -> ChannelKeeper:
+        return ChannelKeeper(self.secrets, self.destinations)
+
+    @property
+    def action_keys(self) -> list[bytes]:
+        """Keys of the action links, newest first (derived from the encryption keys)."""
+        return self.secrets.signing_keys(LINK_PURPOSE)
+
+    def action_url(self, assignment_id: str, deadline_at: datetime, action: str = "accept") -> str:
+        """A link for `action` on the assignment, working until its deadline and the grace."""
+        expires_at = link_expiry(deadline_at, self.settings.action_link_grace_seconds)
+        token = link_token(self.action_keys, assignment_id, action, expires_at)
         return f"{self.public_base_url}/v1/assignments/{assignment_id}/{action}?token={token}"
 
     def sla(self, temperature: str, role: str, rule: Rule | None) -> tuple[timedelta, timedelta]:
@@ -693,13 +719,14 @@ def notification_rows(
         temperature=lead["temperature"],
         why=list(profile.get("why") or []),
         deadline_at=offer.deadline_at,
-        accept_url=context.action_url(offer.assignment_id),
+        accept_url=context.action_url(offer.assignment_id, offer.deadline_at),
     )
     channels: list[tuple[str, str, dict[str, Any]]] = []
     if person["webhook_url"]:
         channels.append(("generic", person["webhook_url"], notice.model_dump(mode="json")))
     if person["slack_webhook_url"]:
-        channels.append(("slack", person["slack_webhook_url"], slack_offer(notice, now)))
+        slack_url = context.secrets.decrypt(person["slack_webhook_url"])
+        channels.append(("slack", slack_reference(slack_url), slack_offer(notice, now)))
     return [
         {
             "assignment_id": offer.assignment_id,
@@ -713,7 +740,8 @@ def notification_rows(
             "channel": channel,
             "kind": kind,
             "message_id": f"msg_{uuid.uuid4().hex}",
-            "secret": person["webhook_secret"] if channel == "generic" else None,
+            # Not stored: what the delivery loop needs to send rows it is given at commit.
+            **channel_secrets(person),
         }
         for channel, url, payload in channels
     ]
@@ -746,12 +774,15 @@ async def queue_notifications(
         due = [row for row in rows if row["next_attempt_at"] <= now]
         later = [row for row in rows if row["next_attempt_at"] > now]
     if later:
-        await repository.insert_notifications(session, later)
+        await repository.insert_notifications(session, [stored(row) for row in later])
         context.deliveries.wake_after_commit(session)
     if due:
         lease_until = now + notification_lease(context.settings)
         claimed = await repository.insert_claimed_notifications(
-            session, [{**row, "attempts": 1, "next_attempt_at": lease_until} for row in due])
+            session, [{**stored(row), "attempts": 1, "next_attempt_at": lease_until}
+                      for row in due])
+        for row, given in zip(claimed, due, strict=True):
+            row.update({name: given[name] for name in CHANNEL_SECRET_KEYS if name in given})
         disabled = await repository.disabled_among(session, {row["url"] for row in due})
         for row in claimed:
             row["disabled"] = row["url"] in disabled
@@ -777,7 +808,6 @@ def nurture_rows(
                              "email": (lead["profile"] or {}).get("email")}},
         "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
         "channel": "generic", "kind": "nurture", "message_id": f"msg_{uuid.uuid4().hex}",
-        "secret": context.settings.nurture_webhook_secret or None,
     }
 
 

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
+from shared.outbound import DestinationPolicy
 from shared.settings import ServiceSettings
 
 ROUTER_PORT = 8703
@@ -51,12 +52,15 @@ class RouterSettings(ServiceSettings):
     admin_token: str = Field(
         default="", description="Bearer token of the admin routes (roster, rules, reports)"
     )
-    action_secret: str = Field(
-        default="", description="Key of the signed accept links; the admin token when empty"
+    action_link_grace_seconds: float = Field(
+        default=3600.0, ge=0,
+        description="How long an action link (Accept in a notification) works after the "
+                    "offer's deadline; its key is derived from LEADRELAY_ENCRYPTION_KEYS",
     )
-    allow_private_webhooks: bool = Field(
-        default=False,
-        description="Allow webhook URLs on loopback or private addresses (local demos only)",
+    webhook_allowed_urls: str = Field(
+        default="",
+        description="Comma-separated URLs or origins (http://127.0.0.1:8709) webhooks may call "
+                    "although they are not public internet addresses (local receivers only)",
     )
     nurture_webhook_url: str = Field(
         default="", description="The marketing tool's webhook for `lead.nurture`; empty: none"
@@ -89,3 +93,15 @@ class RouterSettings(ServiceSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("public_base_url must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("nurture_webhook_url")
+    @classmethod
+    def _callable_url(cls, value: str) -> str:
+        """Its form is checked at start; its addresses on every call (`shared.outbound`)."""
+        if value:
+            DestinationPolicy().parse(value)
+        return value
+
+    @property
+    def allowed_webhook_urls(self) -> list[str]:
+        return [url.strip() for url in self.webhook_allowed_urls.split(",") if url.strip()]

@@ -27,10 +27,13 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def system(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[RunningSystem]:
+def system(
+    broker: EmbeddedBroker, tmp_path: Path, receiver: WebhookReceiver
+) -> Iterator[RunningSystem]:
     with running_system(
         bootstrap_servers=broker.bootstrap_servers, data_dir=tmp_path,
         topic_prefix=f"crash{tmp_path.name[-6:]}", sla_seconds=3600,
+        allowed_webhook_urls=[receiver.base_url],
     ) as running:
         yield running
 

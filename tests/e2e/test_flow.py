@@ -35,6 +35,7 @@ def system(
     broker: EmbeddedBroker,
     tmp_path_factory: pytest.TempPathFactory,
     postgres_available: bool,
+    receiver: WebhookReceiver,
 ) -> Iterator[RunningSystem]:
     data_dir: Path = tmp_path_factory.mktemp(f"e2e-{request.param}")
     database_name = None
@@ -49,6 +50,7 @@ def system(
             topic_prefix=f"e2e{request.param}",
             sla_seconds=SLA_SECONDS,
             database_url=pg_url(database_name) if database_name else None,
+            allowed_webhook_urls=[receiver.base_url],
         ) as running:
             yield running
     finally:

@@ -29,6 +29,7 @@ from services.ingest.signals import SignalInput, record_signal
 from services.ingest.sources import SourceRegistry
 from shared.clock import SystemClock
 from shared.db import Database
+from shared.encryption import SecretBox
 from shared.group_commit import GroupCommit
 from shared.outbox import Outbox
 from shared.problems import ProblemError
@@ -62,7 +63,8 @@ def instance(database_url: str) -> Instance:
     writes = GroupCommit(db, prepare=begin_group, finish=end_group)
     settings = IngestSettings(database_url=database_url)
     context = IngestContext(
-        outbox=outbox, clock=clock, settings=settings, sources=SourceRegistry({}),
+        outbox=outbox, clock=clock, settings=settings,
+        sources=SourceRegistry({}, SecretBox.from_environment()),
         form_limits=FormLimits.of(settings),
         idempotency=IdempotentRequests(db, clock, writes), writes=writes,
     )

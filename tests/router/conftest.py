@@ -32,6 +32,7 @@ from shared.events import (
 )
 from shared.outbox import Outbox
 from tests.conftest import migrate
+from tests.router.receiver import ALLOWED_WEBHOOKS
 
 SCORES_TOPIC = "test.scores"
 ADMIN_TOKEN = "test-admin-token"
@@ -52,7 +53,7 @@ class Router:
             name=name, email=f"{name.lower()}@seller.example", webhook_url=webhook_url
         )
         async with self.db.transaction() as session:
-            joined = await roster.create_sdr(session, self.clock, body)
+            joined = await roster.create_sdr(session, self.clock, body, self.context.channels)
         sdr_id: str = joined.row["id"]
         return sdr_id
 
@@ -61,7 +62,8 @@ class Router:
         fields.setdefault("email", f"{name.lower()}@seller.example")
         async with self.db.transaction() as session:
             joined = await roster.create_person(
-                session, self.clock, PersonCreate.model_validate({"name": name, **fields})
+                session, self.clock, PersonCreate.model_validate({"name": name, **fields}),
+                self.context.channels,
             )
         person_id: str = joined.row["id"]
         return person_id
@@ -168,7 +170,7 @@ def scored(
 def router_settings(database_url: str, **overrides: Any) -> RouterSettings:
     overrides.setdefault("admin_token", ADMIN_TOKEN)
     overrides.setdefault("sla_reminder_fraction", 0)
-    overrides.setdefault("allow_private_webhooks", True)
+    overrides.setdefault("webhook_allowed_urls", ALLOWED_WEBHOOKS)
     return RouterSettings(database_url=database_url, **overrides)
 
 

@@ -1,4 +1,8 @@
-"""A real HTTP server on a free local port that records webhook calls and answers as scripted."""
+"""A real HTTP server on a local port that records webhook calls and answers as scripted.
+
+It listens on `RECEIVER_PORT` (one free port for the test session) unless told otherwise, so
+the router's settings can allow exactly its origin, `ALLOWED_RECEIVER`, past the SSRF guard.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,13 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self
+
+from leadrelay.broker import free_port
+
+RECEIVER_PORT = free_port()
+ALLOWED_RECEIVER = f"http://127.0.0.1:{RECEIVER_PORT}"
+ALLOWED_WEBHOOKS = f"{ALLOWED_RECEIVER},http://127.0.0.1:9"
+"""What router tests allow: the receiver, and port 9 on loopback (nothing listens there)."""
 
 
 @dataclass(frozen=True)
@@ -30,8 +41,9 @@ class Received:
 class WebhookReceiver:
     """Answers each request with the next scripted `Reply` (then 200 once the script is out)."""
 
-    def __init__(self, replies: Iterable[Reply] = ()) -> None:
+    def __init__(self, replies: Iterable[Reply] = (), *, port: int = RECEIVER_PORT) -> None:
         self.replies = deque(replies)
+        self.listen_port = port
         self.received: list[Received] = []
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -49,7 +61,7 @@ class WebhookReceiver:
         return [request.body for request in self.received]
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
         return self
 
     async def __aexit__(

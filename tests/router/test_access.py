@@ -3,17 +3,20 @@ accept links, decisions, deliveries, reports and metrics. Real broker, real data
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from leadrelay.broker import EmbeddedBroker
-from services.router.access import action_token
+from services.router.action_links import LINK_PURPOSE, link_expiry, link_token
 from services.router.app import create_app
 from services.router.settings import RouterSettings
 from shared.clock import ManualClock
+from shared.encryption import SecretBox
 from shared.events import encode_event
 from tests.router.conftest import ADMIN, ADMIN_TOKEN, scored
+from tests.router.receiver import ALLOWED_WEBHOOKS
 from tests.router.test_api import produce
 from tests.support import eventually, running_app
 
@@ -51,9 +54,17 @@ def settings(router_url: str, broker: EmbeddedBroker, topic_prefix: str) -> Rout
     return RouterSettings(
         database_url=router_url, kafka_bootstrap_servers=broker.bootstrap_servers,
         kafka_topic_prefix=topic_prefix, public_base_url="http://testserver",
-        admin_token=ADMIN_TOKEN, allow_private_webhooks=True, timer_interval_seconds=0.1,
+        admin_token=ADMIN_TOKEN, webhook_allowed_urls=ALLOWED_WEBHOOKS, timer_interval_seconds=0.1,
         sla_reminder_fraction=0,
     )
+
+
+def accept_token(settings: RouterSettings, assignment: dict[str, Any]) -> str:
+    """The token of the Accept link the router puts in the assignment's notifications."""
+    keys = SecretBox.from_setting(settings.encryption_keys).signing_keys(LINK_PURPOSE)
+    deadline = datetime.fromisoformat(assignment["deadline_at"])
+    return link_token(keys, assignment["id"], "accept",
+                      link_expiry(deadline, settings.action_link_grace_seconds))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -131,7 +142,7 @@ async def test_reps_see_and_act_only_on_their_own_assignments(settings: RouterSe
         assert me.json()["email"] == "ann@seller.example"
 
         # The signed link in the notification works alone, for that assignment and action.
-        token = action_token(settings.admin_token, mine["id"], "accept")
+        token = accept_token(settings, mine)
         wrong_action = await client.post(f"/v1/assignments/{mine['id']}/reject?token={token}",
                                           json={"reason_code": "other"})
         assert wrong_action.status_code == 404

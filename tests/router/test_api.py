@@ -14,7 +14,7 @@ from services.router.settings import RouterSettings
 from shared.clock import ManualClock
 from shared.events import encode_event
 from tests.router.conftest import ADMIN, ADMIN_TOKEN, scored, types_of
-from tests.router.receiver import WebhookReceiver
+from tests.router.receiver import ALLOWED_WEBHOOKS, WebhookReceiver
 from tests.support import eventually, read_topic, running_app
 
 pytestmark = pytest.mark.broker
@@ -30,7 +30,8 @@ def settings(router_url: str, broker: EmbeddedBroker, topic_prefix: str) -> Rout
         sla_accept_seconds=1,
         admin_token=ADMIN_TOKEN,
         sla_reminder_fraction=0,
-        allow_private_webhooks=True,
+        # The roster test registers example.com names that resolve nowhere.
+        webhook_allowed_urls=f"{ALLOWED_WEBHOOKS},https://hooks.seller.example,http://x.example",
         timer_interval_seconds=0.1,
         notify_poll_seconds=5,
     )
@@ -47,7 +48,7 @@ async def test_the_roster(settings: RouterSettings) -> None:
         paused = await client.post(
             "/v1/sdrs",
             json={"name": "Alan", "email": "alan@seller.example",
-                  "webhook_url": "http://127.0.0.1:9000/alan", "active": False},
+                  "webhook_url": "http://127.0.0.1:9/alan", "active": False},
         )
         duplicate = await client.post(
             "/v1/sdrs",

@@ -21,6 +21,7 @@ from shared.clock import ManualClock
 from shared.db import Database
 from shared.events import encode_event
 from tests.router.conftest import ADMIN, ADMIN_TOKEN, Router, scored
+from tests.router.receiver import ALLOWED_WEBHOOKS
 from tests.support import eventually, running_app
 
 pytestmark = pytest.mark.broker
@@ -63,7 +64,8 @@ async def test_two_instances_never_assign_a_lead_twice(
 ) -> None:
     settings = RouterSettings(
         database_url=postgres_router_url, kafka_bootstrap_servers=broker.bootstrap_servers,
-        kafka_topic_prefix=topic_prefix, admin_token=ADMIN_TOKEN, allow_private_webhooks=True,
+        kafka_topic_prefix=topic_prefix, admin_token=ADMIN_TOKEN,
+        webhook_allowed_urls=ALLOWED_WEBHOOKS,
         sla_accept_seconds=3600, sla_reminder_fraction=0, timer_interval_seconds=0.5,
         notify_poll_seconds=30,
     )
@@ -123,7 +125,7 @@ async def test_timers_pending_when_the_router_is_killed_all_fire_after_restart(
         "LEADRELAY_KAFKA_TOPIC_PREFIX": topic_prefix,
         "LEADRELAY_ROUTER_DATABASE_URL": router_url,
         "LEADRELAY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS": "true",
+        "LEADRELAY_WEBHOOK_ALLOWED_URLS": ALLOWED_WEBHOOKS,
         "LEADRELAY_SLA_ACCEPT_SECONDS": "4",
         "LEADRELAY_SLA_REMINDER_FRACTION": "0",
         "LEADRELAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",

@@ -84,7 +84,7 @@ async def test_a_hand_over_waits_in_the_database_and_is_retried_until_an_ae_is_e
 
     async with router.db.transaction() as session:
         await roster.update_person(session, router.clock, closer,
-                                   PersonFields(presence="available"))
+                                   PersonFields(presence="available"), router.context.channels)
     router.clock.set(asked + timedelta(seconds=450))
     [offer] = (await timer.tick()).offers
     assert offer.sdr_id == closer
@@ -111,7 +111,7 @@ async def test_a_hand_over_whose_lead_moved_on_is_closed(router: Router) -> None
     async with router.db.transaction() as session:
         await repository.update_lead(session, "lead-1", {"status": "disqualified"})
         await roster.update_person(session, router.clock, closer,
-                                   PersonFields(presence="available"))
+                                   PersonFields(presence="available"), router.context.channels)
     timer = EscalationTimer(router.db, router.context, interval=1, batch_size=10)
     router.clock.advance(30)
     assert (await timer.tick()).offers == []
@@ -153,7 +153,7 @@ async def test_two_instances_retrying_at_once_hand_the_lead_over_once(router: Ro
     closer, _ = await qualified_lead(router)
     async with router.db.transaction() as session:
         await roster.update_person(session, router.clock, closer,
-                                   PersonFields(presence="available"))
+                                   PersonFields(presence="available"), router.context.channels)
     other_db = Database(router.settings.database_url)
     try:
         other = service.RouterContext.build(router.settings, router.context.outbox, router.clock)

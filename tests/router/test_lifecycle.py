@@ -73,7 +73,8 @@ async def test_rules_pick_the_pool_and_every_exclusion_is_explained(router: Rout
     async with router.db.transaction() as session:
         await service.accept_assignment(session, router.context, offer["id"])
     async with router.db.transaction() as session:
-        await roster.update_person(session, router.clock, marie, PersonFields(capacity=1))
+        await roster.update_person(session, router.clock, marie, PersonFields(capacity=1),
+                                   router.context.channels)
     await router.consume(scored("lead-fr-2", clock=router.clock, country="FR", language="fr"))
     second = await offer_of(router, "lead-fr-2")
     assert second["sdr_id"] == other
@@ -147,7 +148,8 @@ async def test_account_owner_is_sticky_and_falls_back_to_the_pool(router: Router
 
 async def roster_presence(session: Any, router: Router, person_id: str, presence: str) -> None:
     await roster.update_person(session, router.clock, person_id,
-                               PersonFields.model_validate({"presence": presence}))
+                               PersonFields.model_validate({"presence": presence}),
+                               router.context.channels)
 
 
 async def test_a_rejected_lead_is_offered_to_the_next_rep_at_once(router: Router) -> None:

@@ -68,10 +68,11 @@ async def test_delivered_once_on_200(router: Router) -> None:
     assert request.headers["idempotency-key"] == row["message_id"]
     assert request.headers["webhook-timestamp"] == str(int(router.clock.now().timestamp()))
     [person] = await router.rows(sdr)
-    assert verify(person["webhook_secret"], request.headers["webhook-id"],
+    secret = router.context.secrets.decrypt(person["webhook_secret"])
+    assert verify(secret, request.headers["webhook-id"],
                   int(request.headers["webhook-timestamp"]), request.raw,
                   request.headers["webhook-signature"])
-    assert not verify(person["webhook_secret"], request.headers["webhook-id"],
+    assert not verify(secret, request.headers["webhook-id"],
                       int(request.headers["webhook-timestamp"]) + 1, request.raw,
                       request.headers["webhook-signature"])
     assert request.body["type"] == "assignment.offered"
@@ -257,9 +258,9 @@ async def test_redirects_are_never_followed(router: Router) -> None:
 async def test_loopback_urls_are_refused_unless_allowed(router: Router) -> None:
     async with WebhookReceiver() as receiver:
         await offer_to(router, receiver)
-        [delivery] = await deliver(router, notifier_for(router, allow_private_webhooks=False))
+        [delivery] = await deliver(router, notifier_for(router, webhook_allowed_urls=""))
     assert delivery.outcome == "failed"
-    assert delivery.error is not None and "private or loopback" in delivery.error
+    assert delivery.error is not None and "not a public internet address" in delivery.error
     assert receiver.received == []
 
 

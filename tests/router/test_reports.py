@@ -16,7 +16,7 @@ from services.router.settings import RouterSettings
 from shared.clock import ManualClock
 from shared.events import encode_event
 from tests.router.conftest import ADMIN, ADMIN_TOKEN, Router, scored
-from tests.router.receiver import Reply, WebhookReceiver
+from tests.router.receiver import ALLOWED_WEBHOOKS, Reply, WebhookReceiver
 from tests.router.test_api import produce
 from tests.support import eventually, running_app
 
@@ -64,7 +64,8 @@ def settings(router_url: str, broker: EmbeddedBroker, topic_prefix: str) -> Rout
     return RouterSettings(
         database_url=router_url, kafka_bootstrap_servers=broker.bootstrap_servers,
         kafka_topic_prefix=topic_prefix, public_base_url="http://testserver",
-        admin_token=ADMIN_TOKEN, allow_private_webhooks=True, timer_interval_seconds=0.1,
+        admin_token=ADMIN_TOKEN, webhook_allowed_urls=ALLOWED_WEBHOOKS,
+        timer_interval_seconds=0.1,
         sla_reminder_fraction=0, sla_accept_seconds=1, notify_poll_seconds=0.2,
     )
 

@@ -19,6 +19,7 @@ from services.router.service import RouterContext
 from services.router.settings import RouterSettings
 from shared.db import Database
 from tests.router.conftest import ADMIN, ADMIN_TOKEN, Router, scored
+from tests.router.receiver import ALLOWED_WEBHOOKS
 from tests.support import running_app
 
 pytestmark = pytest.mark.broker
@@ -32,7 +33,7 @@ async def instance_a(
     settings = RouterSettings(
         database_url=router.settings.database_url,
         kafka_bootstrap_servers=broker.bootstrap_servers, kafka_topic_prefix=topic_prefix,
-        admin_token=ADMIN_TOKEN, sla_reminder_fraction=0, allow_private_webhooks=True,
+        admin_token=ADMIN_TOKEN, sla_reminder_fraction=0, webhook_allowed_urls=ALLOWED_WEBHOOKS,
         timer_interval_seconds=60, notify_poll_seconds=60,
     )
     app = create_app(settings, clock=router.clock)

@@ -148,14 +148,15 @@ async def test_segments_come_in_through_the_yaml_import(router: Router) -> None:
           - {name: Ann, email: ann@seller.example, teams: [Inside], segments: [SMB, Mid-Market]}
     """))
     async with router.db.transaction() as session:
-        imported = await roster.import_roster(session, router.clock, document)
+        imported = await roster.import_roster(session, router.clock, document,
+                                              router.context.channels)
     [ann] = imported.people_created
     assert ann.segments == ["mid-market", "smb"]
     again = RosterDocument.model_validate(yaml.safe_load("""
         people: [{name: Ann, email: ann@seller.example, segments: [Enterprise]}]
     """))
     async with router.db.transaction() as session:
-        await roster.import_roster(session, router.clock, again)
+        await roster.import_roster(session, router.clock, again, router.context.channels)
         row = await repository.find_sdr(session, ann.id)
         assert row is not None
         view = await roster.person_view(session, row)

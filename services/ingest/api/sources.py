@@ -1,4 +1,5 @@
-"""The source registry API: `GET/PUT/DELETE /v1/sources/{key}`. Secrets are never returned."""
+"""The source registry API: `GET/PUT/DELETE /v1/sources/{key}`. Secrets are never returned
+(`secret_count` says how many there are) and are stored encrypted."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ async def save_source(
     _not_from_file(context, key)
     async with runtime.db.transaction() as session:
         created = await repository.save_source(
-            session, key, config.kind, config.model_dump(mode="json"), context.clock.now()
+            session, key, config.kind, context.sources.stored_config(config), context.clock.now()
         )
     response.status_code = 201 if created else 200
     return SourceView.of(Source.model_validate({**config.model_dump(), "key": key}))

@@ -1,0 +1,134 @@
+"""The pages behind action links: what a rep sees on opening the Accept link of a notification.
+
+`GET /v1/assignments/{id}/accept?token=...` shows which lead and what the button does; the
+button POSTs the token in the form body to `.../accept/confirm`, which accepts and says so.
+A link that is expired, forged, or for another assignment or action gets a page saying so,
+never JSON. The pages are self-contained (inline CSS, no script, no external asset) and fit a
+390-px-wide phone screen.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse
+
+from services.router import repository, service
+from services.router.action_links import LinkCheck, check_link
+from services.router.service import RouterContext
+from shared.app import RuntimeDep
+from shared.problems import ProblemError
+
+routes = APIRouter(prefix="/v1", tags=["action links"])
+
+ACTION_WORDS = {"accept": ("Accept this lead", "Accept", "Lead accepted")}
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{title} · leadrelay</title>
+<style>
+body{{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;padding:24px 16px;
+background:#f4f5f7;color:#1d2330}}
+main{{max-width:420px;margin:0 auto;background:#fff;border-radius:12px;padding:20px;
+box-shadow:0 1px 3px rgba(0,0,0,.12)}}
+h1{{font-size:1.3rem;margin:0 0 12px}}
+dl{{margin:0 0 16px}}dt{{font-size:.8rem;color:#5b6475;text-transform:uppercase}}
+dd{{margin:0 0 8px;overflow-wrap:anywhere}}
+button{{width:100%;font:inherit;font-weight:600;padding:14px;border:0;border-radius:8px;
+background:#1f6feb;color:#fff;cursor:pointer}}
+p{{margin:0 0 12px}}
+</style></head>
+<body><main>
+<h1>{title}</h1>
+{body}
+</main></body></html>
+"""
+
+
+def page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        _PAGE.format(title=escape(title), body=body), status_code=status_code,
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                            "form-action 'self'"},
+    )
+
+
+def refused_page(check: LinkCheck) -> HTMLResponse:
+    if check is LinkCheck.EXPIRED:
+        return page("This link has expired", "<p>The offer it was for has closed. Open the "
+                    "leadrelay API or your latest notification to see your leads.</p>", 410)
+    return page("This link is not valid", "<p>It may have been copied incompletely, or it is "
+                "for another lead or action. Use the button of your notification.</p>", 404)
+
+
+def _lead_facts(row: Any) -> str:
+    lead: dict[str, Any] = row["lead_snapshot"] or {}
+    facts = [("Lead", lead.get("name")), ("Company", lead.get("company")),
+             ("Country", lead.get("country")), ("Source", lead.get("source")),
+             ("Accept before", row["deadline_at"].strftime("%Y-%m-%d %H:%M UTC"))]
+    items = "".join(f"<dt>{escape(name)}</dt><dd>{escape(str(value))}</dd>"
+                    for name, value in facts if value)
+    return f"<dl>{items}</dl>"
+
+
+def _context(request: Request) -> RouterContext:
+    context: RouterContext = request.app.state.router_context
+    return context
+
+
+async def _checked(request: Request, runtime: RuntimeDep, assignment_id: str, action: str,
+                   token: str) -> tuple[Any, HTMLResponse | None]:
+    context = _context(request)
+    check = check_link(context.action_keys, assignment_id, action, token, context.clock.now())
+    if check is not LinkCheck.VALID:
+        return None, refused_page(check)
+    async with runtime.db.reading() as session:
+        row = await repository.find_assignment(session, assignment_id)
+    if row is None:
+        return None, refused_page(LinkCheck.INVALID)
+    return row, None
+
+
+@routes.get("/assignments/{assignment_id}/accept", response_class=HTMLResponse,
+            summary="The page an Accept link opens (confirm with its button)")
+async def accept_page(
+    request: Request, runtime: RuntimeDep, assignment_id: str,
+    token: Annotated[str, Query(max_length=200)] = "",
+) -> HTMLResponse:
+    row, refused = await _checked(request, runtime, assignment_id, "accept", token)
+    if refused is not None:
+        return refused
+    title, button, _ = ACTION_WORDS["accept"]
+    if row["status"] != "offered":
+        return page("This lead is no longer waiting", f"{_lead_facts(row)}<p>This offer is "
+                    f"{escape(row['status'])}: there is nothing to accept.</p>", 409)
+    form = (f'<form method="post" action="/v1/assignments/{escape(assignment_id)}/accept/confirm">'
+            f'<input type="hidden" name="token" value="{escape(token)}">'
+            f'<button type="submit">{escape(button)}</button></form>')
+    return page(title, _lead_facts(row) + form)
+
+
+@routes.post("/assignments/{assignment_id}/accept/confirm", response_class=HTMLResponse,
+             summary="Accept through a link's confirmation page (form post)")
+async def confirm_accept(
+    request: Request, runtime: RuntimeDep, assignment_id: str,
+    token: Annotated[str, Form(max_length=200)] = "",
+) -> HTMLResponse:
+    row, refused = await _checked(request, runtime, assignment_id, "accept", token)
+    if refused is not None:
+        return refused
+    try:
+        async with runtime.db.transaction() as session:
+            accepted = await service.accept_assignment(session, _context(request), assignment_id)
+    except ProblemError as problem:
+        if problem.status != 409:
+            raise
+        reason = escape(problem.detail or problem.title)
+        return page("This lead is no longer waiting", f"{_lead_facts(row)}<p>{reason}</p>", 409)
+    return page(ACTION_WORDS["accept"][2], f"{_lead_facts(accepted)}<p>The lead is yours: "
+                "make your first contact before the contact deadline.</p>")
