@@ -14,11 +14,10 @@ import pytest
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.harness.postgres import PostgresCluster
 from services.router.app import create_app
-from services.router.settings import RouterSettings
 from shared.clock import ManualClock
 from shared.events import encode_event
 from tests.conftest import migrate
-from tests.router.conftest import ADMIN, ADMIN_TOKEN, scored
+from tests.router.conftest import ADMIN, ADMIN_TOKEN, router_settings, scored
 from tests.router.receiver import WebhookReceiver
 from tests.router.test_api import add_sdr, produce
 from tests.support import eventually, running_app
@@ -38,9 +37,9 @@ async def test_router_answers_503_while_postgresql_is_down_and_resumes(
     topic_prefix: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    settings = RouterSettings(
-        database_url=router_url, kafka_bootstrap_servers=broker.bootstrap_servers,
-        kafka_topic_prefix=topic_prefix, admin_token=ADMIN_TOKEN, allow_private_webhooks=True,
+    settings = router_settings(
+        router_url, kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_topic_prefix=topic_prefix, admin_token=ADMIN_TOKEN,
         sla_reminder_fraction=0, timer_interval_seconds=0.1,
     )
     clock = ManualClock()
@@ -90,8 +89,8 @@ async def test_router_answers_503_while_its_sqlite_file_cannot_be_opened(
 ) -> None:
     path = tmp_path / "router.db"
     path.mkdir()  # where the file should be, a directory: SQLite cannot open it
-    settings = RouterSettings(
-        database_url=f"sqlite+aiosqlite:///{path}", admin_token=ADMIN_TOKEN,
+    settings = router_settings(
+        f"sqlite+aiosqlite:///{path}", admin_token=ADMIN_TOKEN,
         kafka_bootstrap_servers=broker.bootstrap_servers, kafka_topic_prefix=topic_prefix)
     async with running_app(create_app(settings)) as client:
         client.headers.update(ADMIN)
