@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI, Request
 
 from shared.events import Topics, decode_event
+from shared.kafka_security import client_security
 from shared.settings import ServiceSettings
 
 
@@ -144,7 +145,7 @@ def receiver_app(console: DemoConsole, client: httpx.AsyncClient) -> FastAPI:
 async def follow_topics(console: DemoConsole, settings: ServiceSettings) -> None:
     topics = Topics(settings.kafka_topic_prefix)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, **client_security(settings))
     await consumer.start()
     try:
         await consumer.topics()
