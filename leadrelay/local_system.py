@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,9 +116,13 @@ class RunningSystem:
 @contextmanager
 def running_system(
     *, bootstrap_servers: str, data_dir: Path, topic_prefix: str, sla_seconds: float,
-    database_url: str | None = None,
+    database_url: str | None = None, broker_env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningSystem]:
-    """Migrate and start ingest, scorer and router; stop them all at the end."""
+    """Migrate and start ingest, scorer and router; stop them all at the end.
+
+    `broker_env` is the services' broker settings (security, idempotence, replication, fetch
+    wait) beyond the bootstrap servers; by default those suited to the embedded broker.
+    """
     ports = {name: free_port() for name in SERVICES}
     urls = {
         name: database_url or f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}" for name in SERVICES
@@ -140,7 +144,7 @@ def running_system(
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",
-            **embedded_consumer_env(),
+            **(embedded_consumer_env() if broker_env is None else broker_env),
         }
         services[name] = ServiceProcess(name, ports[name], env, data_dir / "logs" / f"{name}.log")
     try:

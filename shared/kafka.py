@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
@@ -92,6 +93,22 @@ async def ensure_topics(
             await asyncio.sleep(min(0.2 * attempt, 2.0))
         finally:
             await admin.close()
+
+
+async def topic_partitions(
+    bootstrap_servers: str, topics: Iterable[str], **security: Any
+) -> list[TopicPartition]:
+    """Every partition of `topics` that exists, asked of the broker: a consumer's own metadata
+    covers only the topics it subscribed to (the embedded broker sends every topic anyway)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **security)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return [TopicPartition(topic["topic"], partition["partition"])
+            for topic in described if topic["error_code"] == 0
+            for partition in sorted(topic["partitions"], key=lambda p: p["partition"])]
 
 
 def topic_configs(settings: ServiceSettings) -> dict[str, str]:

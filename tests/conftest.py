@@ -20,6 +20,8 @@ from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.catalog import SERVICES
 from shared.migrations import upgrade
 
+pytest_plugins = ["tests.kafka_fixtures"]
+
 PG_ADMIN_DSN = os.environ.get("LEADRELAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

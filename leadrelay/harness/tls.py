@@ -25,7 +25,7 @@ class IssuedCertificate:
 
 
 @dataclass(frozen=True)
-class TestAuthority:
+class ThrowawayAuthority:
     """A self-signed CA in `directory`; `issue` signs certificates for 127.0.0.1/localhost."""
 
     directory: Path
@@ -37,7 +37,7 @@ class TestAuthority:
         return self.directory / "ca.pem"
 
     @classmethod
-    def create(cls, directory: Path, name: str = "leadrelay test CA") -> TestAuthority:
+    def create(cls, directory: Path, name: str = "leadrelay test CA") -> ThrowawayAuthority:
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
