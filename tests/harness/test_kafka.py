@@ -20,6 +20,7 @@ from leadrelay.harness.kafka import KafkaCluster
 from shared.kafka import ensure_topics
 from shared.settings import ServiceSettings
 from tests.kafka_fixtures import SecureKafka, kafka_unavailable
+from tests.support import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.broker]
 
@@ -29,22 +30,23 @@ class HarnessSettings(ServiceSettings):
 
 
 async def round_trip(
-    bootstrap_servers: str, topic: str, values: list[bytes], **security: Any
+    bootstrap_servers: str, topic: str, values: list[bytes], *, partition: int = 0,
+    **security: Any,
 ) -> list[bytes]:
-    """Produce `values` idempotently with acks=all to partition 0 of `topic`; read them back."""
+    """Produce `values` idempotently with acks=all to `partition` of `topic`; read them back."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
                                 enable_idempotence=True, **security)
     await producer.start()
     try:
         for value in values:
-            await producer.send_and_wait(topic, value, partition=0)
+            await producer.send_and_wait(topic, value, partition=partition)
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
                                 **security)
     await consumer.start()
     try:
-        consumer.assign([TopicPartition(topic, 0)])
+        consumer.assign([TopicPartition(topic, partition)])
         await consumer.seek_to_beginning()
         read: list[bytes] = []
         async with asyncio.timeout(30):
@@ -66,7 +68,7 @@ async def create_topic(kafka: SecureKafka, topic: str, partitions: int = 6) -> N
 
 
 async def leaders(kafka: SecureKafka, topic: str) -> dict[int, int]:
-    """Partition -> leading node id."""
+    """Partition -> leading node id (-1: none), as the cluster's metadata has it now."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.cluster.internal_bootstrap_servers)
     await admin.start()
     try:
@@ -117,7 +119,8 @@ async def test_services_create_topics_with_three_replicas_and_two_in_sync(
     admin = AIOKafkaAdminClient(bootstrap_servers=secure_kafka.cluster.internal_bootstrap_servers)
     await admin.start()
     try:
-        [described] = await admin.describe_topics([topic])
+        [described] = await eventually(lambda: admin.describe_topics([topic]), timeout=30,
+                                       until=lambda found: len(found[0]["partitions"]) == 6)
         [configs] = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})])
     finally:
@@ -135,7 +138,9 @@ async def test_killing_the_busiest_leader_leaves_writes_to_the_others_until_it_i
     topic = f"failover{uuid.uuid4().hex[:8]}"
     # Seven partitions over three brokers: one of them leads more than another.
     await create_topic(secure_kafka, topic, partitions=7)
-    led = Counter((await leaders(secure_kafka, topic)).values())
+    before = await eventually(lambda: leaders(secure_kafka, topic), timeout=30,
+                              until=lambda led: len(led) == 7 and min(led.values()) > 0)
+    led = Counter(before.values())
     assert len(set(led.values())) > 1, led
     busiest = await asyncio.to_thread(cluster.busiest_leader, [topic])
     assert led[busiest] == max(led.values()), (busiest, led)
@@ -143,12 +148,15 @@ async def test_killing_the_busiest_leader_leaves_writes_to_the_others_until_it_i
     cluster.kill(busiest)
     try:
         assert not cluster.broker(busiest).alive()
-        values = [b"written while a broker is down"]
+        values = [b"written while its leader is down"]
+        its_partition = min(p for p, leader in before.items() if leader == busiest)
         # acks=all with two of three replicas in sync: the write waits for the new leader.
         assert await round_trip(secure_kafka.bootstrap_servers, topic, values,
+                                partition=its_partition,
                                 **secure_kafka.client_security()) == values
-        after = await leaders(secure_kafka, topic)
-        assert busiest not in after.values()
+        after = await eventually(lambda: leaders(secure_kafka, topic), timeout=30,
+                                 until=lambda led: busiest not in led.values())
+        assert min(after.values()) > 0
     finally:
         await asyncio.to_thread(cluster.restart, busiest)
     assert cluster.broker(busiest).alive()
