@@ -20,12 +20,8 @@ from typing import Any
 import pytest
 from aiokafka.helpers import create_ssl_context
 
-from leadrelay.harness.kafka import (
-    BrokerSecurity,
-    KafkaCluster,
-    KafkaUnavailableError,
-    missing_tools,
-)
+from leadrelay.harness.kafka import BrokerSecurity, KafkaCluster
+from leadrelay.harness.kafka_jars import KafkaUnavailableError, missing_tools
 from leadrelay.harness.tls import ThrowawayAuthority
 
 KAFKA_USER = "leadrelay"

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from leadrelay.catalog import SERVICES
-from leadrelay.harness.kafka import KAFKA_VERSION
+from leadrelay.harness.kafka_jars import KAFKA_VERSION
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
