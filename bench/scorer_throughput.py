@@ -62,6 +62,7 @@ from shared.events import (
     encode_event,
 )
 from shared.kafka import ensure_topics
+from shared.kafka_security import client_security
 from shared.metrics import ServiceMetrics
 from shared.migrations import upgrade
 from shared.outbox import Outbox
@@ -122,6 +123,7 @@ async def raw_consume_rate(settings: ScorerSettings, total: int) -> tuple[float,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         max_poll_records=settings.kafka_max_batch,
+        **client_security(settings),
     )
     await consumer.start()
     try:

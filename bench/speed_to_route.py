@@ -13,6 +13,11 @@ receiver). All hops use the wall clock of this one machine.
     python bench/speed_to_route.py --database postgres  # PostgreSQL on 127.0.0.1:5432
     python bench/speed_to_route.py --rate 50 --seconds 10
     python bench/speed_to_route.py --seconds 300        # also prints each 30-s window
+    python bench/speed_to_route.py --broker kafka3 --database postgres   # the production path
+
+`--broker kafka` runs Apache Kafka (one broker) instead of the embedded broker, `kafka3` a
+3-broker cluster with replication 3 and two replicas in sync (`leadrelay/harness/kafka.py`);
+either way with idempotent producers and Kafka's fetch wait.
 
 A run longer than one window also prints 202 -> webhook per window of sending time, so a
 system that slows down as it runs (a broker whose fetches cost more as its log grows) shows.
@@ -46,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.process_cpu import cpu_seconds, machine_ticks
 from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.broker import EmbeddedBroker, free_port
+from leadrelay.harness.kafka import KafkaCluster
 from leadrelay.local_system import (
     RunningSystem,
     WebhookReceiver,
@@ -307,24 +313,40 @@ def by_window(accepted_at: dict[str, float], latencies: dict[str, float], window
     return [(index * window, windows[index]) for index in sorted(windows)]
 
 
+def start_broker(stack: ExitStack, kind: str) -> tuple[str, dict[str, str] | None, dict[str, int]]:
+    """Start the broker `kind` names: its bootstrap servers, the services' broker settings
+    (None: the embedded broker's) and its processes' ids."""
+    if kind == "embedded":
+        broker = stack.enter_context(EmbeddedBroker(free_port()))
+        assert broker.process is not None
+        return broker.bootstrap_servers, None, {"broker": broker.process.pid}
+    cluster = stack.enter_context(KafkaCluster(3 if kind == "kafka3" else 1))
+    env = {"LEADRELAY_KAFKA_ENABLE_IDEMPOTENCE": "true", "LEADRELAY_KAFKA_FETCH_MAX_WAIT_MS": "500",
+           "LEADRELAY_KAFKA_REPLICATION_FACTOR": str(cluster.size),
+           "LEADRELAY_KAFKA_MIN_INSYNC_REPLICAS": str(min(cluster.size, 2))}
+    pids = {f"kafka-{broker.node_id}": broker.process.pid for broker in cluster.brokers
+            if broker.process is not None}
+    return cluster.bootstrap_servers, env, pids
+
+
 def run(database: str, args: argparse.Namespace) -> None:
     """Start a system on `database` (sqlite or postgres), measure, print the figures."""
     database_name = asyncio.run(create_database()) if database == "postgres" else None
     try:
         with ExitStack() as stack:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            broker = stack.enter_context(EmbeddedBroker(free_port()))
+            bootstrap_servers, broker_env, broker_pids = start_broker(stack, args.broker)
             receiver = stack.enter_context(webhook_receiver())
             system = stack.enter_context(running_system(
-                bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
+                bootstrap_servers=bootstrap_servers, data_dir=data_dir,
                 topic_prefix="bench", sla_seconds=3600,
                 database_url=pg_url(database_name) if database_name else None,
                 allowed_webhook_urls=[receiver.base_url],
+                broker_env=broker_env,
             ))
             pids = {name: service.process.pid for name, service in system.services.items()
                     if service.process is not None}
-            if broker.process is not None:
-                pids["broker"] = broker.process.pid
+            pids.update(broker_pids)
             cpu = CpuUse(pids)
             total, accepted_at, latencies, failures, per_hop = asyncio.run(
                 measure(system, receiver, args, cpu))
@@ -333,7 +355,7 @@ def run(database: str, args: argparse.Namespace) -> None:
             asyncio.run(drop_database(database_name))
 
     missing = len(accepted_at) - len(latencies)
-    print(f"speed to route, {database}: {total} leads "
+    print(f"speed to route, {args.broker} broker, {database}: {total} leads "
           f"at {args.rate:g}/s for {args.seconds:g} s")
     print(f"  accepted by ingest: {len(accepted_at)}   refused or failed: {len(failures)}   "
           f"notified: {len(latencies)}   never arrived: {missing}")
@@ -356,6 +378,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="leads per second")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--broker", choices=["embedded", "kafka", "kafka3"], default="embedded")
     parser.add_argument("--sdrs", type=int, default=20)
     parser.add_argument("--drain-seconds", type=float, default=30.0)
     parser.add_argument("--window", type=float, default=30.0,

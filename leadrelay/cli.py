@@ -16,6 +16,7 @@ import asyncio
 import os
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 from leadrelay.broker import EmbeddedBroker, embedded_consumer_env, wait_for_port
 from leadrelay.catalog import SECRET_HOLDERS, SERVICES
 from leadrelay.processes import ServiceProcess, wait_until_ready
-from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT
+from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT, ServiceSettings
 
 DEMO_RECEIVER_PORT = 8709
 
@@ -113,6 +114,9 @@ def _serve(args: argparse.Namespace) -> int:
     spec = SERVICES[args.service]
     settings = spec.settings()
     configure_logging(spec.name, settings.log_level)
+    if problem := _broker_access_problem(settings):
+        print(f"leadrelay serve {spec.name}: {problem}", file=sys.stderr)
+        return 2
 
     def app() -> Any:
         return freeze_after_startup(import_from_string(spec.app_factory)())
@@ -127,6 +131,18 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _broker_access_problem(settings: ServiceSettings) -> str | None:
+    """Why the service cannot use its broker (refused login, failed TLS, nobody answering
+    within the start-up timeout), checked before the service starts; None when it can."""
+    from shared.kafka_security import BrokerAccessError, check_broker_access
+
+    try:
+        asyncio.run(check_broker_access(settings))
+    except BrokerAccessError as error:
+        return str(error)
+    return None
 
 
 def _migrate(args: argparse.Namespace) -> int:

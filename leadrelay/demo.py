@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 import uvicorn
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI, Request
 
 from shared.events import Topics, decode_event
+from shared.kafka import topic_partitions
+from shared.kafka_security import client_security
 from shared.settings import ServiceSettings
 
 
@@ -143,17 +145,13 @@ def receiver_app(console: DemoConsole, client: httpx.AsyncClient) -> FastAPI:
 
 async def follow_topics(console: DemoConsole, settings: ServiceSettings) -> None:
     topics = Topics(settings.kafka_topic_prefix)
+    security = client_security(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, **security)
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics.all
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(partitions)
+        consumer.assign(await topic_partitions(settings.kafka_bootstrap_servers, topics.all,
+                                               **security))
         await consumer.seek_to_end()
         while True:
             batch = await consumer.getmany(timeout_ms=200)

@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -119,9 +119,14 @@ class RunningSystem:
 def running_system(
     *, bootstrap_servers: str, data_dir: Path, topic_prefix: str, sla_seconds: float,
     database_url: str | None = None, allowed_webhook_urls: Sequence[str] = (),
+    broker_env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningSystem]:
     """Migrate and start ingest, scorer and router; stop them all at the end. Webhooks may
-    call `allowed_webhook_urls` (the local receiver's URL) besides public addresses."""
+    call `allowed_webhook_urls` (the local receiver's URL) besides public addresses.
+
+    `broker_env` is the services' broker settings (security, idempotence, replication, fetch
+    wait) beyond the bootstrap servers; by default those suited to the embedded broker.
+    """
     ports = {name: free_port() for name in SERVICES}
     urls = {
         name: database_url or f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}" for name in SERVICES
@@ -145,7 +150,7 @@ def running_system(
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",
-            **embedded_consumer_env(),
+            **(embedded_consumer_env() if broker_env is None else broker_env),
         }
         services[name] = ServiceProcess(name, ports[name], env, data_dir / "logs" / f"{name}.log")
     try:

@@ -1,7 +1,8 @@
 """aiokafka clients configured the way leadrelay needs them, and topic creation.
 
 Producers wait for every in-sync replica (`acks="all"`). The idempotent producer is a setting,
-off by default because the embedded broker rejects it. Consumers never auto-commit: the
+off by default because the embedded broker rejects it. Every client authenticates as
+`shared.kafka_security` says (TLS, SASL). Consumers never auto-commit: the
 consumer loop commits offsets only after the database transaction that applied the events.
 Topics are created explicitly at start-up: the broker would otherwise auto-create them with
 its own partition count on the first produce or metadata request.
@@ -12,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
+from shared.kafka_security import client_security
 from shared.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ def build_producer(settings: ServiceSettings, *, client_id: str | None = None) -
         linger_ms=0,
         request_timeout_ms=15_000,
         retry_backoff_ms=200,
+        **client_security(settings),
     )
 
 
@@ -49,6 +53,7 @@ def build_consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
         retry_backoff_ms=200,
+        **client_security(settings),
     )
 
 
@@ -59,7 +64,8 @@ async def ensure_topics(
     wanted = list(topics)
     for attempt in range(1, attempts + 1):
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000,
+            **client_security(settings),
         )
         try:
             await admin.start()
@@ -72,6 +78,7 @@ async def ensure_topics(
                             name=topic,
                             num_partitions=settings.kafka_topic_partitions,
                             replication_factor=settings.kafka_replication_factor,
+                            topic_configs=topic_configs(settings),
                         )
                         for topic in missing
                     ]
@@ -86,6 +93,29 @@ async def ensure_topics(
             await asyncio.sleep(min(0.2 * attempt, 2.0))
         finally:
             await admin.close()
+
+
+async def topic_partitions(
+    bootstrap_servers: str, topics: Iterable[str], **security: Any
+) -> list[TopicPartition]:
+    """Every partition of `topics` that exists, asked of the broker: a consumer's own metadata
+    covers only the topics it subscribed to (the embedded broker sends every topic anyway)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **security)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return [TopicPartition(topic["topic"], partition["partition"])
+            for topic in described if topic["error_code"] == 0
+            for partition in sorted(topic["partitions"], key=lambda p: p["partition"])]
+
+
+def topic_configs(settings: ServiceSettings) -> dict[str, str]:
+    """The per-topic configs a service creates its topics with."""
+    if settings.kafka_min_insync_replicas is None:
+        return {}
+    return {"min.insync.replicas": str(settings.kafka_min_insync_replicas)}
 
 
 def _raise_topic_errors(response: object) -> None:

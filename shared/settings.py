@@ -3,7 +3,9 @@
 Each service subclasses `ServiceSettings` and sets `service_name`. The database URL is looked up
 as `LEADRELAY_<SERVICE>_DATABASE_URL`, then `DATABASE_URL`, then falls back to an SQLite file in
 the data directory (the embedded default). The Kafka bootstrap servers come from
-`LEADRELAY_KAFKA_BOOTSTRAP_SERVERS` (or `KAFKA_BOOTSTRAP_SERVERS`).
+`LEADRELAY_KAFKA_BOOTSTRAP_SERVERS` (or `KAFKA_BOOTSTRAP_SERVERS`), with a security protocol,
+SASL credentials and TLS files; security settings that contradict each other (SASL without a
+user name, a client key without its certificate) fail validation.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import ClassVar, Self, TypeVar
+from typing import ClassVar, Literal, Self, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.events import Topics
@@ -50,6 +52,31 @@ class ServiceSettings(BaseSettings):
         "broker lists every record batch of the partition, so short partitions keep it cheap",
     )
     kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, ge=1,
+        description="min.insync.replicas of the topics a service creates (a topic config); "
+        "unset: the broker's default. With acks=all, a write needs this many replicas",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM CA bundle the broker's certificate is checked against; "
+        "unset: the system's CAs",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate (chain), for brokers that ask for one",
+    )
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr = SecretStr("")
+    kafka_startup_timeout_seconds: float = Field(
+        default=30.0, gt=0,
+        description="How long `leadrelay serve` waits for an unreachable broker before it stops "
+        "with an error; a refused login stops it at once",
+    )
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
     kafka_commit_interval_ms: int = Field(
         default=200, ge=0, le=60_000,
@@ -89,6 +116,13 @@ class ServiceSettings(BaseSettings):
         self.database_url = normalise_database_url(self.database_url)
         return self
 
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Self:
+        problem = kafka_security_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
     def default_sqlite_url(self) -> str:
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
 
@@ -111,6 +145,39 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def kafka_security_problem(settings: ServiceSettings) -> str | None:
+    """What makes the Kafka security settings inconsistent, in one line; None when they agree."""
+    protocol = settings.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    tls = protocol.endswith("SSL")
+    if sasl and not (settings.kafka_sasl_username and settings.kafka_sasl_password):
+        return (f"LEADRELAY_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                "LEADRELAY_KAFKA_SASL_USERNAME and LEADRELAY_KAFKA_SASL_PASSWORD")
+    if not sasl and (settings.kafka_sasl_username or settings.kafka_sasl_password):
+        return (f"LEADRELAY_KAFKA_SASL_USERNAME/PASSWORD are set but "
+                f"LEADRELAY_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                "(SASL_PLAINTEXT or SASL_SSL does)")
+    files = {"LEADRELAY_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+             "LEADRELAY_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+             "LEADRELAY_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile}
+    given = [name for name, path in files.items() if path is not None]
+    if given and not tls:
+        return (f"{', '.join(given)} set but LEADRELAY_KAFKA_SECURITY_PROTOCOL={protocol} "
+                "does not use TLS (SSL or SASL_SSL does)")
+    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
+        return "LEADRELAY_KAFKA_SSL_CERTFILE and LEADRELAY_KAFKA_SSL_KEYFILE go together"
+    for name in given:
+        path = files[name]
+        assert path is not None
+        if not path.is_file():
+            return f"{name}={path}: no such file"
+    replicas, min_insync = settings.kafka_replication_factor, settings.kafka_min_insync_replicas
+    if min_insync is not None and min_insync > replicas:
+        return (f"LEADRELAY_KAFKA_MIN_INSYNC_REPLICAS={min_insync} is more than "
+                f"LEADRELAY_KAFKA_REPLICATION_FACTOR={replicas}: no write could succeed")
+    return None
+
+
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
@@ -121,7 +188,10 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
     except ValidationError as error:
         lines = [f"leadrelay {cls.service_name}: invalid configuration"]
         for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"]) or "settings"
-            lines.append(f"  LEADRELAY_{where.upper()}: {item['msg']}")
+            where = ".".join(str(part) for part in item["loc"])
+            if where:
+                lines.append(f"  LEADRELAY_{where.upper()}: {item['msg']}")
+            else:  # a check across fields: its message names the variables
+                lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

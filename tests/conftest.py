@@ -23,6 +23,8 @@ from leadrelay.harness.postgres import PostgresCluster, PostgresNotFoundError
 from shared.encryption import KEYS_VARIABLE
 from shared.migrations import upgrade
 
+pytest_plugins = ["tests.kafka_fixtures"]
+
 PG_ADMIN_DSN = os.environ.get("LEADRELAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

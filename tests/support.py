@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from prometheus_client import Counter
+
+from shared.kafka import topic_partitions
 
 T = TypeVar("T")
 
@@ -46,16 +48,18 @@ async def eventually(
 
 
 async def read_topic(
-    bootstrap_servers: str, topic: str, count: int, *, timeout: float = 15.0
+    bootstrap_servers: str, topic: str, count: int, *, timeout: float = 15.0, **security: Any
 ) -> list[dict[str, Any]]:
-    """Read the first `count` events of `topic` (all partitions, no consumer group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    """Read the first `count` events of `topic` (all partitions, no consumer group); `security`:
+    aiokafka's TLS and SASL keyword arguments, if the broker wants them."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                **security)
     await consumer.start()
     try:
         partitions = await eventually(
-            lambda: _partitions(consumer, topic), timeout=timeout
+            lambda: topic_partitions(bootstrap_servers, [topic], **security), timeout=timeout
         )
-        consumer.assign([TopicPartition(topic, partition) for partition in partitions])
+        consumer.assign(partitions)
         await consumer.seek_to_beginning()
         events: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
@@ -68,11 +72,6 @@ async def read_topic(
     assert len(events) >= count, f"only {len(events)} of {count} events on {topic}"
     events.sort(key=lambda event: event["occurred_at"])
     return events
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer.topics()
-    return consumer.partitions_for_topic(topic) or set()
 
 
 def counted(counter: Counter) -> float:

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from leadrelay.catalog import SERVICES
+from leadrelay.harness.kafka_jars import KAFKA_VERSION
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -342,6 +343,12 @@ def test_app_health_check_probes_readyz_on_its_own_port(
 
 
 # --- Kafka and PostgreSQL -----------------------------------------------------------------------
+
+
+def test_compose_runs_the_kafka_version_the_tests_run(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
 
 
 def test_kafka_runs_kraft_single_node(

@@ -1,4 +1,8 @@
-"""Crash test: kill -9 the scorer and the router while 500 leads flow; nothing lost or doubled."""
+"""Crash test: kill -9 the scorer and the router while 500 leads flow; nothing lost or doubled.
+
+On both set-ups (`tests/e2e/conftest.py`): the embedded broker with SQLite, and Apache Kafka
+with PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from leadrelay.broker import EmbeddedBroker
 from leadrelay.local_system import RunningSystem, WebhookReceiver, running_system, webhook_receiver
 from shared.db import Database
+from tests.e2e.conftest import Platform
 from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
@@ -28,11 +32,12 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture
 def system(
-    broker: EmbeddedBroker, tmp_path: Path, receiver: WebhookReceiver
+    platform: Platform, tmp_path: Path, receiver: WebhookReceiver
 ) -> Iterator[RunningSystem]:
     with running_system(
-        bootstrap_servers=broker.bootstrap_servers, data_dir=tmp_path,
-        topic_prefix=f"crash{tmp_path.name[-6:]}", sla_seconds=3600,
+        bootstrap_servers=platform.bootstrap_servers, data_dir=tmp_path,
+        topic_prefix=platform.topic_prefix("crash"), sla_seconds=3600,
+        database_url=platform.database_url, broker_env=platform.service_env,
         allowed_webhook_urls=[receiver.base_url],
     ) as running:
         yield running

@@ -1,4 +1,8 @@
-"""The whole flow through real processes: a lead goes in, an SDR is notified, the SLA holds."""
+"""The whole flow through real processes: a lead goes in, an SDR is notified, the SLA holds.
+
+On both set-ups (`tests/e2e/conftest.py`): the embedded broker with SQLite, and Apache Kafka
+(SASL_SSL, SCRAM) with PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from leadrelay.broker import EmbeddedBroker
 from leadrelay.local_system import RunningSystem, WebhookReceiver, running_system, webhook_receiver
-from tests.conftest import create_pg_database, drop_pg_database, pg_url
+from tests.e2e.conftest import Platform
 from tests.support import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker]
@@ -27,35 +30,21 @@ def receiver() -> Iterator[WebhookReceiver]:
         yield running
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module")
 def system(
-    request: pytest.FixtureRequest,
-    broker: EmbeddedBroker,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_available: bool,
-    receiver: WebhookReceiver,
+    platform: Platform, tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver
 ) -> Iterator[RunningSystem]:
-    data_dir: Path = tmp_path_factory.mktemp(f"e2e-{request.param}")
-    database_name = None
-    if request.param == "postgres":
-        if not postgres_available:
-            pytest.skip("PostgreSQL is not reachable")
-        database_name = create_pg_database()
-    try:
-        with running_system(
-            bootstrap_servers=broker.bootstrap_servers,
-            data_dir=data_dir,
-            topic_prefix=f"e2e{request.param}",
-            sla_seconds=SLA_SECONDS,
-            database_url=pg_url(database_name) if database_name else None,
-            allowed_webhook_urls=[receiver.base_url],
-        ) as running:
-            yield running
-    finally:
-        if database_name:
-            drop_pg_database(database_name)
+    data_dir: Path = tmp_path_factory.mktemp(f"e2e-{platform.name}")
+    with running_system(
+        bootstrap_servers=platform.bootstrap_servers,
+        data_dir=data_dir,
+        topic_prefix=platform.topic_prefix("e2e"),
+        sla_seconds=SLA_SECONDS,
+        database_url=platform.database_url,
+        broker_env=platform.service_env,
+        allowed_webhook_urls=[receiver.base_url],
+    ) as running:
+        yield running
 
 
 async def add_sdrs(client: httpx.AsyncClient, system: RunningSystem, receiver: WebhookReceiver,

@@ -3,7 +3,8 @@ Idempotency-Key until acknowledged, while the ingest process is killed -9 twice 
 
 Every acknowledged submission is stored exactly once: one lead per email, one submission and
 one idempotency key per submission, one `lead.received` per lead in the outbox and on the
-broker (a redelivery after a crash carries the same event id).
+broker (a redelivery after a crash carries the same event id). On both set-ups
+(`tests/e2e/conftest.py`): the embedded broker with SQLite, Apache Kafka with PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from leadrelay.broker import EmbeddedBroker, free_port
+from leadrelay.broker import free_port
 from leadrelay.processes import ServiceProcess, wait_until_ready
 from services.ingest.models import OUTBOX, idempotency_key, lead, submission
 from shared.db import Database
 from tests.conftest import migrate
+from tests.e2e.conftest import Platform
 from tests.support import eventually, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
@@ -35,17 +37,19 @@ KILL_AFTER = (500, 1200)
 
 @pytest.fixture
 def ingest(
-    broker: EmbeddedBroker, tmp_path: Path, database_url: str
+    platform: Platform, tmp_path: Path
 ) -> Iterator[tuple[ServiceProcess, str, str]]:
     """ingest as a real process, on an SQLite file or a throwaway PostgreSQL database."""
+    database_url = platform.database_url or f"sqlite+aiosqlite:///{tmp_path / 'ingest.db'}"
     migrate("ingest", database_url)
-    topic_prefix = f"icrash{tmp_path.name[-6:]}"
+    topic_prefix = platform.topic_prefix("icrash")
     process = ServiceProcess("ingest", free_port(), {
         "LEADRELAY_DATA_DIR": str(tmp_path),
-        "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS": platform.bootstrap_servers,
         "LEADRELAY_KAFKA_TOPIC_PREFIX": topic_prefix,
         "LEADRELAY_INGEST_DATABASE_URL": database_url,
         "LEADRELAY_LOG_LEVEL": "WARNING",
+        **platform.service_env,
     }, tmp_path / "logs" / "ingest.log")
     process.start()
     try:
@@ -106,7 +110,7 @@ class Clients:
 
 
 async def test_killing_ingest_twice_stores_every_acknowledged_submission_once(
-    ingest: tuple[ServiceProcess, str, str], broker: EmbeddedBroker
+    ingest: tuple[ServiceProcess, str, str], platform: Platform
 ) -> None:
     process, database_url, topic = ingest
     clients = Clients(process.url)
@@ -150,7 +154,8 @@ async def test_killing_ingest_twice_stores_every_acknowledged_submission_once(
     published: dict[str, set[str]] = defaultdict(set)
     wanted = SUBMISSIONS
     while len(published) < SUBMISSIONS:
-        for event in await read_topic(broker.bootstrap_servers, topic, wanted, timeout=30):
+        for event in await read_topic(platform.bootstrap_servers, topic, wanted, timeout=30,
+                                      **platform.client_security):
             published[event["lead_id"]].add(event["event_id"])
         wanted += SUBMISSIONS - len(published)
     assert set(published) == set(leads.values())
