@@ -157,7 +157,7 @@ async def test_a_new_broker_gets_the_events_again_and_consumers_apply_what_they_
         await eventually(lambda: asyncio.sleep(0, (len(applied), consumer.duplicates)),
                          until=lambda seen: seen >= (10, 10))
         await asyncio.sleep(0.3)  # time for anything more to arrive, which it must not
-    missed = [(item.lead_id, item.correlation_id) for item in written[10:]]
+    missed = [(item.lead_id, str(item.correlation_id)) for item in written[10:]]
     assert sorted(applied) == sorted(missed), "applied exactly the events missed"
     assert per_lead(applied) == per_lead(missed), "each lead's events in outbox order"
     assert consumer.duplicates == 10, "the events applied before were dropped"
