@@ -169,6 +169,9 @@ class BrokerEpochs:
                     await asyncio.sleep(min(0.1 * 2**failures, 2.0))
                     continue
                 if epoch is not None:
+                    # The topics exist now, with the partitions they keep for the epoch: send
+                    # by those, not by what the producer saw while the broker came back.
+                    await self.producer.client.force_metadata_update()
                     return self._remember(epoch)
 
     async def _establish_once(self) -> BrokerEpoch | None:

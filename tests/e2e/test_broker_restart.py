@@ -71,10 +71,11 @@ async def send_leads(client: httpx.AsyncClient, ingest: str, accepted: list[str]
 
 
 async def restart_broker(broker: EmbeddedBroker, system: RunningSystem) -> float:
-    """Kill -9 and restart the broker; seconds until every service adopted the new epoch."""
+    """Kill -9 and restart the broker; seconds from its port answering again until every
+    service adopted the new epoch, as seen in `/metrics`."""
     before = await asyncio.to_thread(system.adopted_broker_epochs)
-    restarted_at = time.monotonic()
     await asyncio.to_thread(broker.restart)
+    restarted_at = time.monotonic()
     await eventually(
         lambda: asyncio.to_thread(system.adopted_broker_epochs),
         until=lambda now: all(now[name] > before[name] for name in before),
