@@ -181,3 +181,19 @@ async def test_what_a_new_broker_acknowledged_before_its_epoch_is_not_trusted(
     await drain(relay)
     assert await unpublished(database) == 0
     assert epochs.current is not None and await epochs.unchanged(epochs.current)
+
+
+async def test_a_service_restarted_on_a_broker_that_kept_its_records_publishes_nothing_again(
+    settings: ServiceSettings, producer: AIOKafkaProducer, database: Database, outbox: Outbox,
+    relay: OutboxRelay, epochs: BrokerEpochs,
+) -> None:
+    await write(database, outbox, [event("lead-kept", number) for number in range(3)])
+    await drain(relay)
+    restarted = BrokerEpochs(settings, producer, read_timeout=2.0)
+    try:
+        recovery = BrokerRecovery(restarted, database, OUTBOX, INBOX,
+                                  window=timedelta(minutes=10))
+        assert await recovery.recover() == epochs.current
+        assert await unpublished(database) == 0, "the same broker is no reason to publish again"
+    finally:
+        await restarted.stop()
