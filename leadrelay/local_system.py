@@ -4,6 +4,7 @@ webhook receiver standing in for the SDRs."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.fernet import Fernet
 
 from leadrelay.broker import embedded_consumer_env, free_port
@@ -96,6 +98,9 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         server.server_close()
 
 
+_ADOPTED = re.compile(r"^leadrelay_broker_epochs_adopted_total (\S+)$", re.MULTILINE)
+
+
 @dataclass
 class RunningSystem:
     services: dict[str, ServiceProcess]
@@ -113,6 +118,15 @@ class RunningSystem:
     def restart(self, name: str) -> None:
         self.services[name].start()
         wait_until_ready([self.services[name]])
+
+    def adopted_broker_epochs(self) -> dict[str, float]:
+        """How many broker epochs each service has adopted (`/metrics`): one more than before
+        a broker restart once the service has recovered from it (`shared.broker_recovery`)."""
+        counts: dict[str, float] = {}
+        for name, service in self.services.items():
+            found = _ADOPTED.search(httpx.get(f"{service.url}/metrics", timeout=5).text)
+            counts[name] = float(found.group(1)) if found else 0.0
+        return counts
 
 
 @contextmanager

@@ -9,6 +9,11 @@ beside the next batch instead of before it (one commit in flight, with the lates
 and at most once per `commit_interval`: a busy partition costs a few commits a second, not one
 per batch, and a crash redelivers at most that interval's events, which change nothing.
 
+When the broker turns out to be a new one (`start_over`, called by the runtime), the offsets
+of the old broker mean nothing on it: the loop drops the commits it had not made, reads every
+partition again from its beginning and commits that, so neither a stale position nor a stale
+commit makes it skip what the outboxes publish again.
+
 Errors are split in two. A database or broker outage aborts the batch: it is rolled back, the
 consumer seeks back to the batch's first offsets (nothing of it is recorded, nor its offsets
 committed) and tries again after a growing pause, logging the outage once when it starts and
@@ -27,7 +32,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -91,6 +96,9 @@ class EventConsumer:
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committing: asyncio.Task[None] | None = None
         self._last_commit = float("-inf")
+        self._start_over = False
+        self._read_from_beginning: set[TopicPartition] | None = None
+        """Partitions read from offset 0 since the broker turned out new (None: it did not)."""
         self._record = insert_ignoring_conflicts(inbox.processed, db.dialect).returning(
             inbox.processed.c.event_id)
         self.slow_topics = SlowTopics(
@@ -103,6 +111,8 @@ class EventConsumer:
         outage = OutageLog(f"{self.name} consumer")
         try:
             while True:
+                if self._start_over:
+                    await self._read_again_from_beginning()
                 until_change = self.slow_topics.pace()
                 records = await self.consumer.getmany(
                     timeout_ms=max(1, int(min(until_change, 1.0) * 1000)))
@@ -123,6 +133,38 @@ class EventConsumer:
             if self._committing is not None:
                 await asyncio.gather(self._committing, return_exceptions=True)
             await self.consumer.stop()
+
+    def start_over(self) -> None:
+        """The broker is a new one: before the next batch, read every partition again from
+        its beginning (events applied already are dropped by the processed-event record)."""
+        self._start_over = True
+
+    async def _read_again_from_beginning(self) -> None:
+        self._start_over = False
+        if self._committing is not None:
+            self._committing.cancel()
+            await asyncio.gather(self._committing, return_exceptions=True)
+        self._uncommitted = {}
+        topics = sorted(self.consumer.subscription())
+        logger.warning("%s: new broker; reading %s again from the beginning",
+                       self.name, ", ".join(topics))
+        if not topics:
+            return
+        self._read_from_beginning = set()
+        # Subscribing again refreshes the metadata (the new broker's topics may have other
+        # partition counts) and rejoins the group; each partition it assigns starts at 0.
+        self.consumer.unsubscribe()
+        self.consumer.subscribe(topics, listener=_StartAtZero(self))
+
+    def _assigned(self, partitions: Collection[TopicPartition]) -> None:
+        if self._read_from_beginning is None:
+            return
+        for partition in partitions:
+            if partition not in self._read_from_beginning:
+                # Not the old broker's committed offset: a position past the beginning
+                # would skip what the outboxes publish again.
+                self.consumer.seek(partition, 0)
+                self._read_from_beginning.add(partition)
 
     async def apply(self, records: Records) -> None:
         """Apply every message of the batch in one transaction.
@@ -263,6 +305,20 @@ class EventConsumer:
             except (KafkaError, TimeoutError) as error:
                 # Already applied and recorded: a redelivery after a failed commit is a no-op.
                 logger.warning("%s: offset commit failed (%s)", self.name, type(error).__name__)
+
+
+class _StartAtZero(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Starts each partition first assigned since a new broker at offset 0 (on a broker with
+    retention, an offset before the log start resets to the earliest one)."""
+
+    def __init__(self, owner: EventConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self.owner._assigned(assigned)
 
 
 class BatchEventConsumer(EventConsumer):

@@ -125,3 +125,29 @@ def _raise_topic_errors(response: object) -> None:
             continue
         message = rest[0] if rest else ""
         raise for_code(code)(f"cannot create topic {topic}: {message}")
+
+
+KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+"""Topic settings of a record that must outlive the broker's retention (the epoch marker)."""
+
+
+async def ensure_kept_topic(settings: ServiceSettings, topic: str) -> None:
+    """Create `topic` (one partition, records never deleted by retention) if it is missing.
+
+    One attempt: the caller decides how to retry. An existing topic is left as it is.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+    )
+    try:
+        await admin.start()
+        if topic in set(await admin.list_topics()):
+            return
+        response = await admin.create_topics([NewTopic(
+            name=topic, num_partitions=1, replication_factor=settings.kafka_replication_factor,
+            topic_configs=KEEP_FOREVER,
+        )])
+        _raise_topic_errors(response)
+        logger.info("created topic %s", topic)
+    finally:
+        await admin.close()

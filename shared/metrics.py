@@ -41,6 +41,15 @@ class ServiceMetrics:
         self.outbox_backlog = self.gauge(
             "outbox_backlog", "Outbox events committed but not yet published", []
         )
+        self.broker_epochs_adopted = self.counter(
+            "broker_epochs_adopted_total",
+            "Broker epochs this service adopted: its first start on a broker, or a new broker "
+            "that lost the records of the one before", [],
+        )
+        self.events_republished = self.counter(
+            "events_republished_total",
+            "Outbox events marked unpublished again because the broker was a new one", [],
+        )
         self.consumer_lag = self.gauge(
             "consumer_lag", "Messages behind the partition's high watermark",
             ["topic", "partition"],

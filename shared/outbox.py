@@ -16,6 +16,12 @@ own writes. It does not even read what its own process just wrote: the commit ha
 rows, and it publishes them as they are when their ids follow on from the last id it published
 (SQLite numbers rows one past the highest, and its writes take turns, so a row written by
 anything else shows as a gap, and the relay then reads the table as before).
+
+With a `BrokerGuard` (`shared.broker_recovery`), an acknowledgement is trusted only from the
+broker epoch known before the send and confirmed after it: rows are marked published only
+then. When the broker turns out to be a new one, the relay stops, lets the guard establish the
+new epoch (topics and marker) and mark the events consumers may have missed as unpublished, and
+publishes them again in outbox order.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -48,6 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.after_commit import defer_until_commit
+from shared.broker_epoch import BrokerEpoch
 from shared.clock import Clock, SystemClock
 from shared.db import Database, UTCDateTime, insert_ignoring_conflicts
 from shared.events import Envelope, encode_event
@@ -113,6 +122,27 @@ class OutboxRow:
 
 _NONE_HANDED: tuple[OutboxRow, ...] = ()
 
+_READ_THE_TABLE = -1
+"""A last published id no row id follows: the relay reads the table instead of taking the
+rows handed over."""
+
+
+class BrokerGuard(Protocol):
+    """Which broker epoch acknowledgements are trusted in (see `shared.broker_recovery`)."""
+
+    @property
+    def trusted(self) -> BrokerEpoch | None: ...
+
+    async def recover(self) -> BrokerEpoch: ...
+
+    async def unchanged(self, epoch: BrokerEpoch) -> bool: ...
+
+    def forget(self) -> None: ...
+
+
+class BrokerChangedError(RuntimeError):
+    """The broker was replaced around a send: its acknowledgements are not trusted."""
+
 
 class Outbox:
     """Writes events into a service's outbox, inside the caller's transaction."""
@@ -168,6 +198,10 @@ class Outbox:
                 self.committed.extend(written)
         self._wake.set()
 
+    def wake(self) -> None:
+        """Make the relay look at once (the broker changed, say)."""
+        self._wake.set()
+
     def take_committed(self) -> list[OutboxRow]:
         taken, self.committed = self.committed, []
         return taken
@@ -195,8 +229,12 @@ class OutboxRelay:
         retention: timedelta = timedelta(hours=24),
         mark_after: float = 0.1,
         metrics: ServiceMetrics | None = None,
+        guard: BrokerGuard | None = None,
     ) -> None:
         self.db = db
+        self.guard = guard
+        self._epoch: BrokerEpoch | None = None
+        """The epoch the rows in flight and in `_unmarked` were sent in."""
         self.outbox = outbox
         self.tables = outbox.tables
         self.producer = producer
@@ -240,9 +278,7 @@ class OutboxRelay:
         try:
             await self._relay_forever()
         finally:
-            if self._marker is not None and not self._marker.done():
-                self._marker.cancel()
-                await asyncio.gather(self._marker, return_exceptions=True)
+            await self._stop_marking()
             await self._mark_before_stopping()
 
     async def _relay_forever(self) -> None:
@@ -256,6 +292,9 @@ class OutboxRelay:
                 failures = 0
             except asyncio.CancelledError:
                 raise
+            except BrokerChangedError as error:
+                logger.warning("outbox relay: %s; publishing again in the new epoch", error)
+                continue
             except Exception as error:
                 if is_outage(error):
                     await asyncio.sleep(outage.failed(error))
@@ -269,9 +308,33 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
+        await self._trust_current_epoch()
         if self.db.dialect == "postgresql":
             return await self._relay_with_shard_locks()
         return await self._relay_single_writer()
+
+    async def _trust_current_epoch(self) -> None:
+        """Recover first if the broker's epoch is not known, or not the one rows were sent in:
+        what was sent in another epoch is forgotten and read from the table again."""
+        if self.guard is None:
+            return
+        trusted = self.guard.trusted
+        if trusted is not None and trusted == self._epoch:
+            return
+        await self._stop_marking()
+        self._unmarked = []
+        self._last_published = _READ_THE_TABLE
+        self._epoch = await self.guard.recover()
+
+    async def _confirm(self, epoch: BrokerEpoch | None) -> None:
+        """Raise `BrokerChangedError` unless the broker still is the one of `epoch`."""
+        if self.guard is not None and epoch is not None and not await self.guard.unchanged(epoch):
+            raise BrokerChangedError(f"broker epoch {epoch.id} ended around a send")
+
+    async def _stop_marking(self) -> None:
+        if self._marker is not None and not self._marker.done():
+            self._marker.cancel()
+            await asyncio.gather(self._marker, return_exceptions=True)
 
     async def _relay_with_shard_locks(self) -> int:
         async with self.db.transaction() as session:
@@ -286,6 +349,8 @@ class OutboxRelay:
                 return 0
             rows = await self._pending(session, shards)
             await self._publish(rows)
+            if rows:
+                await self._confirm(self._epoch)  # else rolled back: the rows stay pending
             await self._mark_published(session, rows)
         return len(rows)
 
@@ -320,6 +385,13 @@ class OutboxRelay:
             await asyncio.sleep(self.mark_after)
             ids = self._unmarked[:]  # dropped once marked: if cancelled, run() marks them
             try:
+                await self._confirm(self._epoch)
+            except BrokerChangedError:
+                if self.guard is not None and self.guard.trusted is None:
+                    self.outbox.wake()  # the relay recovers, and forgets these ids
+                    return
+                continue  # the broker did not answer: ask again before marking
+            try:
                 async with self.db.transaction() as session:
                     await self._mark_ids(session, ids)
             except Exception as error:
@@ -339,8 +411,10 @@ class OutboxRelay:
         if not ids:
             return
         try:
-            async with asyncio.timeout(2.0), self.db.transaction() as session:
-                await self._mark_ids(session, ids)
+            async with asyncio.timeout(2.0):
+                await self._confirm(self._epoch)
+                async with self.db.transaction() as session:
+                    await self._mark_ids(session, ids)
         except Exception:  # noqa: BLE001 - they are published again after the restart
             logger.warning("outbox relay stopped with %d events published but not marked",
                            len(ids))
@@ -378,7 +452,12 @@ class OutboxRelay:
             )
             for row in rows
         ]
-        await asyncio.gather(*pending)
+        try:
+            await asyncio.gather(*pending)
+        except KafkaError:
+            if self.guard is not None:
+                self.guard.forget()  # verify the broker before anything else is sent
+            raise
         self.published += len(rows)
         if self.metrics is not None:
             for row in rows:

@@ -2,11 +2,13 @@
 
 `ServiceRuntime` is entered from a FastAPI lifespan. It creates the topics, starts the Kafka
 producer and the outbox relay, the event consumer when the service consumes events, and any
-extra background loops the service names. Each loop is supervised: if it dies it is logged and
-restarted after a pause, so one failure never silently stops a service; if it died of a
-database outage, the supervisor logs one warning, probes the database with a growing pause and
-restarts the loop once the database answers (`shared.outages.OutageLog`). Nothing connects at
-import time.
+extra background loops the service names. The relay publishes in the broker epoch it has
+verified (`shared.broker_recovery`); when the broker turns out to be a new one, the relay
+publishes the outbox's recent events again and the consumer reads from the beginning. Each
+loop is supervised: if it dies it is logged and restarted after a pause, so one failure never
+silently stops a service; if it died of a database outage, the supervisor logs one warning,
+probes the database with a growing pause and restarts the loop once the database answers
+(`shared.outages.OutageLog`). Nothing connects at import time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Self
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
+from shared.broker_epoch import BrokerEpoch, BrokerEpochs
+from shared.broker_recovery import BrokerRecovery
 from shared.clock import Clock, SystemClock
 from shared.consumer import EventConsumer, Handler
 from shared.db import Database
@@ -66,6 +70,8 @@ class ServiceRuntime:
         self.consumer_factory: Callable[..., EventConsumer] = EventConsumer
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
+        self.epochs: BrokerEpochs | None = None
+        self.recovery: BrokerRecovery | None = None
         self.consumer: EventConsumer | None = None
         self._loops: dict[str, BackgroundLoop] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -98,14 +104,24 @@ class ServiceRuntime:
         await ensure_topics(self.settings, self.settings.topics.all)
         self.producer = build_producer(self.settings)
         await self.producer.start()
+        self.epochs = BrokerEpochs(self.settings, self.producer, clock=self.clock)
+        self.epochs.on_new_broker(self._new_broker)
+        republish_window = timedelta(minutes=self.settings.outbox_republish_minutes)
+        self.recovery = BrokerRecovery(
+            self.epochs, self.db, self.outbox.tables, self.inbox_tables,
+            window=republish_window, metrics=self.metrics, clock=self.clock,
+        )
         self.relay = OutboxRelay(
             self.db,
             self.outbox,
             self.producer,
             batch_size=self.settings.outbox_batch_size,
             poll_seconds=self.settings.outbox_poll_seconds,
-            retention=timedelta(hours=self.settings.outbox_retention_hours),
+            # Rows are kept at least as long as a new broker may need them again.
+            retention=max(timedelta(hours=self.settings.outbox_retention_hours),
+                          republish_window),
             metrics=self.metrics,
+            guard=self.recovery,
         )
         self._start("outbox-relay", self.relay.run)
         self._start("topic-keeper", self._keep_topics)
@@ -133,13 +149,22 @@ class ServiceRuntime:
         await self.consumer.run()
 
     async def _keep_topics(self) -> None:
-        """Re-create the topics if the broker lost them (the embedded broker keeps no disk)."""
+        """Re-create the topics if the broker lost them (the embedded broker keeps no disk),
+        and see whether it is still the same broker even when nothing is being published."""
         while True:
             await asyncio.sleep(self.settings.kafka_topic_check_seconds)
             try:
                 await ensure_topics(self.settings, self.settings.topics.all, attempts=1)
+                epochs = self.epochs
+                if epochs is not None and epochs.current is not None and not (
+                        await epochs.unchanged(epochs.current)):
+                    self.outbox.wake()  # the relay recovers
             except Exception as error:  # noqa: BLE001 - the next round tries again
                 logger.warning("cannot check topics: %s", type(error).__name__)
+
+    def _new_broker(self, epoch: BrokerEpoch) -> None:
+        if self.consumer is not None:
+            self.consumer.start_over()
 
     def _start(self, name: str, loop: BackgroundLoop) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
@@ -169,6 +194,8 @@ class ServiceRuntime:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.epochs is not None:
+            await self.epochs.stop()
         if self.producer is not None:
             await self.producer.stop()
         await self.db.dispose()

@@ -93,6 +93,12 @@ class ServiceSettings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1)
     outbox_shards: int = Field(default=16, ge=1, le=1024)
     outbox_retention_hours: float = Field(default=24.0, ge=0)
+    outbox_republish_minutes: float = Field(
+        default=10.0, ge=0,
+        description="When the broker turns out to be a new one (the embedded broker lost its "
+                    "memory), the events published in this many minutes before the newest one "
+                    "are published again: how far behind a consumer may be when that happens",
+    )
     encryption_keys: str = Field(
         default="",
         description="Fernet keys (comma-separated, newest first) that encrypt secrets and "
