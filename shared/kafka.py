@@ -137,7 +137,8 @@ async def ensure_kept_topic(settings: ServiceSettings, topic: str) -> None:
     One attempt: the caller decides how to retry. An existing topic is left as it is.
     """
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000,
+        **client_security(settings),
     )
     try:
         await admin.start()
@@ -145,7 +146,7 @@ async def ensure_kept_topic(settings: ServiceSettings, topic: str) -> None:
             return
         response = await admin.create_topics([NewTopic(
             name=topic, num_partitions=1, replication_factor=settings.kafka_replication_factor,
-            topic_configs=KEEP_FOREVER,
+            topic_configs={**topic_configs(settings), **KEEP_FOREVER},
         )])
         _raise_topic_errors(response)
         logger.info("created topic %s", topic)
