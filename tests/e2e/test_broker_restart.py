@@ -44,13 +44,14 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture
 def system(
-    own_broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    receiver: WebhookReceiver,
 ) -> Iterator[RunningSystem]:
     # An idle service also looks at the broker every second, not every ten.
     monkeypatch.setenv("LEADRELAY_KAFKA_TOPIC_CHECK_SECONDS", "1")
     with running_system(
         bootstrap_servers=own_broker.bootstrap_servers, data_dir=tmp_path,
-        topic_prefix="restart", sla_seconds=3600,
+        topic_prefix="restart", sla_seconds=3600, allowed_webhook_urls=[receiver.base_url],
     ) as running:
         yield running
 
