@@ -17,3 +17,16 @@ def machine_ticks() -> tuple[int, int]:
     ticks = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
     return sum(ticks) - idle, sum(ticks)
+
+
+def with_children(pid: int) -> list[int]:
+    """`pid` and its child processes (PostgreSQL's backends under the postmaster, say)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            children.append(int(stat.parent.name))
+    return [pid, *children]

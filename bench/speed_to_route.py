@@ -321,9 +321,7 @@ def start_broker(stack: ExitStack, kind: str) -> tuple[str, dict[str, str] | Non
         assert broker.process is not None
         return broker.bootstrap_servers, None, {"broker": broker.process.pid}
     cluster = stack.enter_context(KafkaCluster(3 if kind == "kafka3" else 1))
-    env = {"LEADRELAY_KAFKA_ENABLE_IDEMPOTENCE": "true", "LEADRELAY_KAFKA_FETCH_MAX_WAIT_MS": "500",
-           "LEADRELAY_KAFKA_REPLICATION_FACTOR": str(cluster.size),
-           "LEADRELAY_KAFKA_MIN_INSYNC_REPLICAS": str(min(cluster.size, 2))}
+    env = cluster.service_env()
     pids = {f"kafka-{broker.node_id}": broker.process.pid for broker in cluster.brokers
             if broker.process is not None}
     return cluster.bootstrap_servers, env, pids

@@ -33,6 +33,8 @@ class WebhookReceiver:
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     arrived_at: dict[str, float] = field(default_factory=dict)
     """When the latest notification for each lead arrived (`time.monotonic()`)."""
+    deliveries: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
+    """(`webhook-id` header, body, `time.monotonic()`) of every POST, retries included."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -74,9 +76,11 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
                 self.close_connection = True  # the sender went away mid-request (killed)
                 return
             body = json.loads(raw or b"{}")
+            arrived = time.monotonic()
             with receiver.lock:
                 receiver.received.append((self.path, body))
-                receiver.arrived_at[body.get("lead_id", "")] = time.monotonic()
+                receiver.arrived_at[body.get("lead_id", "")] = arrived
+                receiver.deliveries.append((self.headers.get("webhook-id", ""), body, arrived))
             answer = b'{"ok": true}'
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -104,8 +108,11 @@ _ADOPTED = re.compile(r"^leadrelay_broker_epochs_adopted_total (\S+)$", re.MULTI
 @dataclass
 class RunningSystem:
     services: dict[str, ServiceProcess]
+    """The first instance of each service, by service name."""
     database_urls: dict[str, str]
     admin_token: str = ""
+    instances: dict[str, list[ServiceProcess]] = field(default_factory=dict)
+    """Every instance of each service (the first is `services[name]`)."""
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -118,6 +125,9 @@ class RunningSystem:
     def restart(self, name: str) -> None:
         self.services[name].start()
         wait_until_ready([self.services[name]])
+
+    def every_process(self) -> list[ServiceProcess]:
+        return [process for processes in self.instances.values() for process in processes]
 
     def adopted_broker_epochs(self) -> dict[str, float]:
         """How many broker epochs each service has adopted (`/metrics`): one more than before
@@ -133,10 +143,12 @@ class RunningSystem:
 def running_system(
     *, bootstrap_servers: str, data_dir: Path, topic_prefix: str, sla_seconds: float,
     database_url: str | None = None, allowed_webhook_urls: Sequence[str] = (),
-    broker_env: Mapping[str, str] | None = None,
+    broker_env: Mapping[str, str] | None = None, instances: int | Mapping[str, int] = 1,
 ) -> Iterator[RunningSystem]:
     """Migrate and start ingest, scorer and router; stop them all at the end. Webhooks may
     call `allowed_webhook_urls` (the local receiver's URL) besides public addresses.
+    `instances` processes of each service (or per service name) share its database and
+    consumer group.
 
     `broker_env` is the services' broker settings (security, idempotence, replication, fetch
     wait) beyond the bootstrap servers; by default those suited to the embedded broker.
@@ -148,7 +160,8 @@ def running_system(
     for name, url in urls.items():
         spec = SERVICES[name]
         upgrade(spec.migrations_dir, url, spec.version_table)
-    services = {}
+    counts = instances if isinstance(instances, Mapping) else dict.fromkeys(SERVICES, instances)
+    processes: dict[str, list[ServiceProcess]] = {}
     admin_token = secrets.token_urlsafe(24)
     encryption_key = Fernet.generate_key().decode()
     for name in SERVICES:
@@ -166,12 +179,18 @@ def running_system(
             "LEADRELAY_LOG_LEVEL": "INFO",
             **(embedded_consumer_env() if broker_env is None else broker_env),
         }
-        services[name] = ServiceProcess(name, ports[name], env, data_dir / "logs" / f"{name}.log")
+        processes[name] = [
+            ServiceProcess(name, ports[name] if number == 1 else free_port(), env,
+                           data_dir / "logs" / f"{name}{'' if number == 1 else number}.log")
+            for number in range(1, counts.get(name, 1) + 1)
+        ]
+    system = RunningSystem({name: each[0] for name, each in processes.items()}, urls,
+                           admin_token, processes)
     try:
-        for service in services.values():
+        for service in system.every_process():
             service.start()
-        wait_until_ready(list(services.values()))
-        yield RunningSystem(services, urls, admin_token)
+        wait_until_ready(system.every_process())
+        yield system
     finally:
-        for service in services.values():
+        for service in system.every_process():
             service.stop()

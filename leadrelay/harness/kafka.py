@@ -267,6 +267,21 @@ class KafkaCluster:
             self._launch(broker)
         self.wait_until_serving()
 
+    def service_env(self) -> dict[str, str]:
+        """The broker settings of a service using this cluster (its plain-text listeners) as
+        production would: idempotent producers, `min(size, 3)` replicas with `min(size, 2)` in
+        sync, and Kafka's own fetch wait (it answers a waiting fetch as soon as data arrives,
+        so the embedded broker's 10-ms polling is not wanted)."""
+        if self.security is not None:
+            raise ValueError("a SASL_SSL cluster's clients need its credentials as well")
+        return {
+            "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "LEADRELAY_KAFKA_ENABLE_IDEMPOTENCE": "true",
+            "LEADRELAY_KAFKA_REPLICATION_FACTOR": str(min(self.size, 3)),
+            "LEADRELAY_KAFKA_MIN_INSYNC_REPLICAS": str(min(self.size, 2)),
+            "LEADRELAY_KAFKA_FETCH_MAX_WAIT_MS": "500",
+        }
+
     def busiest_leader(self, topics: Sequence[str] | None = None) -> int:
         """The node id leading the most partitions (of `topics`, default every topic)."""
         leaders = _run(self._partition_leaders(topics))

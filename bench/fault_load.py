@@ -1,0 +1,204 @@
+"""The load and the checker of `bench/faults.py`, apart from the faults themselves.
+
+The load sends hot leads at a steady rate, some of them twice with the same `Idempotency-Key`,
+and retries only what a careful client retries: connection errors and 503. The checker reads
+the router's database and the webhook receiver, never the services' code, and says which
+acknowledged leads were lost, doubled, stuck or undelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy import text
+
+from leadrelay.local_system import WebhookReceiver
+from shared.db import Database
+
+RETRY_STATUSES = frozenset({503})
+
+
+@dataclass
+class LoadResult:
+    accepted: dict[str, float] = field(default_factory=dict)
+    """Lead id -> when (`time.monotonic()`) ingest first acknowledged it with a 202."""
+    duplicates_sent: int = 0
+    duplicates_split: list[tuple[str, str]] = field(default_factory=list)
+    """Pairs of lead ids one `Idempotency-Key` was answered with: must stay empty."""
+    retries: Counter[str] = field(default_factory=Counter)
+    """Why requests were sent again: `HTTP 503`, `ConnectError`..."""
+    refused: Counter[str] = field(default_factory=Counter)
+    """Answers that are neither 202 nor retryable (a 500 is a defect)."""
+
+
+async def send_leads(
+    ingest_urls: list[str], *, leads: int, rate: float, duplicate_share: float,
+    headers: dict[str, str], give_up_after: float = 120.0, seed: int = 7,
+) -> LoadResult:
+    """Send `leads` hot leads at `rate` per second, round robin over the ingest instances,
+    with `headers` (the credential); `duplicate_share` of them are sent a second time with the
+    same `Idempotency-Key`."""
+    result = LoadResult()
+    chooser = random.Random(seed)
+    run = uuid.uuid4().hex[:6]
+    instances = itertools.cycle(ingest_urls)
+
+    async def post(client: httpx.AsyncClient, number: int, key: str) -> str | None:
+        deadline = time.monotonic() + give_up_after
+        delay = 0.1
+        while time.monotonic() < deadline:
+            url = next(instances)
+            try:
+                answer = await client.post(f"{url}/v1/leads", headers={"Idempotency-Key": key},
+                                           json={"email": f"fault{run}.{number}@load.example",
+                                                 "name": f"Fault {number}",
+                                                 "demo_requested": True})
+            except httpx.TransportError as error:
+                result.retries[type(error).__name__] += 1
+            else:
+                if answer.status_code == 202:
+                    lead_id: str = answer.json()["lead_id"]
+                    result.accepted.setdefault(lead_id, time.monotonic())
+                    return lead_id
+                if answer.status_code not in RETRY_STATUSES:
+                    result.refused[f"HTTP {answer.status_code}"] += 1
+                    return None
+                result.retries[f"HTTP {answer.status_code}"] += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        result.refused["gave up"] += 1
+        return None
+
+    async def one(client: httpx.AsyncClient, number: int) -> None:
+        key = f"{run}-{number}"
+        first = await post(client, number, key)
+        if chooser.random() < duplicate_share:
+            result.duplicates_sent += 1
+            second = await post(client, number, key)
+            if first and second and first != second:
+                result.duplicates_split.append((first, second))
+
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(20.0), limits=limits,
+                                 headers=headers) as client:
+        started = time.monotonic()
+        tasks = []
+        for number in range(leads):
+            wait = started + number / rate - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(one(client, number)))
+        await asyncio.gather(*tasks)
+    return result
+
+
+@dataclass
+class Verdict:
+    acknowledged: int
+    lost: list[str]
+    """Acknowledged, and the router never heard of them."""
+    doubled: list[str]
+    """More than one active assignment at once."""
+    stuck: list[str]
+    """Known to the router, yet without any assignment."""
+    undelivered: list[str]
+    """Assigned, but no offer reached the receiver."""
+    redeliveries: int
+    """Offers the receiver got more than once (at least once delivery)."""
+    webhook_id_changes: list[str]
+    """Offers redelivered under another `webhook-id`: must stay empty."""
+
+    @property
+    def clean(self) -> bool:
+        return not (self.lost or self.doubled or self.stuck or self.undelivered
+                    or self.webhook_id_changes)
+
+    def table(self) -> str:
+        return "\n".join([
+            f"  acknowledged leads      {self.acknowledged}",
+            f"  lost                    {len(self.lost)}",
+            f"  two active assignments  {len(self.doubled)}",
+            f"  stuck (no assignment)   {len(self.stuck)}",
+            f"  offer never delivered   {len(self.undelivered)}",
+            f"  offers redelivered      {self.redeliveries} "
+            f"(under another webhook-id: {len(self.webhook_id_changes)})",
+        ])
+
+
+async def router_view(router_database_url: str) -> tuple[set[str], dict[str, int], set[str]]:
+    """(leads the router knows, active assignments per lead, leads with any assignment)."""
+    db = Database(router_database_url)
+    try:
+        async with db.reading() as session:
+            known = {row[0] for row in await session.execute(text("SELECT id FROM router_lead"))}
+            active = {row[0]: int(row[1]) for row in await session.execute(text(
+                "SELECT lead_id, count(*) FROM router_assignment "
+                "WHERE status IN ('offered', 'accepted', 'contacted') GROUP BY lead_id"))}
+            assigned = {row[0] for row in await session.execute(
+                text("SELECT DISTINCT lead_id FROM router_assignment"))}
+    finally:
+        await db.dispose()
+    return known, active, assigned
+
+
+def offer_deliveries(receiver: WebhookReceiver) -> dict[str, list[tuple[str, str]]]:
+    """Lead id -> (assignment id, `webhook-id`) of every offer POST the receiver got."""
+    with receiver.lock:
+        deliveries = list(receiver.deliveries)
+    found: dict[str, list[tuple[str, str]]] = {}
+    for webhook_id, body, _ in deliveries:
+        if body.get("kind") == "offer":
+            found.setdefault(body["lead_id"], []).append((body["assignment_id"], webhook_id))
+    return found
+
+
+async def wait_until_delivered(receiver: WebhookReceiver, accepted: set[str],
+                               timeout: float) -> float:
+    """Wait until every accepted lead has an offer at the receiver; the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if accepted <= set(offer_deliveries(receiver)):
+            break
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started
+
+
+async def check(router_database_url: str, receiver: WebhookReceiver,
+                accepted: set[str]) -> Verdict:
+    known, active, assigned = await router_view(router_database_url)
+    offers = offer_deliveries(receiver)
+    redeliveries = 0
+    changed: list[str] = []
+    for lead_id, pairs in offers.items():
+        ids_per_assignment: dict[str, set[str]] = {}
+        for assignment_id, webhook_id in pairs:
+            ids_per_assignment.setdefault(assignment_id, set()).add(webhook_id)
+        redeliveries += len(pairs) - len(ids_per_assignment)
+        if any(len(ids) > 1 for ids in ids_per_assignment.values()):
+            changed.append(lead_id)
+    return Verdict(
+        acknowledged=len(accepted),
+        lost=sorted(accepted - known),
+        doubled=sorted(lead for lead, count in active.items() if count > 1),
+        stuck=sorted((accepted & known) - assigned),
+        undelivered=sorted((accepted & assigned) - set(offers)),
+        redeliveries=redeliveries,
+        webhook_id_changes=sorted(changed),
+    )
+
+
+def recovery_seconds(fault_at: float, accepted: dict[str, float],
+                     receiver: WebhookReceiver) -> float | None:
+    """From a fault to the first offer delivered for a lead acknowledged after it."""
+    with receiver.lock:
+        deliveries = list(receiver.deliveries)
+    after = [arrived for _, body, arrived in deliveries
+             if arrived >= fault_at and accepted.get(body.get("lead_id", ""), -1.0) >= fault_at]
+    return min(after) - fault_at if after else None

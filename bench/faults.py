@@ -1,0 +1,234 @@
+"""Faults under load: kill -9 brokers, service instances and PostgreSQL while hot leads flow,
+then check independently that nothing acknowledged was lost, doubled or left stuck.
+
+    python bench/faults.py --embedded        # tansu + SQLite, one instance of each service
+    python bench/faults.py                   # Apache Kafka (3 brokers) + PostgreSQL, 2 of each
+    python bench/faults.py --leads 600 --rate 30      # shorter (what CI runs)
+
+The load (`bench/fault_load.py`) sends hot leads at a steady rate, 10% of them twice with the
+same `Idempotency-Key`, and retries only connection errors and 503. While it runs:
+- embedded: the broker is killed -9 and restarted twice, and each service once;
+- Apache Kafka: the broker leading the most partitions is killed -9 and restarted, every
+  service instance is killed -9 twice (restarted after 1-3 s), and PostgreSQL is restarted
+  once with `pg_ctl restart -m immediate`.
+The checker reads the router's database and the local webhook receiver. It prints the fault
+table and, per fault, the recovery time: from the fault to the first offer delivered for a
+lead acknowledged after it. Exit status 1 when any lead was lost, doubled, stuck or undelivered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fault_load import (
+    LoadResult,
+    Verdict,
+    check,
+    recovery_seconds,
+    send_leads,
+    wait_until_delivered,
+)
+from leadrelay.broker import EmbeddedBroker, free_port
+from leadrelay.harness.kafka import KafkaCluster
+from leadrelay.harness.postgres import PostgresCluster
+from leadrelay.local_system import (
+    RunningSystem,
+    WebhookReceiver,
+    running_system,
+    webhook_receiver,
+)
+from leadrelay.processes import ServiceProcess
+
+
+@dataclass
+class Fault:
+    """Something to break `at` seconds into the load; `act` blocks until it is repaired."""
+
+    at: float
+    name: str
+    act: Callable[[], None]
+    began_at: float | None = None
+
+    def run(self) -> None:
+        self.began_at = time.monotonic()
+        self.act()
+
+
+def kill_and_restart(process: ServiceProcess, pause: float) -> Callable[[], None]:
+    def act() -> None:
+        process.kill()
+        time.sleep(pause)
+        process.start()
+    return act
+
+
+def service_faults(system: RunningSystem, kills_each: int, seconds: float,
+                   chooser: random.Random) -> list[Fault]:
+    """Each service instance killed -9 `kills_each` times at random moments of the load."""
+    faults = []
+    for name, processes in system.instances.items():
+        for number, process in enumerate(processes, start=1):
+            for _ in range(kills_each):
+                faults.append(Fault(
+                    at=chooser.uniform(0.1, 0.8) * seconds, name=f"kill -9 {name} #{number}",
+                    act=kill_and_restart(process, chooser.uniform(1.0, 3.0))))
+    return faults
+
+
+def embedded_broker_faults(broker: EmbeddedBroker, seconds: float) -> list[Fault]:
+    def act() -> None:
+        broker.kill()
+        time.sleep(1.0)
+        broker.start()
+    return [Fault(at=fraction * seconds, name="kill -9 the embedded broker", act=act)
+            for fraction in (0.3, 0.65)]
+
+
+def kafka_broker_fault(cluster: KafkaCluster, at: float) -> Fault:
+    """kill -9 the broker leading the most partitions when the fault comes, restart it 3 s
+    later (the restart waits until every broker is registered again)."""
+    fault = Fault(at=at, name="kill -9 the Kafka broker leading most partitions",
+                  act=lambda: None)
+
+    def act() -> None:
+        node = cluster.busiest_leader()
+        fault.name = f"kill -9 Kafka broker {node} (leads most partitions)"
+        cluster.kill(node)
+        time.sleep(3.0)
+        cluster.restart(node)
+    fault.act = act
+    return fault
+
+
+def postgres_fault(postgres: PostgresCluster, at: float) -> Fault:
+    return Fault(at=at, name="pg_ctl restart -m immediate",
+                 act=lambda: postgres.restart("immediate"))
+
+
+async def run_faults(faults: list[Fault], started: float) -> None:
+    """Start each fault at its time (several may overlap), and wait for all of them."""
+    async def one(fault: Fault) -> None:
+        await asyncio.sleep(max(0.0, started + fault.at - time.monotonic()))
+        await asyncio.to_thread(fault.run)
+    await asyncio.gather(*(one(fault) for fault in faults))
+
+
+async def drive(system: RunningSystem, receiver: WebhookReceiver, faults: list[Fault],
+                args: argparse.Namespace) -> tuple[LoadResult, Verdict, float]:
+    async with httpx.AsyncClient(headers=system.admin_headers, timeout=30) as client:
+        for number in range(args.sdrs):
+            (await client.post(f"{system.url('router')}/v1/sdrs", json={
+                "name": f"Rep {number}", "email": f"rep{number}@faults.example",
+                "webhook_url": receiver.new_endpoint(),
+            })).raise_for_status()
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    load, _ = await asyncio.gather(
+        send_leads([process.url for process in system.instances["ingest"]],
+                   leads=args.leads, rate=args.rate, duplicate_share=args.duplicates,
+                   headers=system.admin_headers),
+        run_faults(faults, started))
+    drained = await wait_until_delivered(receiver, set(load.accepted), args.drain_seconds)
+    verdict = await check(system.database_urls["router"], receiver, set(load.accepted))
+    return load, verdict, drained
+
+
+def report(title: str, load: LoadResult, verdict: Verdict, drained: float,
+           faults: list[Fault], receiver: WebhookReceiver) -> None:
+    print(title)
+    print(verdict.table())
+    print(f"  sent twice (same Idempotency-Key) {load.duplicates_sent}, "
+          f"answered with two lead ids: {len(load.duplicates_split)}")
+    print(f"  retried: {dict(load.retries) or 'nothing'}; refused: {dict(load.refused) or 'none'}")
+    print(f"  all offers delivered {drained:.1f} s after the last lead was sent")
+    print("  recovery (fault -> first offer delivered for a lead acknowledged after it):")
+    for fault in sorted(faults, key=lambda fault: fault.began_at or 0.0):
+        took = (None if fault.began_at is None
+                else recovery_seconds(fault.began_at, load.accepted, receiver))
+        print(f"    {fault.name:<40} {'-' if took is None else f'{took:6.2f} s'}")
+    for label, leads in (("lost", verdict.lost), ("doubled", verdict.doubled),
+                         ("stuck", verdict.stuck), ("undelivered", verdict.undelivered)):
+        if leads:
+            print(f"  {label}: {', '.join(leads[:5])}{' ...' if len(leads) > 5 else ''}")
+
+
+def run_embedded(args: argparse.Namespace) -> Verdict:
+    chooser = random.Random(args.seed)
+    seconds = args.leads / args.rate
+    with ExitStack() as stack:
+        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        broker = stack.enter_context(EmbeddedBroker(free_port()))
+        receiver = stack.enter_context(webhook_receiver())
+        system = stack.enter_context(running_system(
+            bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
+            topic_prefix="faults", sla_seconds=3600, allowed_webhook_urls=[receiver.base_url]))
+        faults = (embedded_broker_faults(broker, seconds)
+                  + service_faults(system, args.service_kills, seconds, chooser))
+        load, verdict, drained = asyncio.run(drive(system, receiver, faults, args))
+        report(f"faults, embedded broker + SQLite, one instance of each service: "
+               f"{args.leads} hot leads at {args.rate:g}/s", load, verdict, drained, faults,
+               receiver)
+    return verdict
+
+
+def run_kafka(args: argparse.Namespace) -> Verdict:
+    chooser = random.Random(args.seed)
+    seconds = args.leads / args.rate
+    with ExitStack() as stack:
+        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        kafka = stack.enter_context(KafkaCluster(size=3))
+        postgres = stack.enter_context(PostgresCluster())
+        receiver = stack.enter_context(webhook_receiver())
+        system = stack.enter_context(running_system(
+            bootstrap_servers=kafka.bootstrap_servers, data_dir=data_dir,
+            topic_prefix="faults", sla_seconds=3600,
+            database_url=postgres.create_database("faults"),
+            allowed_webhook_urls=[receiver.base_url],
+            broker_env={**kafka.service_env(),
+                        "LEADRELAY_KAFKA_TOPIC_PARTITIONS": str(args.partitions)},
+            instances=2))
+        faults = [kafka_broker_fault(kafka, 0.25 * seconds),
+                  postgres_fault(postgres, 0.55 * seconds),
+                  *service_faults(system, args.service_kills, seconds, chooser)]
+        load, verdict, drained = asyncio.run(drive(system, receiver, faults, args))
+        report(f"faults, Apache Kafka (3 brokers, {args.partitions} partitions) + PostgreSQL, "
+               f"two instances of each service: {args.leads} hot leads at {args.rate:g}/s",
+               load, verdict, drained, faults, receiver)
+    return verdict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embedded", action="store_true",
+                        help="tansu + SQLite instead of Apache Kafka + PostgreSQL")
+    parser.add_argument("--leads", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=40.0, help="leads per second")
+    parser.add_argument("--duplicates", type=float, default=0.1,
+                        help="share of leads sent twice with the same Idempotency-Key")
+    parser.add_argument("--sdrs", type=int, default=10)
+    parser.add_argument("--service-kills", type=int, default=2,
+                        help="kill -9 of each service instance")
+    parser.add_argument("--drain-seconds", type=float, default=120.0)
+    parser.add_argument("--partitions", type=int, default=12, help="Apache Kafka only")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    verdict = run_embedded(args) if args.embedded else run_kafka(args)
+    sys.exit(0 if verdict.clean else 1)
+
+
+if __name__ == "__main__":
+    main()
