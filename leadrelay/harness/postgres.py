@@ -153,6 +153,10 @@ class PostgresCluster:
         status = self._pg_ctl("status", check=False)
         return status.returncode == 0
 
+    def postmaster_pid(self) -> int:
+        """The server's main process (its backends are its children)."""
+        return int((self.data_directory / "postmaster.pid").read_text().split()[0])
+
     def create_database(self, name: str) -> str:
         """Create database `name`; returns its SQLAlchemy URL."""
         subprocess.run(
