@@ -137,6 +137,7 @@ def running_system(
             "LEADRELAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['router']}",
             "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS": "true",
             "LEADRELAY_ADMIN_TOKEN": admin_token,
+            "LEADRELAY_LEAD_KEYS_URL": f"http://127.0.0.1:{ports['ingest']}",
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",

@@ -34,7 +34,9 @@ from shared.clock import Clock, SystemClock
 from shared.db import Database, insert_ignoring_conflicts, is_outage
 from shared.events import Event, UndecodableEventError, decode_event
 from shared.inbox import InboxTables
+from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics
+from shared.sealing import KeyLookup, is_sealable
 from shared.slow_topics import SlowTopics
 
 logger = logging.getLogger(__name__)
@@ -71,8 +73,12 @@ class EventConsumer:
         slow_topics: Collection[str] = (),
         slow_interval: float = 0.25,
         slow_window: float = 0.03,
+        keyring: KeyRing | None = None,
     ) -> None:
         self.name = name
+        self.keyring = keyring
+        """Keys of the leads whose sealed events this consumer opens (`shared.lead_keys`)."""
+        self._keys: KeyLookup | None = keyring.key_of if keyring is not None else None
         self.db = db
         self.inbox = inbox
         self.consumer = consumer
@@ -107,6 +113,7 @@ class EventConsumer:
                 if not records:
                     continue
                 try:
+                    await self._fetch_keys(records)
                     await self.apply(records)
                     failures = 0
                 except Exception as error:
@@ -122,6 +129,14 @@ class EventConsumer:
             if self._committing is not None:
                 await asyncio.gather(self._committing, return_exceptions=True)
             await self.consumer.stop()
+
+    async def _fetch_keys(self, records: Records) -> None:
+        """Fetch the keys of the batch's sealed events in one request, before the transaction."""
+        if self.keyring is None:
+            return
+        await self.keyring.prefetch(
+            message.key.decode() for messages in records.values() for message in messages
+            if message.key and _may_be_sealed(message))
 
     async def apply(self, records: Records) -> None:
         """Apply every message of the batch in one transaction.
@@ -149,7 +164,7 @@ class EventConsumer:
         decoded: list[tuple[ConsumerRecord, Event]] = []
         for message in messages:
             try:
-                event = decode_event(message.value, self.handlers)
+                event = decode_event(message.value, self.handlers, self._keys)
             except UndecodableEventError as error:
                 await self._dead_letter(session, message, str(error))
                 tally.dead_lettered += 1
@@ -264,6 +279,13 @@ class EventConsumer:
                 logger.warning("%s: offset commit failed (%s)", self.name, type(error).__name__)
 
 
+def _may_be_sealed(message: ConsumerRecord) -> bool:
+    for name, value in message.headers or ():
+        if name == "event_type":
+            return is_sealable(bytes(value).decode(errors="replace"))
+    return True
+
+
 class BatchEventConsumer(EventConsumer):
     """`EventConsumer` whose fast path hands a batch's new events to `apply_fresh` together.
 
@@ -296,7 +318,7 @@ class BatchEventConsumer(EventConsumer):
         for messages in records.values():
             for message in messages:
                 # A broken message raises here: the slow path dead-letters it.
-                event = decode_event(message.value, self.handlers)
+                event = decode_event(message.value, self.handlers, self._keys)
                 if event is not None:
                     events.append(event)
         tally = _Tally()

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository, roster
 from services.router.access import action_token
+from services.router.models import INBOX
 from services.router.notifications import DeliverySignal, notification_lease, slack_offer
 from services.router.roster_cache import RosterCache, RoutingState, current_state, routing_state
 from services.router.routing import (
@@ -38,6 +39,7 @@ from services.router.schemas import OfferedLead, OfferNotice
 from services.router.settings import RouterSettings
 from shared.clock import Clock
 from shared.db import new_id
+from shared.erasure import WalScrubber, erase_delivery_records
 from shared.events import (
     AssignmentAccepted,
     AssignmentAcceptedData,
@@ -56,6 +58,7 @@ from shared.events import (
     LeadNurtureData,
     LeadScored,
 )
+from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics, count_after_commit
 from shared.outbox import Outbox
 from shared.problems import ProblemError
@@ -95,16 +98,22 @@ class RouterContext:
     """Parsed rule sets by version (versions are immutable)."""
     roster_cache: RosterCache = field(default_factory=RosterCache)
     """The roster as this process last saw it (see `services.router.roster_cache`)."""
+    keyring: KeyRing | None = None
+    """The leads' data keys (dropped at their erasure)."""
+    scrubber: WalScrubber | None = None
+    """Empties SQLite's write-ahead log after an erasure."""
 
     @classmethod
     def build(
         cls, settings: RouterSettings, outbox: Outbox, clock: Clock,
-        metrics: ServiceMetrics | None = None,
+        metrics: ServiceMetrics | None = None, *, keyring: KeyRing | None = None,
+        scrubber: WalScrubber | None = None,
     ) -> RouterContext:
         key = settings.action_secret or settings.admin_token or uuid.uuid4().hex
         return cls(
             outbox=outbox, clock=clock, settings=settings, deliveries=DeliverySignal(),
             metrics=RouterMetrics(metrics or ServiceMetrics("router")), action_key=key,
+            keyring=keyring, scrubber=scrubber,
         )
 
     @property
@@ -257,7 +266,7 @@ async def route_scored_lead(
     return routing.offer
 
 
-HELD_STATUSES = frozenset({"queued", "qualified", "disqualified"})
+HELD_STATUSES = frozenset({"queued", "qualified", "disqualified", "erased"})
 """Lead statuses a new score does not route from (nor send to nurture)."""
 
 
@@ -505,8 +514,11 @@ async def route_lead(
     snapshot: RosterSnapshot | None = None,
 ) -> Routing:
     """Decide and, when someone is eligible, offer. With nobody, the lead is left `waiting`.
+    An erased lead is never offered.
 
     `first`: the caller knows the lead was never offered (saves a query)."""
+    if lead["status"] == "erased":
+        return Routing(None, DEFAULT_RULE, "")
     rep_id, routing = await decide(session, context, lead, now, role=role, exclude=exclude,
                                    snapshot=snapshot)
     if rep_id is None:
@@ -978,6 +990,8 @@ async def reject(
     await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, row["lead_id"])
     assert lead is not None
+    if lead["status"] == "erased":
+        return row, None
     exclude = frozenset(await repository.sdrs_who_had(session, lead["id"]))
     routing = await route_lead(session, context, lead, now, role=row["role"], exclude=exclude)
     if routing.offer is None and row["role"] == "ae":
@@ -1046,6 +1060,12 @@ async def claim_from_queue(
     return row
 
 
-async def erase_lead(session: AsyncSession, lead_id: str) -> None:
-    """Right to erasure: the lead's personal data leaves router's tables."""
-    await repository.erase_lead(session, lead_id)
+async def erase_lead(session: AsyncSession, context: RouterContext, lead_id: str) -> None:
+    """Right to erasure: the lead's personal data leaves router's tables, its open assignment
+    is closed and it is never offered again; its published events and dead letters go."""
+    await repository.erase_lead(session, lead_id, context.clock.now())
+    await erase_delivery_records(session, lead_id, outbox=context.outbox.tables, inbox=INBOX)
+    if context.keyring is not None:
+        context.keyring.forget(lead_id)
+    if context.scrubber is not None:
+        context.scrubber.after_commit(session)
