@@ -44,7 +44,8 @@ class KeyRing:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.capacity = capacity
         self.timeout = timeout
-        self._client = client
+        self.client = client
+        """The HTTP client to ingest (made at the first fetch when not given)."""
         self._keys: OrderedDict[str, bytes | None] = OrderedDict()
         self.fetches = 0
         """Requests made to ingest (for tests and metrics)."""
@@ -81,9 +82,9 @@ class KeyRing:
 
     async def _fetch(self, lead_ids: list[str]) -> None:
         try:
-            if self._client is None:
-                self._client = httpx.AsyncClient(timeout=self.timeout)
-            answer = await self._client.post(
+            if self.client is None:
+                self.client = httpx.AsyncClient(timeout=self.timeout)
+            answer = await self.client.post(
                 self.url, json={"lead_ids": lead_ids}, headers=self.headers)
             answer.raise_for_status()
             found: dict[str, str] = answer.json()["keys"]
@@ -102,8 +103,8 @@ class KeyRing:
             self._keys.popitem(last=False)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        if self.client is not None:
+            await self.client.aclose()
 
 
 def seal_json(event: Envelope, key: bytes | None) -> str:

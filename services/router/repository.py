@@ -635,6 +635,16 @@ async def erase_lead(session: AsyncSession, lead_id: str, at: datetime) -> None:
         update(notification).where(notification.c.assignment_id.in_(ids))
         .values(payload={}, status="cancelled", next_attempt_at=None)
     )
+    nurtures = notification.c.payload[("data", "lead_id")].as_string() == lead_id
+    await session.execute(
+        update(notification).where(notification.c.kind == "nurture", nurtures,
+                                   notification.c.status == "pending")
+        .values(status="cancelled", next_attempt_at=None)
+    )
+    await session.execute(
+        update(notification).where(notification.c.kind == "nurture", nurtures)
+        .values(payload={})
+    )
 
 
 async def assignments_between(
