@@ -41,6 +41,8 @@ SEALED_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
 """Per event type, the paths (under `data`) of the fields sealed."""
 
 SEALED_VERSION = 2
+PLAIN_VERSION = 1
+"""The version of a sealed type once opened: the contract the code works with."""
 _FORMAT = "a1."
 _NONCE_BYTES = 12
 
@@ -113,7 +115,7 @@ def open_document(document: dict[str, Any], keys: KeyLookup | None) -> dict[str,
         if parent is not None:
             parent[path[-1]] = value
     opened = {name: value for name, value in document.items() if name != "sealed"}
-    opened["data"] = data
+    opened.update(data=data, schema_version=PLAIN_VERSION)
     return opened
 
 

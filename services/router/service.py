@@ -244,8 +244,10 @@ async def route_scored_lead(
     await routing_state(session, context.roster_cache)
     now = context.clock.now()  # after the lock: round robin order follows decision order
     current = await repository.find_lead(session, event.lead_id, for_update=True)
-    if current is not None and current["scored_at"] > event.occurred_at:
-        return None
+    if current is not None and (
+        current["scored_at"] > event.occurred_at or current["status"] == "erased"
+    ):
+        return None  # an older score, or an erased lead's: nothing of it is kept
     active = current is not None and (
         current["status"] in HELD_STATUSES
         or await repository.active_assignment(session, event.lead_id) is not None
@@ -328,7 +330,9 @@ async def route_scored_leads(
     for event in events:
         now = context.clock.now()
         current = leads.get(event.lead_id)
-        if current is not None and current["scored_at"] > event.occurred_at:
+        if current is not None and (
+            current["scored_at"] > event.occurred_at or current["status"] == "erased"
+        ):
             continue
         held = current is not None and (
             current["status"] in HELD_STATUSES or event.lead_id in active)
