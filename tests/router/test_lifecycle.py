@@ -8,10 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import insert, update
 
 from services.router import roster, service
 from services.router.escalation import EscalationTimer, escalate_due
-from services.router.models import account_owner, lead, notification, sdr
+from services.router.models import INBOX, OUTBOX, account_owner, lead, notification, sdr
 from services.router.schemas import PersonFields
 from shared.events import Bant, LeadErased, LeadErasedData
 from shared.problems import ProblemError
@@ -327,8 +328,15 @@ async def test_erasure_removes_the_leads_personal_data(router: Router) -> None:
     router.clock.advance(1)
     await router.add_sdr("Bob")
     await router.consume(scored("lead-1", clock=router.clock, email="ada@buyer.example"))
+    async with router.db.transaction() as session:
+        await session.execute(update(OUTBOX.events).values(published_at=router.clock.now()))
+        await session.execute(insert(INBOX.failed).values(
+            consumer="router", topic="t", partition=0, offset=1, message_key="lead-1",
+            payload="ada@buyer.example", error="kept whole", failed_at=router.clock.now()))
     await router.consume(LeadErased(producer="ingest", lead_id="lead-1",
                                     data=LeadErasedData()))
+    assert await router.rows(OUTBOX.events) == []
+    assert await router.rows(INBOX.failed) == []
     [erased] = await router.rows(lead)
     assert erased["profile"] == {}
     [offer] = await router.assignments("lead-1")
