@@ -149,3 +149,6 @@ async def test_a_lead_from_the_form_to_a_rejection_through_the_broker(
               if event["type"] == "lead.scored" and event["data"]["stage"] in ("lead", "mql")]
     assert scores[0] == 20 and scores[-1] == 85
     assert scores == [score for score in [20, 40, 55, 85] if score in scores]
+    # The scores carry the lead's personal fields sealed with its key, never readable.
+    assert "grace@acme.example" not in str(published)
+    assert all("sealed" in event for event in published if event["type"] == "lead.scored")
