@@ -10,7 +10,8 @@ consumers fetch it from ingest over HTTP (`shared.lead_keys`).
 
 Sealed fields (`SEALED_PATHS`): a lead's email, name, phone, company and job title (a company
 or a title alone rarely names a person, but the two together, or a one-person company, do),
-and a signal's URL and properties (a URL often carries an email or a name in its query).
+a signal's URL and properties (a URL often carries an email or a name in its query), and what
+SDRs write about the lead (a rejection's note, the BANT answers).
 Country, source, segment, employee count, the account key (the company's domain) and the
 scores stay readable: they are what routing and reports work on, and they name nobody.
 
@@ -37,6 +38,9 @@ SEALED_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
         for event_type in ("lead.received", "lead.updated", "lead.scored")
     },
     "signal.recorded": (("url",), ("properties",)),
+    "assignment.rejected": (("note",),),
+    "assignment.disqualified": (("note",),),
+    "assignment.qualified": (("bant",),),
 }
 """Per event type, the paths (under `data`) of the fields sealed."""
 

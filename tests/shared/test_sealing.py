@@ -9,6 +9,11 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.events import (
+    AssignmentQualified,
+    AssignmentQualifiedData,
+    AssignmentRejected,
+    AssignmentRejectedData,
+    Bant,
     LeadErased,
     LeadErasedData,
     LeadProfile,
@@ -90,3 +95,17 @@ def test_a_broken_event_is_refused_without_its_values_in_the_error() -> None:
         decode_event(json.dumps(document).encode())
     assert PERSONAL[0] not in str(refused.value)
     assert "employee_count" in str(refused.value)
+
+
+def test_what_sdrs_write_about_a_lead_is_sealed() -> None:
+    key = key_bytes(new_data_key())
+    rejected = AssignmentRejected(producer="router", lead_id="lead-1", data=AssignmentRejectedData(
+        assignment_id="a-1", sdr_id="s-1", reason_code="other", note=f"call {PERSONAL[2]}"))
+    qualified = AssignmentQualified(producer="router", lead_id="lead-1",
+                                    data=AssignmentQualifiedData(
+        assignment_id="a-1", sdr_id="s-1", qualified_at=datetime(2026, 12, 1, tzinfo=UTC),
+        bant=Bant(authority=PERSONAL[1])))
+    for event in (rejected, qualified):
+        sealed = seal_json(event, key)
+        assert PERSONAL[2] not in sealed and PERSONAL[1] not in sealed
+        assert decode_event(sealed.encode(), keys=lambda lead_id: key) == event
