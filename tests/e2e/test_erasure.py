@@ -173,6 +173,13 @@ async def test_nothing_of_an_erased_person_is_left_anywhere(
         (_, offer), = await notifications(receiver, lead_id, 1)
         await notifications(receiver, other_id, 1)
         assert offer["lead"]["email"] == canary["email"], "the SDR was told who to call"
+        [first] = await assignments(client, system, lead_id)
+        turned_down = await client.post(
+            f"{system.url('router')}/v1/assignments/{first['id']}/reject",
+            headers=system.admin_headers,
+            json={"reason_code": "other", "note": f"{canary['name']} asked for a call back"})
+        assert turned_down.status_code == 200, turned_down.text
+        await notifications(receiver, lead_id, 2)
         needles = [canary[name].encode() for name in
                    ("email", "name", "phone", "phone_e164", "company", "job_title")]
         before = files_holding(data_dir, needles)
@@ -195,15 +202,16 @@ async def test_nothing_of_an_erased_person_is_left_anywhere(
         assert time.monotonic() - started < ERASURE_DEADLINE
         assert left == {"files": {}, "broker": []}
 
-        [closed] = await assignments(client, system, lead_id)
-        assert closed["status"] == "erased"
+        listed = {item["status"]: item for item in await assignments(client, system, lead_id)}
+        assert sorted(listed) == ["erased", "rejected"]
+        closed = listed["erased"]
         rejected = await client.post(
             f"{system.url('router')}/v1/assignments/{closed['id']}/reject",
             headers=system.admin_headers, json={"reason_code": "other"})
         assert rejected.status_code == 409, rejected.text
-        assert [item["status"] for item in await assignments(client, system, lead_id)] == [
-            "erased"]
-        assert len(receiver.for_lead(lead_id)) == 1, "the erased lead was offered again"
+        assert sorted(item["status"] for item in await assignments(client, system, lead_id)) == [
+            "erased", "rejected"]
+        assert len(receiver.for_lead(lead_id)) == 2, "the erased lead was offered again"
 
         kept = (await client.get(f"{ingest}/v1/leads/{other_id}")).json()
         assert (kept["name"], kept["email"], kept["company"]) == (
