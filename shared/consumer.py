@@ -9,6 +9,11 @@ beside the next batch instead of before it (one commit in flight, with the lates
 and at most once per `commit_interval`: a busy partition costs a few commits a second, not one
 per batch, and a crash redelivers at most that interval's events, which change nothing.
 
+Events whose personal fields are sealed (`shared.sealing`) are opened with the leads' data keys:
+a consumer given a `KeyRing` fetches the keys its batch lacks in one request before the
+transaction; an event whose key is gone (an erased lead's) is skipped like an event of a type
+it does not handle.
+
 Errors are split in two. A database or broker outage aborts the batch: it is rolled back, the
 consumer seeks back and tries again after a pause. A message that cannot be applied (invalid
 contract, or a handler raising anything else) is stored in the dead-letter table and the loop
