@@ -3,7 +3,8 @@
 Each applied event leaves a `(consumer, event_id)` row in `<prefix>_processed_event`, written
 in the same transaction as the event's effect. A redelivered event finds its row and has no
 second effect. An event that cannot be applied (it breaks its contract, or its handler fails)
-is kept whole in `<prefix>_failed_event` with the error, so nothing accepted is ever lost.
+is kept whole in `<prefix>_failed_event` with the error, so nothing accepted is ever lost
+(until its lead is erased: `shared.erasure`).
 Processed-event rows are purged after a retention (`purge_processed`): long after any
 redelivery, and they link event ids to the leads' activity for no other purpose.
 """
