@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from shared.events import Topics, decode_event
 from shared.kafka import topic_partitions
 from shared.kafka_security import client_security
+from shared.lead_keys import KeyRing
 from shared.settings import ServiceSettings
 
 
@@ -143,7 +144,8 @@ def receiver_app(console: DemoConsole, client: httpx.AsyncClient) -> FastAPI:
     return app
 
 
-async def follow_topics(console: DemoConsole, settings: ServiceSettings) -> None:
+async def follow_topics(console: DemoConsole, settings: ServiceSettings, keys: KeyRing) -> None:
+    """Show every event as it is published; the leads' sealed fields opened with `keys`."""
     topics = Topics(settings.kafka_topic_prefix)
     security = client_security(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -155,9 +157,11 @@ async def follow_topics(console: DemoConsole, settings: ServiceSettings) -> None
         await consumer.seek_to_end()
         while True:
             batch = await consumer.getmany(timeout_ms=200)
+            await keys.prefetch(message.key.decode() for messages in batch.values()
+                                for message in messages if message.key)
             for messages in batch.values():
                 for message in messages:
-                    event = decode_event(message.value)
+                    event = decode_event(message.value, keys=keys.key_of)
                     if event is not None:
                         console.show(event)
     finally:
@@ -195,7 +199,8 @@ async def run_demo(ingest_url: str, router_url: str, *, receiver_port: int, admi
         server = uvicorn.Server(uvicorn.Config(receiver_app(console, client), host="127.0.0.1",
                                                port=receiver_port, log_level="warning"))
         serving = asyncio.create_task(server.serve())
-        following = asyncio.create_task(follow_topics(console, settings))
+        keys = KeyRing(ingest_url, admin_token)
+        following = asyncio.create_task(follow_topics(console, settings, keys))
         try:
             while not server.started:
                 await asyncio.sleep(0.05)
@@ -219,5 +224,6 @@ async def run_demo(ingest_url: str, router_url: str, *, receiver_port: int, admi
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await following
+            await keys.close()
             await serving
     return console

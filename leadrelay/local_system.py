@@ -174,6 +174,7 @@ def running_system(
             "LEADRELAY_WEBHOOK_ALLOWED_URLS": ",".join(allowed_webhook_urls),
             "LEADRELAY_ENCRYPTION_KEYS": encryption_key,
             "LEADRELAY_ADMIN_TOKEN": admin_token,
+            "LEADRELAY_LEAD_KEYS_URL": f"http://127.0.0.1:{ports['ingest']}",
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",

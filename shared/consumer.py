@@ -14,6 +14,11 @@ of the old broker mean nothing on it: the loop drops the commits it had not made
 partition again from its beginning and commits that, so neither a stale position nor a stale
 commit makes it skip what the outboxes publish again.
 
+Events whose personal fields are sealed (`shared.sealing`) are opened with the leads' data keys:
+a consumer given a `KeyRing` fetches the keys its batch lacks in one request before the
+transaction; an event whose key is gone (an erased lead's) is skipped like an event of a type
+it does not handle.
+
 Errors are split in two. A database or broker outage aborts the batch: it is rolled back, the
 consumer seeks back to the batch's first offsets (nothing of it is recorded, nor its offsets
 committed) and tries again after a growing pause, logging the outage once when it starts and
@@ -41,8 +46,10 @@ from shared.clock import Clock, SystemClock
 from shared.db import Database, insert_ignoring_conflicts, is_outage
 from shared.events import Event, UndecodableEventError, decode_event
 from shared.inbox import InboxTables
+from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog
+from shared.sealing import KeyLookup, is_sealable
 from shared.slow_topics import SlowTopics
 
 logger = logging.getLogger(__name__)
@@ -79,8 +86,12 @@ class EventConsumer:
         slow_topics: Collection[str] = (),
         slow_interval: float = 0.25,
         slow_window: float = 0.03,
+        keyring: KeyRing | None = None,
     ) -> None:
         self.name = name
+        self.keyring = keyring
+        """Keys of the leads whose sealed events this consumer opens (`shared.lead_keys`)."""
+        self._keys: KeyLookup | None = keyring.key_of if keyring is not None else None
         self.db = db
         self.inbox = inbox
         self.consumer = consumer
@@ -120,6 +131,7 @@ class EventConsumer:
                 if not records:
                     continue
                 try:
+                    await self._fetch_keys(records)
                     await self.apply(records)
                 except Exception as error:
                     if not is_outage(error):
@@ -165,6 +177,13 @@ class EventConsumer:
                 # would skip what the outboxes publish again.
                 self.consumer.seek(partition, 0)
                 self._read_from_beginning.add(partition)
+    async def _fetch_keys(self, records: Records) -> None:
+        """Fetch the keys of the batch's sealed events in one request, before the transaction."""
+        if self.keyring is None:
+            return
+        await self.keyring.prefetch(
+            message.key.decode() for messages in records.values() for message in messages
+            if message.key and _may_be_sealed(message))
 
     async def apply(self, records: Records) -> None:
         """Apply every message of the batch in one transaction.
@@ -192,7 +211,7 @@ class EventConsumer:
         decoded: list[tuple[ConsumerRecord, Event]] = []
         for message in messages:
             try:
-                event = decode_event(message.value, self.handlers)
+                event = decode_event(message.value, self.handlers, self._keys)
             except UndecodableEventError as error:
                 await self._dead_letter(session, message, str(error))
                 tally.dead_lettered += 1
@@ -319,6 +338,11 @@ class _StartAtZero(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         self.owner._assigned(assigned)
+def _may_be_sealed(message: ConsumerRecord) -> bool:
+    for name, value in message.headers or ():
+        if name == "event_type":
+            return is_sealable(bytes(value).decode(errors="replace"))
+    return True
 
 
 class BatchEventConsumer(EventConsumer):
@@ -353,7 +377,7 @@ class BatchEventConsumer(EventConsumer):
         for messages in records.values():
             for message in messages:
                 # A broken message raises here: the slow path dead-letters it.
-                event = decode_event(message.value, self.handlers)
+                event = decode_event(message.value, self.handlers, self._keys)
                 if event is not None:
                     events.append(event)
         tally = _Tally()

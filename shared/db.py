@@ -10,6 +10,7 @@ thread (`shared.sqlite_driver`); on PostgreSQL rows are claimed with `FOR UPDATE
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 import weakref
@@ -85,14 +86,17 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         if parsed.query or not parsed.database:
             # URI options or an in-memory database: aiosqlite, as SQLAlchemy documents them.
-            engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+            engine = create_async_engine(url, echo=echo, hide_parameters=True,
+                                         connect_args={"timeout": 30})
         else:
             engine = create_async_engine(
-                url, echo=echo, async_creator=sqlite_driver.connect(parsed.database, timeout=30))
+                url, echo=echo, hide_parameters=True,
+                async_creator=sqlite_driver.connect(parsed.database, timeout=30))
         _tune_sqlite(engine)
         return engine
+    # hide_parameters: errors and echo never show the values (emails, names) of a statement.
     engine = create_async_engine(
-        url, echo=echo, pool_size=10, max_overflow=10, pool_recycle=1800,
+        url, echo=echo, hide_parameters=True, pool_size=10, max_overflow=10, pool_recycle=1800,
         # A service runs a few hundred distinct statements (an IN list of each length is one
         # of its own); past asyncpg's cache of 100, each would be prepared again.
         connect_args={"prepared_statement_cache_size": 1000},
@@ -138,6 +142,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros, not left in free space (erasure).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -236,5 +242,23 @@ class Database:
             finally:
                 await session.rollback()
 
+    async def truncate_wal(self) -> bool:
+        """SQLite: copy the write-ahead log into the database file and empty it, so that pages
+        holding rows just erased are gone from the `-wal` file too; False when a reader kept
+        it from finishing (try again later). Nothing to do on PostgreSQL."""
+        if self._sqlite_file is None or self._sqlite_file.endswith(":memory:"):
+            return True
+        async with _writer_lock(self._sqlite_file):
+            return await asyncio.to_thread(_truncate_wal, self._sqlite_file)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _truncate_wal(sqlite_file: str) -> bool:
+    connection = sqlite3.connect(sqlite_file, timeout=1.0)
+    try:
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return int(busy) == 0
+    finally:
+        connection.close()

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from shared.sealing import SEALED_VERSION, KeyLookup, is_sealable, open_document
+
 logger = logging.getLogger(__name__)
 
 Temperature = Literal["cold", "warm", "hot"]
@@ -344,7 +346,10 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         LeadNurture,
     )
 }
-SUPPORTED_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_CLASSES}
+SUPPORTED_VERSIONS: dict[str, int] = {
+    name: SEALED_VERSION if is_sealable(name) else 1 for name in EVENT_CLASSES
+}
+"""Version 2 of a type is version 1 with its personal fields sealed (`shared.sealing`)."""
 
 _ENVELOPE_PEEK: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
@@ -357,9 +362,14 @@ def encode_event(event: Envelope) -> bytes:
     return event.model_dump_json().encode()
 
 
-def decode_event(raw: bytes, wanted: Container[str] | None = None) -> Event | None:
+def decode_event(
+    raw: bytes, wanted: Container[str] | None = None, keys: KeyLookup | None = None
+) -> Event | None:
     """Parse one message value; None for an unknown type, a newer schema version, or a type
     not in `wanted` (when given: what the consumer handles, so the rest is not validated).
+
+    A sealed event is opened with its lead's key from `keys`; None when it cannot be (the
+    lead is erased, or no `keys` were given): the event is an erased lead's, and skipped.
 
     Raises `UndecodableEventError` when a message claims a known type and version but does not
     match its contract: that is a producer bug worth keeping, not skipping silently.
@@ -367,7 +377,8 @@ def decode_event(raw: bytes, wanted: Container[str] | None = None) -> Event | No
     try:
         peek = _ENVELOPE_PEEK.validate_json(raw)
     except ValidationError as error:
-        raise UndecodableEventError(f"message value is not a JSON object: {error}") from error
+        raise UndecodableEventError(
+            f"message value is not a JSON object: {_without_values(error)}") from error
     event_type = peek.get("type")
     if wanted is not None and event_type not in wanted:
         return None
@@ -378,10 +389,22 @@ def decode_event(raw: bytes, wanted: Container[str] | None = None) -> Event | No
     if not isinstance(version, int) or version > SUPPORTED_VERSIONS[event_type]:
         logger.info("skipping %s event of unsupported schema version %r", event_type, version)
         return None
+    opened = open_document(peek, keys)
+    if opened is None:
+        return None
     try:
-        return EVENT_ADAPTER.validate_python(peek)
+        return EVENT_ADAPTER.validate_python(opened)
     except ValidationError as error:
-        raise UndecodableEventError(f"{event_type} does not match its contract: {error}") from error
+        raise UndecodableEventError(
+            f"{event_type} does not match its contract: {_without_values(error)}") from error
+
+
+def _without_values(error: ValidationError) -> str:
+    """The validation errors without the values that failed: they may be personal data."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg']}"
+        for item in error.errors(include_input=False, include_url=False)
+    )
 
 
 

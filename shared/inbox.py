@@ -3,14 +3,30 @@
 Each applied event leaves a `(consumer, event_id)` row in `<prefix>_processed_event`, written
 in the same transaction as the event's effect. A redelivered event finds its row and has no
 second effect. An event that cannot be applied (it breaks its contract, or its handler fails)
-is kept whole in `<prefix>_failed_event` with the error, so nothing accepted is ever lost.
+is kept whole in `<prefix>_failed_event` with the error, so nothing accepted is ever lost
+(until its lead is erased: `shared.erasure`).
+Processed-event rows are purged after a retention (`purge_processed`): long after any
+redelivery, and they link event ids to the leads' activity for no other purpose.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Column, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    delete,
+)
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UTCDateTime
 from shared.outbox import AutoIncrement
@@ -46,3 +62,10 @@ def inbox_tables(metadata: MetaData, prefix: str) -> InboxTables:
         Column("failed_at", UTCDateTime, nullable=False),
     )
     return InboxTables(processed=processed, failed=failed)
+
+
+async def purge_processed(session: AsyncSession, inbox: InboxTables, before: datetime) -> int:
+    """Delete the processed-event records older than `before`; how many were deleted."""
+    result = await session.execute(
+        delete(inbox.processed).where(inbox.processed.c.processed_at < before))
+    return int(cast(CursorResult[Any], result).rowcount)

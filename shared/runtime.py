@@ -28,8 +28,10 @@ from shared.broker_recovery import BrokerRecovery
 from shared.clock import Clock, SystemClock
 from shared.consumer import EventConsumer, Handler
 from shared.db import Database
-from shared.inbox import InboxTables
+from shared.erasure import WalScrubber
+from shared.inbox import InboxTables, purge_processed
 from shared.kafka import build_consumer, build_producer, ensure_topics
+from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog, is_outage
 from shared.outbox import Outbox, OutboxRelay, OutboxTables
@@ -41,6 +43,7 @@ READINESS_TIMEOUT_SECONDS = 2.0
 """A readiness probe whose database does not answer in this time reports it unreachable."""
 
 BackgroundLoop = Callable[[], Awaitable[None]]
+PROCESSED_PURGE_SECONDS = 3600.0
 
 
 class ServiceRuntime:
@@ -63,11 +66,16 @@ class ServiceRuntime:
             outbox_tables, topic=publish_topic, shards=settings.outbox_shards, clock=self.clock
         )
         self.inbox_tables = inbox_tables
+        self.scrubber = WalScrubber(self.db)
+        """Empties SQLite's write-ahead log after an erasure (`shared.erasure`)."""
         self.metrics = ServiceMetrics(settings.service_name)
         self.subscriptions: tuple[str, ...] = ()
         self.slow_topics: tuple[str, ...] = ()
         self.handlers: dict[str, Handler] = {}
         self.consumer_factory: Callable[..., EventConsumer] = EventConsumer
+        self.keyring: KeyRing | None = None
+        """The leads' data keys, for a service that consumes or re-publishes sealed events
+        (`use_lead_keys`)."""
         self.producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.epochs: BrokerEpochs | None = None
@@ -95,6 +103,17 @@ class ServiceRuntime:
         self.slow_topics = tuple(slow_topics)
         self.handlers = dict(handlers)
         self.consumer_factory = consumer_factory
+
+    def use_lead_keys(self) -> KeyRing | None:
+        """Open the sealed events this service consumes and seal those it publishes with
+        keys fetched from ingest (`shared.lead_keys`); None when `lead_keys_url` is empty."""
+        if not self.settings.lead_keys_url:
+            logger.warning("LEADRELAY_LEAD_KEYS_URL is empty: sealed events are skipped and "
+                           "this service's events go out unsealed")
+            return None
+        self.keyring = KeyRing(self.settings.lead_keys_url, self.settings.lead_keys_token or None)
+        self.outbox.encoder = self.keyring.encode
+        return self.keyring
 
     def add_loop(self, name: str, loop: BackgroundLoop) -> None:
         """Register a background loop to run (supervised) once the runtime starts."""
@@ -127,6 +146,7 @@ class ServiceRuntime:
         self._start("topic-keeper", self._keep_topics)
         if self.handlers:
             self._start("consumer", self._run_consumer)
+            self._start("processed-event-retention", self._purge_processed_events)
         for name, loop in self._loops.items():
             self._start(name, loop)
         return self
@@ -145,8 +165,20 @@ class ServiceRuntime:
             slow_interval=self.settings.kafka_slow_topic_interval_ms / 1000,
             # Long enough for the fetch in flight to end and one more to name the partitions.
             slow_window=3 * self.settings.kafka_fetch_max_wait_ms / 1000,
+            keyring=self.keyring,
         )
         await self.consumer.run()
+
+    async def purge_processed_events(self) -> int:
+        """Delete processed-event records past `processed_event_retention_hours`."""
+        before = self.clock.now() - timedelta(hours=self.settings.processed_event_retention_hours)
+        async with self.db.transaction() as session:
+            return await purge_processed(session, self.inbox_tables, before)
+
+    async def _purge_processed_events(self) -> None:
+        while True:
+            await self.purge_processed_events()
+            await asyncio.sleep(PROCESSED_PURGE_SECONDS)
 
     async def _keep_topics(self) -> None:
         """Re-create the topics if the broker lost them (the embedded broker keeps no disk),
@@ -198,6 +230,9 @@ class ServiceRuntime:
             await self.epochs.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.keyring is not None:
+            await self.keyring.close()
+        await self.scrubber.wait()
         await self.db.dispose()
 
     async def refresh_metrics(self) -> None:

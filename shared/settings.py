@@ -99,6 +99,22 @@ class ServiceSettings(BaseSettings):
                     "memory), the events published in this many minutes before the newest one "
                     "are published again: how far behind a consumer may be when that happens",
     )
+    processed_event_retention_hours: float = Field(
+        default=168.0, gt=0,
+        description="Processed-event records (the consumers' idempotency) older than this are "
+                    "purged; far longer than any redelivery",
+    )
+    lead_keys_url: str = Field(
+        default="http://127.0.0.1:8701",
+        description="ingest, which hands out the leads' data keys that open their sealed "
+                    "events; empty: sealed events are skipped and this service's own events "
+                    "go out unsealed (a service run alone in tests)",
+    )
+    lead_keys_token: str = Field(
+        default="",
+        validation_alias=AliasChoices("LEADRELAY_LEAD_KEYS_TOKEN", "LEADRELAY_ADMIN_TOKEN"),
+        description="Bearer token of ingest's key route (its admin token, for now)",
+    )
     encryption_keys: str = Field(
         default="",
         description="Fernet keys (comma-separated, newest first) that encrypt secrets and "

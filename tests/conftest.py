@@ -25,6 +25,9 @@ from shared.migrations import upgrade
 
 pytest_plugins = ["tests.kafka_fixtures"]
 
+# A service tested alone has no ingest to fetch lead keys from (the end-to-end tests set it).
+os.environ.setdefault("LEADRELAY_LEAD_KEYS_URL", "")
+
 PG_ADMIN_DSN = os.environ.get("LEADRELAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -13,8 +13,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from prometheus_client import Counter
+from sqlalchemy import text
 
 from shared.kafka import topic_partitions
+from shared.sealing import key_bytes, open_document
 
 T = TypeVar("T")
 
@@ -72,6 +74,30 @@ async def read_topic(
     assert len(events) >= count, f"only {len(events)} of {count} events on {topic}"
     events.sort(key=lambda event: event["occurred_at"])
     return events
+
+
+def opened(documents: list[dict[str, Any]], keys: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Events as a consumer reads them: their sealed fields opened with the leads' data keys
+    (`keys`: lead id -> stored key); one whose key is not given is left sealed."""
+
+    def key_of(lead_id: str) -> bytes | None:
+        stored = keys.get(lead_id)
+        return key_bytes(stored) if stored else None
+
+    return [open_document(document, key_of) or document for document in documents]
+
+
+async def ingest_keys(database_url: str) -> dict[str, str]:
+    """Every lead's data key in ingest's database."""
+    from shared.db import Database
+
+    db = Database(database_url)
+    try:
+        async with db.reading() as session:
+            result = await session.execute(text("SELECT id, data_key FROM ingest_lead"))
+            return {lead_id: key for lead_id, key in result if key}
+    finally:
+        await db.dispose()
 
 
 def counted(counter: Counter) -> float:

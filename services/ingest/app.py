@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import services.ingest
-from services.ingest import api
+from services.ingest import api, lead_keys
 from services.ingest.idempotency import IdempotentRequests
 from services.ingest.lead_writes import group_hooks
 from services.ingest.models import INBOX, OUTBOX
@@ -34,12 +34,14 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
             publish_topic=config.topics.leads,
             clock=clock,
         )
+        built.outbox.encoder = lead_keys.encode
         begin_group, end_group = group_hooks(built.outbox)
         writes = GroupCommit(built.db, prepare=begin_group, finish=end_group)
         context = IngestContext(
             outbox=built.outbox, clock=built.clock, settings=config,
             sources=SourceRegistry(file_sources, secrets), form_limits=FormLimits.of(config),
             idempotency=IdempotentRequests(built.db, built.clock, writes), writes=writes,
+            scrubber=built.scrubber,
         )
         built.add_loop("group-commit", writes.run_writer)
         built.add_loop("submission-retention", SubmissionRetention(built.db, context).run)

@@ -42,7 +42,10 @@ lead = Table(
     Column("attribution", JSONType),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("data_key", String(64)),
 )
+"""`data_key` seals the lead's personal data in its events (`shared.sealing`); the erasure
+deletes the row, and with it the only key that opens any copy of those events."""
 
 submission = Table(
     "ingest_submission",
@@ -56,11 +59,16 @@ submission = Table(
     Column("raw", Text),
     Column("received_at", UTCDateTime, nullable=False, index=True),
     Column("note", Text),
+    Column("delivery_id", String(36), index=True),
+    Column("delivery_part", Integer),
     UniqueConstraint("source_key", "external_id"),
 )
 """Each submission as received (`raw`) and as normalised (`payload`); purged after the retention.
 
-`(source_key, external_id)` is unique: a vendor delivering the same event twice is a replay."""
+`(source_key, external_id)` is unique: a vendor delivering the same event twice is a replay.
+The entries of one webhook delivery share its `raw` body and a `delivery_id`; `delivery_part`
+is the entry's place in the body's array, so erasing one person redacts their part of the
+body the others keep."""
 
 source = Table(
     "ingest_source",

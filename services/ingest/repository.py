@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import CursorResult, Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +26,8 @@ _INSERT_LEAD = insert(lead)
 _UPDATE_LEAD = update(lead).where(lead.c.id == bindparam("lead_id"))
 _REWRITTEN_COLUMNS = [column.name for column in lead.c if column.name not in {"id", "created_at"}]
 _INSERT_SUBMISSION = insert(submission)
+_DATA_KEYS = select(lead.c.id, lead.c.data_key).where(
+    lead.c.id.in_(bindparam("lead_ids", expanding=True)))
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -86,11 +88,13 @@ async def record_submission(
     payload: Mapping[str, Any],
     raw: str | None,
     received_at: datetime,
+    delivery_id: str | None = None,
+    delivery_part: int | None = None,
 ) -> None:
     await session.execute(_INSERT_SUBMISSION, {
         "lead_id": lead_id, "channel": channel, "source_key": source_key,
         "external_id": external_id, "payload": dict(payload), "raw": raw,
-        "received_at": received_at,
+        "received_at": received_at, "delivery_id": delivery_id, "delivery_part": delivery_part,
     })
 
 
@@ -99,7 +103,8 @@ async def record_submissions(session: AsyncSession, rows: Sequence[Mapping[str, 
     await session.execute(_INSERT_SUBMISSION, [
         {"lead_id": row["lead_id"], "channel": row["channel"], "source_key": row["source_key"],
          "external_id": row["external_id"], "payload": dict(row["payload"]), "raw": row["raw"],
-         "received_at": row["received_at"]}
+         "received_at": row["received_at"], "delivery_id": row.get("delivery_id"),
+         "delivery_part": row.get("delivery_part")}
         for row in rows
     ])
 
@@ -191,11 +196,44 @@ async def purge_idempotency_keys(session: AsyncSession, created_before: datetime
     return _rowcount(result)
 
 
-async def erase_lead(session: AsyncSession, lead_id: str, outbox_events: Table) -> None:
+async def erase_lead(session: AsyncSession, lead_id: str) -> None:
+    """Delete the lead's row (its data key with it) and every submission of it."""
     await session.execute(delete(submission).where(submission.c.lead_id == lead_id))
-    await session.execute(
-        delete(outbox_events).where(
-            outbox_events.c.message_key == lead_id, outbox_events.c.published_at.is_not(None)
-        )
-    )
     await session.execute(delete(lead).where(lead.c.id == lead_id))
+
+
+async def data_keys(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, str]:
+    """The data keys of those of `lead_ids` that exist (an erased lead has none)."""
+    result = await session.execute(_DATA_KEYS, {"lead_ids": list(lead_ids)})
+    return {lead_id: key for lead_id, key in result if key is not None}
+
+
+async def deliveries_of_lead(session: AsyncSession, lead_id: str) -> dict[str, set[int]]:
+    """delivery id -> the parts of it that are this lead's submissions."""
+    result = await session.execute(
+        select(submission.c.delivery_id, submission.c.delivery_part).where(
+            submission.c.lead_id == lead_id, submission.c.delivery_id.is_not(None)))
+    parts: dict[str, set[int]] = {}
+    for delivery_id, part in result:
+        parts.setdefault(delivery_id, set()).add(-1 if part is None else part)
+    return parts
+
+
+def _others_of_delivery(delivery_id: str, lead_id: str) -> Any:
+    return (submission.c.delivery_id == delivery_id) & (
+        submission.c.lead_id.is_(None) | (submission.c.lead_id != lead_id))
+
+
+async def raw_of_delivery(session: AsyncSession, delivery_id: str, lead_id: str) -> str | None:
+    """The raw body other submissions (not `lead_id`'s) keep of this delivery, if any do."""
+    result = await session.execute(
+        select(submission.c.raw).where(_others_of_delivery(delivery_id, lead_id)).limit(1))
+    found = result.first()
+    return None if found is None else cast(str | None, found.raw)
+
+
+async def replace_raw_of_delivery(
+    session: AsyncSession, delivery_id: str, lead_id: str, raw: str | None
+) -> None:
+    await session.execute(
+        update(submission).where(_others_of_delivery(delivery_id, lead_id)).values(raw=raw))

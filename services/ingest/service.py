@@ -32,6 +32,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.sources import SourceRegistry
 from shared.clock import Clock
 from shared.db import new_id
+from shared.erasure import WalScrubber
 from shared.events import (
     LeadProfile,
     LeadReceived,
@@ -41,6 +42,7 @@ from shared.events import (
 )
 from shared.group_commit import GroupCommit
 from shared.outbox import Outbox
+from shared.sealing import new_data_key
 
 PRODUCER = "ingest"
 PROFILE_FIELDS = tuple(LeadProfile.model_fields)
@@ -59,6 +61,10 @@ class Intake:
     defaults: Mapping[str, Any] | None = None
     """Values for fields the submission leaves empty (the source's channel, campaign...)."""
     correlation_id: str | None = None
+    delivery_id: str | None = None
+    """Shared by the entries of one webhook delivery (they share `raw`)."""
+    delivery_part: int | None = None
+    """This entry's place in the delivery's array of entries."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class IngestContext:
     idempotency: IdempotentRequests
     writes: GroupCommit
     """Where the write endpoints run their work: in groups, one commit per group."""
+    scrubber: WalScrubber | None = None
+    """Empties SQLite's write-ahead log after an erasure."""
 
 
 def profile_of(row: Mapping[str, Any]) -> LeadProfile:
@@ -164,7 +172,7 @@ async def _submit_in_group(
 def new_lead_row(lead_id: str, incoming: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """The row of a lead made from its first submission."""
     return {"demo_requested": False, **merge_profile({}, incoming),
-            "id": lead_id, "created_at": now, "updated_at": now}
+            "id": lead_id, "created_at": now, "updated_at": now, "data_key": new_data_key()}
 
 
 def received_event(row: Mapping[str, Any], intake: Intake, now: datetime) -> LeadReceived:
@@ -254,7 +262,8 @@ async def _record(
     row: dict[str, Any] = {
         "lead_id": lead_id, "channel": intake.channel, "source_key": intake.source_key,
         "external_id": intake.external_id, "payload": incoming, "raw": intake.raw,
-        "received_at": context.clock.now(),
+        "received_at": context.clock.now(), "delivery_id": intake.delivery_id,
+        "delivery_part": intake.delivery_part,
     }
     writes = lead_writes(session)
     if writes is not None:

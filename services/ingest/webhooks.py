@@ -19,6 +19,7 @@ from services.ingest.fields import canonical_fields, lenient_submission
 from services.ingest.service import IngestContext, Intake
 from services.ingest.sources import Source
 from services.ingest.vendors import Entry
+from shared.db import new_id
 
 
 class EntryResult(BaseModel):
@@ -46,10 +47,12 @@ async def receive(
     correlation_id: str | None = None,
 ) -> DeliveryResult:
     results = []
-    for entry in entries:
+    delivery_id = new_id()
+    for part, entry in enumerate(entries):
         intake = Intake(
             channel=channel, source_key=source.key, external_id=entry.external_id, raw=raw,
             defaults=source.tag_defaults(), correlation_id=correlation_id,
+            delivery_id=delivery_id, delivery_part=part,
         )
         results.append(await _receive_entry(session, context, source, entry, intake))
     return DeliveryResult(results=results)

@@ -1,7 +1,8 @@
 """router: decides who calls each lead, makes sure they do within the SLA, and proves it.
 
 Consumes `lead.scored` and `lead.erased` (topic `leadrelay.scores`: the scorer passes erasures
-on after the lead's last score, so none is still on its way when the router erases). Hot
+on after the lead's last score, so none is still on its way when the router erases; an erased
+lead's open assignment is closed as `erased` and the lead is never offered again). Hot
 and warm leads are routed by an ordered, versioned rule set (first match wins: a pool, a
 strategy among round robin, weighted fairness, least loaded and account owner, a fallback
 pool, follow-the-sun pools) to an eligible rep: in working hours in their own timezone, not

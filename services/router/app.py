@@ -41,6 +41,7 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         context = RouterContext.build(
             config, service_runtime.outbox, service_runtime.clock, service_runtime.metrics,
             secrets=secrets, destinations=destinations,
+            keyring=service_runtime.use_lead_keys(), scrubber=service_runtime.scrubber,
         )
         service_runtime.subscribe(
             [config.topics.scores], handler_table(context),

@@ -17,6 +17,6 @@ def handler_table(context: RouterContext) -> dict[str, Handler]:
         await service.route_scored_lead(session, context, event)
 
     async def on_lead_erased(session: AsyncSession, event: LeadErased) -> None:
-        await service.erase_lead(session, event.lead_id)
+        await service.erase_lead(session, context, event.lead_id)
 
     return {"lead.scored": on_lead_scored, "lead.erased": on_lead_erased}

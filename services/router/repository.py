@@ -609,17 +609,41 @@ async def take_from_queue(session: AsyncSession, lead_id: str, at: datetime) -> 
     return _rowcount(result) == 1
 
 
-async def erase_lead(session: AsyncSession, lead_id: str) -> None:
-    """Remove a lead's personal data: profile, assignment snapshots, queued messages."""
-    await session.execute(update(lead).where(lead.c.id == lead_id).values(profile={}))
+async def erase_lead(session: AsyncSession, lead_id: str, at: datetime) -> None:
+    """Remove a lead's personal data (profile, assignment snapshots, notes, queued messages)
+    and take it out of routing for good: its open assignment is closed as `erased` (no timer
+    looks at it again, no reject or escalation re-offers it), its waiting hand-over too, and
+    the lead itself is `erased`, a status nothing routes from."""
+    await session.execute(update(lead).where(lead.c.id == lead_id).values(
+        profile={}, status="erased", waiting_since=None, queue_team_id=None, queued_at=None,
+        updated_at=at))
     await session.execute(
         update(assignment).where(assignment.c.lead_id == lead_id)
         .values(lead_snapshot={}, note=None, bant=None)
+    )
+    await session.execute(
+        update(assignment)
+        .where(assignment.c.lead_id == lead_id, assignment.c.status.in_(ACTIVE_STATUSES))
+        .values(status="erased", closed_at=at, reminder_at=None, contact_deadline_at=None)
+    )
+    await session.execute(
+        update(handover).where(handover.c.lead_id == lead_id, handover.c.status == "waiting")
+        .values(status="erased", next_attempt_at=None)
     )
     ids = select(assignment.c.id).where(assignment.c.lead_id == lead_id).scalar_subquery()
     await session.execute(
         update(notification).where(notification.c.assignment_id.in_(ids))
         .values(payload={}, status="cancelled", next_attempt_at=None)
+    )
+    nurtures = notification.c.payload[("data", "lead_id")].as_string() == lead_id
+    await session.execute(
+        update(notification).where(notification.c.kind == "nurture", nurtures,
+                                   notification.c.status == "pending")
+        .values(status="cancelled", next_attempt_at=None)
+    )
+    await session.execute(
+        update(notification).where(notification.c.kind == "nurture", nurtures)
+        .values(payload={})
     )
 
 

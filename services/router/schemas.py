@@ -25,7 +25,8 @@ from services.router.rules import Rule, SegmentBand
 from shared.events import Bant, Temperature
 
 AssignmentStatus = Literal[
-    "offered", "accepted", "contacted", "qualified", "rejected", "disqualified", "escalated"
+    "offered", "accepted", "contacted", "qualified", "rejected", "disqualified", "escalated",
+    "erased",
 ]
 RejectReason = Literal[
     "wrong_territory", "wrong_language", "wrong_segment", "at_capacity", "conflict_of_interest",

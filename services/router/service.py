@@ -30,6 +30,7 @@ from services.router.channels import (
     slack_reference,
     stored,
 )
+from services.router.models import INBOX
 from services.router.notifications import DeliverySignal, notification_lease, slack_offer
 from services.router.roster_cache import RosterCache, RoutingState, current_state, routing_state
 from services.router.routing import (
@@ -46,6 +47,7 @@ from services.router.settings import RouterSettings
 from shared.clock import Clock
 from shared.db import new_id
 from shared.encryption import SecretBox
+from shared.erasure import WalScrubber, erase_delivery_records
 from shared.events import (
     AssignmentAccepted,
     AssignmentAcceptedData,
@@ -64,6 +66,7 @@ from shared.events import (
     LeadNurtureData,
     LeadScored,
 )
+from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics, count_after_commit
 from shared.outbound import DestinationPolicy
 from shared.outbox import Outbox
@@ -107,12 +110,17 @@ class RouterContext:
     """Parsed rule sets by version (versions are immutable)."""
     roster_cache: RosterCache = field(default_factory=RosterCache)
     """The roster as this process last saw it (see `services.router.roster_cache`)."""
+    keyring: KeyRing | None = None
+    """The leads' data keys (dropped at their erasure)."""
+    scrubber: WalScrubber | None = None
+    """Empties SQLite's write-ahead log after an erasure."""
 
     @classmethod
     def build(
         cls, settings: RouterSettings, outbox: Outbox, clock: Clock,
         metrics: ServiceMetrics | None = None, *, secrets: SecretBox | None = None,
-        destinations: DestinationPolicy | None = None,
+        destinations: DestinationPolicy | None = None, keyring: KeyRing | None = None,
+        scrubber: WalScrubber | None = None,
     ) -> RouterContext:
         """The context of `settings`; `EncryptionKeyError` when they hold no encryption key."""
         return cls(
@@ -120,6 +128,7 @@ class RouterContext:
             metrics=RouterMetrics(metrics or ServiceMetrics("router")),
             secrets=secrets or SecretBox.from_setting(settings.encryption_keys),
             destinations=destinations or DestinationPolicy(settings.allowed_webhook_urls),
+            keyring=keyring, scrubber=scrubber,
         )
 
     @property
@@ -261,8 +270,10 @@ async def route_scored_lead(
     await routing_state(session, context.roster_cache)
     now = context.clock.now()  # after the lock: round robin order follows decision order
     current = await repository.find_lead(session, event.lead_id, for_update=True)
-    if current is not None and current["scored_at"] > event.occurred_at:
-        return None
+    if current is not None and (
+        current["scored_at"] > event.occurred_at or current["status"] == "erased"
+    ):
+        return None  # an older score, or an erased lead's: nothing of it is kept
     active = current is not None and (
         current["status"] in HELD_STATUSES
         or await repository.active_assignment(session, event.lead_id) is not None
@@ -283,7 +294,7 @@ async def route_scored_lead(
     return routing.offer
 
 
-HELD_STATUSES = frozenset({"queued", "qualified", "disqualified"})
+HELD_STATUSES = frozenset({"queued", "qualified", "disqualified", "erased"})
 """Lead statuses a new score does not route from (nor send to nurture)."""
 
 
@@ -345,7 +356,9 @@ async def route_scored_leads(
     for event in events:
         now = context.clock.now()
         current = leads.get(event.lead_id)
-        if current is not None and current["scored_at"] > event.occurred_at:
+        if current is not None and (
+            current["scored_at"] > event.occurred_at or current["status"] == "erased"
+        ):
             continue
         held = current is not None and (
             current["status"] in HELD_STATUSES or event.lead_id in active)
@@ -531,8 +544,11 @@ async def route_lead(
     snapshot: RosterSnapshot | None = None,
 ) -> Routing:
     """Decide and, when someone is eligible, offer. With nobody, the lead is left `waiting`.
+    An erased lead is never offered.
 
     `first`: the caller knows the lead was never offered (saves a query)."""
+    if lead["status"] == "erased":
+        return Routing(None, DEFAULT_RULE, "")
     rep_id, routing = await decide(session, context, lead, now, role=role, exclude=exclude,
                                    snapshot=snapshot)
     if rep_id is None:
@@ -1008,6 +1024,8 @@ async def reject(
     await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, row["lead_id"])
     assert lead is not None
+    if lead["status"] == "erased":
+        return row, None
     exclude = frozenset(await repository.sdrs_who_had(session, lead["id"]))
     routing = await route_lead(session, context, lead, now, role=row["role"], exclude=exclude)
     if routing.offer is None and row["role"] == "ae":
@@ -1076,6 +1094,12 @@ async def claim_from_queue(
     return row
 
 
-async def erase_lead(session: AsyncSession, lead_id: str) -> None:
-    """Right to erasure: the lead's personal data leaves router's tables."""
-    await repository.erase_lead(session, lead_id)
+async def erase_lead(session: AsyncSession, context: RouterContext, lead_id: str) -> None:
+    """Right to erasure: the lead's personal data leaves router's tables, its open assignment
+    is closed and it is never offered again; its published events and dead letters go."""
+    await repository.erase_lead(session, lead_id, context.clock.now())
+    await erase_delivery_records(session, lead_id, outbox=context.outbox.tables, inbox=INBOX)
+    if context.keyring is not None:
+        context.keyring.forget(lead_id)
+    if context.scrubber is not None:
+        context.scrubber.after_commit(session)

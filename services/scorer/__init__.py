@@ -2,10 +2,12 @@
 
 Consumes (topic `leadrelay.leads`): `lead.received` and `lead.updated` (the whole profile, scored
 for fit), `signal.recorded` (kept once per signal id, scored for engagement with decay) and
-`lead.erased` (the lead's personal data and signals are deleted here). From the router (topic
-`leadrelay.assignments`): `assignment.accepted` (-> SAL), `assignment.qualified` (-> SQL),
-`assignment.rejected` (-> recycled) and `assignment.disqualified` (-> disqualified), both kept
-with their reason code for the feedback report, and `lead.nurture` (-> recycled).
+`lead.erased` (the lead's personal data and signals are deleted here). Personal fields come
+sealed; they are opened with the leads' keys from ingest, and `lead.scored` seals them again.
+From the router (topic `leadrelay.assignments`): `assignment.accepted` (-> SAL),
+`assignment.qualified` (-> SQL), `assignment.rejected` (-> recycled) and
+`assignment.disqualified` (-> disqualified), both kept with their reason code for the feedback
+report, and `lead.nurture` (-> recycled).
 Produces (topic `leadrelay.scores`, keyed by lead id): `lead.scored`, with the full breakdown,
 whenever the temperature, the stage or what counts towards the score changes (never on a
 no-op; several events of a lead in one consumer batch give one, with the state they lead to),

@@ -37,6 +37,7 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
         context = ScorerContext.build(
             built.outbox, built.clock, model, built.metrics,
             refresh_seconds=config.scoring_model_refresh_seconds,
+            keyring=built.use_lead_keys(), scrubber=built.scrubber,
         )
         built.subscribe(
             [config.topics.leads, config.topics.assignments],

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository
 from services.scorer.lifecycle import model_makes_mql, next_stage
+from services.scorer.models import INBOX
 from services.scorer.scoring import (
     ScoreResult,
     Signal,
@@ -36,6 +37,7 @@ from services.scorer.scoring import (
 from services.scorer.scoring_model import ScoringModel, parse_scoring_model
 from shared.clock import Clock
 from shared.db import Database
+from shared.erasure import WalScrubber, erase_delivery_records
 from shared.events import (
     LeadErased,
     LeadErasedData,
@@ -48,6 +50,7 @@ from shared.events import (
     SignalRecordedData,
     Stage,
 )
+from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics, count_after_commit
 from shared.outages import OutageLog, is_outage
 from shared.outbox import Outbox
@@ -144,15 +147,20 @@ class ScorerContext:
     clock: Clock
     models: ScoringModels
     metrics: ScorerMetrics
+    keyring: KeyRing | None = None
+    """The leads' data keys (dropped at their erasure)."""
+    scrubber: WalScrubber | None = None
+    """Empties SQLite's write-ahead log after an erasure."""
 
     @classmethod
     def build(
         cls, outbox: Outbox, clock: Clock, model: ScoringModel, metrics: ServiceMetrics,
-        *, refresh_seconds: float = 5.0,
+        *, refresh_seconds: float = 5.0, keyring: KeyRing | None = None,
+        scrubber: WalScrubber | None = None,
     ) -> ScorerContext:
         return cls(
             outbox, clock, ScoringModels(model, refresh_seconds=refresh_seconds),
-            ScorerMetrics.register(metrics),
+            ScorerMetrics.register(metrics), keyring, scrubber,
         )
 
 
@@ -656,12 +664,18 @@ async def erase_lead(
     """Forget the lead's personal data and signals; keep a tombstone so later events are ignored.
 
     The stage history and the feedback records stay: they hold ids, stages, rule ids and
-    reason codes, no personal data. `lead.erased` goes on to the scores topic, after every
+    reason codes, no personal data. Its published outbox rows and dead letters go, and its
+    data key leaves the memory. `lead.erased` goes on to the scores topic, after every
     `lead.scored` of the lead: the router, which reads only that topic, erases its copy
     knowing no earlier score of the lead is still on its way.
     """
     now = context.clock.now()
     await repository.delete_signals(session, lead_id)
+    await erase_delivery_records(session, lead_id, outbox=context.outbox.tables, inbox=INBOX)
+    if context.keyring is not None:
+        context.keyring.forget(lead_id)
+    if context.scrubber is not None:
+        context.scrubber.after_commit(session)
     tombstone: dict[str, Any] = {
         "profile": {},
         "breakdown": [],

@@ -34,6 +34,7 @@ from shared.group_commit import GroupCommit
 from shared.outbox import Outbox
 from shared.problems import ProblemError
 from tests.conftest import migrate
+from tests.support import opened
 
 
 @dataclass
@@ -191,12 +192,13 @@ async def stored_without_ids(
     """The answers, leads and events (in publishing order), each lead named by its email."""
     stored = sorted(await rows(db, lead), key=lambda row: row["email"])
     email_of = {row["id"]: row["email"] for row in stored}
-    events = [json.loads(row["payload"]) for row in
-              sorted(await rows(db, OUTBOX.events), key=lambda row: row["id"])]
+    events = opened([json.loads(row["payload"]) for row in
+                     sorted(await rows(db, OUTBOX.events), key=lambda row: row["id"])],
+                    {row["id"]: row["data_key"] for row in stored})
     return (
         [(answer.status, email_of[answer.lead_id]) for answer in answers],
         [{key: value for key, value in row.items()
-          if key not in {"id", "created_at", "updated_at"}} for row in stored],
+          if key not in {"id", "created_at", "updated_at", "data_key"}} for row in stored],
         [{**{key: value for key, value in event.items()
              if key not in {"event_id", "occurred_at"}},
           "lead_id": email_of[event["lead_id"]]} for event in events],

@@ -8,7 +8,7 @@ from services.ingest.app import create_app
 from services.ingest.models import lead
 from services.ingest.settings import IngestSettings
 from tests.ingest.conftest import table_rows
-from tests.support import read_topic, running_app
+from tests.support import ingest_keys, opened, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -31,6 +31,8 @@ async def test_signal_for_unknown_email_creates_lead_and_replay_counts_once(
             {"lead_id": first.json()["lead_id"], "type": "custom:trade_show", "signal_id": "s-1"},
         ]})
         events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 4)
+    assert all("wp-1" not in str(event) for event in events), "the log holds properties readable"
+    events = opened(events, await ingest_keys(settings.database_url))
     assert first.status_code == 202, first.text
     assert first.json()["lead_created"] is True and first.json()["status"] == "recorded"
     assert again.json() == {**first.json(), "status": "duplicate", "lead_created": False}

@@ -8,10 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import insert, update
 
 from services.router import roster, service
 from services.router.escalation import EscalationTimer, escalate_due
-from services.router.models import account_owner, lead, notification, sdr
+from services.router.models import INBOX, OUTBOX, account_owner, lead, notification, sdr
 from services.router.schemas import PersonFields
 from shared.events import Bant, LeadErased, LeadErasedData
 from shared.problems import ProblemError
@@ -329,24 +330,36 @@ async def test_erasure_removes_the_leads_personal_data(router: Router) -> None:
     router.clock.advance(1)
     await router.add_sdr("Bob")
     await router.consume(scored("lead-1", clock=router.clock, email="ada@buyer.example"))
+    async with router.db.transaction() as session:
+        await session.execute(update(OUTBOX.events).values(published_at=router.clock.now()))
+        await session.execute(insert(INBOX.failed).values(
+            consumer="router", topic="t", partition=0, offset=1, message_key="lead-1",
+            payload="ada@buyer.example", error="kept whole", failed_at=router.clock.now()))
     await router.consume(LeadErased(producer="ingest", lead_id="lead-1",
                                     data=LeadErasedData()))
+    assert await router.rows(OUTBOX.events) == []
+    assert await router.rows(INBOX.failed) == []
     [erased] = await router.rows(lead)
     assert erased["profile"] == {}
     [offer] = await router.assignments("lead-1")
     assert offer["lead_snapshot"] == {}
+    assert offer["status"] == "erased" and offer["closed_at"] is not None
     [queued] = await notifications(router)
     assert queued["payload"] == {}
     assert queued["status"] == "cancelled"
-    # An erased lead still moves on at its deadline, with nothing personal in the new offer.
+    # Its offer is closed for good: its deadline moves nothing, a reject offers it to nobody.
     router.clock.advance(HOT_ACCEPT)
     await escalate(router)
-    _, moved = await router.assignments("lead-1")
-    assert moved["status"] == "offered"
-    assert moved["lead_snapshot"]["email"] is None
-    [_, notice] = await notifications(router)
-    assert notice["payload"]["lead"] == {"name": None, "company": None, "email": None,
-                                         "phone": None, "country": None, "source": None}
+    with pytest.raises(ProblemError) as refused:
+        async with router.db.transaction() as session:
+            await service.reject(session, router.context, offer["id"], "other", None)
+    assert refused.value.status == 409
+    assert [row["status"] for row in await router.assignments("lead-1")] == ["erased"]
+    assert len(await notifications(router)) == 1
+    # A late score of the lead routes nothing either, and is not kept.
+    await router.consume(scored("lead-1", clock=router.clock, email="ada@buyer.example"))
+    assert [row["status"] for row in await router.assignments("lead-1")] == ["erased"]
+    assert [row["profile"] for row in await router.rows(lead)] == [{}]
 
 
 async def test_the_accept_clock_holds_until_the_reps_next_opening(router: Router) -> None:

@@ -82,10 +82,13 @@ async def test_a_lead_from_the_form_to_a_rejection_through_the_broker(
         "kafka_bootstrap_servers": broker.bootstrap_servers,
         "kafka_topic_prefix": topic_prefix,
     }
-    scorer_settings = ScorerSettings(**common)
+    scorer_settings = ScorerSettings(**common, lead_keys_url="http://ingest.test")
     topics = scorer_settings.topics
-    async with running_app(create_ingest(IngestSettings(**common))) as ingest, \
-            running_app(create_scorer(scorer_settings)) as scorer:
+    ingest_app, scorer_app = create_ingest(IngestSettings(**common)), create_scorer(scorer_settings)
+    async with running_app(ingest_app) as ingest, running_app(scorer_app) as scorer:
+        # The scorer fetches the lead keys from this ingest, in this process.
+        keyring = scorer_app.state.scorer_context.keyring
+        keyring.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest_app))
         submitted = await ingest.post("/v1/leads", json={
             "email": "grace@acme.example", "company": "Acme", "country": "FR",
             "employee_count": 150, "source": "linkedin",
@@ -146,3 +149,6 @@ async def test_a_lead_from_the_form_to_a_rejection_through_the_broker(
               if event["type"] == "lead.scored" and event["data"]["stage"] in ("lead", "mql")]
     assert scores[0] == 20 and scores[-1] == 85
     assert scores == [score for score in [20, 40, 55, 85] if score in scores]
+    # The scores carry the lead's personal fields sealed with its key, never readable.
+    assert "grace@acme.example" not in str(published)
+    assert all("sealed" in event for event in published if event["type"] == "lead.scored")

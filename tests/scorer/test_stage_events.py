@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 
 from services.scorer import repository
-from services.scorer.models import rejection, rejection_rule, signal
+from services.scorer.models import INBOX, OUTBOX, rejection, rejection_rule, signal
 from shared.clock import ManualClock
 from shared.events import (
     AssignmentAccepted,
@@ -209,3 +209,21 @@ async def test_erasure_forgets_personal_data_and_signals_and_ignores_later_event
         LEAD_ID, "scorer", "gdpr-7")
     async with scorer.db.reading() as session:
         assert await session.scalar(select(func.count()).select_from(signal)) == 0
+
+
+async def test_erasure_deletes_the_leads_published_events_and_dead_letters(
+    scorer: Scorer, clock: ManualClock
+) -> None:
+    await scorer.apply(scorer.received(), scorer.signal("email_open"))
+    async with scorer.db.transaction() as session:
+        await session.execute(update(OUTBOX.events).values(published_at=clock.now()))
+        await session.execute(insert(INBOX.failed).values(
+            consumer="scorer", topic="t", partition=0, offset=1, message_key=LEAD_ID,
+            payload="ada@example.com", error="kept whole", failed_at=clock.now()))
+    assert len(await scorer.published()) >= 2
+
+    await scorer.apply(LeadErased(producer="ingest", lead_id=LEAD_ID, data=LeadErasedData()))
+
+    assert [event.type for event in await scorer.published()] == ["lead.erased"]
+    async with scorer.db.reading() as session:
+        assert await session.scalar(select(func.count()).select_from(INBOX.failed)) == 0

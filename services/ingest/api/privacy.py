@@ -1,4 +1,5 @@
-"""Erasure: `DELETE /v1/leads/{id}` and `POST /v1/erasures` (by email)."""
+"""Erasure: `DELETE /v1/leads/{id}` and `POST /v1/erasures` (by email); the leads' data keys
+for the scorer and the router: `POST /v1/internal/lead-keys` (admin bearer token, for now)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 from pydantic import AfterValidator, BaseModel, Field
 
-from services.ingest import erasure
+from services.ingest import erasure, repository
 from services.ingest.api.dependencies import ADMIN_PROBLEMS, AdminDep, ContextDep
 from services.ingest.api.route import IngestRoute
 from services.ingest.normalise import normalise_email
 from shared.app import RuntimeDep
+from shared.lead_keys import KEYS_PER_REQUEST
 from shared.problems import ProblemError
 
 routes = APIRouter(prefix="/v1", tags=["privacy"],
@@ -24,6 +26,15 @@ class ErasureRequest(BaseModel):
 
 class ErasureResult(BaseModel):
     lead_id: str
+
+
+class LeadKeysRequest(BaseModel):
+    lead_ids: list[Annotated[str, Field(max_length=36)]] = Field(max_length=KEYS_PER_REQUEST)
+
+
+class LeadKeys(BaseModel):
+    keys: dict[str, str]
+    """Lead id -> data key (URL-safe base64); a lead without a key (erased) is left out."""
 
 
 @routes.delete("/leads/{lead_id}", status_code=204, summary="Erase a lead's personal data",
@@ -47,3 +58,12 @@ async def erase_by_email(
     if lead_id is None:
         raise ProblemError(404, "Lead not found", "No lead has this email.")
     return ErasureResult(lead_id=lead_id)
+
+
+@routes.post("/internal/lead-keys", response_model=LeadKeys, tags=["internal"],
+             summary="Data keys of leads (for the scorer and the router)")
+async def lead_keys(request: LeadKeysRequest, runtime: RuntimeDep) -> LeadKeys:
+    """The keys that open the leads' sealed events; an erased lead has none."""
+    async with runtime.db.reading() as session:
+        found = await repository.data_keys(session, request.lead_ids)
+    return LeadKeys(keys=found)
