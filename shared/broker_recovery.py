@@ -29,15 +29,11 @@ from sqlalchemy import func, select, update
 from shared.broker_epoch import BrokerEpoch, BrokerEpochs
 from shared.clock import Clock, SystemClock
 from shared.db import Database, insert_ignoring_conflicts
-from shared.inbox import InboxTables
+from shared.inbox import EPOCH_ADOPTER, InboxTables
 from shared.metrics import ServiceMetrics
 from shared.outbox import OutboxTables
 
 logger = logging.getLogger(__name__)
-
-ADOPTER = "broker-epoch"
-"""The `consumer` of the processed-event rows that record an adopted epoch."""
-
 
 class BrokerRecovery:
     """Gives the outbox relay the epoch it may trust, recovering from a new broker first."""
@@ -92,7 +88,7 @@ class BrokerRecovery:
         service had adopted it already (another instance, or before a restart)."""
         async with self.db.transaction() as session:
             recorded = (await session.scalars(self._record_adoption, [{
-                "consumer": ADOPTER, "event_id": epoch.id, "event_type": "broker.epoch",
+                "consumer": EPOCH_ADOPTER, "event_id": epoch.id, "event_type": "broker.epoch",
                 "processed_at": self.clock.now(),
             }])).all()
             if not recorded:

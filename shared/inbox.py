@@ -38,6 +38,12 @@ class InboxTables:
     failed: Table
 
 
+EPOCH_ADOPTER = "broker-epoch"
+"""The `consumer` of the processed-event rows that record an adopted broker epoch
+(`shared.broker_recovery`): kept by the purge, or a restarted service would adopt its broker's
+epoch again and publish its recent events once more."""
+
+
 def inbox_tables(metadata: MetaData, prefix: str) -> InboxTables:
     processed = Table(
         f"{prefix}_processed_event",
@@ -65,7 +71,8 @@ def inbox_tables(metadata: MetaData, prefix: str) -> InboxTables:
 
 
 async def purge_processed(session: AsyncSession, inbox: InboxTables, before: datetime) -> int:
-    """Delete the processed-event records older than `before`; how many were deleted."""
-    result = await session.execute(
-        delete(inbox.processed).where(inbox.processed.c.processed_at < before))
+    """Delete the processed-event records older than `before`, but the adopted broker epochs;
+    how many were deleted."""
+    result = await session.execute(delete(inbox.processed).where(
+        inbox.processed.c.processed_at < before, inbox.processed.c.consumer != EPOCH_ADOPTER))
     return int(cast(CursorResult[Any], result).rowcount)

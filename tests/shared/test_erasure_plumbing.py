@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from shared.clock import ManualClock
 from shared.db import Database
 from shared.erasure import erase_delivery_records
+from shared.inbox import EPOCH_ADOPTER
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
 from tests.shared.conftest import INBOX, OUTBOX
@@ -31,7 +32,7 @@ async def test_a_failed_statement_does_not_show_its_values(database: Database) -
     assert "hidden" in str(failed.value)
 
 
-async def test_processed_event_records_are_purged_after_their_retention(
+async def test_processed_event_records_but_adopted_broker_epochs_are_purged_after_their_retention(
     database: Database, database_url: str
 ) -> None:
     clock = ManualClock(NOW)
@@ -41,14 +42,16 @@ async def test_processed_event_records_are_purged_after_their_retention(
         database=database)
     async with database.transaction() as session:
         await session.execute(insert(INBOX.processed), [
-            {"consumer": "sample", "event_id": event_id, "event_type": "lead.received",
+            {"consumer": consumer, "event_id": event_id, "event_type": "lead.received",
              "processed_at": NOW - age}
-            for event_id, age in [("old", timedelta(hours=25)), ("new", timedelta(hours=23))]
+            for consumer, event_id, age in [("sample", "old", timedelta(hours=25)),
+                                            ("sample", "new", timedelta(hours=23)),
+                                            (EPOCH_ADOPTER, "epoch", timedelta(days=30))]
         ])
     assert await runtime.purge_processed_events() == 1
     async with database.reading() as session:
-        left = list(await session.scalars(select(INBOX.processed.c.event_id)))
-    assert left == ["new"]
+        left = set(await session.scalars(select(INBOX.processed.c.event_id)))
+    assert left == {"new", "epoch"}
 
 
 async def test_a_leads_published_events_and_dead_letters_are_erased(database: Database) -> None:
