@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+
 from leadrelay.broker import embedded_consumer_env, free_port
 from leadrelay.catalog import SERVICES
 from leadrelay.processes import ServiceProcess, wait_until_ready
@@ -102,7 +104,7 @@ class RunningSystem:
 
     @property
     def admin_headers(self) -> dict[str, str]:
-        """What the router's admin routes (roster, rules, reports) need."""
+        """What every service's admin routes need (and ingest's lead posts take)."""
         return {"Authorization": f"Bearer {self.admin_token}"}
 
     def url(self, name: str) -> str:
@@ -128,6 +130,8 @@ def running_system(
         upgrade(spec.migrations_dir, url, spec.version_table)
     services = {}
     admin_token = secrets.token_urlsafe(24)
+    action_secret = secrets.token_urlsafe(24)
+    encryption_key = Fernet.generate_key().decode()
     for name in SERVICES:
         env = {
             "LEADRELAY_DATA_DIR": str(data_dir),
@@ -137,6 +141,8 @@ def running_system(
             "LEADRELAY_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['router']}",
             "LEADRELAY_ALLOW_PRIVATE_WEBHOOKS": "true",
             "LEADRELAY_ADMIN_TOKEN": admin_token,
+            "LEADRELAY_ACTION_SECRET": action_secret,
+            "LEADRELAY_ENCRYPTION_KEYS": encryption_key,
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",

@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 from typing import ClassVar, Self, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth import parse_tokens
 from shared.events import Topics
 
 EMBEDDED_BROKER_PORT = 19092
 DEFAULT_DATA_DIR = Path(".leadrelay")
+MIN_TOKEN_LENGTH = 16
 
 
 class ServiceSettings(BaseSettings):
@@ -71,6 +73,14 @@ class ServiceSettings(BaseSettings):
         description="Fernet keys (comma-separated, newest first) that encrypt secrets and "
                     "personal data at rest; the first encrypts, every one decrypts",
     )
+    admin_token: str = Field(
+        default="",
+        description="Bearer token(s) of the admin routes, comma-separated: during a rotation "
+                    "the old and the new one both work; unset: no admin route answers",
+    )
+    metrics_token: str = Field(
+        default="", description="Bearer token(s) `/metrics` asks for; unset: `/metrics` is open"
+    )
     log_level: str = "INFO"
     opentelemetry: bool = Field(
         default=False,
@@ -79,6 +89,13 @@ class ServiceSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+
+    @field_validator("admin_token", "metrics_token")
+    @classmethod
+    def _long_tokens(cls, value: str) -> str:
+        if any(len(token) < MIN_TOKEN_LENGTH for token in parse_tokens(value)):
+            raise ValueError(f"each token needs at least {MIN_TOKEN_LENGTH} characters")
+        return value
 
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Self:
@@ -91,6 +108,21 @@ class ServiceSettings(BaseSettings):
 
     def default_sqlite_url(self) -> str:
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
+
+    @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        return parse_tokens(self.admin_token)
+
+    def missing_secrets(self) -> list[str]:
+        """What production needs and is not set: one line per missing setting, for `serve`."""
+        missing = []
+        if not self.admin_tokens:
+            missing.append("LEADRELAY_ADMIN_TOKEN is not set: the bearer token of the admin "
+                           "routes (comma-separated during a rotation)")
+        if not self.encryption_keys.strip():
+            missing.append("LEADRELAY_ENCRYPTION_KEYS is not set: the Fernet key(s) that encrypt "
+                           "secrets at rest")
+        return missing
 
     @property
     def consumer_group(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -15,14 +15,21 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 
 T = TypeVar("T")
+ADMIN_TOKEN = "test-admin-token-0123456789"
+"""The admin token the services' test settings carry (`admin_token=ADMIN_TOKEN`)."""
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @asynccontextmanager
-async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run `app`'s lifespan (runtime, relay, consumer, loops) and give an HTTP client to it."""
+async def running_app(
+    app: FastAPI, *, headers: Mapping[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run `app`'s lifespan (runtime, relay, consumer, loops) and give an HTTP client to it,
+    sending `headers` (`ADMIN_HEADERS`: as the admin) with every request."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                     headers=headers) as client:
             yield client
 
 

@@ -1,7 +1,7 @@
 """router's HTTP endpoints. Thin: authorise, parse, call the service in one transaction, answer.
 
-Auth: `Authorization: Bearer <token>`, the admin token (`LEADRELAY_ADMIN_TOKEN`) or a
-person's own token. A signed `?token=` on an assignment action works for that assignment
+Auth: `Authorization: Bearer <token>`, an admin token (`LEADRELAY_ADMIN_TOKEN`, checked by
+`shared.auth`) or a person's own token. A signed `?token=` on an assignment action works for that assignment
 and action only (the links in notifications). Assignments a caller may not see are a 404.
 """
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import RowMapping
 
 from services.router import reports, repository, roster, service
-from services.router.access import Principal, same_secret, token_hash, valid_action_token
+from services.router.access import Principal, token_hash, valid_action_token
 from services.router.rules import RuleSet
 from services.router.schemas import (
     AssignmentView,
@@ -41,6 +41,7 @@ from services.router.schemas import (
 )
 from services.router.service import RouterContext
 from shared.app import RuntimeDep
+from shared.auth import ADMIN_ROLE, bearer_token, forbidden, guard_role, is_admin, unauthorized
 from shared.problems import ProblemError
 
 routes = APIRouter(prefix="/v1")
@@ -58,19 +59,20 @@ def get_context(request: Request) -> RouterContext:
 ContextDep = Annotated[RouterContext, Depends(get_context)]
 
 
+@guard_role("any")
 async def get_principal(
+    request: Request,
     runtime: RuntimeDep,
-    context: ContextDep,
     authorization: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(max_length=200, description="Signed action link")] = None,
 ) -> Principal:
     if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value:
-            if same_secret(value.strip(), context.settings.admin_token):
+        value = bearer_token(request)
+        if value is not None:
+            if is_admin(request):
                 return Principal(kind="admin")
             async with runtime.db.reading() as session:
-                person = await repository.find_person_by_token(session, token_hash(value.strip()))
+                person = await repository.find_person_by_token(session, token_hash(value))
                 if person is not None and person["active"]:
                     teams = (
                         await repository.teams_managed_by(session, person["id"])
@@ -79,20 +81,19 @@ async def get_principal(
                     )
                     return Principal(kind="person", person_id=person["id"], role=person["role"],
                                      team_ids=frozenset(teams))
-        raise ProblemError(401, "Unauthorized", "The bearer token is not valid.",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise unauthorized("The bearer token is not valid.")
     if token:
         return Principal(kind="link", action=token)
-    raise ProblemError(401, "Unauthorized", "Send `Authorization: Bearer <token>`.",
-                       headers={"WWW-Authenticate": "Bearer"})
+    raise unauthorized()
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+@guard_role(ADMIN_ROLE)
 def require_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
-        raise ProblemError(403, "Forbidden", "This route needs the admin token.")
+        raise forbidden("This route needs the admin token.")
     return principal
 
 

@@ -101,7 +101,7 @@ class RouterContext:
         cls, settings: RouterSettings, outbox: Outbox, clock: Clock,
         metrics: ServiceMetrics | None = None,
     ) -> RouterContext:
-        key = settings.action_secret or settings.admin_token or uuid.uuid4().hex
+        key = settings.action_key
         return cls(
             outbox=outbox, clock=clock, settings=settings, deliveries=DeliverySignal(),
             metrics=RouterMetrics(metrics or ServiceMetrics("router")), action_key=key,

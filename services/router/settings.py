@@ -48,11 +48,10 @@ class RouterSettings(ServiceSettings):
         default=600.0, gt=0, description="Longest wait between two tries of such a hand-over"
     )
     fairness_window_hours: float = Field(default=168.0, gt=0)
-    admin_token: str = Field(
-        default="", description="Bearer token of the admin routes (roster, rules, reports)"
-    )
     action_secret: str = Field(
-        default="", description="Key of the signed accept links; the admin token when empty"
+        default="",
+        description="Key of the signed links in notifications; the same on every instance and "
+                    "across restarts, or the links already sent stop working",
     )
     allow_private_webhooks: bool = Field(
         default=False,
@@ -82,6 +81,25 @@ class RouterSettings(ServiceSettings):
         description="Webhook calls in flight at once (100 leads/s to endpoints answering in "
                     "300 ms need 30 per channel)"
     )
+
+    @property
+    def action_key(self) -> str:
+        """The links' key: `action_secret`; without one (tests, never `serve`), the first admin
+        token; neither is a configuration error rather than a key made up per process."""
+        key = self.action_secret or next(iter(self.admin_tokens), "")
+        if not key:
+            raise ValueError("LEADRELAY_ACTION_SECRET is not set: action links cannot be signed")
+        return key
+
+    def missing_secrets(self) -> list[str]:
+        missing = super().missing_secrets()
+        if not self.action_secret:
+            missing.append("LEADRELAY_ACTION_SECRET is not set: the key of the signed links in "
+                           "notifications (the same on every instance)")
+        if "public_base_url" not in self.model_fields_set:
+            missing.append("LEADRELAY_PUBLIC_BASE_URL is not set: where reps reach the router "
+                           "(links in notifications start with it)")
+        return missing
 
     @field_validator("public_base_url")
     @classmethod

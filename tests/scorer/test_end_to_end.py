@@ -28,7 +28,7 @@ from shared.events import (
     encode_event,
 )
 from tests.conftest import migrate
-from tests.support import eventually, read_topic, running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, eventually, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -81,11 +81,13 @@ async def test_a_lead_from_the_form_to_a_rejection_through_the_broker(
         "database_url": database_url,
         "kafka_bootstrap_servers": broker.bootstrap_servers,
         "kafka_topic_prefix": topic_prefix,
+        "admin_token": ADMIN_TOKEN,
     }
     scorer_settings = ScorerSettings(**common)
     topics = scorer_settings.topics
-    async with running_app(create_ingest(IngestSettings(**common))) as ingest, \
-            running_app(create_scorer(scorer_settings)) as scorer:
+    ingest_app, scorer_app = create_ingest(IngestSettings(**common)), create_scorer(scorer_settings)
+    async with running_app(ingest_app, headers=ADMIN_HEADERS) as ingest, \
+            running_app(scorer_app, headers=ADMIN_HEADERS) as scorer:
         submitted = await ingest.post("/v1/leads", json={
             "email": "grace@acme.example", "company": "Acme", "country": "FR",
             "employee_count": 150, "source": "linkedin",
