@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import iter_route_contexts
 
 from shared.problems import PROBLEM_MEDIA_TYPE, ProblemError
 
@@ -122,10 +122,12 @@ def document_bearer_auth(app: FastAPI) -> None:
         }
         problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
         components.setdefault("schemas", {}).setdefault("Problem", _PROBLEM_SCHEMA)
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
+        # Route contexts: routes as included (FastAPI 0.16x), with their routers' dependencies.
+        for route in iter_route_contexts(app.routes):
+            dependant = getattr(route, "dependant", None)
+            if dependant is None or not route.include_in_schema:
                 continue
-            roles = route_roles(route.dependant)
+            roles = route_roles(dependant)
             if not roles:
                 continue
             path = document["paths"].get(route.path_format, {})

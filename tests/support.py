@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
+from cryptography.fernet import Fernet
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 from prometheus_client import Counter
@@ -18,6 +19,12 @@ T = TypeVar("T")
 ADMIN_TOKEN = "test-admin-token-0123456789"
 """The admin token the services' test settings carry (`admin_token=ADMIN_TOKEN`)."""
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+SERVE_SECRETS = {
+    "LEADRELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+    "LEADRELAY_ACTION_SECRET": "test-action-secret-0123456789",
+    "LEADRELAY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+}
+"""What `leadrelay serve` refuses to start without (the router also wants its public URL)."""
 
 
 @asynccontextmanager
