@@ -199,7 +199,7 @@ def _local_secrets(data_dir: Path) -> dict[str, str]:
     values, else the ones kept in the data directory (made the first time)."""
     from cryptography.fernet import Fernet
 
-    made = {
+    made: dict[str, Callable[[], str]] = {
         "LEADRELAY_ADMIN_TOKEN": lambda: _admin_token(data_dir),
         "LEADRELAY_ACTION_SECRET": lambda: _kept_secret(
             data_dir, "action-secret", lambda: secrets.token_urlsafe(32)),

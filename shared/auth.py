@@ -131,7 +131,7 @@ def document_bearer_auth(app: FastAPI) -> None:
             if not roles:
                 continue
             path = document["paths"].get(route.path_format, {})
-            for method in route.methods:
+            for method in route.methods or ():
                 operation = path.get(method.lower())
                 if operation is None:
                     continue

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
-from cryptography.fernet import Fernet
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from prometheus_client import Counter
 

@@ -1,8 +1,9 @@
 """router's HTTP endpoints. Thin: authorise, parse, call the service in one transaction, answer.
 
 Auth: `Authorization: Bearer <token>`, an admin token (`LEADRELAY_ADMIN_TOKEN`, checked by
-`shared.auth`) or a person's own token. A signed `?token=` on an assignment action works for that assignment
-and action only (the links in notifications). Assignments a caller may not see are a 404.
+`shared.auth`) or one of a person's own tokens (`tokens`). A signed `?token=` on an assignment
+action works for that assignment and action only (the links in notifications). Assignments a
+caller may not see are a 404.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from functools import partial
 from fastapi import FastAPI
 
 import services.router
-from services.router import api
+from services.router import api, tokens
 from services.router.consumer import RouterConsumer
 from services.router.escalation import DatabaseClock, EscalationTimer
 from services.router.handlers import handler_table
@@ -62,6 +62,6 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         description=services.router.__doc__ or "",
         settings=config,
         runtime_factory=runtime,
-        routes=[api.routes],
+        routes=[api.routes, tokens.routes],
     )
     return app

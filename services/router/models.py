@@ -50,8 +50,20 @@ sdr = Table(
     Column("paused_until", UTCDateTime, nullable=True),
     Column("slack_webhook_url", String(2048), nullable=True),
     Column("webhook_secret", String(200), nullable=True),
-    Column("token_hash", String(64), nullable=True, unique=True),
     Column("updated_at", UTCDateTime, nullable=True),
+)
+
+# A person's API tokens: only their SHA-256 is kept; a revoked one stays, listed, refused.
+person_token = Table(
+    "router_person_token",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("person_id", String(36), ForeignKey("router_sdr.id"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("label", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index("ix_router_person_token_person_id", "person_id"),
 )
 
 team = Table(

@@ -84,11 +84,14 @@ async def create_person(session: AsyncSession, clock: Clock, body: PersonCreate)
     secret = body.webhook_secret or (new_secret() if body.webhook_url else None)
     values.update(
         id=new_id(), created_at=clock.now(), updated_at=clock.now(), last_assigned_at=None,
-        token_hash=token_hash(token), webhook_secret=secret,
+        webhook_secret=secret,
     )
     try:
         async with session.begin_nested():
             await repository.insert_sdr(session, values)
+            await repository.insert_person_token(session, {
+                "id": new_id(), "person_id": values["id"], "token_hash": token_hash(token),
+                "label": "joined", "created_at": clock.now()})
     except IntegrityError:
         raise ProblemError(
             409, "Person already exists",

@@ -1,0 +1,57 @@
+"""People's API tokens in a table of their own: several per person, listed, revoked
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-07 05:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import shared.db
+
+revision: str = '0006'
+down_revision: str | None = '0005'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        'router_person_token',
+        sa.Column('id', sa.String(length=36), nullable=False),
+        sa.Column('person_id', sa.String(length=36), nullable=False),
+        sa.Column('token_hash', sa.String(length=64), nullable=False),
+        sa.Column('label', sa.String(length=200), nullable=False),
+        sa.Column('created_at', shared.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('revoked_at', shared.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(['person_id'], ['router_sdr.id'],
+                                name=op.f('fk_router_person_token_person_id_router_sdr')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_router_person_token')),
+        sa.UniqueConstraint('token_hash', name=op.f('uq_router_person_token_token_hash')),
+    )
+    op.create_index('ix_router_person_token_person_id', 'router_person_token', ['person_id'])
+    # The token each person got on joining the roster keeps working, as the first of theirs.
+    op.execute(
+        "INSERT INTO router_person_token (id, person_id, token_hash, label, created_at) "
+        "SELECT id, id, token_hash, 'joined', created_at FROM router_sdr "
+        "WHERE token_hash IS NOT NULL"
+    )
+    with op.batch_alter_table('router_sdr', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('uq_router_sdr_token_hash'), type_='unique')
+        batch_op.drop_column('token_hash')
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('router_sdr', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('token_hash', sa.String(length=64), nullable=True))
+        batch_op.create_unique_constraint(batch_op.f('uq_router_sdr_token_hash'), ['token_hash'])
+    op.execute(
+        "UPDATE router_sdr SET token_hash = (SELECT token_hash FROM router_person_token "
+        "WHERE person_id = router_sdr.id AND revoked_at IS NULL "
+        "ORDER BY created_at LIMIT 1)"
+    )
+    op.drop_index('ix_router_person_token_person_id', table_name='router_person_token')
+    op.drop_table('router_person_token')
