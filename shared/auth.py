@@ -5,6 +5,10 @@ old and the new one both work until the old one is removed). A missing or unknow
 `401` with `WWW-Authenticate: Bearer`; a known token that may not use the route is a `403`;
 both are RFC 9457 problems. Tokens are compared in constant time, against every accepted token.
 
+The guard that admits a request names its caller for the audit log (`current_caller`):
+`admin:<fingerprint>` (the first 12 hex digits of the token's SHA-256, so a log tells which
+admin token was used during a rotation, and nothing of the token) or `person:<id>`.
+
 A route's guard is a FastAPI dependency marked with the role it demands (`guard_role`);
 `document_bearer_auth` reads those marks to write the OpenAPI security requirements, so the
 document says which routes need which token, and a route without a guard is visibly public.
@@ -12,8 +16,10 @@ document says which routes need which token, and a route without a guard is visi
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -30,6 +36,22 @@ AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The token may not use this route"},
 }
 F = TypeVar("F", bound=Callable[..., Any])
+_caller: ContextVar[str] = ContextVar("leadrelay_caller", default="unknown")
+
+
+def current_caller() -> str:
+    """Who the guard of the request being served admitted (`unknown` outside a request)."""
+    return _caller.get()
+
+
+def admit(caller: str) -> None:
+    """Name the caller of the request being served; call it from an async guard (a sync one
+    runs in a thread, in a copy of the request's context)."""
+    _caller.set(caller)
+
+
+def admin_caller(token: str) -> str:
+    return "admin:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def parse_tokens(value: str) -> tuple[str, ...]:
@@ -92,6 +114,7 @@ async def require_admin(request: Request) -> None:
         raise unauthorized("This route needs the admin bearer token.")
     if not token_matches(token, admin_tokens(request)):
         raise unauthorized("The bearer token is not valid.")
+    admit(admin_caller(token))
 
 
 def route_roles(dependant: Dependant) -> set[str]:

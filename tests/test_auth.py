@@ -10,60 +10,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from leadrelay.broker import EmbeddedBroker
-from services.ingest.app import create_app as create_ingest
-from services.ingest.settings import IngestSettings
-from services.router.app import create_app as create_router
-from services.router.settings import RouterSettings
-from services.scorer.app import create_app as create_scorer
-from services.scorer.settings import ScorerSettings
 from shared.auth import SECURITY_SCHEME
 from shared.problems import PROBLEM_MEDIA_TYPE
-from shared.settings import ServiceSettings
-from tests.conftest import migrate
-from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, running_app
+from tests.in_process import FACTORIES, started
+from tests.support import ADMIN_HEADERS
 
 pytestmark = pytest.mark.broker
 
+__all__ = ["started"]  # the fixture
+
 PUBLIC: dict[str, set[tuple[str, str]]] = {
-    name: {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
-    for name in ("ingest", "scorer", "router")
+    name: {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")} for name in FACTORIES
 }
 PUBLIC["ingest"] |= {("POST", "/v1/forms/{form_key}"), ("POST", "/v1/webhooks/{source_key}")}
-FACTORIES: dict[str, tuple[type[ServiceSettings], Callable[..., FastAPI]]] = {
-    "ingest": (IngestSettings, create_ingest),
-    "scorer": (ScorerSettings, create_scorer),
-    "router": (RouterSettings, create_router),
-}
 WRONG = {"Authorization": "Bearer not-a-token-of-this-system"}
 MARKETING_KEY = "marketing-tool-key-0123456789"
-
-
-@pytest.fixture
-def started(
-    tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str
-) -> Callable[..., Any]:
-    """`started(name, **settings)`: the service in-process, over its migrated SQLite file."""
-    urls = {name: f"sqlite+aiosqlite:///{tmp_path / f'{name}.db'}" for name in FACTORIES}
-    for name, url in urls.items():
-        migrate(name, url)
-
-    def start(name: str, **overrides: Any) -> Any:
-        cls, factory = FACTORIES[name]
-        values: dict[str, Any] = {
-            "database_url": urls[name], "kafka_bootstrap_servers": broker.bootstrap_servers,
-            "kafka_topic_prefix": topic_prefix, "admin_token": ADMIN_TOKEN, **overrides,
-        }
-        return running_app(factory(cls(**values)))
-
-    return start
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:

@@ -42,7 +42,16 @@ from services.router.schemas import (
 )
 from services.router.service import RouterContext
 from shared.app import RuntimeDep
-from shared.auth import ADMIN_ROLE, bearer_token, forbidden, guard_role, is_admin, unauthorized
+from shared.auth import (
+    ADMIN_ROLE,
+    admin_caller,
+    admit,
+    bearer_token,
+    forbidden,
+    guard_role,
+    is_admin,
+    unauthorized,
+)
 from shared.problems import ProblemError
 
 routes = APIRouter(prefix="/v1")
@@ -71,6 +80,7 @@ async def get_principal(
         value = bearer_token(request)
         if value is not None:
             if is_admin(request):
+                admit(admin_caller(value))
                 return Principal(kind="admin")
             async with runtime.db.reading() as session:
                 person = await repository.find_person_by_token(session, token_hash(value))
@@ -80,6 +90,7 @@ async def get_principal(
                         if person["role"] == "manager"
                         else await repository.teams_of(session, person["id"])
                     )
+                    admit(f"person:{person['id']}")
                     return Principal(kind="person", person_id=person["id"], role=person["role"],
                                      team_ids=frozenset(teams))
         raise unauthorized("The bearer token is not valid.")

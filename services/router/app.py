@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 import services.router
 from services.router import api, tokens
 from services.router.consumer import RouterConsumer
 from services.router.escalation import DatabaseClock, EscalationTimer
 from services.router.handlers import handler_table
-from services.router.models import INBOX, OUTBOX
+from services.router.models import AUDIT, INBOX, OUTBOX
 from services.router.notifications import Notifier
 from services.router.service import RouterContext
 from services.router.settings import RouterSettings
 from shared.app import service_app
+from shared.audit import audit_routes
 from shared.clock import Clock
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
@@ -62,6 +63,6 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         description=services.router.__doc__ or "",
         settings=config,
         runtime_factory=runtime,
-        routes=[api.routes, tokens.routes],
+        routes=[api.routes, tokens.routes, audit_routes(AUDIT, Depends(api.require_admin))],
     )
     return app

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
 )
 
+from shared.audit import audit_table
 from shared.db import JSONType, UTCDateTime, service_metadata
 from shared.inbox import inbox_tables
 from shared.outbox import AutoIncrement, outbox_tables
@@ -297,5 +298,6 @@ Index(
     sqlite_where=handover.c.status == "waiting",
 )
 
+AUDIT = audit_table(metadata, "router")
 OUTBOX = outbox_tables(metadata, "router")
 INBOX = inbox_tables(metadata, "router")

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.router import repository
 from services.router.access import new_token, token_hash
 from services.router.api import ERRORS, AdminDep, ContextDep
+from services.router.models import AUDIT
+from shared import audit
 from shared.app import RuntimeDep
 from shared.db import new_id
 from shared.problems import ProblemError
@@ -53,6 +55,9 @@ async def issue_token(person_id: PersonId, body: TokenRequest, runtime: RuntimeD
     async with runtime.db.transaction() as session:
         await _existing(session, person_id)
         await repository.insert_person_token(session, values)
+        await audit.record(session, AUDIT, at=now, action="token.issued",
+                           subject=f"person:{person_id}",
+                           after={"token_id": values["id"], "label": body.label})
     return TokenIssued(id=values["id"], label=body.label, created_at=now, revoked_at=None,
                        token=token)
 
@@ -72,6 +77,11 @@ async def revoke_token(person_id: PersonId, token_id: Annotated[str, Path(max_le
     async with runtime.db.transaction() as session:
         revoked = await repository.revoke_person_token(
             session, person_id, token_id, context.clock.now())
+        if revoked is not None:
+            await audit.record(
+                session, AUDIT, at=context.clock.now(), action="token.revoked",
+                subject=f"person:{person_id}", before={"token_id": token_id, "revoked": False},
+                after={"token_id": token_id, "revoked": True})
     if revoked is None:
         raise ProblemError(404, "Token not found", f"{person_id!r} has no token {token_id!r}.")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
