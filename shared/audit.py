@@ -17,7 +17,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.params import Depends
-from pydantic import BaseModel, Field
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Column, Index, MetaData, String, Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -107,6 +108,15 @@ class AuditEntry(BaseModel):
     changes: dict[str, Any] = Field(description="Each changed field: before and after")
 
 
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=PAGE_SIZE, ge=1, le=500)
+    before: int | None = Field(default=None, ge=1, description="Entries older than this id")
+    subject: str | None = Field(default=None, max_length=300,
+                                description="Only this subject's (`source:crm`, `person:<id>`)")
+
+
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
     next_before: int | None = Field(
@@ -114,23 +124,21 @@ class AuditPage(BaseModel):
     )
 
 
-def audit_routes(table: Table, guard: Depends) -> APIRouter:
-    """`GET /v1/audit`: the log, newest first, behind `guard` (the service's admin check)."""
-    routes = APIRouter(prefix="/v1", tags=["audit"], dependencies=[guard])
+def audit_routes(
+    table: Table, guard: Depends, route_class: type[APIRoute] = APIRoute
+) -> APIRouter:
+    """`GET /v1/audit`: the log, newest first, behind `guard` (the service's admin check),
+    built with the service's `route_class` (ingest's documents its error answers)."""
+    routes = APIRouter(prefix="/v1", tags=["audit"], dependencies=[guard],
+                       route_class=route_class)
 
     @routes.get("/audit", response_model=AuditPage, summary="Who changed what, newest first")
-    async def read_audit(
-        request: Request,
-        limit: Annotated[int, Query(ge=1, le=500)] = PAGE_SIZE,
-        before: Annotated[int | None, Query(ge=1, description="Entries older than this id")]
-        = None,
-        subject: Annotated[str | None, Query(max_length=300)] = None,
-    ) -> AuditPage:
+    async def read_audit(request: Request, query: Annotated[AuditQuery, Query()]) -> AuditPage:
         runtime: ServiceRuntime = request.app.state.runtime
         async with runtime.db.reading() as session:
-            rows = await _page(session, table, limit + 1, before, subject)
-        entries = [AuditEntry.model_validate(dict(row)) for row in rows[:limit]]
-        more = len(rows) > limit
+            rows = await _page(session, table, query.limit + 1, query.before, query.subject)
+        entries = [AuditEntry.model_validate(dict(row)) for row in rows[:query.limit]]
+        more = len(rows) > query.limit
         return AuditPage(entries=entries, next_before=entries[-1].id if more else None)
 
     return routes
