@@ -57,6 +57,7 @@ from shared.events import LeadProfile, LeadScored, LeadScoredData, encode_event
 from shared.migrations import upgrade
 from shared.outbox import Outbox
 
+BENCH_ACTION_SECRET = "bench-action-secret-0123456789"
 ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "Europe/London", "UTC")
 
 
@@ -150,7 +151,7 @@ async def bench_decide_with_database(kind: str, reps_count: int, decisions: int,
         try:
             now = datetime.now(UTC)
             await fill_roster(db, reps_count, now)
-            settings = RouterSettings(database_url=url)
+            settings = RouterSettings(database_url=url, action_secret=BENCH_ACTION_SECRET)
             clock = SystemClock()
             contexts = [RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
                                                              clock=clock), clock)
@@ -199,7 +200,8 @@ async def bench_consume(kind: str, reps_count: int, leads: int, batch: int, one_
         db = Database(url)
         try:
             await fill_roster(db, reps_count, datetime.now(UTC), "http://127.0.0.1:9/hook")
-            settings = RouterSettings(database_url=url, sla_reminder_fraction=0)
+            settings = RouterSettings(database_url=url, sla_reminder_fraction=0,
+                                      action_secret=BENCH_ACTION_SECRET)
             clock = SystemClock()
             context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
                                                            clock=clock), clock)
@@ -254,6 +256,7 @@ async def bench_timers(kind: str, open_timers: int, spread: float, window: float
                          "attempt": 1, "offered_at": now, "deadline_at": deadlines[n],
                          "lead_snapshot": {}, "role": "sdr"} for n in chunk])
             settings = RouterSettings(database_url=url, sla_accept_seconds=3600,
+                                      action_secret=BENCH_ACTION_SECRET,
                                       sla_reminder_fraction=0)
             clock = SystemClock()
             context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,

@@ -15,7 +15,9 @@ from fastapi import Depends, Request
 from services.ingest.service import IngestContext
 from shared.auth import (
     AUTH_PROBLEMS,
+    admin_caller,
     admin_tokens,
+    admit,
     bearer_token,
     guard_role,
     require_admin,
@@ -44,11 +46,13 @@ async def require_submitter(request: Request) -> None:
         raise unauthorized("Send `Authorization: Bearer <token>`: the admin token, or a "
                            "source's API key with `X-Source-Key`.")
     if token_matches(token, admin_tokens(request)):
+        admit(admin_caller(token))
         return
     key = request.headers.get("x-source-key")
     if key is None or not await _source_accepts(request, key, token):
         raise unauthorized("The bearer token is neither the admin token nor an API key of "
                            "the source named by `X-Source-Key`.")
+    admit(f"source:{key}")
 
 
 async def _source_accepts(request: Request, key: str, token: str) -> bool:
