@@ -52,6 +52,7 @@ sdr = Table(
     Column("slack_webhook_url", String(2048), nullable=True),
     Column("webhook_secret", String(200), nullable=True),
     Column("updated_at", UTCDateTime, nullable=True),
+    # token_hash (String 64, unique) stays in the table, empty: tokens are in person_token.
 )
 
 # A person's API tokens: only their SHA-256 is kept; a revoked one stays, listed, refused.

@@ -1,5 +1,7 @@
 """People's API tokens in a table of their own: several per person, listed, revoked
 
+`router_sdr.token_hash` is left empty and unread (see `upgrade`).
+
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-07 05:00:00
@@ -39,15 +41,12 @@ def upgrade() -> None:
         "SELECT id, id, token_hash, 'joined', created_at FROM router_sdr "
         "WHERE token_hash IS NOT NULL"
     )
-    with op.batch_alter_table('router_sdr', schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f('uq_router_sdr_token_hash'), type_='unique')
-        batch_op.drop_column('token_hash')
+    # The old column is emptied, not dropped: SQLite can drop neither a UNIQUE column nor,
+    # with people referenced by teams and tokens, rebuild router_sdr without it.
+    op.execute("UPDATE router_sdr SET token_hash = NULL")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('router_sdr', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('token_hash', sa.String(length=64), nullable=True))
-        batch_op.create_unique_constraint(batch_op.f('uq_router_sdr_token_hash'), ['token_hash'])
     op.execute(
         "UPDATE router_sdr SET token_hash = (SELECT token_hash FROM router_person_token "
         "WHERE person_id = router_sdr.id AND revoked_at IS NULL "
