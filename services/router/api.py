@@ -114,7 +114,7 @@ AdminDep = Annotated[Principal, Depends(require_admin)]
 
 def _person(principal: Principal) -> str:
     if principal.person_id is None:
-        raise ProblemError(403, "Forbidden", "This route needs a person's own token.")
+        raise forbidden("This route needs a person's own token.")
     return principal.person_id
 
 
@@ -332,7 +332,7 @@ async def list_assignments(
 ) -> list[AssignmentView]:
     """Admin: all; a manager: their own and their teams'; a rep: their own."""
     if principal.kind == "link":
-        raise ProblemError(401, "Unauthorized", "Send `Authorization: Bearer <token>`.")
+        raise unauthorized()
     scope: dict[str, Any] = {}
     if not principal.is_admin:
         scope["person_ids"] = [principal.person_id]
