@@ -52,6 +52,9 @@ from shared.db import Database
 from shared.migrations import upgrade
 from shared.settings import normalise_database_url
 
+ADMIN_TOKEN = "bench-admin-token-0123456789"
+"""ingest's lead posts take a credential; the bare endpoint ignores the header."""
+
 
 class BareLead(BaseModel):
     """The bare endpoint's body: the fields the benchmark posts, as plain strings."""
@@ -149,7 +152,8 @@ async def load(base_url: str, *, clients: int, start_at: float, warmup: float,
     await asyncio.sleep(max(0.0, start_at - time.time()))
 
     async def client() -> None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as http:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30.0,
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
             while (sent_at := time.time()) < window_end:
                 try:
                     answer = await http.post("/v1/leads", json=lead_body(run, next(numbers)))
@@ -281,7 +285,8 @@ async def bench(args: argparse.Namespace, database_url: str, bootstrap_servers: 
     run = uuid.uuid4().hex[:8]
     env = {"LEADRELAY_DATABASE_URL": database_url,
            "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
-           "LEADRELAY_KAFKA_TOPIC_PREFIX": f"bench{run}", "LEADRELAY_LOG_LEVEL": "WARNING"}
+           "LEADRELAY_KAFKA_TOPIC_PREFIX": f"bench{run}", "LEADRELAY_LOG_LEVEL": "WARNING",
+           "LEADRELAY_ADMIN_TOKEN": ADMIN_TOKEN}
     before, _ = await stored_and_pending(database_url)
     bare_target, ingest_target = await start("bare", {}), await start("ingest", env)
     try:

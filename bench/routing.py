@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
+from cryptography.fernet import Fernet
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -57,6 +58,8 @@ from shared.events import LeadProfile, LeadScored, LeadScoredData, encode_event
 from shared.migrations import upgrade
 from shared.outbox import Outbox
 
+BENCH_KEYS = Fernet.generate_key().decode()
+"""The routers' encryption keys (their action links are signed with a key derived from them)."""
 ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo", "Europe/London", "UTC")
 
 
@@ -150,7 +153,7 @@ async def bench_decide_with_database(kind: str, reps_count: int, decisions: int,
         try:
             now = datetime.now(UTC)
             await fill_roster(db, reps_count, now)
-            settings = RouterSettings(database_url=url)
+            settings = RouterSettings(database_url=url, encryption_keys=BENCH_KEYS)
             clock = SystemClock()
             contexts = [RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
                                                              clock=clock), clock)
@@ -199,7 +202,8 @@ async def bench_consume(kind: str, reps_count: int, leads: int, batch: int, one_
         db = Database(url)
         try:
             await fill_roster(db, reps_count, datetime.now(UTC), "http://127.0.0.1:9/hook")
-            settings = RouterSettings(database_url=url, sla_reminder_fraction=0)
+            settings = RouterSettings(database_url=url, sla_reminder_fraction=0,
+                                      encryption_keys=BENCH_KEYS)
             clock = SystemClock()
             context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,
                                                            clock=clock), clock)
@@ -254,6 +258,7 @@ async def bench_timers(kind: str, open_timers: int, spread: float, window: float
                          "attempt": 1, "offered_at": now, "deadline_at": deadlines[n],
                          "lead_snapshot": {}, "role": "sdr"} for n in chunk])
             settings = RouterSettings(database_url=url, sla_accept_seconds=3600,
+                                      encryption_keys=BENCH_KEYS,
                                       sla_reminder_fraction=0)
             clock = SystemClock()
             context = RouterContext.build(settings, Outbox(OUTBOX, topic="bench", shards=16,

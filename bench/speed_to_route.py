@@ -68,8 +68,9 @@ class KeepAliveClient:
     httpx costs about 4 ms of CPU per request, close to half a core at 100 leads/s on a
     2-core machine that also runs the system being measured; this costs a fraction of that."""
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(self, url: str, size: int, token: str) -> None:
         address = urlsplit(url)
+        self.authorization = f"Authorization: Bearer {token}\r\n"
         self.host, self.port = address.hostname or "127.0.0.1", address.port or 80
         self.idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
         """(when it was last used, reader, writer), the most recently used last."""
@@ -86,7 +87,7 @@ class KeepAliveClient:
 
     async def post_json(self, path: str, document: object) -> tuple[int, bytes]:
         body = json.dumps(document).encode()
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.authorization}"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         async with self.free:
             reader, writer = await self._connection()
@@ -109,7 +110,7 @@ class KeepAliveClient:
 
 
 async def send_at_rate(
-    ingest_url: str, rate: float, seconds: float, accepted_at: dict[str, float],
+    ingest_url: str, token: str, rate: float, seconds: float, accepted_at: dict[str, float],
     failures: list[str] | None = None, sent_at: dict[str, float] | None = None,
 ) -> int:
     """Send `rate` leads per second for `seconds`; `accepted_at`: lead id -> wall-clock time
@@ -118,7 +119,7 @@ async def send_at_rate(
     total = int(rate * seconds)
     interval = 1.0 / rate
     run = uuid.uuid4().hex[:6]
-    client = KeepAliveClient(ingest_url, size=64)
+    client = KeepAliveClient(ingest_url, size=64, token=token)
 
     async def one(number: int) -> None:
         sent = time.time()
@@ -151,7 +152,7 @@ async def send_at_rate(
 
 
 def generate_load(
-    ingest_url: str, rate: float, seconds: float
+    ingest_url: str, token: str, rate: float, seconds: float
 ) -> tuple[int, dict[str, float], list[str], dict[str, float], float]:
     """`send_at_rate` in a process of its own: (total, accepted_at, failures, sent_at, the CPU
     seconds this process used)."""
@@ -159,7 +160,8 @@ def generate_load(
     accepted_at: dict[str, float] = {}
     failures: list[str] = []
     sent_at: dict[str, float] = {}
-    total = asyncio.run(send_at_rate(ingest_url, rate, seconds, accepted_at, failures, sent_at))
+    total = asyncio.run(send_at_rate(ingest_url, token, rate, seconds, accepted_at, failures,
+                                     sent_at))
     return total, accepted_at, failures, sent_at, time.process_time() - cpu_at_start
 
 
@@ -235,7 +237,8 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
         harness_at_start = time.process_time()
         total, accepted_at, failures, sent_at, load_cpu = (
             await asyncio.get_running_loop().run_in_executor(
-                pool, generate_load, system.url("ingest"), args.rate, args.seconds))
+                pool, generate_load, system.url("ingest"), system.admin_token, args.rate,
+                args.seconds))
         cpu.used_by_harness = load_cpu + time.process_time() - harness_at_start
         cpu.stop()
     deadline = time.monotonic() + args.drain_seconds

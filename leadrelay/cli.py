@@ -18,7 +18,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -113,6 +113,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     spec = SERVICES[args.service]
     settings = spec.settings()
+    missing = settings.missing_secrets()
+    if missing:
+        for line in missing:
+            print(f"leadrelay serve {spec.name}: {line}", file=sys.stderr)
+        return 2
     configure_logging(spec.name, settings.log_level)
     if problem := _broker_access_problem(settings):
         print(f"leadrelay serve {spec.name}: {problem}", file=sys.stderr)
@@ -222,33 +227,36 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _admin_token(data_dir: Path) -> str:
-    """The embedded system's router admin token: kept in `<data dir>/admin-token` (mode 0600),
-    made on first use."""
-    path = data_dir / "admin-token"
+    """The embedded system's admin token (every service's): `<data dir>/admin-token`."""
+    return _kept_secret(data_dir, "admin-token", lambda: secrets.token_urlsafe(32))
+
+
+def _kept_secret(data_dir: Path, name: str, make: Callable[[], str]) -> str:
+    """A secret kept in `<data dir>/<name>` (mode 0600), made on first use and read back on
+    every later one, so tokens, keys and the links signed with them survive restarts."""
+    path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
+    value = make()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
-        file.write(token + "\n")
-    return token
+        file.write(value + "\n")
+    return value
 
 
-def _encryption_key(data_dir: Path) -> str:
-    """The embedded system's encryption key: kept in `<data dir>/encryption-key` (mode 0600),
-    made on first use. Losing it loses the stored secrets."""
+def _local_secrets(data_dir: Path) -> dict[str, str]:
+    """What `serve` refuses to start without, for a system on this machine: the environment's
+    values, else the ones kept in the data directory (made the first time)."""
     from cryptography.fernet import Fernet
 
-    path = data_dir / "encryption-key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key().decode()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(key + "\n")
-    return key
+    made: dict[str, Callable[[], str]] = {
+        "LEADRELAY_ADMIN_TOKEN": lambda: _admin_token(data_dir),
+        "LEADRELAY_ENCRYPTION_KEYS": lambda: _kept_secret(
+            data_dir, "encryption-key", lambda: Fernet.generate_key().decode()),
+        "LEADRELAY_PUBLIC_BASE_URL": lambda: f"http://127.0.0.1:{SERVICES['router'].port}",
+    }
+    return {name: os.environ.get(name) or make() for name, make in made.items()}
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -259,9 +267,7 @@ def _up(args: argparse.Namespace) -> int:
     sla = args.sla_seconds if args.sla_seconds is not None else (20.0 if args.demo else None)
     env = {
         "LEADRELAY_DATA_DIR": str(data_dir),
-        "LEADRELAY_ADMIN_TOKEN": os.environ.get("LEADRELAY_ADMIN_TOKEN") or _admin_token(data_dir),
-        "LEADRELAY_ENCRYPTION_KEYS": (os.environ.get("LEADRELAY_ENCRYPTION_KEYS")
-                                      or _encryption_key(data_dir)),
+        **_local_secrets(data_dir),
     }
     if args.demo:
         # The demo's receiver stands in for the reps on this machine: it alone may be called
@@ -292,8 +298,8 @@ def _up(args: argparse.Namespace) -> int:
             service.start()
         wait_until_ready(services)
         _print_banner(services, bootstrap, data_dir, broker is not None, sla)
-        print(f"  admin    router admin token in {data_dir / 'admin-token'} "
-              "(or LEADRELAY_ADMIN_TOKEN)")
+        print(f"  admin    admin token in {data_dir / 'admin-token'} (or LEADRELAY_ADMIN_TOKEN); "
+              "action-secret and encryption-keys beside it")
         if args.demo:
             from leadrelay.demo import run_demo
 

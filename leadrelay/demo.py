@@ -191,7 +191,8 @@ async def run_demo(ingest_url: str, router_url: str, *, receiver_port: int, admi
                    keep_running: bool = False, timeout: float = 120.0) -> DemoConsole:
     """Run the demo against a running system; returns once a lead has been escalated.
 
-    `admin_token` is the router's (`LEADRELAY_ADMIN_TOKEN`): the demo adds its team with it.
+    `admin_token` is the system's (`LEADRELAY_ADMIN_TOKEN`): the demo adds its team and posts
+    its leads with it.
     """
     console = DemoConsole()
     settings = ServiceSettings()
@@ -207,7 +208,8 @@ async def run_demo(ingest_url: str, router_url: str, *, receiver_port: int, admi
             await create_team(client, router_url, receiver_port, console, admin_token)
             await asyncio.sleep(1.0)
             for lead in SAMPLE_LEADS:
-                answer = await client.post(f"{ingest_url}/v1/leads", json=lead)
+                answer = await client.post(f"{ingest_url}/v1/leads", json=lead, headers={
+                    "Authorization": f"Bearer {admin_token}"})
                 answer.raise_for_status()
                 console.lead_names[answer.json()["lead_id"]] = lead["name"]
                 await asyncio.sleep(0.3)

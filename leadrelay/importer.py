@@ -195,6 +195,8 @@ def import_file(
     progress: TextIO | None = None, encoding: str | None = None, delimiter: str | None = None,
 ) -> ImportReport:
     progress = progress or sys.stderr
+    if admin_token:  # the lead posts need it as much as reading the source
+        client.headers["Authorization"] = f"Bearer {admin_token}"
     source = fetch_source(client, source_key, admin_token)
     found = csv_format(path, encoding=encoding, delimiter=delimiter)
     report = ImportReport(total=count_rows(path, found))

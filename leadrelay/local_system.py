@@ -116,7 +116,7 @@ class RunningSystem:
 
     @property
     def admin_headers(self) -> dict[str, str]:
-        """What the router's admin routes (roster, rules, reports) need."""
+        """What every service's admin routes need (and ingest's lead posts take)."""
         return {"Authorization": f"Bearer {self.admin_token}"}
 
     def url(self, name: str) -> str:

@@ -10,6 +10,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared.auth import (
+    bearer_token,
+    document_bearer_auth,
+    parse_tokens,
+    token_matches,
+    unauthorized,
+)
 from shared.health import health_routes
 from shared.problems import install_problem_handlers
 from shared.runtime import ServiceRuntime
@@ -26,6 +33,9 @@ def service_app(
 ) -> FastAPI:
     """Build a service's app; its runtime is created and started by the lifespan, not at import.
 
+    Every route of `routes` carries its own guard (`shared.auth`); the health routes do not,
+    and `/metrics` asks for `LEADRELAY_METRICS_TOKEN` when it is set.
+
     FastAPI's OpenTelemetry instrumentation is on only with `LEADRELAY_OPENTELEMETRY`: left on,
     it looks for configured providers in the environment on every request.
     """
@@ -40,6 +50,8 @@ def service_app(
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
                   telemetry={"tracing": traced, "metrics": traced, "logs": traced})
     install_problem_handlers(app)
+    app.state.admin_tokens = settings.admin_tokens
+    metrics_tokens = parse_tokens(settings.metrics_token)
     for router in routes:
         app.include_router(router)
 
@@ -51,11 +63,16 @@ def service_app(
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics",
              response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
+    async def metrics(request: Request) -> PlainTextResponse:
+        if metrics_tokens:
+            token = bearer_token(request)
+            if token is None or not token_matches(token, metrics_tokens):
+                raise unauthorized("`/metrics` needs the metrics bearer token.")
         runtime: ServiceRuntime = app.state.runtime
         await runtime.refresh_metrics()
         return PlainTextResponse(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    document_bearer_auth(app)
     return app
 
 

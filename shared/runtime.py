@@ -111,7 +111,7 @@ class ServiceRuntime:
             logger.warning("LEADRELAY_LEAD_KEYS_URL is empty: sealed events are skipped and "
                            "this service's events go out unsealed")
             return None
-        self.keyring = KeyRing(self.settings.lead_keys_url, self.settings.lead_keys_token or None)
+        self.keyring = KeyRing(self.settings.lead_keys_url, self.settings.lead_keys_bearer)
         self.outbox.encoder = self.keyring.encode
         return self.keyring
 

@@ -15,13 +15,22 @@ import sys
 from pathlib import Path
 from typing import ClassVar, Literal, Self, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth import parse_tokens
 from shared.events import Topics
 
 EMBEDDED_BROKER_PORT = 19092
 DEFAULT_DATA_DIR = Path(".leadrelay")
+MIN_TOKEN_LENGTH = 16
 
 
 class ServiceSettings(BaseSettings):
@@ -112,13 +121,21 @@ class ServiceSettings(BaseSettings):
     )
     lead_keys_token: str = Field(
         default="",
-        validation_alias=AliasChoices("LEADRELAY_LEAD_KEYS_TOKEN", "LEADRELAY_ADMIN_TOKEN"),
-        description="Bearer token of ingest's key route (its admin token, for now)",
+        description="Bearer token of ingest's key route (an admin token of ingest); empty: "
+                    "the first of this service's own admin tokens",
     )
     encryption_keys: str = Field(
         default="",
         description="Fernet keys (comma-separated, newest first) that encrypt secrets and "
                     "personal data at rest; the first encrypts, every one decrypts",
+    )
+    admin_token: str = Field(
+        default="",
+        description="Bearer token(s) of the admin routes, comma-separated: during a rotation "
+                    "the old and the new one both work; unset: no admin route answers",
+    )
+    metrics_token: str = Field(
+        default="", description="Bearer token(s) `/metrics` asks for; unset: `/metrics` is open"
     )
     log_level: str = "INFO"
     opentelemetry: bool = Field(
@@ -128,6 +145,13 @@ class ServiceSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+
+    @field_validator("admin_token", "metrics_token")
+    @classmethod
+    def _long_tokens(cls, value: str) -> str:
+        if any(len(token) < MIN_TOKEN_LENGTH for token in parse_tokens(value)):
+            raise ValueError(f"each token needs at least {MIN_TOKEN_LENGTH} characters")
+        return value
 
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Self:
@@ -147,6 +171,27 @@ class ServiceSettings(BaseSettings):
 
     def default_sqlite_url(self) -> str:
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
+
+    @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        return parse_tokens(self.admin_token)
+
+    @property
+    def lead_keys_bearer(self) -> str | None:
+        """The token this service shows ingest's key route."""
+        return self.lead_keys_token or next(iter(self.admin_tokens), None)
+
+    def missing_secrets(self) -> list[str]:
+        """What production needs and is not set: one line per missing setting, for `serve`."""
+        missing = []
+        if not self.admin_tokens:
+            missing.append("LEADRELAY_ADMIN_TOKEN is not set: the bearer token of the admin "
+                           "routes (comma-separated during a rotation)")
+        if not self.encryption_keys.strip():
+            missing.append("LEADRELAY_ENCRYPTION_KEYS is not set: the Fernet key(s) that encrypt "
+                           "secrets at rest (the router's action links are signed with a key "
+                           "derived from them)")
+        return missing
 
     @property
     def consumer_group(self) -> str:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from prometheus_client import Counter
 from sqlalchemy import text
@@ -19,14 +20,26 @@ from shared.kafka import topic_partitions
 from shared.sealing import key_bytes, open_document
 
 T = TypeVar("T")
+ADMIN_TOKEN = "test-admin-token-0123456789"
+"""The admin token the services' test settings carry (`admin_token=ADMIN_TOKEN`)."""
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+SERVE_SECRETS = {
+    "LEADRELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+    "LEADRELAY_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+}
+"""What `leadrelay serve` refuses to start without (the router also wants its public URL)."""
 
 
 @asynccontextmanager
-async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run `app`'s lifespan (runtime, relay, consumer, loops) and give an HTTP client to it."""
+async def running_app(
+    app: FastAPI, *, headers: Mapping[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run `app`'s lifespan (runtime, relay, consumer, loops) and give an HTTP client to it,
+    sending `headers` (`ADMIN_HEADERS`: as the admin) with every request."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                     headers=headers) as client:
             yield client
 
 

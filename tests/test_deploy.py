@@ -38,6 +38,12 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_SERVICES = sorted(SERVICES)
 INFRA_SERVICES = ["kafka", "postgres", "migrate"]
+REQUIRED = {
+    "LEADRELAY_ADMIN_TOKEN": "an-admin-token-0123456789",
+    "LEADRELAY_ENCRYPTION_KEYS": "3q2+7w3q2+7w3q2+7w3q2+7w3q2+7w3q2+7w3q2+7w4=",
+    "LEADRELAY_PUBLIC_BASE_URL": "https://leads.example.com",
+}
+"""Stand-ins for the variables compose requires (`${NAME:?message}`)."""
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -45,7 +51,8 @@ INFRA_SERVICES = ["kafka", "postgres", "migrate"]
 
 def _interpolate(value: Any) -> Any:
     """Resolve compose's `${NAME:-default}` / `${NAME-default}` / `${NAME}` / `$$` like compose
-    would with none of the variables set: the defaults the file ships with."""
+    would with none of the variables set: the defaults the file ships with. A required one
+    (`${NAME:?message}`) gets the stand-in value of `REQUIRED`, as if the operator had set it."""
     if isinstance(value, dict):
         return {key: _interpolate(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -56,9 +63,12 @@ def _interpolate(value: Any) -> Any:
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
+        if match.group("required") is not None:
+            return REQUIRED[match.group("name")]
         return match.group("default") or ""
 
-    pattern = r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}"
+    pattern = (r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+               r"(?::?-(?P<default>[^}]*)|:\?(?P<required>[^}]*))?\}")
     return re.sub(pattern, replace, value)
 
 
@@ -496,6 +506,23 @@ def test_compose_environment_loads_into_settings(
     assert settings.kafka_enable_idempotence is True, "real Kafka: the idempotent producer"
     if "LEADRELAY_PORT" in _environment(services[name]):
         assert settings.port == SERVICES[name].port
+    assert settings.missing_secrets() == [], "serve would refuse to start"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_compose_requires_every_secret_serve_needs(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    """No default for a secret: `${NAME:?message}`, so compose stops when one is not set."""
+    raw = services[name]["environment"]
+    required = {
+        key for key, value in raw.items()
+        if re.fullmatch(rf"\$\{{{re.escape(key)}:\?[^}}]+\}}", str(value))
+    }
+    wanted = {"LEADRELAY_ADMIN_TOKEN", "LEADRELAY_ENCRYPTION_KEYS"}
+    if name == "router":
+        wanted |= {"LEADRELAY_PUBLIC_BASE_URL"}
+    assert required == wanted
 
 
 # --- the image -----------------------------------------------------------------------------------

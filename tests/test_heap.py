@@ -13,6 +13,7 @@ import pytest
 from starlette.applications import Starlette
 
 from leadrelay.heap import freeze_after_startup
+from tests.support import SERVE_SECRETS
 
 
 class Node:
@@ -63,6 +64,8 @@ def test_leadrelay_serve_runs_the_service_app_with_the_freezing_lifespan(
     served: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
     monkeypatch.setenv("LEADRELAY_DATA_DIR", str(tmp_path))
+    for name, value in SERVE_SECRETS.items():
+        monkeypatch.setenv(name, value)
     assert main(["serve", "ingest", "--port", "0"]) == 0
 
     assert served["factory"] is True

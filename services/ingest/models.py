@@ -14,6 +14,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from shared.audit import audit_table
 from shared.db import JSONType, UTCDateTime, service_metadata
 from shared.inbox import inbox_tables
 from shared.outbox import AutoIncrement, outbox_tables
@@ -93,5 +94,6 @@ idempotency_key = Table(
 )
 """The first answer to each `Idempotency-Key`, committed with the work it describes."""
 
+AUDIT = audit_table(metadata, "ingest")
 OUTBOX = outbox_tables(metadata, "ingest")
 INBOX = inbox_tables(metadata, "ingest")

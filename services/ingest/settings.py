@@ -29,10 +29,6 @@ class IngestSettings(ServiceSettings):
     sources_file: Path | None = Field(
         default=None, description="YAML file of sources, read once at start"
     )
-    admin_token: str | None = Field(
-        default=None, min_length=16,
-        description="Bearer token the source API requires; unset: the source API is open",
-    )
     submission_retention_days: float = Field(
         default=90.0, gt=0, description="Raw submissions older than this are purged"
     )

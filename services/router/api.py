@@ -1,9 +1,9 @@
 """router's HTTP endpoints. Thin: authorise, parse, call the service in one transaction, answer.
 
-Auth: `Authorization: Bearer <token>`, the admin token (`LEADRELAY_ADMIN_TOKEN`) or a
-person's own token. A signed `?token=` on an assignment action works for that assignment
-and action only, until it expires (the links in notifications, `action_links`). Assignments
-a caller may not see are a 404.
+Auth: `Authorization: Bearer <token>`, an admin token (`LEADRELAY_ADMIN_TOKEN`, checked by
+`shared.auth`) or one of a person's own tokens (`tokens`). A signed `?token=` on an assignment
+action works for that assignment and action only, until it expires (the links in
+notifications, `action_links`). Assignments a caller may not see are a 404.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import RowMapping
 
 from services.router import reports, repository, roster, service
-from services.router.access import Principal, same_secret, token_hash
+from services.router.access import Principal, token_hash
 from services.router.action_links import LinkCheck, check_link
 from services.router.rules import RuleSet
 from services.router.schemas import (
@@ -43,6 +43,16 @@ from services.router.schemas import (
 )
 from services.router.service import RouterContext
 from shared.app import RuntimeDep
+from shared.auth import (
+    ADMIN_ROLE,
+    admin_caller,
+    admit,
+    bearer_token,
+    forbidden,
+    guard_role,
+    is_admin,
+    unauthorized,
+)
 from shared.problems import ProblemError
 
 routes = APIRouter(prefix="/v1")
@@ -60,41 +70,43 @@ def get_context(request: Request) -> RouterContext:
 ContextDep = Annotated[RouterContext, Depends(get_context)]
 
 
+@guard_role("any")
 async def get_principal(
+    request: Request,
     runtime: RuntimeDep,
-    context: ContextDep,
     authorization: Annotated[str | None, Header()] = None,
     token: Annotated[str | None, Query(max_length=200, description="Signed action link")] = None,
 ) -> Principal:
     if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value:
-            if same_secret(value.strip(), context.settings.admin_token):
+        value = bearer_token(request)
+        if value is not None:
+            if is_admin(request):
+                admit(admin_caller(value))
                 return Principal(kind="admin")
             async with runtime.db.reading() as session:
-                person = await repository.find_person_by_token(session, token_hash(value.strip()))
+                person = await repository.find_person_by_token(session, token_hash(value))
                 if person is not None and person["active"]:
                     teams = (
                         await repository.teams_managed_by(session, person["id"])
                         if person["role"] == "manager"
                         else await repository.teams_of(session, person["id"])
                     )
+                    admit(f"person:{person['id']}")
                     return Principal(kind="person", person_id=person["id"], role=person["role"],
                                      team_ids=frozenset(teams))
-        raise ProblemError(401, "Unauthorized", "The bearer token is not valid.",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise unauthorized("The bearer token is not valid.")
     if token:
         return Principal(kind="link", action=token)
-    raise ProblemError(401, "Unauthorized", "Send `Authorization: Bearer <token>`.",
-                       headers={"WWW-Authenticate": "Bearer"})
+    raise unauthorized()
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+@guard_role(ADMIN_ROLE)
 def require_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
-        raise ProblemError(403, "Forbidden", "This route needs the admin token.")
+        raise forbidden("This route needs the admin token.")
     return principal
 
 
@@ -103,7 +115,7 @@ AdminDep = Annotated[Principal, Depends(require_admin)]
 
 def _person(principal: Principal) -> str:
     if principal.person_id is None:
-        raise ProblemError(403, "Forbidden", "This route needs a person's own token.")
+        raise forbidden("This route needs a person's own token.")
     return principal.person_id
 
 
@@ -328,7 +340,7 @@ async def list_assignments(
 ) -> list[AssignmentView]:
     """Admin: all; a manager: their own and their teams'; a rep: their own."""
     if principal.kind == "link":
-        raise ProblemError(401, "Unauthorized", "Send `Authorization: Bearer <token>`.")
+        raise unauthorized()
     scope: dict[str, Any] = {}
     if not principal.is_admin:
         scope["person_ids"] = [principal.person_id]

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 import services.router
-from services.router import api, link_pages
+from services.router import api, link_pages, tokens
 from services.router.action_links import redact_access_logs
 from services.router.consumer import RouterConsumer
 from services.router.escalation import DatabaseClock, EscalationTimer
 from services.router.handlers import handler_table
-from services.router.models import INBOX, OUTBOX
+from services.router.models import AUDIT, INBOX, OUTBOX
 from services.router.notifications import Notifier
 from services.router.service import RouterContext
 from services.router.settings import RouterSettings
 from shared.app import service_app
+from shared.audit import audit_routes
 from shared.clock import Clock
 from shared.encryption import SecretBox
 from shared.outbound import DestinationPolicy
@@ -71,6 +72,7 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         description=services.router.__doc__ or "",
         settings=config,
         runtime_factory=runtime,
-        routes=[api.routes, link_pages.routes],
+        routes=[api.routes, link_pages.routes, tokens.routes,
+                audit_routes(AUDIT, Depends(api.require_admin))],
     )
     return app

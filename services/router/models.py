@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
 )
 
+from shared.audit import audit_table
 from shared.db import JSONType, UTCDateTime, service_metadata
 from shared.inbox import inbox_tables
 from shared.outbox import AutoIncrement, outbox_tables
@@ -51,8 +52,21 @@ sdr = Table(
     # Encrypted (`shared.encryption`): a Slack incoming-webhook URL is itself a credential.
     Column("slack_webhook_url", Text, nullable=True),
     Column("webhook_secret", Text, nullable=True),
-    Column("token_hash", String(64), nullable=True, unique=True),
     Column("updated_at", UTCDateTime, nullable=True),
+    # token_hash (String 64, unique) stays in the table, empty: tokens are in person_token.
+)
+
+# A person's API tokens: only their SHA-256 is kept; a revoked one stays, listed, refused.
+person_token = Table(
+    "router_person_token",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("person_id", String(36), ForeignKey("router_sdr.id"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("label", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index("ix_router_person_token_person_id", "person_id"),
 )
 
 team = Table(
@@ -287,5 +301,6 @@ Index(
     sqlite_where=handover.c.status == "waiting",
 )
 
+AUDIT = audit_table(metadata, "router")
 OUTBOX = outbox_tables(metadata, "router")
 INBOX = inbox_tables(metadata, "router")

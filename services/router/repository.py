@@ -29,6 +29,7 @@ from services.router.models import (
     membership,
     notification,
     notification_attempt,
+    person_token,
     roster_state,
     rule_set,
     sdr,
@@ -145,7 +146,40 @@ async def find_sdr_by_email(session: AsyncSession, email: str) -> RowMapping | N
 
 
 async def find_person_by_token(session: AsyncSession, token_hash: str) -> RowMapping | None:
-    result = await session.execute(select(sdr).where(sdr.c.token_hash == token_hash))
+    """The person holding this token, unless it was revoked."""
+    result = await session.execute(
+        select(sdr).join(person_token, person_token.c.person_id == sdr.c.id)
+        .where(person_token.c.token_hash == token_hash, person_token.c.revoked_at.is_(None))
+    )
+    return result.mappings().first()
+
+
+async def insert_person_token(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    await session.execute(insert(person_token).values(**values))
+
+
+async def list_person_tokens(session: AsyncSession, person_id: str) -> Sequence[RowMapping]:
+    result = await session.execute(
+        select(person_token).where(person_token.c.person_id == person_id)
+        .order_by(person_token.c.created_at, person_token.c.id)
+    )
+    return result.mappings().all()
+
+
+async def revoke_person_token(
+    session: AsyncSession, person_id: str, token_id: str, at: datetime
+) -> RowMapping | None:
+    """Revoke one of the person's tokens (once: a second revocation keeps the first time)."""
+    await session.execute(
+        update(person_token)
+        .where(person_token.c.id == token_id, person_token.c.person_id == person_id,
+               person_token.c.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )
+    result = await session.execute(
+        select(person_token)
+        .where(person_token.c.id == token_id, person_token.c.person_id == person_id)
+    )
     return result.mappings().first()
 
 

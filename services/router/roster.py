@@ -1,7 +1,8 @@
 """The roster and the rule set: people, teams, their import from YAML, rule versions.
 
 Functions take the caller's session and never commit. A person's API token and webhook
-signing secret are generated here and returned once; only the token's hash is stored.
+signing secret are generated here and returned once; only the token's hash is stored. Every
+change is written to the audit log (`shared.audit`) in the same session.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.router import repository
 from services.router.access import new_token, token_hash
 from services.router.channels import ChannelKeeper
+from services.router.models import AUDIT
 from services.router.routing import (
     ALWAYS_OPEN,
     Period,
@@ -40,6 +42,7 @@ from services.router.schemas import (
     TeamView,
 )
 from services.router.signing import new_secret
+from shared import audit
 from shared.clock import Clock
 from shared.db import new_id
 from shared.problems import ProblemError
@@ -88,12 +91,15 @@ async def create_person(
     secret = body.webhook_secret or (new_secret() if body.webhook_url else None)
     values.update(
         id=new_id(), created_at=clock.now(), updated_at=clock.now(), last_assigned_at=None,
-        token_hash=token_hash(token), webhook_secret=secret,
+        webhook_secret=secret,
     )
     values = channels.encrypted(values)
     try:
         async with session.begin_nested():
             await repository.insert_sdr(session, values)
+            await repository.insert_person_token(session, {
+                "id": new_id(), "person_id": values["id"], "token_hash": token_hash(token),
+                "label": "joined", "created_at": clock.now()})
     except IntegrityError:
         raise ProblemError(
             409, "Person already exists",
@@ -105,6 +111,9 @@ async def create_person(
                                          await _team_ids(session, body.teams))
     created = await repository.find_sdr(session, values["id"])
     assert created is not None
+    await audit.record(session, AUDIT, at=clock.now(), action="person.added",
+                       subject=f"person:{values['id']}",
+                       after=await _audited_person(session, created))
     return Joined(created, token, None if body.webhook_secret else secret)
 
 
@@ -124,6 +133,7 @@ async def update_person(
     found = await repository.find_sdr(session, person_id)
     if found is None:
         raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")
+    before = await _audited_person(session, found)
     values = channels.encrypted(_person_values(body))
     values["updated_at"] = clock.now()
     await repository.update_person(session, person_id, values)
@@ -131,7 +141,22 @@ async def update_person(
         await repository.set_memberships(session, person_id, await _team_ids(session, body.teams))
     updated = await repository.find_sdr(session, person_id)
     assert updated is not None
+    await audit.record(session, AUDIT, at=clock.now(), action="person.changed",
+                       subject=f"person:{person_id}", before=before,
+                       after=await _audited_person(session, updated))
     return updated
+
+
+async def _audited_person(session: AsyncSession, row: RowMapping) -> dict[str, Any]:
+    """A person as the audit log compares them: their fields and teams, not their
+    bookkeeping (last assignment, update time)."""
+    values = {key: value for key, value in row.items()
+              if key not in ("updated_at", "last_assigned_at", "created_at", "token_hash",
+                             "slack_webhook_url")}
+    # Stored encrypted, each time with a new nonce: whether it is set is what the log compares.
+    values["slack_webhook_set"] = row["slack_webhook_url"] is not None
+    values["teams"] = sorted(await repository.teams_of(session, row["id"]))
+    return values
 
 
 async def person_view(
@@ -163,6 +188,8 @@ async def create_team(session: AsyncSession, clock: Clock, body: TeamCreate) -> 
                            slug="team-exists") from None
     created = await repository.find_team(session, values["id"])
     assert created is not None
+    await audit.record(session, AUDIT, at=clock.now(), action="team.added",
+                       subject=f"team:{values['id']}", after=dict(created))
     return created
 
 
@@ -211,14 +238,23 @@ async def import_roster(
             await repository.update_person(
                 session, existing["id"], {"name": person.name, "role": person.role}
             )
+            await audit.record(session, AUDIT, at=clock.now(), action="person.changed",
+                               subject=f"person:{existing['id']}",
+                               before={"name": existing["name"], "role": existing["role"]},
+                               after={"name": person.name, "role": person.role})
             people_updated += 1
     for team_body in document.teams:
         team_row = await repository.find_team_by_name(session, team_body.name)
         assert team_row is not None
-        await repository.update_team(session, team_row["id"], {
+        team_values = {
             "manager_id": await _manager_id(session, team_body.manager_email),
             "timezone": team_body.timezone, "working_hours": team_body.working_hours,
-        })
+        }
+        await repository.update_team(session, team_row["id"], team_values)
+        await audit.record(session, AUDIT, at=clock.now(), action="team.changed",
+                           subject=f"team:{team_row['id']}",
+                           before={key: team_row[key] for key in team_values},
+                           after=team_values)
     return RosterImported(teams_created=teams_created, teams_updated=teams_updated,
                           people_created=created, people_updated=people_updated)
 
@@ -256,11 +292,16 @@ async def store_rules(session: AsyncSession, clock: Clock, rules: RuleSet) -> Ro
                                "not a team.", slug="unknown-team", team=name)
     current = await repository.current_rule_set(session)
     version = 1 if current is None else int(current["version"]) + 1
+    document = rules.model_dump(mode="json")
     await repository.insert_rule_set(session, {
-        "version": version, "document": rules.model_dump(mode="json"), "created_at": clock.now(),
+        "version": version, "document": document, "created_at": clock.now(),
     })
     stored = await repository.current_rule_set(session)
     assert stored is not None
+    await audit.record(session, AUDIT, at=clock.now(), action="rules.replaced", subject="rules",
+                       before=None if current is None else {
+                           "version": current["version"], **current["document"]},
+                       after={"version": version, **document})
     return stored
 
 

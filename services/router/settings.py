@@ -49,9 +49,6 @@ class RouterSettings(ServiceSettings):
         default=600.0, gt=0, description="Longest wait between two tries of such a hand-over"
     )
     fairness_window_hours: float = Field(default=168.0, gt=0)
-    admin_token: str = Field(
-        default="", description="Bearer token of the admin routes (roster, rules, reports)"
-    )
     action_link_grace_seconds: float = Field(
         default=3600.0, ge=0,
         description="How long an action link (Accept in a notification) works after the "
@@ -86,6 +83,13 @@ class RouterSettings(ServiceSettings):
         description="Webhook calls in flight at once (100 leads/s to endpoints answering in "
                     "300 ms need 30 per channel)"
     )
+
+    def missing_secrets(self) -> list[str]:
+        missing = super().missing_secrets()
+        if "public_base_url" not in self.model_fields_set:
+            missing.append("LEADRELAY_PUBLIC_BASE_URL is not set: where reps reach the router "
+                           "(links in notifications start with it)")
+        return missing
 
     @field_validator("public_base_url")
     @classmethod

@@ -1,4 +1,7 @@
-"""scorer's HTTP endpoints. Thin: parse, call the service (in one transaction), answer."""
+"""scorer's HTTP endpoints. Thin: parse, call the service (in one transaction), answer.
+
+Every route takes the admin token (`Authorization: Bearer`, `LEADRELAY_ADMIN_TOKEN`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime
 from sqlalchemy.engine import RowMapping
 
@@ -27,9 +30,10 @@ from services.scorer.schemas import (
 from services.scorer.scoring import Signal, next_change_at, score
 from services.scorer.service import ScorerContext
 from shared.app import RuntimeDep
+from shared.auth import require_admin
 from shared.problems import ProblemError
 
-routes = APIRouter(prefix="/v1")
+routes = APIRouter(prefix="/v1", dependencies=[Depends(require_admin)])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "The scorer has no such lead (problem details)"}

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 import services.scorer
 from services.scorer import api
 from services.scorer.consumer import ScorerConsumer
 from services.scorer.decay import DecaySweep
 from services.scorer.handlers import handler_table
-from services.scorer.models import INBOX, OUTBOX
+from services.scorer.models import AUDIT, INBOX, OUTBOX
 from services.scorer.scoring_model import load_scoring_model
 from services.scorer.service import ScorerContext
 from services.scorer.settings import ScorerSettings
 from shared.app import service_app
+from shared.audit import audit_routes
+from shared.auth import require_admin
 from shared.clock import Clock
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
@@ -64,6 +66,6 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
         description=services.scorer.__doc__ or "",
         settings=config,
         runtime_factory=runtime,
-        routes=[api.routes],
+        routes=[api.routes, audit_routes(AUDIT, Depends(require_admin))],
     )
     return app

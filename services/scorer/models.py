@@ -15,6 +15,7 @@ from sqlalchemy import (
     text,
 )
 
+from shared.audit import audit_table
 from shared.db import JSONType, UTCDateTime, service_metadata
 from shared.inbox import inbox_tables
 from shared.outbox import AutoIncrement, outbox_tables
@@ -119,6 +120,7 @@ rejection_rule = Table(
 )
 """The rules that had made the rejected lead MQL, one row each, for the feedback report."""
 
+AUDIT = audit_table(metadata, "scorer")
 OUTBOX = outbox_tables(metadata, "scorer")
 INBOX = inbox_tables(metadata, "scorer")
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository
 from services.scorer.lifecycle import model_makes_mql, next_stage
-from services.scorer.models import INBOX
+from services.scorer.models import AUDIT, INBOX
 from services.scorer.scoring import (
     ScoreResult,
     Signal,
@@ -35,6 +35,7 @@ from services.scorer.scoring import (
     score_and_next_change,
 )
 from services.scorer.scoring_model import ScoringModel, parse_scoring_model
+from shared import audit
 from shared.clock import Clock
 from shared.db import Database
 from shared.erasure import WalScrubber, erase_delivery_records
@@ -718,8 +719,13 @@ async def publish_model(
             slug="model-version-taken",
         )
     now = context.clock.now()
+    current = await repository.current_model(session)
     await repository.insert_model(session, _model_row(model, "api", now))
     await repository.recheck_all_scores(session, now)
+    await audit.record(session, AUDIT, at=now, action="scoring_model.published",
+                       subject="scoring-model",
+                       before=None if current is None else dict(current["document"]),
+                       after=model.document())
 
 
 def parse_model_document(document: Any) -> ScoringModel:

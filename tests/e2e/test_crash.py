@@ -61,7 +61,7 @@ async def test_killing_scorer_and_router_loses_nothing_and_doubles_nothing(
     system: RunningSystem, receiver: WebhookReceiver
 ) -> None:
     sent: list[str] = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=system.admin_headers) as client:
         for number in range(3):
             answer = await client.post(
                 f"{system.url('router')}/v1/sdrs", headers=system.admin_headers, json={

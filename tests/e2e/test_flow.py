@@ -87,7 +87,7 @@ async def assignments(client: httpx.AsyncClient, system: RunningSystem, lead_id:
 async def test_posted_lead_reaches_an_sdr_webhook(
     system: RunningSystem, receiver: WebhookReceiver
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
         await add_sdrs(client, system, receiver, 2)
         lead_id = await submit_hot_lead(client, system, "first.touch@acme.example")
         (path, body), = await notifications(receiver, lead_id, 1)
@@ -109,7 +109,7 @@ async def test_posted_lead_reaches_an_sdr_webhook(
 async def test_unaccepted_assignment_escalates_to_another_sdr(
     system: RunningSystem, receiver: WebhookReceiver
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
         await add_sdrs(client, system, receiver, 2)
         lead_id = await submit_hot_lead(client, system, "nobody.answers@acme.example")
         first, second = await notifications(receiver, lead_id, 2)
@@ -122,7 +122,7 @@ async def test_unaccepted_assignment_escalates_to_another_sdr(
 async def test_accepted_assignment_is_not_escalated(
     system: RunningSystem, receiver: WebhookReceiver
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
         await add_sdrs(client, system, receiver, 2)
         lead_id = await submit_hot_lead(client, system, "quick.answer@acme.example")
         (_, body), = await notifications(receiver, lead_id, 1)
@@ -137,7 +137,7 @@ async def test_accepted_assignment_is_not_escalated(
 async def test_erasure_at_ingest_reaches_the_router_through_the_scorer(
     system: RunningSystem, receiver: WebhookReceiver
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
         await add_sdrs(client, system, receiver, 1)
         lead_id = await submit_hot_lead(client, system, "forget.me@acme.example")
         await notifications(receiver, lead_id, 1)

@@ -25,7 +25,7 @@ from services.ingest.models import OUTBOX, idempotency_key, lead, submission
 from shared.db import Database
 from tests.conftest import migrate
 from tests.e2e.conftest import Platform
-from tests.support import eventually, read_topic
+from tests.support import ADMIN_HEADERS, SERVE_SECRETS, eventually, read_topic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
 
@@ -50,6 +50,7 @@ def ingest(
         "LEADRELAY_INGEST_DATABASE_URL": database_url,
         "LEADRELAY_LOG_LEVEL": "WARNING",
         **platform.service_env,
+        **SERVE_SECRETS,
     }, tmp_path / "logs" / "ingest.log")
     process.start()
     try:
@@ -73,7 +74,8 @@ class Clients:
         queue: asyncio.Queue[int] = asyncio.Queue()
         for number in range(SUBMISSIONS):
             queue.put_nowait(number)
-        async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as client:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10.0,
+                                     headers=ADMIN_HEADERS) as client:
             await asyncio.gather(*(self._client(client, queue) for _ in range(CLIENTS)))
 
     async def _client(self, client: httpx.AsyncClient, queue: asyncio.Queue[int]) -> None:

@@ -13,6 +13,7 @@ from leadrelay.broker import EmbeddedBroker
 from services.ingest.settings import IngestSettings
 from shared.db import Database
 from tests.conftest import migrate
+from tests.support import ADMIN_TOKEN
 
 VENDORS = Path("/work/shared/vendors")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -56,6 +57,7 @@ def settings(
         kafka_bootstrap_servers=broker.bootstrap_servers,
         kafka_topic_prefix=topic_prefix,
         sources_file=sources_file,
+        admin_token=ADMIN_TOKEN,
     )
 
 

@@ -12,7 +12,7 @@ from services.ingest.app import create_app
 from services.ingest.models import lead, submission
 from services.ingest.settings import IngestSettings
 from tests.ingest.conftest import table_rows
-from tests.support import read_topic, running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -23,7 +23,7 @@ async def test_concurrent_posts_of_same_and_other_emails_land_once_each(
     emails = [f"crowd{number}@acme.io" for number in range(10)]
     fields = ["name", "company", "job_title", "industry"]
     app = create_app(settings)
-    async with running_app(app) as client:
+    async with running_app(app, headers=ADMIN_HEADERS) as client:
         posts = [
             client.post("/v1/leads", json={"email": email, field: f"{field} of {email}"},
                         headers={"Idempotency-Key": f"{email}-{field}"} if index % 2 else {})
@@ -68,8 +68,9 @@ async def test_database_down_under_concurrency_is_503_for_every_request(
     settings = IngestSettings(
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/nowhere",
         kafka_bootstrap_servers=broker.bootstrap_servers, kafka_topic_prefix=topic_prefix,
+        admin_token=ADMIN_TOKEN,
     )
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answers = await asyncio.gather(*[
             client.post("/v1/leads", json={"email": f"down{number}@acme.io"},
                         headers={"Idempotency-Key": f"k{number}"} if number % 3 == 0 else {})

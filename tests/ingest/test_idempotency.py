@@ -10,13 +10,13 @@ from services.ingest.app import create_app
 from services.ingest.models import lead, submission
 from services.ingest.settings import IngestSettings
 from tests.ingest.conftest import table_rows
-from tests.support import read_topic, running_app
+from tests.support import ADMIN_HEADERS, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
 
 async def test_same_key_same_body_replays_and_other_body_is_422(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         first = await client.post("/v1/leads", json={"email": "idem@acme.io", "name": "A"},
                                   headers={"Idempotency-Key": "k1"})
         replay = await client.post("/v1/leads", content=b'{"name": "A",  "email": "idem@acme.io"}',
@@ -37,7 +37,7 @@ async def test_same_key_same_body_replays_and_other_body_is_422(settings: Ingest
 
 
 async def test_concurrent_same_key_is_stored_once(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answers = await asyncio.gather(*[
             client.post("/v1/leads", json={"email": "race@acme.io"},
                         headers={"Idempotency-Key": "race"})
@@ -55,7 +55,7 @@ async def test_concurrent_same_key_is_stored_once(settings: IngestSettings) -> N
 async def test_batch_gives_per_item_results(settings: IngestSettings) -> None:
     leads = [{"email": "one@acme.io"}, {"email": "nope", "country": "Atlantis"},
              {"email": "ONE@acme.io", "name": "One"}]
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answer = await client.post("/v1/leads/batch", json={"leads": leads},
                                    headers={"Idempotency-Key": "b1"})
         again = await client.post("/v1/leads/batch", json={"leads": leads},
@@ -80,7 +80,7 @@ async def test_batch_items_with_a_known_external_id_are_duplicates(
              {"email": "ext2@acme.io", "external_id": "row-2", "name": "Two"},
              {"email": "ext3@acme.io", "external_id": 3}]
     crm = {"X-Source-Key": "crm"}
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         first = await client.post("/v1/leads/batch", headers=crm, json={"leads": [
             *leads, {"email": "other@acme.io", "external_id": "row-1"}]})
         racing = await asyncio.gather(*[

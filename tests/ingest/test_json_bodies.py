@@ -11,11 +11,11 @@ from services.ingest.app import create_app
 from services.ingest.models import lead, submission
 from services.ingest.settings import IngestSettings
 from tests.ingest.conftest import table_rows
-from tests.support import running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, running_app
 
 pytestmark = pytest.mark.broker
 
-ADMIN = "admin-token-for-body-tests"
+ADMIN = ADMIN_TOKEN
 JSON_ROUTES = [
     ("POST", "/v1/leads", {"email": "body@acme.io"}),
     ("POST", "/v1/leads/batch", {"leads": [{"email": "body@acme.io"}]}),
@@ -37,7 +37,7 @@ async def test_a_body_that_is_not_json_is_415_on_every_json_route(
     limited: IngestSettings,
 ) -> None:
     answers = []
-    async with running_app(create_app(limited)) as client:
+    async with running_app(create_app(limited), headers=ADMIN_HEADERS) as client:
         for method, path, body in JSON_ROUTES:
             for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
                 headers = {"Authorization": f"Bearer {ADMIN}"}
@@ -55,7 +55,7 @@ async def test_a_body_that_is_not_json_is_415_on_every_json_route(
 
 
 async def test_json_suffix_media_types_and_charset_are_json(limited: IngestSettings) -> None:
-    async with running_app(create_app(limited)) as client:
+    async with running_app(create_app(limited), headers=ADMIN_HEADERS) as client:
         vendor = await client.post("/v1/leads", content=b'{"email": "vnd@acme.io"}',
                                    headers={"Content-Type": "application/vnd.acme+json"})
         charset = await client.post("/v1/leads", content=b'{"email": "utf8@acme.io"}',
@@ -71,7 +71,7 @@ def lead_of_size(number: int, size: int) -> dict[str, str]:
 async def test_single_and_batch_routes_have_their_own_limits(limited: IngestSettings) -> None:
     small_batch = {"leads": [lead_of_size(number, 190) for number in range(20)]}  # ~4 KiB
     big_batch = {"leads": [lead_of_size(number, 190) for number in range(60)]}  # ~12 KiB
-    async with running_app(create_app(limited)) as client:
+    async with running_app(create_app(limited), headers=ADMIN_HEADERS) as client:
         single = await client.post("/v1/leads", json={**lead_of_size(0, 190),
                                                       "company": "c" * 2000})
         batch = await client.post("/v1/leads/batch", json=small_batch)
@@ -98,7 +98,7 @@ async def test_a_streamed_body_without_length_is_cut_at_the_limit(
             yield b"x" * 500
         yield b'"}'
 
-    async with running_app(create_app(limited)) as client:
+    async with running_app(create_app(limited), headers=ADMIN_HEADERS) as client:
         answer = await client.post("/v1/leads", content=chunks(),
                                    headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
@@ -112,7 +112,7 @@ async def test_text_no_database_can_store_is_422_on_json_and_dropped_on_lenient_
     drop the character and keep the lead (found by schemathesis)."""
     zapier = {"Authorization": "Bearer zapier-token-0123456789",
               "Content-Type": "application/json"}
-    async with running_app(create_app(limited)) as client:
+    async with running_app(create_app(limited), headers=ADMIN_HEADERS) as client:
         nul = await client.post("/v1/leads", content=b'{"email": "n@acme.io", "name": "A\\u0000"}',
                                 headers={"Content-Type": "application/json"})
         surrogate = await client.post(
@@ -144,7 +144,7 @@ async def test_json_nested_too_deeply_is_422_on_json_routes_and_webhooks(
     zapier = {"Authorization": "Bearer zapier-token-0123456789",
               "Content-Type": "application/json"}
     settings = limited.model_copy(update={"max_body_bytes": 65536})
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         api = await client.post("/v1/leads", content=deep,
                                 headers={"Content-Type": "application/json"})
         webhook = await client.post("/v1/webhooks/zapier", headers=zapier, content=deep)

@@ -13,7 +13,7 @@ from services.ingest.models import lead, submission
 from services.ingest.settings import IngestSettings
 from shared.db import Database, new_id
 from tests.ingest.conftest import table_rows
-from tests.support import eventually, read_topic, running_app
+from tests.support import ADMIN_HEADERS, eventually, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -23,7 +23,7 @@ async def read_events(settings: IngestSettings, count: int) -> list[dict[str, An
 
 
 async def test_new_lead_is_stored_and_published(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answer = await client.post(
             "/v1/leads",
             json={"email": " Ada@Example.COM ", "name": " Ada ", "country": "gb",
@@ -44,7 +44,7 @@ async def test_new_lead_is_stored_and_published(settings: IngestSettings) -> Non
 
 
 async def test_same_email_merges_and_publishes_what_changed(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         first = (await client.post("/v1/leads", json={"email": "bob@acme.io", "company": "Acme"}))
         second = await client.post("/v1/leads", json={"email": "BOB@acme.io", "name": "Bob",
                                                       "company": ""})
@@ -60,7 +60,7 @@ async def test_same_email_merges_and_publishes_what_changed(settings: IngestSett
 
 
 async def test_invalid_lead_gets_problem_details(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answer = await client.post(
             "/v1/leads", json={"email": "not-an-email", "country": "Atlantis", "website": "nowhere"}
         )
@@ -74,7 +74,7 @@ async def test_invalid_lead_gets_problem_details(settings: IngestSettings) -> No
 
 
 async def test_metrics_count_published_events(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         await client.post("/v1/leads", json={"email": "metered@example.com"})
         await read_events(settings, 1)
 
@@ -89,7 +89,7 @@ async def test_metrics_count_published_events(settings: IngestSettings) -> None:
 
 
 async def test_profile_fields_are_normalised_stored_and_published(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answer = await client.post("/v1/leads", json={
             "email": "marie@gmail.com", "first_name": "Marie", "last_name": " Curie ",
             "country": "France", "phone": "06 12 34 56 78", "website": "https://www.radium.fr/",
@@ -114,7 +114,7 @@ async def test_profile_fields_are_normalised_stored_and_published(settings: Inge
 
 
 async def test_merge_keeps_known_values_and_merges_attribution(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         first = await client.post("/v1/leads", json={
             "email": "kim@acme.io", "phone": "+1 281 332 2575",
             "attribution": {"utm_source": "linkedin"}})
@@ -134,7 +134,7 @@ async def test_a_lead_sent_again_under_its_external_id_is_a_duplicate(
     settings: IngestSettings,
 ) -> None:
     lead = {"email": "kim@acme.io", "name": "Kim", "external_id": "crm-41"}
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         first = await client.post("/v1/leads", json=lead, headers={"X-Source-Key": "crm"})
         again = await client.post("/v1/leads", json={**lead, "name": "Kim Park"},
                                   headers={"X-Source-Key": "crm"})
@@ -158,7 +158,7 @@ async def test_concurrent_posts_of_one_external_id_store_one_submission(
     settings: IngestSettings,
 ) -> None:
     lead = {"email": "lee@acme.io", "external_id": "form-7"}
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answers = await asyncio.gather(*(
             client.post("/v1/leads", json={**lead, "name": f"Lee {n}"}) for n in range(12)))
         submissions = [row for row in await table_rows(settings, submission)
@@ -193,7 +193,7 @@ async def test_a_lead_another_instance_creates_meanwhile_gets_the_submission_mer
         await insert_lead(session, values)
 
     monkeypatch.setattr(repository, "insert_lead", insert_after_another_instance)
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answer = await client.post("/v1/leads", json={"email": "race@acme.io", "name": "Rae"})
     assert answer.status_code == 202, answer.text
     assert answer.json() == {"lead_id": theirs, "status": "merged"}

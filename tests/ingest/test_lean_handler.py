@@ -12,7 +12,7 @@ from services.ingest.api import route
 from services.ingest.api.dependencies import ingest_context
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.support import running_app
+from tests.support import ADMIN_HEADERS, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -58,7 +58,7 @@ def solved(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 async def test_a_valid_lead_is_stored_without_fastapi_solving_its_parameters(
     settings: IngestSettings, solved: list[str]
 ) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         first = await client.post("/v1/leads", json=LEAD, headers={
             "idempotency-key": "grace-1", "x-source-key": "web", "x-correlation-id": "c-1"})
         replayed = await client.post("/v1/leads", json=LEAD, headers={
@@ -82,10 +82,10 @@ async def test_a_valid_lead_is_stored_without_fastapi_solving_its_parameters(
 async def test_invalid_requests_get_fastapis_own_answers(
     settings: IngestSettings, monkeypatch: pytest.MonkeyPatch, solved: list[str]
 ) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         lean = [await client.post(path, **request) for path, request in INVALID]
     monkeypatch.setattr(route, "lean_handler", lambda _route: None)
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         plain = [await client.post(path, **request) for path, request in INVALID]
     assert [answer.status_code for answer in lean] == [422] * len(INVALID)
     for (path, request), ours, theirs in zip(INVALID, lean, plain, strict=True):
@@ -95,7 +95,7 @@ async def test_invalid_requests_get_fastapis_own_answers(
 
 async def test_dependency_overrides_still_apply(settings: IngestSettings) -> None:
     app = create_app(settings)
-    async with running_app(app) as client:
+    async with running_app(app, headers=ADMIN_HEADERS) as client:
         context = app.state.ingest
         seen: list[object] = []
 

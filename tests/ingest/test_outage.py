@@ -7,7 +7,7 @@ import pytest
 from leadrelay.broker import EmbeddedBroker, free_port
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.support import running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -19,8 +19,9 @@ async def test_database_down_is_503_with_retry_after(
     settings = IngestSettings(
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{closed}/nowhere",
         kafka_bootstrap_servers=broker.bootstrap_servers, kafka_topic_prefix=topic_prefix,
+        admin_token=ADMIN_TOKEN,
     )
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         lead = await client.post("/v1/leads", json={"email": "down@acme.io"})
         keyed = await client.post("/v1/leads", json={"email": "down@acme.io"},
                                   headers={"Idempotency-Key": "k"})

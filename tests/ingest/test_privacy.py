@@ -12,13 +12,13 @@ from services.ingest.app import create_app
 from services.ingest.models import lead, submission
 from services.ingest.settings import IngestSettings
 from tests.ingest.conftest import table_rows
-from tests.support import read_topic, running_app
+from tests.support import ADMIN_HEADERS, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
 
 async def test_erasure_by_id_and_by_email(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         first = (await client.post("/v1/leads", json={"email": "gone@acme.io"})).json()
         await client.post("/v1/leads", json={"email": "also.gone@acme.io"})
         await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 2)
@@ -40,7 +40,7 @@ async def test_canaries_never_reach_logs_keys_or_headers(
     tag = uuid.uuid4().hex[:10]
     canaries = [f"canary.{tag}@canary-{tag}.io", f"Canary{tag}", "+33 6 12 34 56 78"]
     caplog.set_level(logging.INFO)  # production's level; SQLAlchemy's DEBUG shows parameters
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         await client.post("/v1/leads", json={"email": canaries[0], "name": canaries[1],
                                              "phone": canaries[2]})
         await client.post("/v1/leads", json={"email": canaries[0], "name": canaries[1] + "x"})

@@ -8,7 +8,7 @@ from services.ingest.app import create_app
 from services.ingest.models import lead
 from services.ingest.settings import IngestSettings
 from tests.ingest.conftest import table_rows
-from tests.support import ingest_keys, opened, read_topic, running_app
+from tests.support import ADMIN_HEADERS, ingest_keys, opened, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -20,7 +20,7 @@ async def test_signal_for_unknown_email_creates_lead_and_replay_counts_once(
 ) -> None:
     signal = {"email": "Reader@Acme.io", "type": "content_download", "occurred_at": AT,
               "url": "https://acme.io/whitepaper", "properties": {"asset": "wp-1"}}
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         first = await client.post("/v1/signals", json=signal)
         again = await client.post("/v1/signals", json=signal)
         by_id = await client.post("/v1/signals", json={
@@ -48,7 +48,7 @@ async def test_signal_for_unknown_email_creates_lead_and_replay_counts_once(
 
 
 async def test_signal_refusals(settings: IngestSettings) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         unknown_lead = await client.post("/v1/signals", json={"lead_id": "nope",
                                                                "type": "email_open"})
         no_lead = await client.post("/v1/signals", json={"type": "email_open"})

@@ -15,7 +15,7 @@ from services.ingest.settings import IngestSettings
 from shared.clock import ManualClock
 from tests.ingest import signing
 from tests.ingest.conftest import OLD_SECRET, SECRET, TOKEN, fixture_bytes, table_rows
-from tests.support import ingest_keys, opened, read_topic, running_app
+from tests.support import ADMIN_HEADERS, ingest_keys, opened, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -111,7 +111,7 @@ async def test_hubspot_thin_events_are_kept_without_a_lead(settings: IngestSetti
         rotated = await post(client, "hubspot", body, hubspot_headers(clock, body, OLD_SECRET))
         reused = await client.post(
             "/v1/leads", json={"email": "x@example.com", "external_id": "62515:12345:1"},
-            headers={"X-Source-Key": "hubspot"})
+            headers={"X-Source-Key": "hubspot", **ADMIN_HEADERS})
     assert answer.status_code == 202, answer.text
     assert (reused.status_code, reused.json()["title"]) == (409, "External id already used")
     assert answer.json()["results"] == [

@@ -22,7 +22,7 @@ from shared.db import Database
 from shared.events import encode_event
 from tests.router.conftest import ADMIN, ADMIN_TOKEN, Router, scored
 from tests.router.receiver import ALLOWED_WEBHOOKS
-from tests.support import eventually, running_app
+from tests.support import SERVE_SECRETS, eventually, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -124,6 +124,7 @@ async def test_timers_pending_when_the_router_is_killed_all_fire_after_restart(
         "LEADRELAY_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "LEADRELAY_KAFKA_TOPIC_PREFIX": topic_prefix,
         "LEADRELAY_ROUTER_DATABASE_URL": router_url,
+        **SERVE_SECRETS,
         "LEADRELAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "LEADRELAY_WEBHOOK_ALLOWED_URLS": ALLOWED_WEBHOOKS,
         "LEADRELAY_SLA_ACCEPT_SECONDS": "4",

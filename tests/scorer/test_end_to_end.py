@@ -28,7 +28,7 @@ from shared.events import (
     encode_event,
 )
 from tests.conftest import migrate
-from tests.support import eventually, read_topic, running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, eventually, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -81,11 +81,13 @@ async def test_a_lead_from_the_form_to_a_rejection_through_the_broker(
         "database_url": database_url,
         "kafka_bootstrap_servers": broker.bootstrap_servers,
         "kafka_topic_prefix": topic_prefix,
+        "admin_token": ADMIN_TOKEN,
     }
     scorer_settings = ScorerSettings(**common, lead_keys_url="http://ingest.test")
     topics = scorer_settings.topics
     ingest_app, scorer_app = create_ingest(IngestSettings(**common)), create_scorer(scorer_settings)
-    async with running_app(ingest_app) as ingest, running_app(scorer_app) as scorer:
+    async with running_app(ingest_app, headers=ADMIN_HEADERS) as ingest, \
+            running_app(scorer_app, headers=ADMIN_HEADERS) as scorer:
         # The scorer fetches the lead keys from this ingest, in this process.
         keyring = scorer_app.state.scorer_context.keyring
         keyring.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest_app))

@@ -17,7 +17,7 @@ from shared.clock import ManualClock
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData
 from tests.conftest import migrate
 from tests.scorer.test_score_api import produce
-from tests.support import eventually, running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, eventually, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -32,6 +32,7 @@ def settings(database_url: str, broker: EmbeddedBroker, topic_prefix: str) -> Sc
         database_url=database_url,
         kafka_bootstrap_servers=broker.bootstrap_servers,
         kafka_topic_prefix=topic_prefix,
+        admin_token=ADMIN_TOKEN,
         scoring_model_refresh_seconds=0.2,
     )
 
@@ -47,7 +48,8 @@ async def installed(client: httpx.AsyncClient) -> httpx.Response:
 
 
 async def test_publish_read_and_refuse_scoring_models(settings: ScorerSettings) -> None:
-    async with running_app(create_app(settings, clock=ManualClock())) as client:
+    app = create_app(settings, clock=ManualClock())
+    async with running_app(app, headers=ADMIN_HEADERS) as client:
         first = await installed(client)
         invalid = await client.put("/v1/scoring-model", json=draft(
             "v9", thresholds={"warm": 70, "hot": 60},
@@ -98,7 +100,7 @@ async def test_preview_scores_a_sample_against_a_draft_without_publishing(
         ],
         "at": "2026-01-31T09:00:00Z",
     }
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         await installed(client)
         in_force = await client.post("/v1/scoring-model/preview", json=sample)
         with_draft = await client.post("/v1/scoring-model/preview", json={
@@ -128,7 +130,7 @@ async def test_stage_api_history_and_rejection_report(settings: ScorerSettings) 
         data=LeadReceivedData(lead=LeadProfile(email="ada@acme.io", company="Acme",
                                                demo_requested=True, source="webinar")),
     )
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         unknown = await client.post(f"/v1/leads/{LEAD_ID}/stage", json={"stage": "customer"})
         await produce(settings, lead)
         await eventually(lambda: client.get(f"/v1/leads/{LEAD_ID}/score"),

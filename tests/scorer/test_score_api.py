@@ -12,7 +12,7 @@ from services.scorer.app import create_app
 from services.scorer.settings import ScorerSettings
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData, encode_event
 from tests.conftest import migrate
-from tests.support import eventually, read_topic, running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, eventually, read_topic, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -26,6 +26,7 @@ def settings(database_url: str, broker: EmbeddedBroker, topic_prefix: str) -> Sc
         database_url=database_url,
         kafka_bootstrap_servers=broker.bootstrap_servers,
         kafka_topic_prefix=topic_prefix,
+        admin_token=ADMIN_TOKEN,
     )
 
 
@@ -48,7 +49,7 @@ async def test_a_received_lead_is_scored_served_and_published(settings: ScorerSe
                              demo_requested=True, account_key="acme.io")
         ),
     )
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         unknown = await client.get(f"/v1/leads/{LEAD_ID}/score")
         await produce(settings, event)
         answer = await eventually(

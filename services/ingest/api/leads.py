@@ -1,7 +1,8 @@
 """The JSON lead API: `POST /v1/leads`, `POST /v1/leads/batch`, `GET /v1/leads/{id}`.
 
-Both posts take an optional `Idempotency-Key` (see `idempotency`), scoped by the
-`X-Source-Key` header (`api` when absent).
+Both posts take the admin token or a source's API key (see `dependencies`) and an optional
+`Idempotency-Key` (see `idempotency`), scoped by the `X-Source-Key` header (`api` when absent).
+Reading a lead (personal data) takes the admin token.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest import batches, repository, service
-from services.ingest.api.dependencies import ContextDep
+from services.ingest.api.dependencies import AdminDep, ContextDep, SubmitterDep
 from services.ingest.api.route import IngestRoute
 from services.ingest.batches import BatchItemResult
 from services.ingest.repository import EarlierSubmission
@@ -52,6 +53,7 @@ class BatchResult(BaseModel):
 
 
 @routes.post("/leads", status_code=202, response_model=LeadAccepted, summary="Submit a lead",
+             dependencies=[SubmitterDep],
              responses={**IDEMPOTENCY_PROBLEMS, 409: {
                  "description": "A request with this Idempotency-Key is in flight, or this "
                                 "source's `external_id` went to a submission of no lead"}})
@@ -107,6 +109,7 @@ async def _once_more_on_conflict(
 
 @routes.post("/leads/batch", status_code=202, response_model=BatchResult,
              summary=f"Submit up to {MAX_BATCH} leads in one transaction",
+             dependencies=[SubmitterDep],
              responses=IDEMPOTENCY_PROBLEMS)
 async def submit_leads(
     batch: LeadBatch, request: Request, context: ContextDep,
@@ -133,6 +136,7 @@ async def submit_leads(
 
 
 @routes.get("/leads/{lead_id}", response_model=LeadView, summary="Read a lead",
+            dependencies=[AdminDep],
             responses={404: {"description": "No lead has this id"}})
 async def read_lead(lead_id: str, runtime: RuntimeDep) -> LeadView:
     async with runtime.db.reading() as session:

@@ -8,7 +8,8 @@ parameter, present or not. For an endpoint whose parameters are all of the simpl
 - the body: one pydantic model, validated from the JSON `IngestRoute` already parsed;
 - `Request`;
 - optional header parameters (`None` when not sent), validated only when sent;
-- dependencies that are coroutine functions of the request alone (`ContextDep`).
+- dependencies that are coroutine functions of the request alone (`ContextDep`, and the
+  guards of `shared.auth`, which raise to refuse the request).
 
 It answers only requests that validate: anything invalid goes to FastAPI's own handler, so
 error answers stay exactly FastAPI's, and so does the OpenAPI document, which still comes from
@@ -60,17 +61,22 @@ def lean_handler(route: APIRoute) -> LeanHandler | None:
     header_parameters: list[_HeaderParameter] = headers  # type: ignore[assignment]
     body_name, validate_body = body.name, body.validate
     request_name = dependant.request_param_name
-    dependencies: list[tuple[str, Callable[..., Any], str]] = [
+    dependencies: list[tuple[str | None, Callable[..., Any], str]] = [
         (sub.name, sub.call, sub.request_param_name) for sub in dependant.dependencies  # type: ignore[misc]
     ]
 
     async def handle(request: Request, document: Any) -> Response | None:
         if request.app.dependency_overrides:
             return None
+        arguments: dict[str, Any] = {}
+        for name, call, takes_request in dependencies:  # first: a guard refuses before any work
+            solved = await call(**{takes_request: request})
+            if name is not None:
+                arguments[name] = solved
         value, errors = validate_body(document)
         if errors:
             return None
-        arguments: dict[str, Any] = {body_name: value}
+        arguments[body_name] = value
         sent = request.headers
         for header in header_parameters:
             raw = sent.get(header.key)
@@ -82,8 +88,6 @@ def lean_handler(route: APIRoute) -> LeanHandler | None:
                 return None
         if request_name is not None:
             arguments[request_name] = request
-        for name, call, takes_request in dependencies:
-            arguments[name] = await call(**{takes_request: request})
         return await endpoint(**arguments)
 
     return handle
@@ -120,7 +124,7 @@ def _header_parameter(field: Any) -> _HeaderParameter | None:
 
 def _is_request_dependency(sub: Dependant) -> bool:
     return (
-        sub.name is not None and sub.request_param_name is not None
+        sub.request_param_name is not None
         and inspect.iscoroutinefunction(sub.call) and not sub.dependencies
         and not (sub.path_params or sub.query_params or sub.header_params
                  or sub.cookie_params or sub.body_params)

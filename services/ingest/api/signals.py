@@ -1,4 +1,7 @@
-"""Behavioural signals: `POST /v1/signals` (one) and `POST /v1/signals/batch` (up to 500)."""
+"""Behavioural signals: `POST /v1/signals` (one) and `POST /v1/signals/batch` (up to 500).
+
+Both take the admin token or a source's API key, as the lead posts do (see `dependencies`).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.api.dependencies import ContextDep
+from services.ingest.api.dependencies import ContextDep, SubmitterDep
 from services.ingest.api.route import IngestRoute
 from services.ingest.service import lock_leads
 from services.ingest.signals import SignalInput, SignalResult, record_signal
 
-routes = APIRouter(prefix="/v1", tags=["signals"], route_class=IngestRoute)
+routes = APIRouter(prefix="/v1", tags=["signals"], route_class=IngestRoute,
+                   dependencies=[SubmitterDep])
 
 MAX_BATCH = 500
 

@@ -1,5 +1,8 @@
 """The source registry API: `GET/PUT/DELETE /v1/sources/{key}`. Secrets are never returned
-(`secret_count` says how many there are) and are stored encrypted."""
+(`secret_count` says how many there are) and are stored encrypted.
+
+Every change is in the audit log (`GET /v1/audit`), secrets redacted.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from pydantic import BaseModel
 from services.ingest import repository
 from services.ingest.api.dependencies import ADMIN_PROBLEMS, AdminDep, ContextDep
 from services.ingest.api.route import IngestRoute
+from services.ingest.models import AUDIT
 from services.ingest.sources import Source, SourceConfig, SourceKey
+from shared import audit
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
@@ -65,10 +70,16 @@ async def save_source(
     context: ContextDep, response: Response,
 ) -> SourceView:
     _not_from_file(context, key)
+    document = config.model_dump(mode="json")
     async with runtime.db.transaction() as session:
+        before = await repository.find_source(session, key)
         created = await repository.save_source(
             session, key, config.kind, context.sources.stored_config(config), context.clock.now()
         )
+        await audit.record(session, AUDIT, at=context.clock.now(), action="source.saved",
+                           subject=f"source:{key}",
+                           before=None if before is None else dict(before["config"]),
+                           after=document)
     response.status_code = 201 if created else 200
     return SourceView.of(Source.model_validate({**config.model_dump(), "key": key}))
 
@@ -81,7 +92,11 @@ async def delete_source(
 ) -> Response:
     _not_from_file(context, key)
     async with runtime.db.transaction() as session:
+        before = await repository.find_source(session, key)
         deleted = await repository.delete_source(session, key)
+        if before is not None:
+            await audit.record(session, AUDIT, at=context.clock.now(), action="source.deleted",
+                               subject=f"source:{key}", before=dict(before["config"]))
     if not deleted:
         raise ProblemError(404, "Source not found", f"No source has the key {key!r}.")
     return Response(status_code=204)
