@@ -14,6 +14,7 @@ import pytest
 
 from leadrelay.broker import free_port
 from tests.kafka_fixtures import KAFKA_MECHANISM, SecureKafka
+from tests.support import SERVE_SECRETS
 
 pytestmark = [pytest.mark.e2e]
 
@@ -23,7 +24,7 @@ def serve(service: str, env: dict[str, str], data_dir: Path) -> tuple[int, str, 
     started = time.monotonic()
     finished = subprocess.run(
         [sys.executable, "-m", "leadrelay", "serve", service, "--port", str(free_port())],
-        env={**os.environ, "LEADRELAY_DATA_DIR": str(data_dir), **env},
+        env={**os.environ, "LEADRELAY_DATA_DIR": str(data_dir), **SERVE_SECRETS, **env},
         capture_output=True, text=True, timeout=60,
     )
     return finished.returncode, finished.stderr, time.monotonic() - started
