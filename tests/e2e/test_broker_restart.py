@@ -94,7 +94,7 @@ async def test_killing_the_broker_twice_loses_no_acknowledged_lead(
     async def accepted_count() -> int:
         return len(accepted)
 
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=system.admin_headers) as client:
         for number in range(3):
             answer = await client.post(
                 f"{system.url('router')}/v1/sdrs", headers=system.admin_headers, json={

@@ -150,7 +150,7 @@ async def test_nothing_of_an_erased_person_is_left_anywhere(
 ) -> None:
     canary, other = person("canary"), person("other")
     ingest = system.url("ingest")
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
         await add_sdrs(client, system, receiver, 2)
         created = await client.post(f"{ingest}/v1/leads",
                                     json={**submitted(canary), "demo_requested": True})
