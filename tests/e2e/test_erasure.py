@@ -43,10 +43,11 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def system(broker: EmbeddedBroker, data_dir: Path) -> Iterator[RunningSystem]:
+def system(broker: EmbeddedBroker, data_dir: Path,
+           receiver: WebhookReceiver) -> Iterator[RunningSystem]:
     with running_system(bootstrap_servers=broker.bootstrap_servers, data_dir=data_dir,
-                        topic_prefix=TOPIC_PREFIX,
-                        sla_seconds=300.0) as running:
+                        topic_prefix=TOPIC_PREFIX, sla_seconds=300.0,
+                        allowed_webhook_urls=[receiver.base_url]) as running:
         yield running
 
 
