@@ -299,7 +299,7 @@ def _up(args: argparse.Namespace) -> int:
         wait_until_ready(services)
         _print_banner(services, bootstrap, data_dir, broker is not None, sla)
         print(f"  admin    admin token in {data_dir / 'admin-token'} (or LEADRELAY_ADMIN_TOKEN); "
-              "action-secret and encryption-keys beside it")
+              "encryption-key beside it")
         if args.demo:
             from leadrelay.demo import run_demo
 

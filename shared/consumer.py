@@ -108,8 +108,8 @@ class EventConsumer:
         self._committing: asyncio.Task[None] | None = None
         self._last_commit = float("-inf")
         self._start_over = False
-        self._read_from_beginning: set[TopicPartition] | None = None
-        """Partitions read from offset 0 since the broker turned out new (None: it did not)."""
+        self._read_from_beginning = False
+        """Set by a new broker until the next assignment, which then starts at offset 0."""
         self._record = insert_ignoring_conflicts(inbox.processed, db.dialect).returning(
             inbox.processed.c.event_id)
         self.slow_topics = SlowTopics(
@@ -162,21 +162,23 @@ class EventConsumer:
                        self.name, ", ".join(topics))
         if not topics:
             return
-        self._read_from_beginning = set()
+        self._read_from_beginning = True
         # Subscribing again refreshes the metadata (the new broker's topics may have other
         # partition counts) and rejoins the group; each partition it assigns starts at 0.
         self.consumer.unsubscribe()
         self.consumer.subscribe(topics, listener=_StartAtZero(self))
 
     def _assigned(self, partitions: Collection[TopicPartition]) -> None:
-        if self._read_from_beginning is None:
+        """The first assignment since a new broker starts at offset 0; later ones (another
+        instance leaving, weeks on) start at the group's offsets on this broker, as usual."""
+        if not (self._read_from_beginning and partitions):
             return
         for partition in partitions:
-            if partition not in self._read_from_beginning:
-                # Not the old broker's committed offset: a position past the beginning
-                # would skip what the outboxes publish again.
-                self.consumer.seek(partition, 0)
-                self._read_from_beginning.add(partition)
+            # Not a position kept from the old broker: past the beginning, it would skip what
+            # the outboxes publish again.
+            self.consumer.seek(partition, 0)
+        self._read_from_beginning = False
+
     async def _fetch_keys(self, records: Records) -> None:
         """Fetch the keys of the batch's sealed events in one request, before the transaction."""
         if self.keyring is None:
@@ -338,6 +340,8 @@ class _StartAtZero(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         self.owner._assigned(assigned)
+
+
 def _may_be_sealed(message: ConsumerRecord) -> bool:
     for name, value in message.headers or ():
         if name == "event_type":

@@ -24,7 +24,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from shared.sealing import SEALED_VERSION, KeyLookup, is_sealable, open_document
+from shared.sealing import (
+    SEALED_VERSION,
+    BrokenSealError,
+    KeyLookup,
+    is_sealable,
+    open_document,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -389,7 +395,10 @@ def decode_event(
     if not isinstance(version, int) or version > SUPPORTED_VERSIONS[event_type]:
         logger.info("skipping %s event of unsupported schema version %r", event_type, version)
         return None
-    opened = open_document(peek, keys)
+    try:
+        opened = open_document(peek, keys)
+    except BrokenSealError as error:
+        raise UndecodableEventError(str(error)) from error
     if opened is None:
         return None
     try:

@@ -86,6 +86,12 @@ class KeyRing:
                 self.client = httpx.AsyncClient(timeout=self.timeout)
             answer = await self.client.post(
                 self.url, json={"lead_ids": lead_ids}, headers=self.headers)
+            if answer.status_code in (401, 403):
+                # A configuration error, retried like an outage so no event is skipped, but
+                # said plainly each time.
+                logger.error("ingest refused the lead-key request (HTTP %d): "
+                             "LEADRELAY_LEAD_KEYS_TOKEN (default: this service's first admin "
+                             "token) must be one of ingest's admin tokens", answer.status_code)
             answer.raise_for_status()
             found: dict[str, str] = answer.json()["keys"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:

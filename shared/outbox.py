@@ -291,18 +291,27 @@ class OutboxRelay:
             await self._mark_before_stopping()
 
     async def _relay_forever(self) -> None:
-        failures = 0
+        failures = unreadable_marker = 0
         outage = OutageLog("outbox relay")
         while True:
             try:
                 while await self.relay_once() == self.batch_size:
                     pass
                 await self._purge_now_and_then()
-                failures = 0
+                failures = unreadable_marker = 0
             except asyncio.CancelledError:
                 raise
             except BrokerChangedError as error:
-                logger.warning("outbox relay: %s; publishing again in the new epoch", error)
+                if self.guard is None or self.guard.trusted is None:
+                    logger.warning("outbox relay: %s; publishing again in the new epoch", error)
+                    continue
+                # The epoch is still the known one: its marker could not be read, which is no
+                # sign of a new broker, but nothing is marked published until it can be.
+                unreadable_marker += 1
+                if unreadable_marker == 1:
+                    logger.warning("outbox relay: the broker epoch marker cannot be read; "
+                                   "publishing waits until it can")
+                await asyncio.sleep(min(0.2 * 2 ** (unreadable_marker - 1), 5.0))
                 continue
             except Exception as error:
                 if is_outage(error):

@@ -89,9 +89,15 @@ def seal_document(document: dict[str, Any], key: bytes | None) -> dict[str, Any]
     return sealed
 
 
+class BrokenSealError(ValueError):
+    """Sealed fields that the lead's key, which exists, does not open: a damaged event, to be
+    dead-lettered, never taken for an erased lead's."""
+
+
 def open_document(document: dict[str, Any], keys: KeyLookup | None) -> dict[str, Any] | None:
     """The document with its sealed fields back in place; None when they cannot be read
     (no key: the lead is erased, or no lookup was given) and so the event is an erased lead's.
+    `BrokenSealError` when the key exists and does not open them.
 
     Documents that are not sealed (version 1, or types with nothing personal) come back as
     they are."""
@@ -106,12 +112,15 @@ def open_document(document: dict[str, Any], keys: KeyLookup | None) -> dict[str,
     key = keys(lead_id)
     if key is None:
         return None
-    raw = base64.urlsafe_b64decode(token[len(_FORMAT):])
     try:
+        raw = base64.urlsafe_b64decode(token[len(_FORMAT):])
         plain = AESGCM(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], lead_id.encode())
-    except InvalidTag:
-        return None
-    personal: dict[str, Any] = json.loads(plain)
+        personal = json.loads(plain)
+    except (ValueError, InvalidTag) as error:
+        raise BrokenSealError(f"the sealed fields of {document.get('type')} cannot be opened "
+                              f"with its lead's key ({type(error).__name__})") from error
+    if not isinstance(personal, dict):
+        raise BrokenSealError(f"the sealed fields of {document.get('type')} are not an object")
     data = _copy_parents(document["data"], SEALED_PATHS[document["type"]])
     for dotted, value in personal.items():
         path = tuple(dotted.split("."))

@@ -53,15 +53,29 @@ def test_without_its_key_a_sealed_event_is_skipped_not_refused() -> None:
     sealed = seal_json(received(), key_bytes(new_data_key())).encode()
     assert decode_event(sealed, keys=lambda lead_id: None) is None
     assert decode_event(sealed) is None
+
+
+def test_a_key_that_does_not_open_the_event_refuses_it_rather_than_taking_it_for_erased() -> None:
+    sealed = seal_json(received(), key_bytes(new_data_key())).encode()
     other_key = key_bytes(new_data_key())
-    assert decode_event(sealed, keys=lambda lead_id: other_key) is None
+    with pytest.raises(UndecodableEventError, match="cannot be opened"):
+        decode_event(sealed, keys=lambda lead_id: other_key)
 
 
 def test_a_key_opens_only_its_own_leads_events() -> None:
     key = key_bytes(new_data_key())
     document = json.loads(seal_json(received("lead-1"), key))
     document["lead_id"] = "lead-2"
-    assert decode_event(json.dumps(document).encode(), keys=lambda lead_id: key) is None
+    with pytest.raises(UndecodableEventError):
+        decode_event(json.dumps(document).encode(), keys=lambda lead_id: key)
+
+
+def test_a_damaged_seal_is_refused() -> None:
+    key = key_bytes(new_data_key())
+    document = json.loads(seal_json(received(), key))
+    document["sealed"] = document["sealed"][:20]
+    with pytest.raises(UndecodableEventError):
+        decode_event(json.dumps(document).encode(), keys=lambda lead_id: key)
 
 
 def test_an_event_published_after_its_key_went_carries_nothing_personal() -> None:
