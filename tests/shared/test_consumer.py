@@ -128,3 +128,39 @@ async def test_offsets_are_committed_at_most_once_per_interval_the_latest_last(
     assert 2 <= len(moments) <= 4
     assert all(later - earlier >= 0.099 for earlier, later in itertools.pairwise(moments))
     assert log.commits[-1][1] == {PARTITION: 10}
+
+
+class RebalancingConsumer:
+    """Stands in for aiokafka's group membership: records seeks, hands over the listener."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.listener: Any = None
+
+    def subscription(self) -> set[str]:
+        return {"sample.leads"}
+
+    def unsubscribe(self) -> None:
+        self.listener = None
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+
+async def test_only_the_first_assignment_after_a_new_broker_starts_at_offset_zero(
+    database: Database,
+) -> None:
+    group = RebalancingConsumer()
+    consumer = consumer_for(database)
+    consumer.consumer = group  # type: ignore[assignment]
+    consumer.start_over()
+    await consumer._read_again_from_beginning()
+    first = [TopicPartition("sample.leads", 0), TopicPartition("sample.leads", 1)]
+    await group.listener.on_partitions_assigned(first)
+    assert group.seeks == [(partition, 0) for partition in first]
+    # Later rebalances (another instance leaving, weeks on) keep the group's offsets.
+    await group.listener.on_partitions_assigned([TopicPartition("sample.leads", 2)])
+    assert group.seeks == [(partition, 0) for partition in first]
