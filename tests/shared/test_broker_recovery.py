@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from leadrelay.broker import EmbeddedBroker, free_port
-from shared.broker_epoch import BrokerEpochs
+from shared.broker_epoch import BrokerEpochs, EpochUnknownError
 from shared.broker_recovery import BrokerRecovery
 from shared.consumer import EventConsumer
 from shared.db import Database
@@ -197,3 +197,33 @@ async def test_a_service_restarted_on_a_broker_that_kept_its_records_publishes_n
         assert await unpublished(database) == 0, "the same broker is no reason to publish again"
     finally:
         await restarted.stop()
+
+
+async def test_while_the_epoch_marker_cannot_be_read_the_relay_waits_instead_of_resending(
+    database: Database, outbox: Outbox, relay: OutboxRelay, epochs: BrokerEpochs,
+    producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await write(database, outbox, [event("lead-before", 0)])
+    await drain(relay)
+
+    async def unreadable() -> None:
+        raise EpochUnknownError("the marker's partition has no leader")
+
+    sends = 0
+    send = producer.send
+
+    async def counted_send(*args: Any, **kwargs: Any) -> Any:
+        nonlocal sends
+        sends += 1
+        return await send(*args, **kwargs)
+
+    monkeypatch.setattr(epochs, "read", unreadable)
+    monkeypatch.setattr(producer, "send", counted_send)
+    await write(database, outbox, [event("lead-during", 0)])
+    relaying = asyncio.create_task(relay.run())
+    await asyncio.sleep(1.5)
+    relaying.cancel()
+    await asyncio.gather(relaying, return_exceptions=True)
+    # A pause that grows from 0.2 s: a handful of tries, not a send every turn of the loop.
+    assert 1 <= sends <= 6, sends
+    assert await unpublished(database) == 1, "marked published without a readable epoch"
