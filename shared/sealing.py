@@ -10,8 +10,9 @@ consumers fetch it from ingest over HTTP (`shared.lead_keys`).
 
 Sealed fields (`SEALED_PATHS`): a lead's email, name, phone, company and job title (a company
 or a title alone rarely names a person, but the two together, or a one-person company, do),
-a signal's URL and properties (a URL often carries an email or a name in its query), and what
-SDRs write about the lead (a rejection's note, the BANT answers).
+a signal's URL and properties and the lead's referrer and landing page (a URL often carries an
+email or a name in its query), and what people write about the lead (a rejection's note, the
+BANT answers, the reason given for a stage change).
 Country, source, segment, employee count, the account key (the company's domain) and the
 scores stay readable: they are what routing and reports work on, and they name nobody.
 
@@ -32,12 +33,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PERSONAL_PROFILE_FIELDS = ("email", "name", "phone", "company", "job_title")
+PERSONAL_ATTRIBUTION_FIELDS = ("referrer", "landing_page")
+"""URLs: like a signal's, they often carry an email or a name in their query."""
 SEALED_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     **{
-        event_type: tuple(("lead", name) for name in PERSONAL_PROFILE_FIELDS)
+        event_type: (*(("lead", name) for name in PERSONAL_PROFILE_FIELDS),
+                     *(("lead", "attribution", name) for name in PERSONAL_ATTRIBUTION_FIELDS))
         for event_type in ("lead.received", "lead.updated", "lead.scored")
     },
     "signal.recorded": (("url",), ("properties",)),
+    "lead.stage_changed": (("reason",),),
     "assignment.rejected": (("note",),),
     "assignment.disqualified": (("note",),),
     "assignment.qualified": (("bant",),),
@@ -133,12 +138,21 @@ def open_document(document: dict[str, Any], keys: KeyLookup | None) -> dict[str,
 
 
 def _copy_parents(data: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
-    """`data` with the objects holding sealed fields copied (paths are one or two deep), so
-    taking fields out or putting them back leaves the caller's document as it was."""
+    """`data` with every object on the way to a sealed field copied, so taking fields out or
+    putting them back leaves the caller's document as it was."""
     copied = dict(data)
-    for name in {path[0] for path in paths if len(path) > 1}:
-        if isinstance(copied.get(name), dict):
-            copied[name] = dict(copied[name])
+    fresh = {id(copied)}
+    for path in paths:
+        node = copied
+        for name in path[:-1]:
+            child = node.get(name)
+            if not isinstance(child, dict):
+                break
+            if id(child) not in fresh:
+                child = dict(child)
+                node[name] = child
+                fresh.add(id(child))
+            node = child
     return copied
 
 

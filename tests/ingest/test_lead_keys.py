@@ -27,7 +27,15 @@ from shared.lead_keys import KeyRing, KeysUnavailableError
 from shared.sealing import key_bytes
 from tests.ingest import signing
 from tests.ingest.conftest import SECRET, table_rows
-from tests.support import eventually, ingest_keys, opened, read_topic, running_app
+from tests.support import (
+    ADMIN_HEADERS,
+    ADMIN_TOKEN,
+    eventually,
+    ingest_keys,
+    opened,
+    read_topic,
+    running_app,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -40,13 +48,13 @@ BOB = {"email": "bob.kept@acme.example", "name": "Bob Kept", "phone": "+44 20 79
 @pytest.fixture
 async def ingest(settings: IngestSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     app = create_app(settings)
-    async with running_app(app) as client:
+    async with running_app(app, headers=ADMIN_HEADERS) as client:
         yield app, client
 
 
 def keyring_of(app: FastAPI) -> KeyRing:
     """A key ring that asks this ingest app (in this process) for the keys."""
-    return KeyRing("http://ingest.test", None,
+    return KeyRing("http://ingest.test", ADMIN_TOKEN,
                    client=httpx.AsyncClient(transport=httpx.ASGITransport(app=app)))
 
 

@@ -13,12 +13,15 @@ from shared.events import (
     AssignmentQualifiedData,
     AssignmentRejected,
     AssignmentRejectedData,
+    Attribution,
     Bant,
     LeadErased,
     LeadErasedData,
     LeadProfile,
     LeadReceived,
     LeadReceivedData,
+    LeadStageChanged,
+    LeadStageChangedData,
     SignalRecorded,
     SignalRecordedData,
     UndecodableEventError,
@@ -123,3 +126,20 @@ def test_what_sdrs_write_about_a_lead_is_sealed() -> None:
         sealed = seal_json(event, key)
         assert PERSONAL[2] not in sealed and PERSONAL[1] not in sealed
         assert decode_event(sealed.encode(), keys=lambda lead_id: key) == event
+
+
+def test_attribution_urls_and_a_stage_changes_reason_are_sealed() -> None:
+    key = key_bytes(new_data_key())
+    lead = received().data.lead.model_copy(update={"attribution": Attribution(
+        channel="ads", referrer="https://mail.example/?to=ada.canary@acme.example",
+        landing_page="https://acme.example/demo?name=Ada+Canary")})
+    event = LeadReceived(producer="ingest", lead_id="lead-1", data=LeadReceivedData(lead=lead))
+    sealed = seal_json(event, key)
+    assert "canary" not in sealed.lower() and '"channel":"ads"' in sealed
+    assert decode_event(sealed.encode(), keys={"lead-1": key}.get) == event
+    assert event.data.lead.attribution is not None
+    assert event.data.lead.attribution.referrer is not None, "the event itself is left whole"
+    moved = LeadStageChanged(producer="crm", lead_id="lead-1", data=LeadStageChangedData(
+        from_stage="sql", to_stage="opportunity", reason="Ada Canary signed the quote"))
+    assert "Canary" not in seal_json(moved, key)
+    assert decode_event(seal_json(moved, key).encode(), keys={"lead-1": key}.get) == moved
