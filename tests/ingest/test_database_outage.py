@@ -28,7 +28,7 @@ from services.ingest.models import lead
 from services.ingest.settings import IngestSettings
 from shared.db import Database
 from tests.conftest import migrate
-from tests.support import eventually, running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, eventually, running_app
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -54,6 +54,9 @@ class Load:
 
     async def work(self, worker: int) -> None:
         while True:
+            # An answer given without any I/O (a refusal) never suspends the worker: yield, or
+            # the test's own deadline would never get a turn.
+            await asyncio.sleep(0)
             self.sent += 1
             number = self.sent
             kind, post = [self._lead, self._keyed_lead, self._batch][number % 3](
@@ -155,10 +158,10 @@ async def test_ingest_answers_202_or_503_while_postgresql_restarts(
     caplog.set_level(logging.INFO)
     url = ingest_url
     settings = IngestSettings(database_url=url, kafka_bootstrap_servers=broker.bootstrap_servers,
-                              kafka_topic_prefix=topic_prefix)
+                              kafka_topic_prefix=topic_prefix, admin_token=ADMIN_TOKEN)
     disruptions: list[Disruption] = []
     readiness_while_down: list[int] = []
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         load = Load(client)
         workers = [asyncio.create_task(load.work(worker)) for worker in range(6)]
         try:
@@ -232,8 +235,8 @@ async def test_ingest_answers_503_while_its_sqlite_file_cannot_be_opened(
     path.mkdir()
     settings = IngestSettings(
         database_url=f"sqlite+aiosqlite:///{path}", kafka_topic_prefix=topic_prefix,
-        kafka_bootstrap_servers=broker.bootstrap_servers)
-    async with running_app(create_app(settings)) as client:
+        kafka_bootstrap_servers=broker.bootstrap_servers, admin_token=ADMIN_TOKEN)
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         refused = [
             await client.post("/v1/leads", json={"email": "gone@acme.io"}),
             await client.post("/v1/leads", json={"email": "gone@acme.io"},

@@ -18,7 +18,7 @@ from services.scorer.settings import ScorerSettings
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData
 from tests.conftest import migrate
 from tests.scorer.test_end_to_end import produce
-from tests.support import eventually, running_app
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, eventually, running_app
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -37,14 +37,14 @@ async def test_scorer_answers_503_while_postgresql_is_down_and_resumes(
     caplog.set_level(logging.INFO)
     settings = ScorerSettings(database_url=scorer_url,
                               kafka_bootstrap_servers=broker.bootstrap_servers,
-                              kafka_topic_prefix=topic_prefix)
+                              kafka_topic_prefix=topic_prefix, admin_token=ADMIN_TOKEN)
 
     async def send(lead_id: str) -> None:
         event = LeadReceived(producer="ingest", lead_id=lead_id, data=LeadReceivedData(
             lead=LeadProfile(email=f"{lead_id}@buyer.example", job_title="VP Sales")))
         await produce(broker.bootstrap_servers, settings.topics.leads, [event])
 
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
 
         async def score_of(lead_id: str) -> httpx.Response:
             return await client.get(f"/v1/leads/{lead_id}/score")
@@ -86,8 +86,8 @@ async def test_scorer_answers_503_while_its_sqlite_file_cannot_be_opened(
     path.mkdir()  # where the file should be, a directory: SQLite cannot open it
     settings = ScorerSettings(database_url=f"sqlite+aiosqlite:///{path}",
                               kafka_bootstrap_servers=broker.bootstrap_servers,
-                              kafka_topic_prefix=topic_prefix)
-    async with running_app(create_app(settings)) as client:
+                              kafka_topic_prefix=topic_prefix, admin_token=ADMIN_TOKEN)
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         answers = [
             await client.get("/v1/leads/some-lead/score"),
             await client.post("/v1/leads/some-lead/stage", json={"stage": "opportunity"}),
