@@ -112,7 +112,8 @@ class AuditQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=PAGE_SIZE, ge=1, le=500)
-    before: int | None = Field(default=None, ge=1, description="Entries older than this id")
+    before: int | None = Field(default=None, ge=1, le=2**63 - 1,
+                               description="Entries older than this id")
     subject: str | None = Field(default=None, max_length=300,
                                 description="Only this subject's (`source:crm`, `person:<id>`)")
 

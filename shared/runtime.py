@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
@@ -223,16 +223,14 @@ class ServiceRuntime:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_all(self._tasks)
         if self.epochs is not None:
-            await self.epochs.stop()
+            await _within(STOP_STEP_SECONDS, "epoch reader", self.epochs.stop())
         if self.producer is not None:
-            await self.producer.stop()
+            await _within(STOP_STEP_SECONDS, "producer", self.producer.stop())
         if self.keyring is not None:
             await self.keyring.close()
-        await self.scrubber.wait()
+        await _within(STOP_STEP_SECONDS, "log scrubber", self.scrubber.wait())
         await self.db.dispose()
 
     async def refresh_metrics(self) -> None:
@@ -276,3 +274,34 @@ class ServiceRuntime:
         if self.handlers:
             checks["consumer"] = self.consumer is not None and self.consumer.ready.is_set()
         return checks
+
+
+STOP_STEP_SECONDS = 10.0
+"""The longest one step of stopping may take: a broker that no longer answers must not keep a
+stopping service alive (what it held is in the database, and the outbox sends it again)."""
+
+
+async def _within(seconds: float, step: str, awaitable: Awaitable[Any]) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await awaitable
+    except TimeoutError:
+        logger.warning("stopping: %s did not stop within %.0f s; going on", step, seconds)
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel the background loops and wait for them; cancel again what swallowed the first
+    cancellation (a client library awaiting inside a loop may), for `STOP_STEP_SECONDS`."""
+    pending = [task for task in tasks if not task.done()]
+    deadline = asyncio.get_running_loop().time() + STOP_STEP_SECONDS
+    while pending and asyncio.get_running_loop().time() < deadline:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.5)
+        pending = [task for task in pending if not task.done()]
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a loop that ended on its own was logged already
+    if pending:
+        logger.warning("stopping: %s did not stop within %.0f s; going on",
+                       ", ".join(task.get_name() for task in pending), STOP_STEP_SECONDS)

@@ -29,6 +29,9 @@ PUBLIC: dict[str, set[tuple[str, str]]] = {
     name: {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")} for name in FACTORIES
 }
 PUBLIC["ingest"] |= {("POST", "/v1/forms/{form_key}"), ("POST", "/v1/webhooks/{source_key}")}
+# An action link's page and its button: the signed, expiring token in the link is the credential.
+PUBLIC["router"] |= {("GET", "/v1/assignments/{assignment_id}/accept"),
+                     ("POST", "/v1/assignments/{assignment_id}/accept/confirm")}
 WRONG = {"Authorization": "Bearer not-a-token-of-this-system"}
 MARKETING_KEY = "marketing-tool-key-0123456789"
 
@@ -102,7 +105,7 @@ async def test_admin_tokens_rotate_old_and_new_both_work_until_the_old_is_remove
     started: Callable[..., Any],
 ) -> None:
     old, new = "old-admin-token-0123456789", "new-admin-token-0123456789"
-    path = "/v1/scoring-model"
+    path = "/v1/audit"  # an admin route that answers as soon as the scorer is up
     async with started("scorer", admin_token=f"{new}, {old}") as client:
         during = [(await client.get(path, headers={"Authorization": f"Bearer {token}"}))
                   .status_code for token in (old, new)]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
+from leadrelay.broker import EmbeddedBroker
 from leadrelay.heap import freeze_after_startup
 from tests.support import SERVE_SECRETS
 
@@ -55,7 +56,7 @@ async def test_the_heap_is_frozen_after_the_apps_startup_and_not_before(unfrozen
 
 
 def test_leadrelay_serve_runs_the_service_app_with_the_freezing_lifespan(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, broker: EmbeddedBroker
 ) -> None:
     import uvicorn
 
@@ -64,6 +65,7 @@ def test_leadrelay_serve_runs_the_service_app_with_the_freezing_lifespan(
     served: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
     monkeypatch.setenv("LEADRELAY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LEADRELAY_KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
     for name, value in SERVE_SECRETS.items():
         monkeypatch.setenv(name, value)
     assert main(["serve", "ingest", "--port", "0"]) == 0

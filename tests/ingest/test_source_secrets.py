@@ -26,7 +26,7 @@ from shared.encryption import (
 )
 from shared.migrations import upgrade
 from tests.ingest.conftest import table_rows
-from tests.support import running_app
+from tests.support import ADMIN_HEADERS, running_app
 
 pytestmark = pytest.mark.broker
 
@@ -36,7 +36,7 @@ BEARER = "crm-bearer-token-that-must-not-leak"
 async def test_a_registered_source_keeps_its_secret_encrypted_and_unshown(
     settings: IngestSettings,
 ) -> None:
-    async with running_app(create_app(settings)) as client:
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
         saved = await client.put("/v1/sources/crm", json={"kind": "zapier",
                                                          "secrets": [BEARER]})
         listed = await client.get("/v1/sources")
