@@ -358,8 +358,12 @@ def _escape(value: str) -> str:
 
 
 def _cluster_id() -> str:
-    """A random 16-byte id in Kafka's URL-safe base64 form (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random 16-byte id in Kafka's URL-safe base64 form (22 characters), never starting with
+    `-`: the storage tool would read it as an option (one start in 64 failed that way)."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -160,3 +160,10 @@ async def test_killing_the_busiest_leader_leaves_writes_to_the_others_until_it_i
     finally:
         await asyncio.to_thread(cluster.restart, busiest)
     assert cluster.broker(busiest).alive()
+
+
+def test_a_cluster_id_never_reads_as_an_option_to_the_storage_tool() -> None:
+    from leadrelay.harness.kafka import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]
+    assert all(len(found) == 22 and not found.startswith("-") for found in ids)
