@@ -85,8 +85,7 @@ async def one_step(system: RunningSystem, receiver: WebhookReceiver, rate: float
     before, ticks = cpu_by_name(pids), machine_ticks()
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         _, accepted_at, _, _, _ = await asyncio.get_running_loop().run_in_executor(
-            pool, generate_load, system.url("ingest"), rate, args.seconds,
-            system.admin_token)
+            pool, generate_load, system.url("ingest"), system.admin_token, rate, args.seconds)
     after, ticks_after = cpu_by_name(pids), machine_ticks()
     deadline = time.monotonic() + args.drain_seconds
     while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
@@ -134,14 +133,11 @@ def run(instances: int, args: argparse.Namespace) -> list[Step]:
         system = stack.enter_context(running_system(
             bootstrap_servers=kafka.bootstrap_servers, data_dir=data_dir,
             topic_prefix="scale", sla_seconds=3600,
-            database_url=postgres.url_of(postgres.create_database("scale")),
+            database_url=postgres.create_database("scale"),
+            allowed_webhook_urls=[receiver.base_url],
             instances={"ingest": 1, "scorer": instances, "router": instances},
-            broker_env={
-                "LEADRELAY_KAFKA_ENABLE_IDEMPOTENCE": "true",
-                "LEADRELAY_KAFKA_TOPIC_PARTITIONS": str(args.partitions),
-                "LEADRELAY_KAFKA_REPLICATION_FACTOR": str(min(args.brokers, 3)),
-                "LEADRELAY_KAFKA_MIN_INSYNC_REPLICAS": str(min(args.brokers, 2)),
-            }))
+            broker_env={**kafka.service_env(),
+                        "LEADRELAY_KAFKA_TOPIC_PARTITIONS": str(args.partitions)}))
         print(f"{instances} scorer and {instances} router instance(s), 1 ingest, "
               f"{args.brokers} Kafka broker(s), {args.partitions} partitions, PostgreSQL:",
               flush=True)
