@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
 
-from shared.problems import PROBLEM_MEDIA_TYPE, ProblemError
+from shared.problems import PROBLEM_MEDIA_TYPE, PROBLEM_SCHEMA, ProblemError
 
 SECURITY_SCHEME = "bearerAuth"
 ADMIN_ROLE = "admin"
@@ -144,7 +144,7 @@ def document_bearer_auth(app: FastAPI) -> None:
                            "where a route says so",
         }
         problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-        components.setdefault("schemas", {}).setdefault("Problem", _PROBLEM_SCHEMA)
+        components.setdefault("schemas", {}).setdefault("Problem", PROBLEM_SCHEMA)
         # Route contexts: routes as included (FastAPI 0.16x), with their routers' dependencies.
         for route in iter_route_contexts(app.routes):
             dependant = getattr(route, "dependant", None)
@@ -166,17 +166,3 @@ def document_bearer_auth(app: FastAPI) -> None:
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-_PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "RFC 9457 problem details",
-    "required": ["type", "title", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-    },
-}

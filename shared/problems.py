@@ -154,3 +154,18 @@ def install_problem_handlers(app: FastAPI) -> None:
                            asyncpg.InterfaceError, ExceptionGroup):
         app.add_exception_handler(database_error, on_anything)
     app.add_exception_handler(Exception, on_anything)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+}
+"""The OpenAPI schema of a problem document, as every service documents its errors."""

@@ -30,32 +30,24 @@ from services.ingest.api.lean_handler import lean_handler
 from services.ingest.bodies import parse_json_body, read_body, require_json
 from services.ingest.settings import IngestSettings
 from shared.problems import PROBLEM_MEDIA_TYPE
+from shared.problems import PROBLEM_SCHEMA as BASE_PROBLEM_SCHEMA
 
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "RFC 9457 problem details",
-    "required": ["type", "title", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "description": "One entry per invalid field",
-            "items": {
-                "type": "object",
-                "required": ["field", "in", "message"],
-                "properties": {
-                    "field": {"type": "string"},
-                    "in": {"type": "string"},
-                    "message": {"type": "string"},
-                },
+PROBLEM_SCHEMA: dict[str, Any] = {**BASE_PROBLEM_SCHEMA, "properties": {
+    **BASE_PROBLEM_SCHEMA["properties"],
+    "errors": {
+        "type": "array",
+        "description": "One entry per invalid field",
+        "items": {
+            "type": "object",
+            "required": ["field", "in", "message"],
+            "properties": {
+                "field": {"type": "string"},
+                "in": {"type": "string"},
+                "message": {"type": "string"},
             },
         },
     },
-}
+}}
 RETRY_AFTER: dict[str, Any] = {
     "description": "Seconds to wait before trying again", "schema": {"type": "integer"},
     "required": True,
