@@ -1,0 +1,60 @@
+"""The console's templates and the data each page and live fragment is drawn from."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.router.console import queries, views
+from services.router.console.sessions import Viewer
+
+PACKAGE_DIR = Path(__file__).parent
+STATIC_DIR = PACKAGE_DIR / "static"
+templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
+
+
+templates.env.filters["iso"] = _iso
+templates.env.filters["hhmm"] = lambda moment: f"{moment:%H:%M:%S} UTC" if moment else ""
+
+
+def fragment(name: str, **values: Any) -> str:
+    """A template rendered outside a request (the live streams' fragments)."""
+    return templates.env.get_template(name).render(**values)
+
+
+async def inbox_data(session: AsyncSession, viewer: Viewer, now: datetime) -> dict[str, Any]:
+    rows = await queries.open_assignments_of(session, viewer.person_id)
+    return {"offers": [views.offer_card(row, viewer.person_id, now) for row in rows],
+            "viewer": viewer, "now": now,
+            "reject_reasons": views.REJECT_REASONS,
+            "disqualify_reasons": views.DISQUALIFY_REASONS}
+
+
+async def board_data(session: AsyncSession, viewer: Viewer, now: datetime) -> dict[str, Any]:
+    team_ids = await queries.team_ids_of(session, viewer.person_id)
+    teams = {row["id"]: row["name"] for row in await queries.teams(session, team_ids)}
+    offers = await queries.open_offers_of_teams(session, team_ids)
+    queued = await queries.queued_leads(session, team_ids)
+    people = await queries.members(session, team_ids)
+    today = datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
+    sla = views.sla_today(await queries.team_assignments_since(session, team_ids, today))
+    return {
+        "viewer": viewer, "now": now, "teams": list(teams.values()),
+        "offers": [views.board_offer(row, now) for row in offers],
+        "queue": [{"lead_id": row["id"], "team": teams.get(row["queue_team_id"], ""),
+                   "queued_at": row["queued_at"], "temperature": row["temperature"],
+                   "name": (row["profile"] or {}).get("name") or "Unnamed lead",
+                   "company": (row["profile"] or {}).get("company")} for row in queued],
+        "people": [{"name": person["name"], "role": person["role"],
+                    "presence": views.presence_words(person, now),
+                    "load": views.load_words(person)} for person in people],
+        "sla": sla,
+    }

@@ -1,0 +1,35 @@
+// Countdowns: every element with data-deadline shows the time left and its offer card turns
+// at-risk (under a quarter of the time left) or breached. The server's clock is the reference.
+(function () {
+  "use strict";
+  var serverNow = Date.parse(document.body.dataset.serverNow || "");
+  var skew = isNaN(serverNow) ? 0 : serverNow - Date.now();
+  var AT_RISK_SHARE = 0.25;
+
+  function words(ms) {
+    var seconds = Math.round(Math.abs(ms) / 1000);
+    var text = Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0");
+    return ms >= 0 ? text + " left" : "overdue by " + text;
+  }
+
+  function tick() {
+    var now = Date.now() + skew;
+    document.querySelectorAll("[data-deadline]").forEach(function (element) {
+      var deadline = Date.parse(element.dataset.deadline);
+      var start = Date.parse(element.dataset.start);
+      var left = deadline - now;
+      element.textContent = words(left);
+      var card = element.closest(".offer");
+      if (!card) { return; }
+      var state = left <= 0 ? "breached" : (left < (deadline - start) * AT_RISK_SHARE ? "at-risk" : "ok");
+      card.classList.toggle("at-risk", state === "at-risk");
+      card.classList.toggle("breached", state === "breached");
+      var label = card.querySelector(".state");
+      if (label) { label.textContent = state === "breached" ? "Breached" : state === "at-risk" ? "At risk" : ""; }
+    });
+  }
+
+  tick();
+  setInterval(tick, 250);
+  document.addEventListener("htmx:afterSwap", tick);
+})();
