@@ -15,7 +15,14 @@ from fastapi.responses import HTMLResponse, Response
 
 from services.router import service
 from services.router.console import queries
-from services.router.console.pages import DONE_WORDS, context_of, page, refused, signed_in, to
+from services.router.console.pages import (
+    DONE_WORDS,
+    context_of,
+    live_page,
+    refused,
+    signed_in,
+    to,
+)
 from services.router.console.render import board_data
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
@@ -37,8 +44,8 @@ async def board(request: Request, runtime: RuntimeDep, done: str = "",
     if lost:
         error = (f"Already claimed by {winner}." if winner
                  else "Someone else claimed this lead first.")
-    return page(request, "board.html", {**values, "notice": DONE_WORDS.get(done, ""),
-                                        "error": error})
+    return live_page(request, "board.html", "_board.html",
+                     {**values, "notice": DONE_WORDS.get(done, ""), "error": error})
 
 
 @routes.post("/queue/{lead_id}/claim")

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from services.router import repository, roster, service
 from services.router.access import token_hash
 from services.router.console import sessions
-from services.router.console.render import inbox_data, templates
+from services.router.console.render import digest, fragment, inbox_data, templates
 from services.router.console.sessions import Viewer
 from services.router.console.views import DISQUALIFY_REASONS, REJECT_REASONS
 from services.router.schemas import OutOfOffice, PersonFields
@@ -55,6 +55,13 @@ def context_of(request: Request) -> RouterContext:
 
 def secure_cookies(request: Request) -> bool:
     return context_of(request).public_base_url.startswith("https://")
+
+
+def live_page(request: Request, name: str, fragment_name: str,
+              values: dict[str, Any]) -> Response:
+    """A page around a live fragment, with the digest its stream starts from."""
+    html = fragment(fragment_name, **values)
+    return page(request, name, {**values, "fragment_html": html, "shown": digest(html)})
 
 
 def page(request: Request, name: str, values: dict[str, Any], status_code: int = 200) -> Response:
@@ -192,7 +199,7 @@ async def inbox(request: Request, runtime: RuntimeDep, done: str = "", error: st
         values = await inbox_data(session, viewer, now)
         person = await repository.find_sdr(session, viewer.person_id)
     assert person is not None
-    return page(request, "inbox.html", {
+    return live_page(request, "inbox.html", "_offers.html", {
         **values, "notice": DONE_WORDS.get(done, ""), "error": ERROR_WORDS.get(error, ""),
         "presence": person["presence"], "timezone": person["timezone"],
         "out_of_office": [(period["start"], period["end"])

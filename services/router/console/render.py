@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,13 @@ templates.env.filters["hhmm"] = lambda moment: f"{moment:%H:%M:%S} UTC" if momen
 def fragment(name: str, **values: Any) -> str:
     """A template rendered outside a request (the live streams' fragments)."""
     return templates.env.get_template(name).render(**values)
+
+
+def digest(html: str) -> str:
+    """What a live stream calls a fragment it sent (its event id): the page that shows it
+    gets no copy of it again, so nothing the page is doing (a focused button) is swapped
+    away for nothing."""
+    return hashlib.sha256(html.encode()).hexdigest()[:32]
 
 
 async def inbox_data(session: AsyncSession, viewer: Viewer, now: datetime) -> dict[str, Any]:
