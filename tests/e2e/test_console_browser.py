@@ -317,6 +317,7 @@ def test_keyboard_alone_reaches_every_action(
     assert page.evaluate(FOCUSED) == "BUTTON:Accept Donald Knuth"
     page.keyboard.press("Enter")
     expect(page.get_by_role("status")).to_contain_text("Lead accepted")
+    screenshot(page, "inbox-phone")
     # The accepted lead's actions, then my availability, from the top of the page again.
     page.keyboard.press("Tab")
     reached.append(page.evaluate(FOCUSED))

@@ -2,8 +2,11 @@
 // at-risk (under a quarter of the time left) or breached. The server's clock is the reference.
 (function () {
   "use strict";
+  // The server wrote its time as it answered: compare it with when the answer began to arrive.
   var serverNow = Date.parse(document.body.dataset.serverNow || "");
-  var skew = isNaN(serverNow) ? 0 : serverNow - Date.now();
+  var navigation = performance.getEntriesByType ? performance.getEntriesByType("navigation")[0] : null;
+  var answeredAt = navigation ? performance.timeOrigin + navigation.responseStart : Date.now();
+  var skew = isNaN(serverNow) ? 0 : serverNow - answeredAt;
   var AT_RISK_SHARE = 0.25;
 
   function words(ms) {
