@@ -75,5 +75,5 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         routes=[api.routes, link_pages.routes, tokens.routes,
                 audit_routes(AUDIT, Depends(api.require_admin)), *console.routes],
     )
-    console.mount_static(app)
+    console.install(app)
     return app

@@ -4,6 +4,7 @@ CSRF on every form, a rep's inbox showing their own leads only and acting on the
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from leadrelay.broker import EmbeddedBroker
 from services.router.app import create_app
+from services.router.console import REDACT_SIGN_IN_LINKS
 from services.router.settings import RouterSettings
 from shared.clock import ManualClock
 from shared.events import encode_event
@@ -150,3 +152,12 @@ async def test_a_rep_sees_and_works_only_their_own_leads(settings: RouterSetting
     assert disqualified.status_code == 303
     assert final["status"] == "disqualified" and final["reason_code"] == "no_budget"
     assert "Ada Lovelace" not in emptied.text
+
+
+def test_the_access_log_never_shows_a_sign_in_link_secret() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/console/sign-in/s3cr3t-Link_value", "1.1", 200), None)
+    REDACT_SIGN_IN_LINKS.filter(record)
+    assert "s3cr3t" not in record.getMessage()
+    assert "/console/sign-in/[redacted]" in record.getMessage()
