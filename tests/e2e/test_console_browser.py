@@ -79,7 +79,7 @@ def system(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory,
             bootstrap_servers=broker.bootstrap_servers,
             data_dir=tmp_path_factory.mktemp("console"),
             topic_prefix=f"console{uuid.uuid4().hex[:6]}", sla_seconds=SLA_SECONDS,
-            allowed_webhook_urls=[receiver.base_url],
+            allowed_webhook_urls=[receiver.base_url], instances={"router": 2},
         ) as running:
             yield running
     finally:
@@ -196,6 +196,32 @@ def test_a_rep_sees_a_new_offer_live_watches_its_countdown_and_accepts(
     expect(other.get_by_text("Grace Hopper")).to_have_count(0)
 
 
+def test_an_offer_made_by_another_router_instance_appears_live(
+    system: RunningSystem, receiver: WebhookReceiver, browser: Browser
+) -> None:
+    team = Team(system, receiver, "Relay", reps=["Hal", "Ivy"], managers=["Nia"])
+    first, second = system.instances["router"]
+    pages = {person: signed_in_page(browser, team, person) for person in ("Hal", "Ivy")}
+    for page in pages.values():  # the session cookie holds for the host, either port
+        page.goto(f"{second.url}/console/inbox")
+        expect(page.get_by_text("No open leads")).to_be_visible()
+    lead_id = team.send_lead("Ken Thompson")
+    offer = wait_for(lambda: team.assignments(lead_id))[0]
+    holder = next(name for name in pages if team.people[name]["id"] == offer["sdr_id"])
+    other = next(name for name in pages if name != holder)
+    expect(pages[holder].locator("article.offer", has_text="Ken Thompson")).to_be_visible(
+        timeout=15_000)
+    # The holder turns it down through the first instance, which re-offers it at once: the
+    # other rep's page, served by the second instance, learns of it from the database.
+    rejected = httpx.post(
+        f"{first.url}/v1/assignments/{offer['id']}/reject", json={"reason_code": "other"},
+        headers={"Authorization": f"Bearer {team.people[holder]['token']}"}, timeout=10)
+    assert rejected.status_code == 200, rejected.text
+    expect(pages[other].locator("article.offer", has_text="Ken Thompson")).to_be_visible(
+        timeout=15_000)
+    expect(pages[holder].get_by_text("Ken Thompson")).to_have_count(0, timeout=15_000)
+
+
 RECORD_STATES = """() => {
   window.__states = new Set();
   const record = () => document.querySelectorAll('li.offer').forEach((row) => {
@@ -228,6 +254,9 @@ def test_a_manager_sees_an_offer_turn_at_risk_then_breached_and_re_offered(
     expect(again).to_be_visible(timeout=10_000)
     expect(again).to_contain_text("re-offer 1")
     expect(board.locator("#sla-escalated")).to_have_text("1", timeout=10_000)
+    # The lapsed offer stays on the board for a while, marked breached by the server.
+    expect(row).to_contain_text("Breached")
+    expect(row).to_contain_text("lapsed at")
     seen = board.evaluate("() => [...window.__states]")
     states = {entry.split(" ")[1] for entry in seen
               if entry.startswith(f"board-offer-{first['id']}")}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,13 +44,17 @@ async def teams(session: AsyncSession, team_ids: Sequence[str]) -> list[RowMappi
 
 
 async def open_offers_of_teams(
-    session: AsyncSession, team_ids: Sequence[str]
+    session: AsyncSession, team_ids: Sequence[str], breached_since: datetime
 ) -> list[dict[str, Any]]:
-    """The teams' offers still waiting for an answer, with the rep's name, soonest first."""
+    """The teams' offers still waiting for an answer, and those that lapsed since
+    `breached_since`, with the rep's name, by deadline."""
     result = await session.execute(
         select(assignment, sdr.c.name.label("rep_name"))
         .join(sdr, sdr.c.id == assignment.c.sdr_id)
-        .where(assignment.c.team_id.in_(list(team_ids)), assignment.c.status == "offered")
+        .where(assignment.c.team_id.in_(list(team_ids)),
+               or_(assignment.c.status == "offered",
+                   and_(assignment.c.status == "escalated",
+                        assignment.c.closed_at >= breached_since)))
         .order_by(assignment.c.deadline_at, assignment.c.id)
     )
     return [dict(row) for row in result.mappings()]

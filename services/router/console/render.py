@@ -49,7 +49,8 @@ async def inbox_data(session: AsyncSession, viewer: Viewer, now: datetime) -> di
 async def board_data(session: AsyncSession, viewer: Viewer, now: datetime) -> dict[str, Any]:
     team_ids = await queries.team_ids_of(session, viewer.person_id)
     teams = {row["id"]: row["name"] for row in await queries.teams(session, team_ids)}
-    offers = await queries.open_offers_of_teams(session, team_ids)
+    offers = await queries.open_offers_of_teams(session, team_ids,
+                                                now - views.BREACHED_SHOWN_FOR)
     queued = await queries.queued_leads(session, team_ids)
     people = await queries.members(session, team_ids)
     today = datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)

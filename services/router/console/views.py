@@ -6,13 +6,15 @@ Pure functions of rows and the time: no database, no request.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.router import reports
 
 AT_RISK_SHARE = 0.25
 """An offer is at risk when less than this share of its time to accept is left."""
+BREACHED_SHOWN_FOR = timedelta(minutes=2)
+"""How long the board keeps showing an offer that lapsed (marked breached)."""
 
 STRATEGY_WORDS = {
     "round_robin": "it was your turn (round robin)",
@@ -95,11 +97,13 @@ def offer_card(row: Mapping[str, Any], person_id: str, now: datetime) -> dict[st
 
 def board_offer(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     lead: Mapping[str, Any] = row.get("lead_snapshot") or {}
+    lapsed = row["status"] == "escalated"
     return {
+        "open": not lapsed,
         "id": row["id"], "lead": lead.get("name") or "Unnamed lead",
         "company": lead.get("company"), "rep": row["rep_name"], "attempt": row["attempt"],
         "start": row["offered_at"], "deadline": row["deadline_at"],
-        "clock": clock_state(row["offered_at"], row["deadline_at"], now),
+        "clock": "breached" if lapsed else clock_state(row["offered_at"], row["deadline_at"], now),
     }
 
 
