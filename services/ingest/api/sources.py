@@ -33,6 +33,8 @@ class SourceView(BaseModel):
     defaults: dict[str, Any]
     allowed_origins: list[str]
     thank_you_url: str | None
+    crm_token_set: bool = False
+    crm_base_url: str | None = None
 
     @classmethod
     def of(cls, source: Source) -> SourceView:
@@ -41,6 +43,8 @@ class SourceView(BaseModel):
             secret_count=len(source.secrets), field_mapping=source.field_mapping,
             defaults=source.tag_defaults(), allowed_origins=source.allowed_origins,
             thank_you_url=str(source.thank_you_url) if source.thank_you_url else None,
+            crm_token_set=bool(source.crm_token),
+            crm_base_url=str(source.crm_base_url) if source.crm_base_url else None,
         )
 
 

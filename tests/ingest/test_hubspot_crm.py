@@ -1,0 +1,233 @@
+"""HubSpot's thin webhook events become leads: the contact fetched from a local server that
+answers as HubSpot's CRM API documents it, over real sockets, retried from the database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from leadrelay.broker import EmbeddedBroker
+from services.ingest.app import create_app
+from services.ingest.models import crm_fetch, lead, submission
+from services.ingest.settings import IngestSettings
+from tests.conftest import migrate
+from tests.ingest import signing
+from tests.ingest.conftest import SECRET, fixture_bytes, table_rows
+from tests.ingest.hubspot_api import HubSpotCrm, Scripted, error_body, rate_limited
+from tests.support import ADMIN_TOKEN, eventually, ingest_keys, opened, read_topic, running_app
+
+pytestmark = pytest.mark.broker
+
+CRM_TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
+CONTACT = {"email": "Ada@Example.com", "firstname": "Ada", "lastname": "Lovelace",
+           "company": "Analytical Engines", "phone": "+44 20 7946 0958",
+           "country": "United Kingdom", "numberofemployees": "42", "jobtitle": None,
+           "favourite_engine": "difference"}
+EVENT = fixture_bytes("hubspot/example.json")
+"""A `contact.creation` of contact 123, as HubSpot sends it."""
+
+
+@pytest.fixture
+def migrated(database_url: str) -> str:
+    """ingest's database, migrated (before the test's event loop runs)."""
+    migrate("ingest", database_url)
+    return database_url
+
+
+def crm_settings(
+    database_url: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+    crm: HubSpotCrm, **overrides: Any,
+) -> IngestSettings:
+    """ingest with a HubSpot source whose contacts come from `crm`, let past the SSRF guard."""
+    source = {"key": "hubspot", "kind": "hubspot", "secrets": [SECRET], "crm_token": CRM_TOKEN,
+              "crm_base_url": crm.base_url, "field_mapping": {"favourite_engine": "industry"}}
+    sources_file = tmp_path / "sources.yaml"
+    sources_file.write_text(yaml.safe_dump({"sources": [source]}))
+    values: dict[str, Any] = {
+        "webhook_allowed_urls": crm.base_url, "crm_fetch_backoff_seconds": 0.05,
+        "crm_fetch_poll_seconds": 0.05, **overrides}
+    return IngestSettings(
+        database_url=database_url, kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_topic_prefix=topic_prefix, sources_file=sources_file, admin_token=ADMIN_TOKEN,
+        **values,
+    )
+
+
+async def deliver(client: httpx.AsyncClient, body: bytes = EVENT) -> httpx.Response:
+    """POST `body` to the HubSpot source, signed (v3) as HubSpot signs it now."""
+    stamp = int(datetime.now(UTC).timestamp() * 1000)
+    url = "http://testserver/v1/webhooks/hubspot"
+    return await client.post("/v1/webhooks/hubspot", content=body, headers={
+        "content-type": "application/json", "X-HubSpot-Request-Timestamp": str(stamp),
+        "X-HubSpot-Signature-v3": signing.hubspot_v3(SECRET, "POST", url, body, stamp)})
+
+
+async def fetches(settings: IngestSettings) -> list[dict[str, Any]]:
+    return sorted(await table_rows(settings, crm_fetch), key=lambda row: row["id"])
+
+
+async def fetches_until(settings: IngestSettings, status: str) -> list[dict[str, Any]]:
+    return await eventually(lambda: fetches(settings),
+                            until=lambda rows: bool(rows) and rows[-1]["status"] == status)
+
+
+def properties_asked(requests: Sequence[Any]) -> set[str]:
+    return set(",".join(requests[0].query["properties"]).split(","))
+
+
+async def test_a_contact_creation_event_becomes_a_lead_with_the_fetched_fields(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm)
+        async with running_app(create_app(settings)) as client:
+            answer = await deliver(client)
+            assert answer.status_code == 202, answer.text
+            [done] = await fetches_until(settings, "done")
+            replay = await deliver(client)
+            events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 1)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["results"] == [
+        {"external_id": "62515:12345:1", "status": "queued", "lead_id": None}]
+    assert replay.json()["results"][0]["status"] == "duplicate"
+    [request] = crm.requests
+    assert request.path == "/crm/v3/objects/contacts/123"
+    assert request.authorization == f"Bearer {CRM_TOKEN}"
+    assert {"email", "firstname", "lastname", "company", "phone", "country",
+            "numberofemployees", "favourite_engine"} <= properties_asked(crm.requests)
+    [stored] = await table_rows(settings, lead)
+    assert (stored["email"], stored["name"], stored["company"], stored["phone"],
+            stored["country"], stored["employee_count"], stored["industry"]) == (
+        "ada@example.com", "Ada Lovelace", "Analytical Engines", "+442079460958", "GB", 42,
+        "difference")
+    assert (done["lead_id"], done["attempts"], done["last_error"]) == (stored["id"], 1, None)
+    channels = sorted((row["channel"], row["lead_id"]) for row in
+                      await table_rows(settings, submission))
+    assert channels == [("crm", stored["id"]), ("webhook", None)]
+    [event] = opened(events, await ingest_keys(settings.database_url))
+    assert (event["type"], event["data"]["lead"]["email"]) == ("lead.received", "ada@example.com")
+
+
+async def test_a_batch_fetches_each_contact_once_and_merges_by_email(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """The guide's two events (`eventType`), and a second change of one contact in the same
+    batch, which waits for the fetch already queued."""
+    events = json.loads(fixture_bytes("hubspot/example-webhooks-guide.json"))
+    again = {**events[0], "eventId": 3816279341, "propertyName": "firstname"}
+    body = json.dumps([*events, again]).encode()
+    contacts = {"1246965": {"email": "grace@navy.example", "company": "US Navy"},
+                "1246978": {"email": "GRACE@navy.example", "firstname": "Grace",
+                            "lastname": "Hopper"}}
+    async with HubSpotCrm(CRM_TOKEN, contacts) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm)
+        async with running_app(create_app(settings)) as client:
+            answer = await deliver(client, body)
+            await eventually(lambda: fetches(settings),
+                             until=lambda rows: [row["status"] for row in rows] == ["done"] * 2)
+            await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 2)
+    assert [result["status"] for result in answer.json()["results"]] == ["queued"] * 3
+    assert sorted(request.path.rsplit("/", 1)[1] for request in crm.requests) == [
+        "1246965", "1246978"]
+    [stored] = await table_rows(settings, lead)
+    assert (stored["email"], stored["name"], stored["company"]) == (
+        "grace@navy.example", "Grace Hopper", "US Navy")
+
+
+async def test_a_429_waits_its_retry_after_then_the_fetch_succeeds(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}, [rate_limited(retry_after=1)]) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm)
+        async with running_app(create_app(settings)) as client:
+            await deliver(client)
+            [waiting] = await eventually(
+                lambda: fetches(settings), until=lambda rows: bool(rows and rows[0]["attempts"]))
+            [done] = await fetches_until(settings, "done")
+    assert waiting["status"] == "pending"
+    assert waiting["last_error"] == (
+        "HubSpot answered 429 RATE_LIMIT SECONDLY: You have reached your secondly limit.")
+    first, second = crm.requests
+    assert second.at - first.at >= 0.9, "retried before HubSpot's Retry-After (back-off 0.05 s)"
+    assert done["attempts"] == 2
+    [stored] = await table_rows(settings, lead)
+    assert stored["email"] == "ada@example.com"
+
+
+async def test_an_unknown_contact_ends_as_a_failure_without_retrying(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    async with HubSpotCrm(CRM_TOKEN, {}) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm)
+        async with running_app(create_app(settings)) as client:
+            await deliver(client)
+            [failed] = await fetches_until(settings, "failed")
+            others = await deliver(client, EVENT.replace(b'"eventId":1', b'"eventId":2'))
+            await eventually(lambda: fetches(settings),
+                             until=lambda rows: len(rows) == 2 and rows[1]["status"] == "failed")
+    assert failed["last_error"] == (
+        "HubSpot answered 404 OBJECT_NOT_FOUND: Object not found.  objectId are usually numeric.")
+    assert (failed["attempts"], failed["lead_id"]) == (1, None)
+    assert failed["finished_at"] is not None
+    assert others.json()["results"][0]["status"] == "queued"
+    assert len(crm.requests) == 2, "one call per fetch, none retried"
+    assert await table_rows(settings, lead) == []
+
+
+async def test_a_fetch_waiting_for_its_retry_completes_after_a_restart(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    unavailable = Scripted(503, error_body("Internal error", "INTERNAL_ERROR"))
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}, [unavailable]) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm,
+                                crm_fetch_backoff_seconds=2.0)
+        async with running_app(create_app(settings)) as client:
+            await deliver(client)
+            [waiting] = await eventually(
+                lambda: fetches(settings), until=lambda rows: bool(rows and rows[0]["attempts"]))
+        assert await table_rows(settings, lead) == []
+        async with running_app(create_app(settings)):
+            [done] = await fetches_until(settings, "done")
+    assert (waiting["status"], waiting["last_error"]) == (
+        "pending", "HubSpot answered 503 INTERNAL_ERROR: Internal error")
+    assert waiting["due_at"] - waiting["created_at"] >= timedelta(seconds=1.9)
+    assert (done["attempts"], len(crm.requests)) == (2, 2)
+    [stored] = await table_rows(settings, lead)
+    assert stored["email"] == "ada@example.com"
+
+
+async def test_a_refused_token_is_retried_then_given_up(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    async with HubSpotCrm("another-apps-token", {"123": CONTACT}) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm,
+                                crm_fetch_max_attempts=3)
+        async with running_app(create_app(settings)) as client:
+            await deliver(client)
+            [failed] = await fetches_until(settings, "failed")
+    assert failed["attempts"] == 3 and len(crm.requests) == 3
+    assert failed["last_error"].startswith(
+        "gave up after 3 tries: HubSpot answered 401 INVALID_AUTHENTICATION: Authentication "
+        "credentials not found.")
+    assert CRM_TOKEN not in failed["last_error"]
+
+
+async def test_a_crm_url_the_guard_does_not_allow_is_never_called(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm,
+                                webhook_allowed_urls="")
+        async with running_app(create_app(settings)) as client:
+            await deliver(client)
+            [failed] = await fetches_until(settings, "failed")
+    assert failed["last_error"].startswith("the CRM URL is refused: 127.0.0.1, which is not")
+    assert crm.requests == []
+
