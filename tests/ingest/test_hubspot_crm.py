@@ -3,6 +3,7 @@ answers as HubSpot's CRM API documents it, over real sockets, retried from the d
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,16 +13,29 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from leadrelay.broker import EmbeddedBroker
 from services.ingest.app import create_app
-from services.ingest.models import crm_fetch, lead, submission
+from services.ingest.models import crm_fetch, lead, source, submission
+from services.ingest.repository import list_sources, save_source
 from services.ingest.settings import IngestSettings
+from services.ingest.sources import SourceConfig, SourceRegistry, reencrypt_sources
+from shared.db import Database
+from shared.encryption import SecretBox, UndecryptableSecretError
 from tests.conftest import migrate
 from tests.ingest import signing
 from tests.ingest.conftest import SECRET, fixture_bytes, table_rows
 from tests.ingest.hubspot_api import HubSpotCrm, Scripted, error_body, rate_limited
-from tests.support import ADMIN_TOKEN, eventually, ingest_keys, opened, read_topic, running_app
+from tests.support import (
+    ADMIN_HEADERS,
+    ADMIN_TOKEN,
+    eventually,
+    ingest_keys,
+    opened,
+    read_topic,
+    running_app,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -144,7 +158,7 @@ async def test_a_batch_fetches_each_contact_once_and_merges_by_email(
 async def test_a_429_waits_its_retry_after_then_the_fetch_succeeds(
     migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
 ) -> None:
-    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}, [rate_limited(retry_after=1)]) as crm:
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}, [rate_limited(retry_after=2)]) as crm:
         settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm)
         async with running_app(create_app(settings)) as client:
             await deliver(client)
@@ -155,7 +169,7 @@ async def test_a_429_waits_its_retry_after_then_the_fetch_succeeds(
     assert waiting["last_error"] == (
         "HubSpot answered 429 RATE_LIMIT SECONDLY: You have reached your secondly limit.")
     first, second = crm.requests
-    assert second.at - first.at >= 0.9, "retried before HubSpot's Retry-After (back-off 0.05 s)"
+    assert second.at - first.at >= 1.9, "retried before HubSpot's Retry-After (back-off 0.05 s)"
     assert done["attempts"] == 2
     [stored] = await table_rows(settings, lead)
     assert stored["email"] == "ada@example.com"
@@ -187,7 +201,7 @@ async def test_a_fetch_waiting_for_its_retry_completes_after_a_restart(
     unavailable = Scripted(503, error_body("Internal error", "INTERNAL_ERROR"))
     async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}, [unavailable]) as crm:
         settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm,
-                                crm_fetch_backoff_seconds=2.0)
+                                crm_fetch_backoff_seconds=3.0)
         async with running_app(create_app(settings)) as client:
             await deliver(client)
             [waiting] = await eventually(
@@ -197,7 +211,7 @@ async def test_a_fetch_waiting_for_its_retry_completes_after_a_restart(
             [done] = await fetches_until(settings, "done")
     assert (waiting["status"], waiting["last_error"]) == (
         "pending", "HubSpot answered 503 INTERNAL_ERROR: Internal error")
-    assert waiting["due_at"] - waiting["created_at"] >= timedelta(seconds=1.9)
+    assert waiting["due_at"] - waiting["created_at"] >= timedelta(seconds=2.9)
     assert (done["attempts"], len(crm.requests)) == (2, 2)
     [stored] = await table_rows(settings, lead)
     assert stored["email"] == "ada@example.com"
@@ -231,3 +245,56 @@ async def test_a_crm_url_the_guard_does_not_allow_is_never_called(
     assert failed["last_error"].startswith("the CRM URL is refused: 127.0.0.1, which is not")
     assert crm.requests == []
 
+
+
+async def test_a_source_registered_through_the_api_keeps_its_token_encrypted_and_unshown(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm)
+        settings.sources_file.write_text(yaml.safe_dump({"sources": []}))
+        config = {"kind": "hubspot", "secrets": [SECRET], "crm_token": CRM_TOKEN,
+                  "crm_base_url": crm.base_url}
+        async with running_app(create_app(settings)) as client:
+            saved = await client.put("/v1/sources/hubspot", json=config, headers=ADMIN_HEADERS)
+            shown = await client.get("/v1/sources/hubspot", headers=ADMIN_HEADERS)
+            audit = await client.get("/v1/audit", headers=ADMIN_HEADERS)
+            misplaced = await client.put("/v1/sources/zap", headers=ADMIN_HEADERS, json={
+                "kind": "zapier", "secrets": [SECRET], "crm_token": CRM_TOKEN})
+            await deliver(client)
+            await fetches_until(settings, "done")
+    assert saved.status_code == 201, saved.text
+    assert (shown.json()["crm_token_set"], shown.json()["crm_base_url"]) == (
+        True, f"{config['crm_base_url']}/")
+    assert misplaced.status_code == 422
+    for answer in (saved, shown, audit):
+        assert CRM_TOKEN not in answer.text
+    [row] = await table_rows(settings, source)
+    stored = row["config"]["crm_token"]
+    assert stored != CRM_TOKEN
+    assert SecretBox.from_setting(settings.encryption_keys).decrypt(stored) == CRM_TOKEN
+    assert crm.requests[0].authorization == f"Bearer {CRM_TOKEN}"
+
+
+def test_reencrypt_moves_the_crm_token_to_the_newest_key(migrated: str) -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    config = SourceConfig(kind="hubspot", secrets=[SECRET], crm_token=CRM_TOKEN)
+
+    async def store_then_reencrypt() -> dict[str, Any]:
+        db = Database(migrated)
+        now = datetime.now(UTC)
+        try:
+            async with db.transaction() as session:
+                await save_source(session, "hubspot", "hubspot",
+                                  SourceRegistry({}, SecretBox([old])).stored_config(config), now)
+            await reencrypt_sources(db, SecretBox([new, old]))
+            async with db.reading() as session:
+                [row] = await list_sources(session)
+                return dict(row["config"])
+        finally:
+            await db.dispose()
+
+    stored = asyncio.run(store_then_reencrypt())
+    assert SecretBox([new]).decrypt(stored["crm_token"]) == CRM_TOKEN
+    with pytest.raises(UndecryptableSecretError):
+        SecretBox([old]).decrypt(stored["crm_token"])
