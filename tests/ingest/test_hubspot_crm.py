@@ -14,9 +14,11 @@ import httpx
 import pytest
 import yaml
 from cryptography.fernet import Fernet
+from sqlalchemy import select
 
 from leadrelay.broker import EmbeddedBroker
 from services.ingest.app import create_app
+from services.ingest.crm_fetches import purge_finished
 from services.ingest.models import crm_fetch, lead, source, submission
 from services.ingest.repository import list_sources, save_source
 from services.ingest.settings import IngestSettings
@@ -261,12 +263,16 @@ async def test_a_source_registered_through_the_api_keeps_its_token_encrypted_and
             audit = await client.get("/v1/audit", headers=ADMIN_HEADERS)
             misplaced = await client.put("/v1/sources/zap", headers=ADMIN_HEADERS, json={
                 "kind": "zapier", "secrets": [SECRET], "crm_token": CRM_TOKEN})
+            private = await client.put("/v1/sources/other", headers=ADMIN_HEADERS, json={
+                **config, "crm_base_url": "http://10.1.2.3:8080"})
             await deliver(client)
             await fetches_until(settings, "done")
     assert saved.status_code == 201, saved.text
     assert (shown.json()["crm_token_set"], shown.json()["crm_base_url"]) == (
         True, f"{config['crm_base_url']}/")
     assert misplaced.status_code == 422
+    assert (private.status_code, private.json()["title"]) == (422, "CRM URL refused")
+    assert "10.1.2.3, which is not a public internet address" in private.json()["detail"]
     for answer in (saved, shown, audit):
         assert CRM_TOKEN not in answer.text
     [row] = await table_rows(settings, source)
@@ -298,3 +304,45 @@ def test_reencrypt_moves_the_crm_token_to_the_newest_key(migrated: str) -> None:
     assert SecretBox([new]).decrypt(stored["crm_token"]) == CRM_TOKEN
     with pytest.raises(UndecryptableSecretError):
         SecretBox([old]).decrypt(stored["crm_token"])
+
+
+async def test_erasing_the_lead_deletes_its_fetch_and_the_contact_copy(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm)
+        async with running_app(create_app(settings)) as client:
+            await deliver(client)
+            [done] = await fetches_until(settings, "done")
+            erased = await client.delete(f"/v1/leads/{done['lead_id']}", headers=ADMIN_HEADERS)
+    assert erased.status_code == 204, erased.text
+    assert await fetches(settings) == []
+    [thin] = await table_rows(settings, submission)
+    assert (thin["channel"], thin["lead_id"]) == ("webhook", None)
+    assert "Lovelace" not in json.dumps(thin, default=str)
+
+
+def test_finished_fetches_are_purged_with_the_submissions_and_waiting_ones_kept(
+    migrated: str,
+) -> None:
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(days=100)
+
+    async def purge() -> list[tuple[str, str]]:
+        db = Database(migrated)
+        try:
+            async with db.transaction() as session:
+                for contact, status, finished in (("1", "done", long_ago),
+                                                  ("2", "failed", long_ago),
+                                                  ("3", "done", now), ("4", "pending", None)):
+                    await session.execute(crm_fetch.insert().values(
+                        source_key="hubspot", object_id=contact, status=status, attempts=1,
+                        due_at=long_ago, created_at=long_ago, finished_at=finished))
+                await purge_finished(session, now - timedelta(days=90))
+            async with db.reading() as session:
+                rows = await session.execute(select(crm_fetch.c.object_id, crm_fetch.c.status))
+                return sorted((row.object_id, row.status) for row in rows)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(purge()) == [("3", "done"), ("4", "pending")]
