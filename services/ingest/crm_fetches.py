@@ -16,8 +16,9 @@ one transaction with its effect, only if its claim still holds:
   `crm_fetch_max_attempts` the row is `failed` with the last error;
 - a `404`, another `4xx`, a refused URL, a source gone or without a token: `failed` at once.
 Nothing waits in memory: a process stopped or killed between tries leaves the row due, and
-one killed during a call leaves its claim to lapse (twice the call's time limit, plus 5 s);
-any instance then takes the row. On PostgreSQL instances claim with `FOR UPDATE SKIP LOCKED`.
+one killed during a call leaves its claim to lapse (twice the call's time limit, plus 1 s);
+any instance then takes the row, and the first one's late outcome, if it comes, is dropped.
+On PostgreSQL instances claim with `FOR UPDATE SKIP LOCKED`.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class CrmFetcher:
         self.context = context
         settings = context.settings
         self.destinations = destinations or DestinationPolicy(settings.allowed_webhook_urls)
-        self.lease = timedelta(seconds=2 * settings.crm_fetch_timeout_seconds + 5)
+        self.lease = timedelta(seconds=2 * settings.crm_fetch_timeout_seconds + 1)
         self._client: httpx.AsyncClient | None = None
 
     async def run(self) -> None:

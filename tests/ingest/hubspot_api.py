@@ -32,6 +32,8 @@ class Scripted:
     status: int
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    """Seconds the answer takes (a call still in flight when its caller dies)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class HubSpotCrm:
         self.script = deque(script or [])
         self.requests: list[Request] = []
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     @property
     def base_url(self) -> str:
@@ -86,6 +89,9 @@ class HubSpotCrm:
     ) -> None:
         assert self._server is not None
         self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     def answer(self, request: Request) -> Scripted:
@@ -113,6 +119,9 @@ class HubSpotCrm:
                               "updatedAt": "2026-12-07T08:00:01.000Z", "archived": False})
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
             request_line = (await reader.readline()).decode()
             headers: dict[str, str] = {}
@@ -124,6 +133,7 @@ class HubSpotCrm:
                               headers.get("authorization"), time.monotonic())
             self.requests.append(request)
             reply = self.answer(request)
+            await asyncio.sleep(reply.delay)
             body = json.dumps(reply.body).encode() if reply.body is not None else b""
             head = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
                     "Content-Type: application/json;charset=utf-8",
@@ -135,3 +145,4 @@ class HubSpotCrm:
             pass
         finally:
             writer.close()
+            self._handlers.discard(task)

@@ -219,6 +219,32 @@ async def test_a_fetch_waiting_for_its_retry_completes_after_a_restart(
     assert stored["email"] == "ada@example.com"
 
 
+async def test_a_fetch_whose_process_died_during_the_call_is_taken_again_after_its_lease(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """The first app stops while HubSpot has not answered yet: its claim lapses (twice the
+    2-s time limit plus 1 s), then the next app takes the fetch."""
+    hanging = Scripted(200, {"id": "123", "properties": {}}, delay=30)
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}, [hanging]) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm,
+                                crm_fetch_timeout_seconds=2.0)
+        async def calls() -> int:
+            return len(crm.requests)
+
+        async with running_app(create_app(settings)) as client:
+            await deliver(client)
+            await eventually(calls)
+        [claimed] = await fetches(settings)
+        async with running_app(create_app(settings)):
+            [done] = await fetches_until(settings, "done")
+    assert (claimed["status"], claimed["attempts"]) == ("pending", 1)
+    assert claimed["claimed_until"] - claimed["created_at"] >= timedelta(seconds=4.9)
+    assert (done["attempts"], len(crm.requests)) == (2, 2)
+    assert crm.requests[1].at - crm.requests[0].at >= 4.5, "taken again before the lease ended"
+    [stored] = await table_rows(settings, lead)
+    assert stored["email"] == "ada@example.com"
+
+
 async def test_a_refused_token_is_retried_then_given_up(
     migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
 ) -> None:
