@@ -165,7 +165,7 @@ async def test_a_429_waits_its_retry_after_then_the_fetch_succeeds(
         async with running_app(create_app(settings)) as client:
             await deliver(client)
             [waiting] = await eventually(
-                lambda: fetches(settings), until=lambda rows: bool(rows and rows[0]["attempts"]))
+                lambda: fetches(settings), until=lambda rows: bool(rows and rows[0]["last_error"]))
             [done] = await fetches_until(settings, "done")
     assert waiting["status"] == "pending"
     assert waiting["last_error"] == (
@@ -207,7 +207,7 @@ async def test_a_fetch_waiting_for_its_retry_completes_after_a_restart(
         async with running_app(create_app(settings)) as client:
             await deliver(client)
             [waiting] = await eventually(
-                lambda: fetches(settings), until=lambda rows: bool(rows and rows[0]["attempts"]))
+                lambda: fetches(settings), until=lambda rows: bool(rows and rows[0]["last_error"]))
         assert await table_rows(settings, lead) == []
         async with running_app(create_app(settings)):
             [done] = await fetches_until(settings, "done")
