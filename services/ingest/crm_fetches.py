@@ -13,7 +13,8 @@ one transaction with its effect, only if its claim still holds:
   is `done` with the lead's id. A contact without a usable email is `failed`, saying so;
 - a `429`: due again after its `Retry-After`; a `5xx`, a `401`/`403`, a network error or a
   timeout: after a back-off doubling from `crm_fetch_backoff_seconds`. Each try counts; after
-  `crm_fetch_max_attempts` the row is `failed` with the last error;
+  `crm_fetch_max_attempts` the row is `failed` with the last error (so is a row whose tries
+  never finish, a process dying on it each time);
 - a `404`, another `4xx`, a refused URL, a source gone or without a token: `failed` at once.
 Nothing waits in memory: a process stopped or killed between tries leaves the row due, and
 one killed during a call leaves its claim to lapse (twice the call's time limit, plus 1 s);
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.ingest import service
+from services.ingest.bodies import raw_text, storable
 from services.ingest.fields import canonical_fields, lenient_submission
 from services.ingest.models import crm_fetch
 from services.ingest.service import IngestContext, Intake
@@ -150,9 +152,12 @@ class CrmFetcher:
         """Try one claimed fetch and record how it went."""
         async with self.db.reading() as session:
             source = await self.context.sources.find(session, claim.source_key)
+        outcome: Outcome
         if source is None or source.kind != "hubspot" or not source.crm_token:
-            outcome: Outcome = Failed(
+            outcome = Failed(
                 f"the source {claim.source_key!r} is gone or has no crm_token any more")
+        elif claim.attempt > self._max_attempts:
+            outcome = Failed(f"gave up: {self._max_attempts} tries did not finish")
         else:
             outcome = await self._fetch(source, source.crm_token, claim.contact_id)
         await self.record(claim, source, outcome)
@@ -216,12 +221,12 @@ class CrmFetcher:
         if source is None:
             return None
         try:
-            fields = canonical_fields(fetched.properties,
+            fields = canonical_fields(storable(fetched.properties),
                                       field_mapping_of(source.kind, source.field_mapping))
             submission = lenient_submission(fields)
         except ValidationError:
             return None
-        intake = Intake(channel=CHANNEL, source_key=source.key, raw=fetched.raw,
+        intake = Intake(channel=CHANNEL, source_key=source.key, raw=raw_text(fetched.raw),
                         defaults=source.tag_defaults())
         accepted = await service.submit_lead(session, self.context, submission, intake)
         return accepted.lead_id

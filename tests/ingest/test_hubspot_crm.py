@@ -43,9 +43,10 @@ pytestmark = pytest.mark.broker
 
 CRM_TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
 CONTACT = {"email": "Ada@Example.com", "firstname": "Ada", "lastname": "Lovelace",
-           "company": "Analytical Engines", "phone": "+44 20 7946 0958",
+           "company": "Analytical\u0000 Engines", "phone": "+44 20 7946 0958",
            "country": "United Kingdom", "numberofemployees": "42", "jobtitle": None,
            "favourite_engine": "difference"}
+"""A contact as HubSpot holds it (a NUL, which PostgreSQL cannot store, in its company)."""
 EVENT = fixture_bytes("hubspot/example.json")
 """A `contact.creation` of contact 123, as HubSpot sends it."""
 
@@ -244,6 +245,27 @@ async def test_a_fetch_whose_process_died_during_the_call_is_taken_again_after_i
     [stored] = await table_rows(settings, lead)
     assert stored["email"] == "ada@example.com"
 
+
+async def test_a_fetch_whose_tries_never_finish_fails_without_another_call(
+    migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,
+) -> None:
+    """Every try so far was cut short (a process dying on it): the next claim gives up."""
+    async with HubSpotCrm(CRM_TOKEN, {"123": CONTACT}) as crm:
+        settings = crm_settings(migrated, broker, topic_prefix, tmp_path, crm,
+                                crm_fetch_max_attempts=3)
+        long_ago = datetime.now(UTC) - timedelta(minutes=5)
+        db = Database(settings.database_url)
+        try:
+            async with db.transaction() as session:
+                await session.execute(crm_fetch.insert().values(
+                    source_key="hubspot", object_id="123", status="pending", attempts=3,
+                    due_at=long_ago, claimed_until=long_ago, created_at=long_ago))
+        finally:
+            await db.dispose()
+        async with running_app(create_app(settings)):
+            [failed] = await fetches_until(settings, "failed")
+    assert (failed["attempts"], failed["last_error"]) == (4, "gave up: 3 tries did not finish")
+    assert crm.requests == []
 
 async def test_a_refused_token_is_retried_then_given_up(
     migrated: str, broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path,

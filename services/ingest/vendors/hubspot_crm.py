@@ -42,7 +42,8 @@ MAX_ERROR_CHARS = 300
 @dataclass(frozen=True)
 class Fetched:
     properties: dict[str, Any]
-    raw: str
+    raw: bytes
+    """The answer's body as received."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def classify(response: httpx.Response, now: datetime) -> Outcome:
         properties = document.get("properties") if isinstance(document, dict) else None
         if not isinstance(properties, dict):
             return Failed("HubSpot answered 200 without the contact's properties")
-        return Fetched(properties=properties, raw=response.text)
+        return Fetched(properties=properties, raw=response.content)
     error = f"HubSpot answered {status}{_described(response)}"
     if status == 429:
         return Retry(error, retry_after_seconds(response.headers.get("retry-after"), now))
