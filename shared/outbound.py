@@ -12,9 +12,9 @@ A URL is checked when it is registered and again each time something is sent to 
 A URL on `allowed` (an exact URL, or an origin such as `http://127.0.0.1:8709` that covers its
 paths) may reach any address: that is how a local receiver is let in, and nothing else.
 
-`post` connects to the address that was checked, not to what the name resolves to a moment
-later, so a DNS answer that changes between the check and the connection (rebinding) cannot
-move the call: the URL's host becomes that address, the `Host` header keeps the name, and for
+`post` and `get` connect to the address that was checked, not to what the name resolves to a
+moment later, so a DNS answer that changes between the check and the connection (rebinding)
+cannot move the call: the URL's host becomes that address, the `Host` header keeps the name, and for
 https the TLS server name (SNI, and the certificate check) stays the name too. httpx pools
 connections by scheme, address and port, not by that name: an https connection is therefore
 closed after its call (`Connection: close`), so a call to another name served from the same
@@ -165,11 +165,25 @@ async def post(
     headers: Mapping[str, str],
 ) -> httpx.Response:
     """POST `content` to `destination`, connecting to its checked address only."""
+    return await _send(client, "POST", destination, content=content, headers=headers)
+
+
+async def get(
+    client: httpx.AsyncClient, destination: Destination, *, headers: Mapping[str, str],
+) -> httpx.Response:
+    """GET `destination` (its query included), connecting to its checked address only."""
+    return await _send(client, "GET", destination, content=None, headers=headers)
+
+
+async def _send(
+    client: httpx.AsyncClient, method: str, destination: Destination, *,
+    content: bytes | None, headers: Mapping[str, str],
+) -> httpx.Response:
     url = destination.url
     pinned = {**headers, "Host": url.netloc.decode("ascii")}
     extensions = {}
     if url.scheme == "https":
         extensions["sni_hostname"] = url.host
         pinned["Connection"] = "close"
-    return await client.post(url.copy_with(host=destination.address), content=content,
-                             headers=pinned, extensions=extensions)
+    return await client.request(method, url.copy_with(host=destination.address),
+                                content=content, headers=pinned, extensions=extensions)

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 import services.ingest
 from services.ingest import api, lead_keys
+from services.ingest.crm_fetches import CrmFetcher
 from services.ingest.idempotency import IdempotentRequests
 from services.ingest.lead_writes import group_hooks
 from services.ingest.models import INBOX, OUTBOX
@@ -45,6 +46,7 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
         )
         built.add_loop("group-commit", writes.run_writer)
         built.add_loop("submission-retention", SubmissionRetention(built.db, context).run)
+        built.add_loop("crm-fetch", CrmFetcher(built.db, context).run)
         app.state.ingest = context
         return built
 

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Table,
@@ -93,6 +94,29 @@ idempotency_key = Table(
     Column("created_at", UTCDateTime, nullable=False, index=True),
 )
 """The first answer to each `Idempotency-Key`, committed with the work it describes."""
+
+crm_fetch = Table(
+    "ingest_crm_fetch",
+    metadata,
+    Column("id", AutoIncrement, primary_key=True, autoincrement=True),
+    Column("source_key", String(100), nullable=False),
+    Column("object_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("claimed_until", UTCDateTime),
+    Column("last_error", String(500)),
+    Column("lead_id", String(36), index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, index=True),
+    Index("ix_ingest_crm_fetch_status_due", "status", "due_at"),
+    Index("ix_ingest_crm_fetch_contact", "source_key", "object_id"),
+)
+"""A HubSpot contact to fetch from the CRM because a thin webhook event named it
+(`services.ingest.crm_fetches`): `pending` until it is `done` (the lead it made, if the
+contact had a usable email) or `failed` (`last_error` says why). `claimed_until` is the lease
+of the instance fetching it; `due_at` the next try, after a `429`'s `Retry-After` or a back-off.
+Finished rows are purged with the submissions; erasing a lead deletes its rows."""
 
 AUDIT = audit_table(metadata, "ingest")
 OUTBOX = outbox_tables(metadata, "ingest")

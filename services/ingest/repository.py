@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import CursorResult, Result, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest.models import idempotency_key, lead, source, submission
+from services.ingest.models import crm_fetch, idempotency_key, lead, source, submission
 
 _LEAD_BY_EMAIL_FOR_UPDATE = select(lead).where(lead.c.email == bindparam("email")).with_for_update()
 _LEADS_BY_EMAIL_FOR_UPDATE = (
@@ -197,8 +197,10 @@ async def purge_idempotency_keys(session: AsyncSession, created_before: datetime
 
 
 async def erase_lead(session: AsyncSession, lead_id: str) -> None:
-    """Delete the lead's row (its data key with it) and every submission of it."""
+    """Delete the lead's row (its data key with it), every submission of it and the CRM
+    fetches that made or updated it."""
     await session.execute(delete(submission).where(submission.c.lead_id == lead_id))
+    await session.execute(delete(crm_fetch).where(crm_fetch.c.lead_id == lead_id))
     await session.execute(delete(lead).where(lead.c.id == lead_id))
 
 

@@ -1,4 +1,5 @@
-"""The retention purge: raw submissions past their retention, idempotency keys past 48 h."""
+"""The retention purge: raw submissions and finished CRM fetches past their retention,
+idempotency keys past 48 h."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from services.ingest import repository
+from services.ingest import crm_fetches, repository
 from services.ingest.service import IngestContext
 from shared.db import Database
 
@@ -27,6 +28,7 @@ class SubmissionRetention:
         keys_cutoff = self.context.clock.now() - timedelta(hours=IDEMPOTENCY_HOURS)
         async with self.db.transaction() as session:
             purged = await repository.purge_submissions(session, cutoff)
+            await crm_fetches.purge_finished(session, cutoff)
             await repository.purge_idempotency_keys(session, keys_cutoff)
         if purged:
             logger.info("purged %d submissions received before %s", purged, cutoff.isoformat())

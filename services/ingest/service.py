@@ -11,9 +11,10 @@ lead, the merge and their events with the same pure builders (`new_lead_row`,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -94,6 +95,8 @@ class IngestContext:
     """Where the write endpoints run their work: in groups, one commit per group."""
     scrubber: WalScrubber | None = None
     """Empties SQLite's write-ahead log after an erasure."""
+    crm_fetch_due: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a webhook queued a CRM fetch (`services.ingest.crm_fetches`)."""
 
 
 def profile_of(row: Mapping[str, Any]) -> LeadProfile:

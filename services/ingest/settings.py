@@ -33,3 +33,37 @@ class IngestSettings(ServiceSettings):
         default=90.0, gt=0, description="Raw submissions older than this are purged"
     )
     purge_interval_seconds: float = Field(default=3600.0, gt=0)
+    hubspot_api_url: str = Field(
+        default="https://api.hubapi.com",
+        description="HubSpot's API base URL, where thin webhook events' contacts are fetched "
+                    "(`GET /crm/v3/objects/contacts/{id}`); a source's `crm_base_url` overrides it",
+    )
+    webhook_allowed_urls: str = Field(
+        default="",
+        description="Comma-separated URLs or origins the CRM fetch may call although they are "
+                    "not public internet addresses (a local test server only)",
+    )
+    crm_fetch_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Time limit of one CRM call (connect, write, read)"
+    )
+    crm_fetch_max_attempts: int = Field(
+        default=10, ge=1, description="Tries of one contact fetch before it is marked failed"
+    )
+    crm_fetch_backoff_seconds: float = Field(
+        default=2.0, gt=0,
+        description="Delay before the first retry of a fetch that failed (5xx, network); "
+                    "doubles on each retry. A `429` waits its `Retry-After` instead",
+    )
+    crm_fetch_max_backoff_seconds: float = Field(default=600.0, gt=0)
+    crm_fetch_poll_seconds: float = Field(
+        default=1.0, gt=0, description="Longest sleep of the fetch loop when nothing wakes it"
+    )
+    crm_fetch_batch_size: int = Field(
+        default=5, ge=1, le=100,
+        description="Fetches claimed and run at once (HubSpot allows a private app 100 to 190 "
+                    "calls per 10 seconds, by the account's plan)",
+    )
+
+    @property
+    def allowed_webhook_urls(self) -> list[str]:
+        return [url.strip() for url in self.webhook_allowed_urls.split(",") if url.strip()]

@@ -13,6 +13,10 @@ sources:
     defaults: {channel: website, campaign: spring-launch}
     allowed_origins: ["https://www.example.com"]
     thank_you_url: https://www.example.com/thanks
+  - key: hubspot
+    kind: hubspot
+    secrets: [app-client-secret]  # checks X-HubSpot-Signature-v3
+    crm_token: pat-na1-...        # fetches the contacts of thin events (private app token)
 ```
 """
 
@@ -71,6 +75,16 @@ class SourceConfig(BaseModel):
     signing_url: HttpUrl | None = Field(
         default=None, description="HubSpot: the public URL HubSpot calls, if a proxy rewrites it"
     )
+    crm_token: str | None = Field(
+        default=None, min_length=8, max_length=500,
+        description="HubSpot: a private app's access token (scope `crm.objects.contacts.read`); "
+        "with it, thin webhook events (`contact.creation`, `contact.propertyChange`) fetch the "
+        "contact from the CRM and become leads. Stored encrypted, never returned",
+    )
+    crm_base_url: HttpUrl | None = Field(
+        default=None, description="HubSpot: the CRM API's base URL; unset: "
+        "`LEADRELAY_HUBSPOT_API_URL` (https://api.hubapi.com)",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -79,6 +93,8 @@ class SourceConfig(BaseModel):
             raise ValueError(f"field_mapping targets unknown fields: {', '.join(unknown)}")
         if self.kind in WEBHOOK_KINDS and not self.secrets:
             raise ValueError(f"a {self.kind} source needs at least one secret")
+        if self.kind != "hubspot" and (self.crm_token or self.crm_base_url):
+            raise ValueError("crm_token and crm_base_url are for hubspot sources only")
         return self
 
     def tag_defaults(self) -> dict[str, Any]:
@@ -130,11 +146,15 @@ class SourceRegistry:
         """`config` as `ingest_source.config` stores it: its secrets encrypted."""
         document = config.model_dump(mode="json")
         document["secrets"] = [self.secrets.encrypt(secret) for secret in config.secrets]
+        if config.crm_token:
+            document["crm_token"] = self.secrets.encrypt(config.crm_token)
         return document
 
     def source_from_row(self, row: RowMapping) -> Source:
         config = dict(row["config"])
         config["secrets"] = [self.secrets.decrypt(value) for value in config.get("secrets", [])]
+        if config.get("crm_token"):
+            config["crm_token"] = self.secrets.decrypt(config["crm_token"])
         return Source.model_validate({**config, "key": row["key"], "managed_by": "api"})
 
     async def find(self, session: AsyncSession, key: str) -> Source | None:
@@ -156,8 +176,11 @@ async def reencrypt_sources(db: Database, secrets: SecretBox) -> int:
     async with db.transaction() as session:
         for row in await repository.list_sources(session):
             config = dict(row["config"])
-            if config.get("secrets"):
-                config["secrets"] = [secrets.reencrypt(value) for value in config["secrets"]]
+            if config.get("secrets") or config.get("crm_token"):
+                config["secrets"] = [secrets.reencrypt(value)
+                                     for value in config.get("secrets", [])]
+                if config.get("crm_token"):
+                    config["crm_token"] = secrets.reencrypt(config["crm_token"])
                 await repository.save_source(session, row["key"], row["kind"], config,
                                              row["updated_at"])
                 changed += 1

@@ -123,19 +123,30 @@ async def test_hubspot_thin_events_are_kept_without_a_lead(settings: IngestSetti
     assert row["lead_id"] is None and row["raw"] == body.decode()
 
 
-async def test_hubspot_workflow_contact_becomes_a_lead(settings: IngestSettings) -> None:
+async def test_hubspot_workflow_contact_becomes_a_lead_and_its_replay_is_a_duplicate(
+    settings: IngestSettings,
+) -> None:
     clock = ManualClock(NOW)
     body = json.dumps({"vid": 51, "properties": {
         "email": {"value": "grace@navy.mil"}, "firstname": {"value": "Grace"},
         "lastname": {"value": "Hopper"}, "country": {"value": "United States"},
         "phone": {"value": "(281) 332-2575"}}}).encode()
     async with running_app(create_app(settings, clock=clock)) as client:
-        answer = await post(client, "hubspot", body, hubspot_headers(clock, body))
+        signed = hubspot_headers(clock, body)
+        answer = await post(client, "hubspot", body, signed)
+        replay = await post(client, "hubspot", body, signed)
+        clock.advance(1)
+        resent = await post(client, "hubspot", body, hubspot_headers(clock, body))
         await published(settings, 1)
     assert answer.status_code == 202, answer.text
     stored = (await stored_leads(settings))["grace@navy.mil"]
     assert (stored["name"], stored["country"], stored["phone"]) == (
         "Grace Hopper", "US", "+12813322575")
+    assert (replay.status_code, replay.json()["results"][0]["status"]) == (200, "duplicate")
+    assert resent.json()["results"][0]["status"] == "unchanged", "a new request is not a replay"
+    rows = await table_rows(settings, submission)
+    assert len(rows) == 2
+    assert rows[0]["external_id"].startswith(f"workflow:{signed['X-HubSpot-Request-Timestamp']}:")
 
 
 async def test_standard_webhooks_full_payload_with_mapping(settings: IngestSettings) -> None:
@@ -171,6 +182,28 @@ async def test_zapier_json_and_form_with_bearer_token(settings: IngestSettings) 
     assert no_token.status_code == 401
     stored = (await stored_leads(settings))["bryan@zapier.example"]
     assert (stored["name"], stored["employee_count"]) == ("Bryan Helmig", 27)
+
+
+async def test_zapier_record_without_external_id_sent_again_is_a_duplicate(
+    settings: IngestSettings,
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    record = {"first_name": "Bryan", "last_name": "Helmig", "email": "bryan@zapier.example"}
+    body = json.dumps(record).encode()
+    reordered = json.dumps(dict(reversed(record.items())), indent=2).encode()
+    changed = json.dumps({**record, "age": "28"}).encode()
+    async with running_app(create_app(settings)) as client:
+        first = await post(client, "zapier", body, {**JSON, **auth})
+        again = await post(client, "zapier", reordered, {**JSON, **auth})
+        in_a_list = await post(client, "zapier", b"[" + body + b"]", {**JSON, **auth})
+        new = await post(client, "zapier", changed, {**JSON, **auth})
+        await published(settings, 2)
+    assert first.json()["results"][0]["status"] == "created"
+    assert (again.status_code, again.json()["results"][0]["status"]) == (200, "duplicate")
+    assert in_a_list.json()["results"][0]["status"] == "duplicate"
+    assert new.json()["results"][0]["status"] == "merged"
+    identities = [row["external_id"] for row in await table_rows(settings, submission)]
+    assert len(identities) == 2 and all(value.startswith("sha256:") for value in identities)
 
 
 @pytest.mark.parametrize("case", ["tampered", "wrong_secret", "reserialised", "stale", "unsigned"])

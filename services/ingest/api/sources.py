@@ -1,5 +1,6 @@
 """The source registry API: `GET/PUT/DELETE /v1/sources/{key}`. Secrets are never returned
-(`secret_count` says how many there are) and are stored encrypted.
+(`secret_count` says how many there are, `crm_token_set` whether a HubSpot source has its
+token) and are stored encrypted. A CRM URL that the outbound guard refuses is a `422`.
 
 Every change is in the audit log (`GET /v1/audit`), secrets redacted.
 """
@@ -18,6 +19,7 @@ from services.ingest.models import AUDIT
 from services.ingest.sources import Source, SourceConfig, SourceKey
 from shared import audit
 from shared.app import RuntimeDep
+from shared.outbound import DestinationPolicy, RefusedDestinationError
 from shared.problems import ProblemError
 
 routes = APIRouter(prefix="/v1", tags=["sources"],
@@ -33,6 +35,8 @@ class SourceView(BaseModel):
     defaults: dict[str, Any]
     allowed_origins: list[str]
     thank_you_url: str | None
+    crm_token_set: bool = False
+    crm_base_url: str | None = None
 
     @classmethod
     def of(cls, source: Source) -> SourceView:
@@ -41,6 +45,8 @@ class SourceView(BaseModel):
             secret_count=len(source.secrets), field_mapping=source.field_mapping,
             defaults=source.tag_defaults(), allowed_origins=source.allowed_origins,
             thank_you_url=str(source.thank_you_url) if source.thank_you_url else None,
+            crm_token_set=bool(source.crm_token),
+            crm_base_url=str(source.crm_base_url) if source.crm_base_url else None,
         )
 
 
@@ -70,6 +76,7 @@ async def save_source(
     context: ContextDep, response: Response,
 ) -> SourceView:
     _not_from_file(context, key)
+    await _check_crm_url(context, config)
     document = config.model_dump(mode="json")
     async with runtime.db.transaction() as session:
         before = await repository.find_source(session, key)
@@ -109,3 +116,16 @@ def _not_from_file(context: ContextDep, key: str) -> None:
             f"The source {key!r} is declared in the sources file; change it there.",
             slug="source-managed-by-file",
         )
+
+
+async def _check_crm_url(context: ContextDep, config: SourceConfig) -> None:
+    """422 when the CRM URL may not be called (`shared.outbound`); it is checked again on
+    every call."""
+    if config.crm_base_url is None:
+        return
+    policy = DestinationPolicy(context.settings.allowed_webhook_urls)
+    try:
+        await policy.check_registration(str(config.crm_base_url))
+    except RefusedDestinationError as refused:
+        raise ProblemError(422, "CRM URL refused", f"crm_base_url: {refused}",
+                           slug="crm-url-refused", field="crm_base_url") from None

@@ -57,7 +57,9 @@ async def receive_webhook(
     """Verify the delivery, then store one lead per entry (replays change nothing).
 
     `202` lists each entry's outcome: `created`, `merged`, `unchanged`, `duplicate` (a replay),
-    or `unmatched` (no usable email: kept for audit, no lead).
+    `unmatched` (no usable email: kept for audit, no lead), or `queued` (a thin HubSpot
+    event of a source with a `crm_token`: the contact is fetched from HubSpot's CRM and
+    becomes a lead then).
     """
     body = await read_body(request, context.settings.webhook_max_bytes)
     async with runtime.db.reading() as session:
@@ -78,7 +80,8 @@ async def receive_webhook(
         raise ProblemError(401, "Bad signature", str(error), slug="bad-signature") from None
     try:
         entries = [
-            Entry(external_id=storable(entry.external_id), fields=storable(entry.fields))
+            Entry(external_id=storable(entry.external_id), fields=storable(entry.fields),
+                  contact_id=entry.contact_id)
             for entry in adapter.entries(delivery)
         ]
     except PayloadError as error:

@@ -4,10 +4,12 @@ Every adapter module has the same two functions: `verify(delivery, secrets, now)
 signature over the raw bytes (raising `SignatureError`), and `entries(delivery)` reads the
 payload into flat fields per lead, with the sender's id of each (for replay detection).
 `entries` runs only after `verify` passed: nothing is parsed before the sender is proven.
+A sender that gives no id gets one derived from what it signed or sent (`body_identity`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,8 @@ class Entry:
 
     external_id: str | None
     fields: dict[str, Any] = field(default_factory=dict)
+    contact_id: str | None = None
+    """A thin event's CRM contact: its fields are fetched from the CRM (HubSpot only)."""
 
 
 class PayloadError(ValueError):
@@ -56,3 +60,8 @@ def json_object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PayloadError(f"{what} is not a JSON object")
     return value
+
+
+def body_identity(content: bytes) -> str:
+    """A delivery id for a sender that gives none: the SHA-256 of what it sent."""
+    return "sha256:" + hashlib.sha256(content).hexdigest()

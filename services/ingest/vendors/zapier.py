@@ -1,18 +1,22 @@
 """Zapier and any generic sender: flat JSON (an object or a list of them), or a URL-encoded form.
 
 No signature: the sender proves itself with the source's bearer token. The Zap author names
-the fields; an `external_id` field (or one mapped to it) is the replay key.
+the fields; an `external_id` (or `source_id`) field is the replay key. Zapier sends no
+delivery id, so a record without one is identified by what it holds: the SHA-256 of its
+fields, keys sorted (`sha256:<hex>`). The same record sent again, alone or in a list, is a
+duplicate; a record that differs in any field is new.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from services.ingest.signatures import verify_bearer
-from services.ingest.vendors import Delivery, Entry, PayloadError, json_body
+from services.ingest.vendors import Delivery, Entry, PayloadError, body_identity, json_body
 
 
 def verify(delivery: Delivery, secrets: Sequence[str], now: datetime) -> None:
@@ -36,4 +40,7 @@ def entries(delivery: Delivery) -> list[Entry]:
 
 def _entry(fields: dict[str, Any]) -> Entry:
     identifier = fields.get("external_id") or fields.get("source_id")
-    return Entry(external_id=str(identifier) if identifier else None, fields=fields)
+    if identifier:
+        return Entry(external_id=str(identifier), fields=fields)
+    record = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return Entry(external_id=body_identity(record.encode()), fields=fields)
