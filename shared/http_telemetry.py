@@ -1,10 +1,11 @@
 """Per-request telemetry: correlation id, request metrics and the request's span.
 
 The correlation id is the request's `X-Correlation-ID`, else its `X-Request-ID`, else a new
-one (at most 128 printable characters; anything else is replaced). It is answered in both
-headers, given to the routes as `X-Correlation-ID` (ingest writes it into the events), and set
-in the log context with the trace. Each request is counted and timed by route template (never
-the raw path, which may hold a link's token), method and status
+one (at most 128 printable ASCII characters; a new one replaces anything else). It is answered
+in both headers, given to the routes as `X-Correlation-ID` when the request had none (ingest
+writes it into the events; one the request sent is left as it is, for the route to validate),
+and set in the log context with the trace. Each request is counted and timed by route
+template (never the raw path, which may hold a link's token), method and status
 (`leadrelay_http_requests_total`, `leadrelay_http_request_duration_seconds`). While tracing
 (`shared.tracing`), each request gets a server span, child of the caller's `traceparent`.
 """
@@ -62,11 +63,8 @@ class HttpTelemetry:
             elif name == b"traceparent":
                 traceparent = tracing.checked_traceparent(value.decode("latin-1"))
         correlation_id = _valid(correlation) or _valid(request_id) or uuid.uuid4().hex
-        if correlation is None or correlation.decode("latin-1") != correlation_id:
-            scope["headers"] = [
-                *(header for header in scope["headers"] if header[0] != CORRELATION_HEADER),
-                (CORRELATION_HEADER, correlation_id.encode()),
-            ]
+        if correlation is None:
+            scope["headers"] = [*scope["headers"], (CORRELATION_HEADER, correlation_id.encode())]
         method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
         span = tracing.start_span(f"{self.service} {method}", traceparent, SpanKind.SERVER,
                                   {"http.request.method": method})

@@ -218,6 +218,7 @@ def consuming(
             if log_each:
                 _log_consumed(message, event_type, LogContext(correlation_id, lead_id, traceparent))
     token = _BY_LEAD.set(by_lead)
+    previous = current_context()
     failure: BaseException | None = None
     try:
         yield
@@ -226,6 +227,7 @@ def consuming(
         raise
     finally:
         _BY_LEAD.reset(token)
+        use_context(previous)  # `use_lead_context` may have set one event's
         for span in spans:
             end_span(span, failure)
 

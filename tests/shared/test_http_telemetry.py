@@ -64,14 +64,23 @@ async def test_the_callers_id_and_trace_are_kept() -> None:
                                         "traceparent": TRACEPARENT}
 
 
-async def test_an_unusable_id_is_replaced() -> None:
+async def test_an_unusable_request_id_is_replaced() -> None:
     async with client(telemetry_app(ServiceMetrics("sample"))) as http:
-        too_long = await http.get("/items/1", headers={"X-Correlation-ID": "x" * 129})
+        too_long = await http.get("/items/1", headers={"X-Request-ID": "x" * 129})
         unprintable = await http.get("/items/1", headers={"X-Request-ID": "a\tb"})
     for answer in (too_long, unprintable):
         assert answer.status_code == 200
         assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["x-correlation-id"])
         assert answer.json()["seen"] == answer.headers["x-correlation-id"]
+
+
+async def test_an_unusable_correlation_id_is_left_for_the_route_and_not_logged() -> None:
+    async with client(telemetry_app(ServiceMetrics("sample"))) as http:
+        answer = await http.get("/items/1", headers={"X-Correlation-ID": "x" * 129})
+    generated = answer.headers["x-correlation-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    assert answer.json()["seen"] == "x" * 129
+    assert answer.json()["logged"] == generated
 
 
 async def test_requests_are_counted_by_route_template_method_and_status() -> None:
