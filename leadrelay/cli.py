@@ -118,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
         for line in missing:
             print(f"leadrelay serve {spec.name}: {line}", file=sys.stderr)
         return 2
-    configure_logging(spec.name, settings.log_level)
+    configure_logging(spec.name, settings.log_level, settings.log_format)
     if problem := _broker_access_problem(settings):
         print(f"leadrelay serve {spec.name}: {problem}", file=sys.stderr)
         return 2

@@ -144,6 +144,7 @@ def running_system(
     *, bootstrap_servers: str, data_dir: Path, topic_prefix: str, sla_seconds: float,
     database_url: str | None = None, allowed_webhook_urls: Sequence[str] = (),
     broker_env: Mapping[str, str] | None = None, instances: int | Mapping[str, int] = 1,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningSystem]:
     """Migrate and start ingest, scorer and router; stop them all at the end. Webhooks may
     call `allowed_webhook_urls` (the local receiver's URL) besides public addresses.
@@ -152,6 +153,7 @@ def running_system(
 
     `broker_env` is the services' broker settings (security, idempotence, replication, fetch
     wait) beyond the bootstrap servers; by default those suited to the embedded broker.
+    `extra_env` adds or overrides any other setting (tracing, log level).
     """
     ports = {name: free_port() for name in SERVICES}
     urls = {
@@ -179,6 +181,7 @@ def running_system(
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",
             **(embedded_consumer_env() if broker_env is None else broker_env),
+            **(extra_env or {}),
         }
         processes[name] = [
             ServiceProcess(name, ports[name] if number == 1 else free_port(), env,

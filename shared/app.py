@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared import tracing
 from shared.auth import (
     bearer_token,
     document_bearer_auth,
@@ -18,6 +19,8 @@ from shared.auth import (
     unauthorized,
 )
 from shared.health import health_routes
+from shared.http_telemetry import HttpTelemetry
+from shared.metrics import ServiceMetrics
 from shared.problems import install_problem_handlers
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -36,19 +39,29 @@ def service_app(
     Every route of `routes` carries its own guard (`shared.auth`); the health routes do not,
     and `/metrics` asks for `LEADRELAY_METRICS_TOKEN` when it is set.
 
-    FastAPI's OpenTelemetry instrumentation is on only with `LEADRELAY_OPENTELEMETRY`: left on,
-    it looks for configured providers in the environment on every request.
+    Every request goes through `shared.http_telemetry` (correlation id, request metrics, its
+    span); spans are exported while `shared.tracing` is configured. FastAPI's own
+    instrumentation stays off: it would look for providers in the environment on every request.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime_factory() as runtime:
-            app.state.runtime = runtime
-            yield
+        tracing.start_tracing(settings.service_name)
+        try:
+            async with runtime_factory() as runtime:
+                app.state.runtime = runtime
+                yield
+        finally:
+            tracing.stop_tracing()
 
-    traced = settings.opentelemetry
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
-                  telemetry={"tracing": traced, "metrics": traced, "logs": traced})
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
+
+    def running_metrics() -> ServiceMetrics | None:
+        runtime: ServiceRuntime | None = getattr(app.state, "runtime", None)
+        return runtime.metrics if runtime is not None else None
+
+    app.add_middleware(HttpTelemetry, service=settings.service_name, metrics_of=running_metrics)
     install_problem_handlers(app)
     app.state.admin_tokens = settings.admin_tokens
     metrics_tokens = parse_tokens(settings.metrics_token)

@@ -42,6 +42,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import tracing
 from shared.clock import Clock, SystemClock
 from shared.db import Database, insert_ignoring_conflicts, is_outage
 from shared.events import Event, UndecodableEventError, decode_event
@@ -132,7 +133,8 @@ class EventConsumer:
                     continue
                 try:
                     await self._fetch_keys(records)
-                    await self.apply(records)
+                    with tracing.consuming(self.name, records):
+                        await self.apply(records)
                 except Exception as error:
                     if not is_outage(error):
                         raise
@@ -232,6 +234,7 @@ class EventConsumer:
                 await handler(session, event)
                 tally.applied.append(event.type)
                 continue
+            tracing.use_lead_context(event.lead_id)
             try:
                 async with session.begin_nested():
                     await handler(session, event)

@@ -15,6 +15,9 @@ statements of a group: `prepare(session, hints)` runs first with the hints the u
 queued with (what they will touch, to read it all at once), `finish(session)` runs after the
 last unit, before the commit (to send queued writes). They run only for groups of two units or
 more: a unit alone, and each unit of a failed group, runs in a plain transaction.
+
+Each unit runs with its request's log and trace context (`shared.logs.LogContext`) current;
+work that writes events only at `finish` pins it to their lead (`shared.tracing.pin_to_lead`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import tracing
 from shared.db import Database, is_outage
+from shared.logs import LogContext, current_context, use_context
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class _Pending:
     work: Work[Any]
     hint: Any
     answer: asyncio.Future[Any]
+    context: LogContext | None = None
+    """The request's correlation and trace context, current while its work runs."""
 
 
 class GroupCommit:
@@ -78,7 +85,7 @@ class GroupCommit:
             async with self.db.transaction() as session:
                 return await work(session)
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(work, hint, answer))
+        self._queue.append(_Pending(work, hint, answer, current_context()))
         self._arrived.set()
         return await answer
 
@@ -107,13 +114,14 @@ class GroupCommit:
         if not live:
             return
         try:
-            async with self.db.transaction() as session:
-                if len(live) > 1 and self.prepare is not None:
-                    hints = [pending.hint for pending in live if pending.hint is not None]
-                    await self.prepare(session, hints)
-                results = [await pending.work(session) for pending in live]
-                if len(live) > 1 and self.finish is not None:
-                    await self.finish(session)
+            with tracing.contexts_by_lead():
+                async with self.db.transaction() as session:
+                    if len(live) > 1 and self.prepare is not None:
+                        hints = [pending.hint for pending in live if pending.hint is not None]
+                        await self.prepare(session, hints)
+                    results = [await _in_context(pending, session) for pending in live]
+                    if len(live) > 1 and self.finish is not None:
+                        await self.finish(session)
         except Exception as error:  # noqa: BLE001 - each unit gets its own outcome below
             if len(live) == 1 or is_outage(error):
                 for pending in live:
@@ -132,13 +140,22 @@ class GroupCommit:
 
     async def _apply_alone(self, pending: _Pending) -> None:
         try:
-            async with self.db.transaction() as session:
-                result = await pending.work(session)
+            with tracing.contexts_by_lead():
+                async with self.db.transaction() as session:
+                    result = await _in_context(pending, session)
         except Exception as error:  # noqa: BLE001 - the error belongs to this unit's request
             _fail(pending, error)
             return
         self.commits += 1
         _succeed(pending, result)
+
+
+async def _in_context(pending: _Pending, session: AsyncSession) -> Any:
+    use_context(pending.context)
+    try:
+        return await pending.work(session)
+    finally:
+        use_context(None)
 
 
 def _succeed(pending: _Pending, result: Any) -> None:

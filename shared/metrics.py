@@ -6,13 +6,27 @@ scraped, not on the hot path. Services add their own metrics with `counter`, `ga
 `histogram`. Counts of work done in a transaction go through `count_after_commit`, so a
 rolled-back attempt (a batch retried event by event, a savepoint) is not counted. Labels never
 carry personal data: lead ids at most, usually not even those.
+
+Each registry also holds the process's standard collectors (CPU, memory, file descriptors,
+garbage collections, Python version): the registry is the service's own rather than
+prometheus_client's global one, so they are registered here, not by default. The HTTP request
+metrics are counted by `shared.http_telemetry`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.after_commit import defer_until_commit
@@ -26,6 +40,18 @@ class ServiceMetrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            self.registry.register(collector)
+        self.http_requests = self.counter(
+            "http_requests_total", "HTTP requests answered, by route template, method, status",
+            ["route", "method", "status"],
+        )
+        self.http_request_duration = self.histogram(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by route template, "
+            "method, status", ["route", "method", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.events_published = self.counter(
             "events_published_total", "Events the outbox relay published to Kafka", ["type"]
         )

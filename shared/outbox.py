@@ -62,6 +62,7 @@ from shared.db import Database, UTCDateTime, insert_ignoring_conflicts
 from shared.events import Envelope, encode_event
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog, is_outage
+from shared.tracing import context_for, record_headers
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ def outbox_tables(metadata: MetaData, prefix: str) -> OutboxTables:
         Column("message_key", String(64), nullable=False),
         Column("shard", Integer, nullable=False),
         Column("payload", Text, nullable=False),
+        # The request's or consumed event's trace and correlation id, sent as record headers.
+        Column("traceparent", String(55), nullable=True),
+        Column("correlation_id", String(128), nullable=True),
         Column("created_at", UTCDateTime, nullable=False),
         Column("published_at", UTCDateTime, nullable=True),
     )
@@ -118,6 +122,8 @@ class OutboxRow:
     topic: str
     message_key: str
     payload: str
+    traceparent: str | None = None
+    correlation_id: str | None = None
 
 
 _NONE_HANDED: tuple[OutboxRow, ...] = ()
@@ -179,14 +185,14 @@ class Outbox:
                     else [encode_event(event).decode() for event in events])
         fields = [
             (str(event.event_id), getattr(event, "type", type(event).__name__), event.lead_id,
-             payload)
+             payload, *_trace_of(event))
             for event, payload in zip(events, payloads, strict=True)
         ]
         rows = [
             {"event_id": event_id, "event_type": event_type, "topic": self.topic,
              "message_key": key, "shard": shard_of(key, self.shards), "payload": payload,
-             "created_at": now}
-            for event_id, event_type, key, payload in fields
+             "traceparent": traceparent, "correlation_id": correlation_id, "created_at": now}
+            for event_id, event_type, key, payload, traceparent, correlation_id in fields
         ]
         if not self.hand_over:
             await session.execute(self._insert, rows)
@@ -196,8 +202,9 @@ class Outbox:
         inserted = await session.execute(self._insert_returning_ids, rows)
         ids: dict[str, int] = {event_id: row_id for event_id, row_id in inserted}
         written = tuple(
-            OutboxRow(ids[event_id], event_id, event_type, self.topic, key, payload)
-            for event_id, event_type, key, payload in fields
+            OutboxRow(ids[event_id], event_id, event_type, self.topic, key, payload,
+                      traceparent, correlation_id)
+            for event_id, event_type, key, payload, traceparent, correlation_id in fields
         )
         defer_until_commit(session, (self, "wake"), written, self._committed)
 
@@ -262,7 +269,8 @@ class OutboxRelay:
         events = self.tables.events
         pending = (
             select(events.c.id, events.c.event_id, events.c.event_type, events.c.topic,
-                   events.c.message_key, events.c.payload)
+                   events.c.message_key, events.c.payload, events.c.traceparent,
+                   events.c.correlation_id)
             .where(events.c.published_at.is_(None))
             .order_by(events.c.id)
         )
@@ -466,6 +474,7 @@ class OutboxRelay:
                 headers=[
                     ("event_type", row.event_type.encode()),
                     ("event_id", row.event_id.encode()),
+                    *record_headers(row.traceparent, row.correlation_id),
                 ],
             )
             for row in rows
@@ -513,3 +522,11 @@ class OutboxRelay:
                 select(func.count()).select_from(events).where(events.c.published_at.is_(None))
             )
         return int(count or 0)
+
+
+def _trace_of(event: Envelope) -> tuple[str | None, str | None]:
+    """The traceparent and correlation id an event's row keeps (`shared.tracing`)."""
+    context = context_for(event.lead_id)
+    if context is None:
+        return None, event.correlation_id
+    return context.traceparent, event.correlation_id or context.correlation_id

@@ -138,10 +138,10 @@ class ServiceSettings(BaseSettings):
         default="", description="Bearer token(s) `/metrics` asks for; unset: `/metrics` is open"
     )
     log_level: str = "INFO"
-    opentelemetry: bool = Field(
-        default=False,
-        description="FastAPI's OpenTelemetry spans, metrics and logs of HTTP requests, sent to "
-                    "the providers configured in the process",
+    log_format: Literal["json", "plain"] = Field(
+        default="json",
+        description="json: one JSON object a line (service, level, event, correlation, lead "
+                    "and trace ids); plain: readable text lines",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

@@ -24,6 +24,7 @@ from services.ingest.repository import EarlierSubmission
 from shared.events import Envelope
 from shared.group_commit import Finish, Prepare
 from shared.outbox import Outbox
+from shared.tracing import pin_to_lead
 
 SESSION_KEY = "ingest_lead_writes"
 
@@ -81,6 +82,7 @@ class LeadWrites:
 
     def publish(self, event: Envelope) -> None:
         self.events.append(event)
+        pin_to_lead(event.lead_id)  # the outbox row, written at the flush, keeps its trace
 
     async def flush(self, session: AsyncSession) -> None:
         """Send everything queued, in an order the foreign keys accept."""

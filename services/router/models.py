@@ -227,6 +227,8 @@ notification = Table(
     Column("delivered_at", UTCDateTime, nullable=True),
     Column("last_status", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
+    # The span that queued it, parent of the delivery's span (`shared.tracing`).
+    Column("traceparent", String(55), nullable=True),
 )
 Index(
     "ix_router_notification_due",

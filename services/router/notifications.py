@@ -35,12 +35,13 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import repository, signing
 from services.router.channels import SLACK_PREFIX
 from services.router.settings import RouterSettings
-from shared import outbound
+from shared import outbound, tracing
 from shared.after_commit import defer_until_commit
 from shared.clock import Clock, as_utc
 from shared.db import Database
@@ -338,7 +339,25 @@ class Notifier:
         return list(await asyncio.gather(*(self.deliver(client, row) for row in rows)))
 
     async def deliver(self, client: httpx.AsyncClient, row: dict[str, Any]) -> Delivery:
-        """POST one claimed notification and record the outcome."""
+        """POST one claimed notification and record the outcome, in a span that is a child
+        of the one that queued it (`shared.tracing`)."""
+        span = tracing.start_span(
+            f"router notify {row['kind']}", row.get("traceparent"), SpanKind.CLIENT,
+            {"leadrelay.notification.kind": row["kind"], "leadrelay.channel": row["channel"],
+             "leadrelay.notification.attempt": int(row["attempts"] or 0)})
+        try:
+            delivery = await self._deliver(client, row, span)
+        except BaseException as error:
+            tracing.end_span(span, error)
+            raise
+        if span is not None and delivery.status_code is not None:
+            span.set_attribute("http.response.status_code", delivery.status_code)
+        tracing.end_span(span, failed=delivery.outcome != "delivered")
+        return delivery
+
+    async def _deliver(
+        self, client: httpx.AsyncClient, row: dict[str, Any], span: Span | None
+    ) -> Delivery:
         started = asyncio.get_running_loop().time()
         attempted_at = self.clock.now()
         status_code: int | None = None
@@ -360,6 +379,10 @@ class Notifier:
                 "Idempotency-Key": message_id,
                 "X-Leadrelay-Event": str(row["payload"].get("type", "")),
             }
+            traceparent = tracing.traceparent_of(span) if span is not None else row.get(
+                "traceparent")
+            if traceparent:
+                headers["traceparent"] = traceparent
             if row["channel"] == "generic":
                 headers |= signing.headers(
                     secret, message_id, int(attempted_at.timestamp()), body

@@ -71,6 +71,7 @@ from shared.metrics import ServiceMetrics, count_after_commit
 from shared.outbound import DestinationPolicy
 from shared.outbox import Outbox
 from shared.problems import ProblemError
+from shared.tracing import traceparent_for
 
 PRODUCER = "router"
 ROUTED_TEMPERATURES = frozenset({"hot", "warm"})
@@ -756,6 +757,7 @@ def notification_rows(
             "channel": channel,
             "kind": kind,
             "message_id": f"msg_{uuid.uuid4().hex}",
+            "traceparent": traceparent_for(offer.lead_id),
             # Not stored: what the delivery loop needs to send rows it is given at commit.
             **channel_secrets(person),
         }
@@ -824,6 +826,7 @@ def nurture_rows(
                              "email": (lead["profile"] or {}).get("email")}},
         "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
         "channel": "generic", "kind": "nurture", "message_id": f"msg_{uuid.uuid4().hex}",
+        "traceparent": traceparent_for(lead["id"]),
     }
 
 
