@@ -50,7 +50,8 @@ Language = Annotated[str, Field(max_length=40), AfterValidator(normalise_languag
 
 
 class BlankIsAbsent(BaseModel):
-    """Reads a blank text in any optional field as if the field were not sent."""
+    """Reads a blank text in any optional field as if the field were not sent; except
+    `external_id`, the sender's id of the submission, not a lead field: blank, it is a `422`."""
 
     @model_validator(mode="before")
     @classmethod
@@ -61,6 +62,7 @@ class BlankIsAbsent(BaseModel):
             name: None if (
                 isinstance(value, str) and not value.strip()
                 and name in cls.model_fields and not cls.model_fields[name].is_required()
+                and name != "external_id"
             ) else value
             for name, value in data.items()
         }
