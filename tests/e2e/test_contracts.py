@@ -114,7 +114,7 @@ def schemathesis_run(system: RunningSystem, service: str, report: Path) -> list[
     for phases, limits in runs.items():
         outcome = subprocess.run(
             [*base, "--phases", phases, *limits], capture_output=True, text=True,
-            timeout=SECONDS * 3, check=False,
+            timeout=SECONDS * 3, check=False, cwd=report.parent,  # its cache, out of the tree
         )
         report.write_text(report.read_text() + outcome.stdout if report.exists()
                           else outcome.stdout)
