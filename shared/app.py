@@ -21,6 +21,7 @@ from shared.auth import (
 from shared.health import health_routes
 from shared.http_telemetry import HttpTelemetry
 from shared.metrics import ServiceMetrics
+from shared.openapi import document_problems
 from shared.problems import install_problem_handlers
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
@@ -86,6 +87,7 @@ def service_app(
         return PlainTextResponse(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     document_bearer_auth(app)
+    document_problems(app)
     return app
 
 

@@ -1,8 +1,10 @@
 """RFC 9457 problem details for every error a service answers, so clients never see a bare 500.
 
 `install_problem_handlers(app)` turns validation errors into a `422` with one entry per invalid
-field, HTTP errors into their status, a database outage (`shared.outages.is_outage`, whatever
-raised it: a route, a dependency, ingest's group commit) into `503` with `Retry-After`, and any
+field (a JSON body that is not UTF-8 too, as ingest answers it), HTTP errors into their status
+(a `405` with every method of the path in `Allow`), a database outage
+(`shared.outages.is_outage`, whatever raised it: a route, a dependency, ingest's group commit)
+into `503` with `Retry-After`, and any
 other exception into a `500` problem that leaks nothing of the internals. An outage is logged
 as one warning when the first `503` goes out, then at most one line every
 `OUTAGE_LOG_SECONDS` counting the `503`s since, not one line per request.
@@ -18,6 +20,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -87,6 +90,26 @@ def _field_errors(error: RequestValidationError) -> list[dict[str, str]]:
     return entries
 
 
+def _undecodable_body(error: StarletteHTTPException) -> dict[str, str] | None:
+    """FastAPI answers a JSON body it cannot decode as text with a bare `400`; ingest, which
+    reads its bodies itself, answers `422`: every service answers the same."""
+    cause = error.__cause__
+    if error.status_code != 400 or not isinstance(cause, UnicodeDecodeError):
+        return None
+    return {"field": "body", "in": "body", "message": f"not UTF-8 at byte {cause.start}"}
+
+
+def _methods_of_path(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path (Starlette's `405`
+    names only the first route that matched the path, one method)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 class _OutageAnswers:
     """Counts the `503`s of an outage, so that it is logged now and then, not per request."""
 
@@ -123,11 +146,18 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
+        undecodable = _undecodable_body(error)
+        if undecodable is not None:
+            return problem_response(
+                request, 422, "Invalid request", "The request has invalid or missing fields.",
+                slug="invalid-request", errors=[undecodable],
+            )
         title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "HTTP error")
         detail = error.detail if isinstance(error.detail, str) else None
-        return problem_response(
-            request, error.status_code, title, detail, headers=dict(error.headers or {})
-        )
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(_methods_of_path(request))
+        return problem_response(request, error.status_code, title, detail, headers=headers)
 
     async def on_database_down(request: Request, error: Exception) -> JSONResponse:
         outage_answers.answered(error)
@@ -166,6 +196,19 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "One entry per invalid field (`422`)",
+            "items": {
+                "type": "object",
+                "required": ["field", "in", "message"],
+                "properties": {
+                    "field": {"type": "string"},
+                    "in": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
     },
 }
 """The OpenAPI schema of a problem document, as every service documents its errors."""

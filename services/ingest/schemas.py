@@ -2,7 +2,10 @@
 
 `LeadSubmission` is the canonical lead every channel produces: the JSON API takes it as is,
 forms and vendor webhooks map their fields onto it. Validating it normalises every field
-(see `normalise`); fields it does not know are dropped, never stored.
+(see `normalise`); fields it does not know are dropped, never stored. A blank optional field
+(empty or only whitespace) is the same as an absent one, whichever field it is: it is not
+checked and, in a merge, erases nothing. Date-times are ISO 8601 text and booleans `true` or
+`false` (`shared.request_types`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from services.ingest.normalise import (
     utm_from_url,
 )
 from shared.events import Attribution, Consent
+from shared.request_types import DateTimeText, Flag
 
 Text = Annotated[str, StringConstraints(max_length=200), AfterValidator(normalise_text)]
 Url = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
@@ -45,18 +49,37 @@ Website = Annotated[str, Field(max_length=300), AfterValidator(normalise_domain)
 Language = Annotated[str, Field(max_length=40), AfterValidator(normalise_language)]
 
 
-class ConsentInput(BaseModel):
+class BlankIsAbsent(BaseModel):
+    """Reads a blank text in any optional field as if the field were not sent; except
+    `external_id`, the sender's id of the submission, not a lead field: blank, it is a `422`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_absent(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            name: None if (
+                isinstance(value, str) and not value.strip()
+                and name in cls.model_fields and not cls.model_fields[name].is_required()
+                and name != "external_id"
+            ) else value
+            for name, value in data.items()
+        }
+
+
+class ConsentInput(BlankIsAbsent):
     """What the lead agreed to. `given_at` defaults to the time of the submission."""
 
     model_config = ConfigDict(extra="ignore")
 
-    email: bool | None = None
-    phone: bool | None = None
+    email: Flag | None = None
+    phone: Flag | None = None
     legal_basis: LegalBasis | None = None
-    given_at: AwareDatetime | None = None
+    given_at: DateTimeText | None = None
 
 
-class AttributionInput(BaseModel):
+class AttributionInput(BlankIsAbsent):
     """Where the lead came from. UTM parameters missing here are read from `landing_page`."""
 
     model_config = ConfigDict(extra="ignore")
@@ -79,7 +102,7 @@ class AttributionInput(BaseModel):
         return self
 
 
-class LeadSubmission(BaseModel):
+class LeadSubmission(BlankIsAbsent):
     """A lead as a server or integration posts it. Only `email` is required."""
 
     model_config = ConfigDict(
@@ -119,14 +142,14 @@ class LeadSubmission(BaseModel):
     annual_revenue: Annotated[float, Field(ge=0, le=1e13, allow_inf_nan=False)] | None = None
     website: Website | None = Field(default=None, description="Stored as its domain")
     language: Language | None = None
-    demo_requested: bool = False
+    demo_requested: Flag = False
     consent: ConsentInput | None = None
     attribution: AttributionInput | None = None
 
     @field_validator("phone")
     @classmethod
     def _phone_in_country(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None or not value.strip():
+        if value is None:
             return None
         return normalise_phone(value, info.data.get("country"))
 

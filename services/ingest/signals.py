@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,7 @@ from services.ingest.schemas import LeadSubmission
 from services.ingest.service import IngestContext, Intake
 from shared.events import SignalRecorded, SignalRecordedData
 from shared.problems import ProblemError
+from shared.request_types import DateTimeText
 
 KNOWN_TYPES = (
     "email_open", "email_click", "page_view", "content_download", "webinar_registered",
@@ -47,7 +48,7 @@ class SignalInput(BaseModel):
     type: SignalType
     lead_id: Annotated[str, Field(max_length=36)] | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
-    occurred_at: AwareDatetime | None = None
+    occurred_at: DateTimeText | None = None
     url: Annotated[str, Field(max_length=2000)] | None = None
     source: Annotated[str, Field(max_length=100)] | None = None
     properties: dict[Annotated[str, Field(max_length=100)], PropertyValue] = Field(

@@ -3,11 +3,13 @@
 Auth: `Authorization: Bearer <token>`, an admin token (`LEADRELAY_ADMIN_TOKEN`, checked by
 `shared.auth`) or one of a person's own tokens (`tokens`). A signed `?token=` on an assignment
 action works for that assignment and action only, until it expires (the links in
-notifications, `action_links`). Assignments a caller may not see are a 404.
+notifications, `action_links`); elsewhere it is no credential (`401`). Assignments a caller
+may not see are a 404.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -54,6 +56,7 @@ from shared.auth import (
     unauthorized,
 )
 from shared.problems import ProblemError
+from shared.request_types import DateTimeText
 
 routes = APIRouter(prefix="/v1")
 M = TypeVar("M", bound=BaseModel)
@@ -95,7 +98,7 @@ async def get_principal(
                     return Principal(kind="person", person_id=person["id"], role=person["role"],
                                      team_ids=frozenset(teams))
         raise unauthorized("The bearer token is not valid.")
-    if token:
+    if token and "assignment_id" in request.path_params:
         return Principal(kind="link", action=token)
     raise unauthorized()
 
@@ -119,7 +122,7 @@ def _person(principal: Principal) -> str:
     return principal.person_id
 
 
-def may_see(principal: Principal, row: RowMapping, context: RouterContext,
+def may_see(principal: Principal, row: Mapping[Any, Any], context: RouterContext,
             action: str | None = None) -> bool:
     if principal.is_admin:
         return True
@@ -138,6 +141,8 @@ def _missing(assignment_id: str) -> ProblemError:
 
 async def _visible(runtime: RuntimeDep, context: RouterContext, principal: Principal,
                    assignment_id: str, action: str | None = None) -> RowMapping:
+    if principal.kind == "link" and not may_see(principal, {"id": assignment_id}, context, action):
+        raise unauthorized("The link is not valid for this assignment and action.")
     async with runtime.db.reading() as session:
         row = await repository.find_assignment(session, assignment_id)
     if row is None or not may_see(principal, row, context, action):
@@ -289,7 +294,7 @@ async def list_teams(runtime: RuntimeDep, _: AdminDep) -> list[TeamView]:
 @routes.post("/roster/import", response_model=RosterImported, tags=["roster"],
              summary="Create or update teams and people from YAML (or JSON)",
              responses={**ERRORS, 422: PROBLEM},
-             openapi_extra={"requestBody": {"content": {
+             openapi_extra={"requestBody": {"required": True, "content": {
                  "application/yaml": {"schema": RosterDocument.model_json_schema()}}}})
 async def import_roster(request: Request, runtime: RuntimeDep, context: ContextDep,
                         _: AdminDep) -> RosterImported:
@@ -315,7 +320,7 @@ async def read_rules(runtime: RuntimeDep, context: ContextDep, _: AdminDep) -> R
 @routes.put("/rules", response_model=RuleSetView, tags=["rules"],
             summary="Replace the rules (JSON or YAML); they become the next version",
             responses={**ERRORS, 422: PROBLEM},
-            openapi_extra={"requestBody": {"content": {
+            openapi_extra={"requestBody": {"required": True, "content": {
                 "application/json": {"schema": RuleSet.model_json_schema()},
                 "application/yaml": {"schema": RuleSet.model_json_schema()}}}})
 async def replace_rules(request: Request, runtime: RuntimeDep, context: ContextDep,
@@ -508,8 +513,9 @@ async def list_handovers(
 # Reports
 
 
-Since = Annotated[datetime | None, Query(description="Start of the period (default: 7 days ago)")]
-Until = Annotated[datetime | None, Query(description="End of the period (default: now)")]
+Since = Annotated[DateTimeText | None,
+                  Query(description="Start of the period (default: 7 days ago)")]
+Until = Annotated[DateTimeText | None, Query(description="End of the period (default: now)")]
 
 
 def _period(context: RouterContext, since: datetime | None,

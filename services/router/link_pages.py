@@ -58,6 +58,18 @@ def page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
     )
 
 
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+PAGES: dict[int | str, dict[str, Any]] = {
+    404: _html("The link is not valid (a page saying so)"),
+    409: _html("The offer is no longer waiting (a page saying so)"),
+    410: _html("The link has expired (a page saying so)"),
+}
+"""A link's refusals are pages for a person, not problem documents."""
+
+
 def refused_page(check: LinkCheck) -> HTMLResponse:
     if check is LinkCheck.EXPIRED:
         return page("This link has expired", "<p>The offer it was for has closed. Open the "
@@ -94,7 +106,7 @@ async def _checked(request: Request, runtime: RuntimeDep, assignment_id: str, ac
     return row, None
 
 
-@routes.get("/assignments/{assignment_id}/accept", response_class=HTMLResponse,
+@routes.get("/assignments/{assignment_id}/accept", response_class=HTMLResponse, responses=PAGES,
             summary="The page an Accept link opens (confirm with its button)")
 async def accept_page(
     request: Request, runtime: RuntimeDep, assignment_id: str,
@@ -114,7 +126,7 @@ async def accept_page(
 
 
 @routes.post("/assignments/{assignment_id}/accept/confirm", response_class=HTMLResponse,
-             summary="Accept through a link's confirmation page (form post)")
+             responses=PAGES, summary="Accept through a link's confirmation page (form post)")
 async def confirm_accept(
     request: Request, runtime: RuntimeDep, assignment_id: str,
     token: Annotated[str, Form(max_length=200)] = "",

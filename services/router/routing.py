@@ -8,6 +8,7 @@ the lead: who was considered, who was excluded and why, the figures compared, th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
@@ -35,6 +36,8 @@ ExclusionReason = Literal[
     "wrong_role",
 ]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_CLOCK_TIME = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
 
 
 @dataclass(frozen=True)
@@ -424,17 +427,30 @@ def load_ratio(rep: Rep) -> float:
     return float(rep.open_assignments)
 
 
+def _weekday(day: str) -> int:
+    name = day.strip().lower()
+    for number, short in enumerate(WEEKDAYS):
+        if name in (short, DAY_NAMES[number]):
+            return number
+    raise ValueError(f"unknown day {day[:20]!r}: use mon, tue, wed, thu, fri, sat or sun")
+
+
+def _clock_time(text: str, stretch: str) -> time:
+    if not _CLOCK_TIME.match(text.strip()):
+        raise ValueError(f"{stretch[:20]!r} is not a range of times such as '09:00-17:30'")
+    return time.fromisoformat(text.strip())
+
+
 def parse_working_hours(spec: Mapping[str, Sequence[str]] | None) -> tuple[Shift, ...] | None:
     """`{"mon": ["09:00-12:00", "13:00-17:30"], ...}` -> shifts; None stays None."""
     if spec is None:
         return None
     shifts: list[Shift] = []
     for day, ranges in spec.items():
-        weekday = WEEKDAYS.index(day.lower()[:3])
+        weekday = _weekday(day)
         for stretch in ranges:
             start_text, _, end_text = stretch.partition("-")
-            start = time.fromisoformat(start_text.strip())
-            end = time.fromisoformat(end_text.strip())
+            start, end = _clock_time(start_text, stretch), _clock_time(end_text, stretch)
             if end <= start:
                 raise ValueError(f"{day} {stretch}: the end must be after the start")
             shifts.append(Shift(weekday, start, end))

@@ -44,11 +44,15 @@ OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-de
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
+MAX_SLA_SECONDS = 30 * 86_400
+"""A deadline further than a month away is a mistake (and past a year, a date overflow)."""
+
+
 class SlaPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    accept_seconds: float = Field(gt=0)
-    contact_seconds: float = Field(gt=0)
+    accept_seconds: float = Field(gt=0, le=MAX_SLA_SECONDS, allow_inf_nan=False)
+    contact_seconds: float = Field(gt=0, le=MAX_SLA_SECONDS, allow_inf_nan=False)
 
 
 class Rule(BaseModel):
@@ -86,7 +90,7 @@ class SegmentBand(BaseModel):
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1,
                                            max_length=200)]
-    min_employees: int = Field(ge=0)
+    min_employees: int = Field(ge=0, le=10_000_000)
 
 
 DEFAULT_SEGMENTS = (

@@ -23,6 +23,7 @@ from pydantic import (
 from services.router.routing import Presence, Role, parse_working_hours
 from services.router.rules import Rule, SegmentBand
 from shared.events import Bant, Temperature
+from shared.request_types import DateTimeText, Flag
 
 AssignmentStatus = Literal[
     "offered", "accepted", "contacted", "qualified", "rejected", "disqualified", "escalated",
@@ -36,6 +37,9 @@ DisqualifyReason = Literal[
     "no_budget", "no_authority", "no_need", "bad_timing", "unreachable", "competitor",
     "student_or_personal", "spam", "duplicate", "other",
 ]
+
+MAX_CAPACITY = 10_000
+"""Open assignments a person may hold at once; beyond any team's reach, within a column's."""
 
 WebhookUrl = Annotated[
     AnyHttpUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])
@@ -69,8 +73,8 @@ Hours = Annotated[WorkingHours | None, AfterValidator(_valid_hours)]
 class OutOfOffice(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: AwareDatetime
-    end: AwareDatetime
+    start: DateTimeText
+    end: DateTimeText
 
     @model_validator(mode="after")
     def _ordered(self) -> OutOfOffice:
@@ -94,12 +98,12 @@ class PersonFields(BaseModel):
     )
     out_of_office: list[OutOfOffice] | None = None
     presence: Presence | None = None
-    capacity: Annotated[int, Field(ge=0)] | None = None
+    capacity: Annotated[int, Field(ge=0, le=MAX_CAPACITY)] | None = None
     weight: Annotated[float, Field(gt=0, le=100)] | None = None
     webhook_url: WebhookUrl | None = None
     webhook_secret: Secret | None = None
     slack_webhook_url: WebhookUrl | None = None
-    active: bool | None = None
+    active: Flag | None = None
 
 
 class PersonCreate(PersonFields):
@@ -128,7 +132,7 @@ class SdrCreate(BaseModel):
     name: Name
     email: Annotated[EmailStr, AfterValidator(str.lower)]
     webhook_url: WebhookUrl
-    active: bool = True
+    active: Flag = True
 
 
 class PersonView(BaseModel):

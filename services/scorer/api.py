@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
 from sqlalchemy.engine import RowMapping
 
 from services.scorer import repository, service
@@ -32,6 +31,7 @@ from services.scorer.service import ScorerContext
 from shared.app import RuntimeDep
 from shared.auth import require_admin
 from shared.problems import ProblemError
+from shared.request_types import DateTimeText
 
 routes = APIRouter(prefix="/v1", dependencies=[Depends(require_admin)])
 
@@ -202,7 +202,7 @@ async def preview(body: PreviewRequest, request: Request, runtime: RuntimeDep) -
 async def rejection_report(
     runtime: RuntimeDep,
     since: Annotated[
-        AwareDatetime | None, Query(description="Only rejections from then on; all if unset")
+        DateTimeText | None, Query(description="Only rejections from then on; all if unset")
     ] = None,
 ) -> RejectionReport:
     async with runtime.db.reading() as session:

@@ -2,9 +2,10 @@
 
 From ingest (`leads` topic): a received or updated lead is rescored with its whole profile; a
 signal is kept once and the lead rescored; an erased lead loses its personal data here too.
-From the router (`assignments` topic): an accepted assignment makes the lead SAL, a qualified
-one SQL; a rejection recycles the lead and a disqualification disqualifies it, both kept with
-their reason code for the feedback report; `lead.nurture` recycles the lead.
+From the router (`assignments` topic): each event moves the lead to the stage
+`shared.lifecycle.STAGE_AFTER_ROUTER_EVENT` names (accepted: SAL, qualified: SQL; rejected,
+disqualified and `lead.nurture`: recycled); a rejection and a disqualification are also kept
+with their reason code for the feedback report.
 
 An assignment event that asks for a transition the lifecycle refuses (a late event about a
 lead that moved on) is logged and counted, not dead-lettered: the event itself is valid.
@@ -17,7 +18,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import service
-from services.scorer.lifecycle import IllegalTransitionError
+from services.scorer.lifecycle import STAGE_AFTER_ROUTER_EVENT, IllegalTransitionError
 from services.scorer.service import ScorerContext
 from shared.consumer import Handler
 from shared.events import (
@@ -31,7 +32,6 @@ from shared.events import (
     LeadReceived,
     LeadUpdated,
     SignalRecorded,
-    Stage,
 )
 from shared.metrics import count_after_commit
 
@@ -59,32 +59,31 @@ def handler_table(context: ScorerContext) -> dict[str, Handler]:
                                  correlation_id=event.correlation_id)
 
     async def on_accepted(session: AsyncSession, event: AssignmentAccepted) -> None:
-        await move(session, event, "sal", reason=None)
+        await move(session, event, reason=None)
 
     async def on_qualified(session: AsyncSession, event: AssignmentQualified) -> None:
-        await move(session, event, "sql", reason="qualified")
+        await move(session, event, reason="qualified")
 
     async def on_rejected(session: AsyncSession, event: AssignmentRejected) -> None:
         await service.record_rejection(
             session, context, event.lead_id, assignment_id=event.data.assignment_id,
             outcome="rejected", reason_code=event.data.reason_code,
         )
-        await move(session, event, "recycled", reason=event.data.reason_code)
+        await move(session, event, reason=event.data.reason_code)
 
     async def on_disqualified(session: AsyncSession, event: AssignmentDisqualified) -> None:
         await service.record_rejection(
             session, context, event.lead_id, assignment_id=event.data.assignment_id,
             outcome="disqualified", reason_code=event.data.reason_code,
         )
-        await move(session, event, "disqualified", reason=event.data.reason_code)
+        await move(session, event, reason=event.data.reason_code)
 
     async def on_nurture(session: AsyncSession, event: LeadNurture) -> None:
-        await move(session, event, "recycled", reason=event.data.reason)
+        await move(session, event, reason=event.data.reason)
 
-    async def move(
-        session: AsyncSession, event: Envelope, wanted: Stage, *, reason: str | None
-    ) -> None:
+    async def move(session: AsyncSession, event: Envelope, *, reason: str | None) -> None:
         cause = str(getattr(event, "type", "event"))
+        wanted = STAGE_AFTER_ROUTER_EVENT[cause]
         try:
             moved = await service.move_stage(
                 session, context, event.lead_id, wanted, reason=reason, cause=cause,

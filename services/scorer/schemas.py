@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.events import LeadProfile, ScoreLine, Stage, Temperature
+from shared.request_types import DateTimeText
 
 
 class LeadScoreView(BaseModel):
@@ -85,7 +86,7 @@ class SignalSample(BaseModel):
 
     signal_id: str = Field(min_length=1, max_length=128)
     signal_type: str = Field(min_length=1, max_length=64)
-    signal_at: AwareDatetime
+    signal_at: DateTimeText
     url: str | None = Field(default=None, max_length=2048)
 
 
@@ -97,7 +98,7 @@ class PreviewRequest(BaseModel):
     model: dict[str, Any] | None = None
     lead: LeadProfile
     signals: list[SignalSample] = Field(default_factory=list, max_length=10_000)
-    at: AwareDatetime | None = None
+    at: DateTimeText | None = None
     """The moment to score at (decay is relative to it); now if unset."""
 
 

@@ -740,6 +740,7 @@ def parse_model_document(document: Any) -> ScoringModel:
             errors=[
                 {
                     "field": ".".join(str(part) for part in item["loc"]) or "document",
+                    "in": "body",
                     "message": item["msg"],
                 }
                 for item in error.errors(include_url=False)

@@ -154,3 +154,33 @@ async def test_erasure_at_ingest_reaches_the_router_through_the_scorer(
         assert await eventually(router_copy, until=lambda lead: lead == {}, timeout=30) == {}
         score = (await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")).json()
     assert "forget.me" not in str(score)
+
+
+async def test_a_disqualified_lead_ends_recycled_to_nurturing_in_the_scorer(
+    system: RunningSystem, receiver: WebhookReceiver
+) -> None:
+    """The router's disqualify, through the broker, is a move the scorer's lifecycle takes."""
+    async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
+        await add_sdrs(client, system, receiver, 1)
+        lead_id = await submit_hot_lead(client, system, "not.a.fit@acme.example")
+        (_, body), = await notifications(receiver, lead_id, 1)
+        accepted = await client.post(body["accept_url"])
+        assert accepted.status_code == 200, accepted.text
+        disqualified = await client.post(
+            f"{system.url('router')}/v1/assignments/{body['assignment_id']}/disqualify",
+            json={"reason_code": "no_budget"})
+        assert disqualified.status_code == 200, disqualified.text
+
+        async def stages() -> list[tuple[str, str | None, str]]:
+            answer = await client.get(
+                f"{system.url('scorer')}/v1/leads/{lead_id}/stage-history")
+            return [(step["to_stage"], step["reason"], step["cause"]) for step in answer.json()]
+
+        history = await eventually(stages, until=lambda got: len(got) >= 3, timeout=30)
+        score = (await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")).json()
+    assert history == [
+        ("mql", "buying_signal", "profile"),
+        ("sal", None, "assignment.accepted"),
+        ("recycled", "no_budget", "assignment.disqualified"),
+    ]
+    assert score["stage"] == "recycled"

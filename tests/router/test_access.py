@@ -145,10 +145,10 @@ async def test_reps_see_and_act_only_on_their_own_assignments(settings: RouterSe
         token = accept_token(settings, mine)
         wrong_action = await client.post(f"/v1/assignments/{mine['id']}/reject?token={token}",
                                           json={"reason_code": "other"})
-        assert wrong_action.status_code == 404
+        assert wrong_action.status_code == 401  # not a credential for this action
         wrong_assignment = await client.post(
             f"/v1/assignments/{theirs['id']}/accept?token={token}")
-        assert wrong_assignment.status_code == 404
+        assert wrong_assignment.status_code == 401  # nor for another assignment
         clicked = await client.post(f"/v1/assignments/{mine['id']}/accept?token={token}")
         assert clicked.status_code == 200, clicked.text
         assert clicked.json()["status"] == "accepted"

@@ -158,17 +158,19 @@ async def test_a_recycled_lead_needs_fresh_activity_to_be_mql_again(
     assert (await history(scorer))[-1] == ("recycled", "mql", "buying_signal", "signal")
 
 
-async def test_disqualification_and_nurture(scorer: Scorer) -> None:
-    await scorer.apply(scorer.received(), LeadNurture(
-        producer="router", lead_id=LEAD_ID, data=LeadNurtureData(reason="not_ready")
+async def test_an_sdrs_disqualification_recycles_the_lead_as_the_router_sends_it(
+    scorer: Scorer,
+) -> None:
+    # What the router publishes for a disqualification: the assignment's event, then nurture.
+    await scorer.apply(scorer.received(), accepted(), disqualified(), LeadNurture(
+        producer="router", lead_id=LEAD_ID,
+        data=LeadNurtureData(reason="disqualified:competitor"),
     ))
+
     assert (await scorer.stored())["stage"] == "recycled"
-
-    await scorer.apply(disqualified())
-
-    assert (await scorer.stored())["stage"] == "disqualified"
-    assert [step[1:3] for step in await history(scorer)] == [
-        ("recycled", "not_ready"), ("disqualified", "competitor")
+    assert [step[1:] for step in await history(scorer)] == [
+        ("sal", None, "assignment.accepted"),
+        ("recycled", "competitor", "assignment.disqualified"),
     ]
     async with scorer.db.reading() as session:
         by_source = await repository.rejections_by_source(session, None)
@@ -176,6 +178,14 @@ async def test_disqualification_and_nurture(scorer: Scorer) -> None:
         {"lead_source": "unknown", "outcome": "disqualified", "reason_code": "competitor",
          "count": 1}
     ]
+
+
+async def test_nurture_recycles_the_lead(scorer: Scorer) -> None:
+    await scorer.apply(scorer.received(), LeadNurture(
+        producer="router", lead_id=LEAD_ID, data=LeadNurtureData(reason="not_ready")
+    ))
+    assert (await scorer.stored())["stage"] == "recycled"
+    assert [step[1:3] for step in await history(scorer)] == [("recycled", "not_ready")]
 
 
 async def test_an_event_about_an_unknown_lead_is_ignored(scorer: Scorer) -> None:

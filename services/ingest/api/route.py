@@ -29,25 +29,8 @@ from fastapi.routing import APIRoute
 from services.ingest.api.lean_handler import lean_handler
 from services.ingest.bodies import parse_json_body, read_body, require_json
 from services.ingest.settings import IngestSettings
-from shared.problems import PROBLEM_MEDIA_TYPE
-from shared.problems import PROBLEM_SCHEMA as BASE_PROBLEM_SCHEMA
+from shared.problems import PROBLEM_MEDIA_TYPE, PROBLEM_SCHEMA
 
-PROBLEM_SCHEMA: dict[str, Any] = {**BASE_PROBLEM_SCHEMA, "properties": {
-    **BASE_PROBLEM_SCHEMA["properties"],
-    "errors": {
-        "type": "array",
-        "description": "One entry per invalid field",
-        "items": {
-            "type": "object",
-            "required": ["field", "in", "message"],
-            "properties": {
-                "field": {"type": "string"},
-                "in": {"type": "string"},
-                "message": {"type": "string"},
-            },
-        },
-    },
-}}
 RETRY_AFTER: dict[str, Any] = {
     "description": "Seconds to wait before trying again", "schema": {"type": "integer"},
     "required": True,
