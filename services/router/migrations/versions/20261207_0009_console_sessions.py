@@ -1,6 +1,6 @@
 """The web console: one-time sign-in links and signed-in sessions (SHA-256 of each secret)
 
-Revision ID: 0010
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-07 08:00:00
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import shared.db
 
-revision: str = '0010'
+revision: str = '0009'
 down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,7 +1,7 @@
-"""Trace context and correlation id kept with each outbox event
+"""Trace context and correlation id kept with each outbox event, and with each notification
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-07 08:00:00
 """
 
@@ -11,18 +11,22 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0010'
-down_revision: str | None = '0007'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('ingest_outbox_event') as table:
+    with op.batch_alter_table('router_outbox_event') as table:
         table.add_column(sa.Column('traceparent', sa.String(length=55), nullable=True))
         table.add_column(sa.Column('correlation_id', sa.String(length=128), nullable=True))
+    with op.batch_alter_table('router_notification') as table:
+        table.add_column(sa.Column('traceparent', sa.String(length=55), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('ingest_outbox_event') as table:
+    with op.batch_alter_table('router_notification') as table:
+        table.drop_column('traceparent')
+    with op.batch_alter_table('router_outbox_event') as table:
         table.drop_column('correlation_id')
         table.drop_column('traceparent')
