@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
-from services.router import repository, service
+from services.router import assignment_actions, repository
 from services.router.action_links import LinkCheck, check_link
 from services.router.service import RouterContext
 from shared.app import RuntimeDep
@@ -124,7 +124,8 @@ async def confirm_accept(
         return refused
     try:
         async with runtime.db.transaction() as session:
-            accepted = await service.accept_assignment(session, _context(request), assignment_id)
+            accepted = await assignment_actions.accept_assignment(
+                session, _context(request), assignment_id)
     except ProblemError as problem:
         if problem.status != 409:
             raise

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.router import repository
+from services.router import delivery_repository
 from services.router.models import disabled_endpoint, notification, notification_attempt, sdr
 from services.router.notifications import Delivery, DeliverySignal, Notifier, _Outcome
 from services.router.service import RouterContext
@@ -397,13 +397,13 @@ async def test_endpoints_gone_together_are_disabled_once_each_in_url_order(
     notifier = notifier_for(router)
     [row] = await notifier.claim(1)
     disabled: list[str] = []
-    disable_endpoint = repository.disable_endpoint
+    disable_endpoint = delivery_repository.disable_endpoint
 
     async def noted(session: Any, url: str, *args: Any) -> None:
         disabled.append(url)
         await disable_endpoint(session, url, *args)
 
-    monkeypatch.setattr(repository, "disable_endpoint", noted)
+    monkeypatch.setattr(delivery_repository, "disable_endpoint", noted)
     now = router.clock.now()
     rows = [{**row, "url": url} for url in ("http://b.example/", "http://a.example/",
                                              "http://b.example/")]
