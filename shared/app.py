@@ -17,6 +17,7 @@ from shared.auth import (
     token_matches,
     unauthorized,
 )
+from shared.docs import serve_local_docs
 from shared.health import health_routes
 from shared.problems import install_problem_handlers
 from shared.runtime import ServiceRuntime
@@ -48,7 +49,9 @@ def service_app(
 
     traced = settings.opentelemetry
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
-                  telemetry={"tracing": traced, "metrics": traced, "logs": traced})
+                  telemetry={"tracing": traced, "metrics": traced, "logs": traced},
+                  docs_url=None, redoc_url=None)
+    serve_local_docs(app)
     install_problem_handlers(app)
     app.state.admin_tokens = settings.admin_tokens
     metrics_tokens = parse_tokens(settings.metrics_token)

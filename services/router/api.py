@@ -488,7 +488,7 @@ async def claim(lead_id: str, runtime: RuntimeDep, context: ContextDep,
                 principal: PrincipalDep) -> AssignmentView:
     person_id = _person(principal)
     async with runtime.db.reading() as session:
-        teams = frozenset(await roster_repository.teams_of(session, person_id))
+        teams = await assignment_actions.claimable_teams(session, person_id)
     async with runtime.db.transaction() as session:
         row = await assignment_actions.claim_from_queue(session, context, lead_id, person_id, teams)
     return assignment_view(row)
@@ -552,13 +552,14 @@ async def sla_report(runtime: RuntimeDep, context: ContextDep, _: AdminDep,
 
 
 @routes.get("/reports/fairness", tags=["reports"], responses=ERRORS,
-            summary="Actual vs target share of leads per rep")
+            summary="Actual vs target share of leads per rep, per pool the rules use")
 async def fairness_report(runtime: RuntimeDep, context: ContextDep, _: AdminDep,
                           since: Since = None, until: Until = None) -> dict[str, Any]:
+    """Target shares are among each pool's eligible reps (inactive or capacity 0: none)."""
     start, end = _period(context, since, until)
     async with runtime.db.reading() as session:
         rows = await repository.assignments_between(session, start, end)
-        people = await roster_repository.list_sdrs(session)
-    reps = [roster.rep_of(row) for row in people if row["role"] in ("sdr", "ae")]
+        pools, names = await roster.fairness_pools(session, context.rule_cache)
     plain = [dict(row) for row in rows]
-    return {"since": start, "until": end, **reports.fairness(plain, reps, start, end)}
+    return {"since": start, "until": end,
+            **reports.fairness(plain, pools, start, end, names)}

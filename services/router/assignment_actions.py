@@ -6,6 +6,8 @@ changes exactly one wins; functions take the caller's session and never commit."
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +17,7 @@ from services.router.handover import wait_for_ae
 from services.router.models import INBOX
 from services.router.offers import offer_lead, send_to_nurture
 from services.router.roster_cache import routing_state
-from services.router.rules import Rule
+from services.router.rules import QUEUE_CLAIM_RULE_ID, Rule
 from services.router.service import route_lead
 from shared.erasure import erase_delivery_records
 from shared.events import (
@@ -220,18 +222,19 @@ async def claim_from_queue(
     session: AsyncSession, context: RouterContext, lead_id: str, person_id: str,
     team_ids: frozenset[str],
 ) -> RowMapping:
-    """The first rep to claim a lead from their team's shared queue gets it, accepted."""
+    """The first rep to claim a lead from their team's shared queue gets it, accepted.
+
+    A later claim by someone of the team gets a 409 naming who claimed it; a lead that was
+    never in a queue of `team_ids` is a 404."""
     now = context.clock.now()
     await routing_state(session, context.roster_cache)
     lead = await repository.find_lead(session, lead_id)
     if lead is None or lead["queue_team_id"] not in team_ids:
-        raise ProblemError(404, "Lead not in your queue",
-                           f"No lead {lead_id!r} waits in a queue of your teams.")
+        await _refuse_claim(session, lead_id, team_ids)
     if not await repository.take_from_queue(session, lead_id, now):
-        raise ProblemError(409, "Already claimed", "Another rep claimed this lead first.",
-                           slug="already-claimed")
+        await _refuse_claim(session, lead_id, team_ids)
     version, _, _ = await roster.current_rules(session, context.rule_cache)
-    routing = Routing(offer=None, rule=Rule(id="shared-queue"), rules_version=version,
+    routing = Routing(offer=None, rule=Rule(id=QUEUE_CLAIM_RULE_ID), rules_version=version,
                       team_id=lead["queue_team_id"],
                       pools=[{"pool": "shared queue", "team_id": lead["queue_team_id"],
                               "candidates": [person_id], "excluded": {}, "scores": {},
@@ -246,6 +249,27 @@ async def claim_from_queue(
                                     accepted_at=now, within_sla=False),
     ))
     return row
+
+
+async def claimable_teams(session: AsyncSession, person_id: str) -> frozenset[str]:
+    """The teams whose queue `person_id` may claim from: theirs, and those they manage."""
+    return frozenset([*await roster_repository.teams_of(session, person_id),
+                      *await roster_repository.teams_managed_by(session, person_id)])
+
+
+async def _refuse_claim(session: AsyncSession, lead_id: str, team_ids: frozenset[str]) -> NoReturn:
+    """409 naming who claimed the lead when someone of these teams did, else 404."""
+    latest = await repository.latest_assignment(session, lead_id)
+    claimed = (latest is not None and latest["rule_id"] == QUEUE_CLAIM_RULE_ID
+               and latest["team_id"] in team_ids)
+    if claimed and latest is not None:
+        winner = await roster_repository.find_sdr(session, latest["sdr_id"])
+        name = winner["name"] if winner is not None else "another rep"
+        raise ProblemError(409, "Already claimed", f"Already claimed by {name}.",
+                           slug="already-claimed", claimed_by=latest["sdr_id"],
+                           claimed_by_name=name, assignment_id=latest["id"])
+    raise ProblemError(404, "Lead not in your queue",
+                       f"No lead {lead_id!r} waits in a queue of your teams.")
 
 
 async def erase_lead(session: AsyncSession, context: RouterContext, lead_id: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
-from services.router.action_links import LINK_PURPOSE, link_expiry, link_token
+from services.router.action_links import LINK_PURPOSE, claim_subject, link_expiry, link_token
 from services.router.channels import (
     ChannelKeeper,
 )
@@ -104,6 +104,13 @@ class RouterContext:
         expires_at = link_expiry(deadline_at, self.settings.action_link_grace_seconds)
         token = link_token(self.action_keys, assignment_id, action, expires_at)
         return f"{self.public_base_url}/v1/assignments/{assignment_id}/{action}?token={token}"
+
+    def claim_url(self, lead_id: str, person_id: str, sent_at: datetime) -> str:
+        """A link by which `person_id` claims the queued lead, working `claim_link_seconds`."""
+        expires_at = sent_at + timedelta(seconds=self.settings.claim_link_seconds)
+        token = link_token(self.action_keys, claim_subject(lead_id, person_id), "claim",
+                           expires_at)
+        return f"{self.public_base_url}/v1/queue/{lead_id}/claim?person={person_id}&token={token}"
 
     def sla(self, temperature: str, role: str, rule: Rule | None) -> tuple[timedelta, timedelta]:
         """(time to accept, time to first contact) for a lead."""

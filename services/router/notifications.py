@@ -187,6 +187,11 @@ def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
         "handover_waiting": "Qualified lead waiting: no AE can take it yet",
     }.get(notice.kind, "Lead update")
     reasons = "\n".join(f"• {reason}" for reason in notice.why[:5]) or "• (no breakdown)"
+    buttons = [(label, url) for label, url in (("Accept", notice.accept_url),
+                                               ("Claim", notice.claim_url)) if url]
+    elements = [{"type": "button", "style": "primary", "url": url,
+                 "text": {"type": "plain_text", "text": label}} for label, url in buttons]
+    actions = [{"type": "actions", "elements": elements}] if elements else []
     text = (f"{headline}: {who or 'a lead'} — {notice.temperature} {notice.score:g} pts, "
             f"accept within {countdown(notice.deadline_at, now)}")
     return {
@@ -201,10 +206,7 @@ def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
                  "text": f"*Accept within*\n{countdown(notice.deadline_at, now)}"},
             ]},
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{reasons}"}},
-            {"type": "actions", "elements": [
-                {"type": "button", "style": "primary", "url": notice.accept_url,
-                 "text": {"type": "plain_text", "text": "Accept"}},
-            ]},
+            *actions,
         ],
     }
 

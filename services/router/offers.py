@@ -178,6 +178,11 @@ async def notify_person(
     await queue_notifications(session, context, rows, now)
 
 
+ACCEPTABLE_KINDS = frozenset({"offer", "reminder"})
+"""Notices about an open offer, whose `accept_url` accepts it; an escalation notice carries a
+`claim_url` for the team's queue instead."""
+
+
 def notification_rows(
     context: RouterContext,
     person: RowMapping,
@@ -207,7 +212,10 @@ def notification_rows(
         temperature=lead["temperature"],
         why=list(profile.get("why") or []),
         deadline_at=offer.deadline_at,
-        accept_url=context.action_url(offer.assignment_id, offer.deadline_at),
+        accept_url=(context.action_url(offer.assignment_id, offer.deadline_at)
+                    if kind in ACCEPTABLE_KINDS else None),
+        claim_url=(context.claim_url(offer.lead_id, person["id"], max(now, deliver_at or now))
+                   if kind == "escalation" else None),
     )
     channels: list[tuple[str, str, dict[str, Any]]] = []
     if person["webhook_url"]:

@@ -194,6 +194,15 @@ async def active_assignment(session: AsyncSession, lead_id: str) -> RowMapping |
     return result.mappings().first()
 
 
+async def latest_assignment(session: AsyncSession, lead_id: str) -> RowMapping | None:
+    """The lead's most recent assignment (the latest offer, claim or hand-over)."""
+    result = await session.execute(
+        select(assignment).where(assignment.c.lead_id == lead_id)
+        .order_by(assignment.c.offered_at.desc(), assignment.c.attempt.desc()).limit(1)
+    )
+    return result.mappings().first()
+
+
 async def list_assignments(
     session: AsyncSession,
     *,

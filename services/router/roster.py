@@ -21,6 +21,7 @@ from services.router import roster_repository
 from services.router.access import new_token, token_hash
 from services.router.channels import ChannelKeeper
 from services.router.models import AUDIT
+from services.router.reports import FairnessPool, rule_pools
 from services.router.routing import (
     ALWAYS_OPEN,
     Period,
@@ -29,7 +30,7 @@ from services.router.routing import (
     TeamHours,
     parse_working_hours,
 )
-from services.router.rules import RuleSet
+from services.router.rules import STORED, RuleSet
 from services.router.schemas import (
     PersonCreate,
     PersonCreated,
@@ -279,7 +280,7 @@ async def current_rules(
     if parsed is None:
         row = await roster_repository.current_rule_set(session)
         assert row is not None
-        parsed = RuleSet.model_validate(row["document"])
+        parsed = RuleSet.model_validate(row["document"], context=STORED)
         if cache is not None and int(row["version"]) == version:
             cache[version] = parsed
     return str(version), parsed, head
@@ -307,6 +308,30 @@ async def store_rules(session: AsyncSession, clock: Clock, rules: RuleSet) -> Ro
 
 
 # Rows -> routing's plain data
+
+
+async def fairness_pools(
+    session: AsyncSession, cache: dict[int, RuleSet] | None = None
+) -> tuple[list[FairnessPool], dict[str, str]]:
+    """The pools the rules in force hand leads out from, with their members of the pool's
+    role; and everyone's name by id."""
+    _, rule_set, _ = await current_rules(session, cache)
+    people = await roster_repository.list_sdrs(session)
+    names = {row["id"]: row["name"] for row in people}
+    pools: list[FairnessPool] = []
+    for team_name, role in rule_pools(rule_set):
+        team = (await roster_repository.find_team_by_name(session, team_name)
+                if team_name is not None else None)
+        if team_name is not None and team is None:
+            continue  # a pool the rules name but nobody created: it hands out nothing
+        members = (set(await roster_repository.team_members(session, team["id"]))
+                   if team is not None else None)
+        pools.append(FairnessPool(
+            label=team_name or f"every {role}", team_id=None if team is None else team["id"],
+            role=role, members=[rep_of(row) for row in people if row["role"] == role
+                                and (members is None or row["id"] in members)],
+        ))
+    return pools, names
 
 
 def rep_of(row: RowMapping) -> Rep:

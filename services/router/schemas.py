@@ -340,7 +340,9 @@ class OfferNotice(BaseModel):
     """The JSON body POSTed to a rep's generic webhook (signed with Standard Webhooks).
 
     Delivery is at least once: a retry carries the same `webhook-id` header. `kind` is
-    `offer`, `reminder` or, for managers, `escalation`. Accepting is a `POST` to `accept_url`.
+    `offer`, `reminder` or, for managers, `escalation`, `contact_overdue` or
+    `handover_waiting`. `accept_url` (offers and reminders) opens a page whose button accepts;
+    `claim_url` (escalations: the lead waits in the team's queue) one whose button claims it.
     """
 
     type: str = "assignment.offered"
@@ -356,7 +358,8 @@ class OfferNotice(BaseModel):
     temperature: Temperature
     why: list[str]
     deadline_at: AwareDatetime
-    accept_url: str
+    accept_url: str | None = None
+    claim_url: str | None = None
 
 
 def countdown(deadline: datetime, now: datetime) -> str:

@@ -301,7 +301,13 @@ async def test_the_escalation_chain_with_a_manual_clock(router: Router) -> None:
         async with router.db.transaction() as session:
             await assignment_actions.claim_from_queue(
                 session, context, "lead-1", reps[2], frozenset({queued["queue_team_id"]}))
-    assert late.value.status in (404, 409)
+    assert (late.value.status, late.value.detail) == (409, "Already claimed by Ben.")
+    assert late.value.extensions["claimed_by"] == reps[1]
+    with pytest.raises(ProblemError) as elsewhere:
+        async with router.db.transaction() as session:
+            await assignment_actions.claim_from_queue(
+                session, context, "lead-1", reps[2], frozenset({"another-team"}))
+    assert elsewhere.value.status == 404
     statuses = [row["status"] for row in await router.assignments("lead-1")]
     assert statuses == ["escalated", "escalated", "escalated", "accepted"]
 
