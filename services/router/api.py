@@ -19,6 +19,7 @@ from sqlalchemy.engine import RowMapping
 from services.router import (
     assignment_actions,
     delivery_repository,
+    explanations,
     reports,
     repository,
     roster,
@@ -369,12 +370,17 @@ async def read_assignment(assignment_id: str, runtime: RuntimeDep, context: Cont
 async def read_decision(assignment_id: str, runtime: RuntimeDep, context: ContextDep,
                         principal: PrincipalDep) -> DecisionView:
     """The rule matched and its version, each pool tried with its candidates, every excluded
-    rep with the reasons, the figures the strategy compared, and the tie-break."""
+    rep with the reasons, the figures the strategy compared, and the tie-break; `summary`
+    and `explained` say it in plain words, people named."""
     row = await _visible(runtime, context, principal, assignment_id)
     decision: dict[str, Any] = row["decision"] or {}
+    async with runtime.db.reading() as session:
+        names = {person["id"]: person["name"]
+                 for person in await roster_repository.list_sdrs(session)}
     return DecisionView(assignment_id=assignment_id, rule_id=row["rule_id"],
                         rules_version=row["rules_version"], pools=decision.get("pools", []),
-                        chosen=row["sdr_id"],
+                        chosen=row["sdr_id"], summary=decision.get("summary"),
+                        explained=explanations.describe_decision(decision, names),
                         earlier_attempts=decision.get("earlier_attempts", []))
 
 

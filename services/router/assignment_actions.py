@@ -240,6 +240,9 @@ async def claim_from_queue(
                               "candidates": [person_id], "excluded": {}, "scores": {},
                               "tie_break": "first to claim", "strategy": "claim",
                               "rep_id": person_id, "note": ""}])
+    claimer = await roster_repository.find_sdr(session, person_id)
+    routing.summary = (f"{claimer['name'] if claimer else person_id} claimed the lead from the "
+                       "team's shared queue (first to claim).")
     offer = await offer_lead(session, context, lead, person_id, now=now, routing=routing,
                              status="accepted")
     row = await require_assignment(session, offer.assignment_id)

@@ -154,6 +154,8 @@ class Routing:
     """The chosen rep as routing saw them: with their team's hours when they have none."""
     earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
     """Earlier tries that found nobody eligible (a hand-over that waited for an AE)."""
+    summary: str | None = None
+    """Who got the lead and why, in plain words (`services.router.explanations`)."""
 
     @property
     def decision(self) -> dict[str, Any]:
@@ -163,6 +165,8 @@ class Routing:
         }
         if self.earlier_attempts:
             found["earlier_attempts"] = self.earlier_attempts
+        if self.summary:
+            found["summary"] = self.summary
         return found
 
 

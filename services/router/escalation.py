@@ -213,7 +213,8 @@ async def send_reminders(
             continue
         offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"], row["deadline_at"])
         await offers.notify_person(session, context, person, lead, offer, kind="reminder",
-                                    now=now, role=row["role"])
+                                   now=now, role=row["role"],
+                                   why_you=(row["decision"] or {}).get("summary"))
     return len(due)
 
 

@@ -206,6 +206,9 @@ def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
                  "text": f"*Accept within*\n{countdown(notice.deadline_at, now)}"},
             ]},
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{reasons}"}},
+            *([{"type": "section", "text": {"type": "mrkdwn",
+                                            "text": f"*Why you*\n{notice.why_you}"}}]
+              if notice.why_you else []),
             *actions,
         ],
     }

@@ -147,7 +147,7 @@ def offer_rows(
         "received_at": lead["received_at"],
     }
     notifications = [] if accepted else notification_rows(
-        context, person, lead, offer, kind="offer", now=now, role=role)
+        context, person, lead, offer, kind="offer", now=now, role=role, why_you=routing.summary)
     event = AssignmentOffered(
         producer=PRODUCER, lead_id=offer.lead_id, correlation_id=correlation_id, occurred_at=now,
         data=AssignmentOfferedData(
@@ -170,11 +170,12 @@ async def notify_person(
     now: datetime,
     role: str = "sdr",
     deliver_at: datetime | None = None,
+    why_you: str | None = None,
 ) -> None:
     """Queue the offer (or a reminder, or an escalation notice) on each of the person's
     channels: the generic signed webhook and Slack; sent from `deliver_at` (default: now)."""
     rows = notification_rows(context, person, lead, offer, kind=kind, now=now, role=role,
-                             deliver_at=deliver_at)
+                             deliver_at=deliver_at, why_you=why_you)
     await queue_notifications(session, context, rows, now)
 
 
@@ -193,8 +194,10 @@ def notification_rows(
     now: datetime,
     role: str = "sdr",
     deliver_at: datetime | None = None,
+    why_you: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The delivery rows of one notice to `person`, one per channel they have."""
+    """The delivery rows of one notice to `person`, one per channel they have; `why_you`:
+    the routing decision's summary, in plain words."""
     if not person["webhook_url"] and not person["slack_webhook_url"]:
         return []
     profile: dict[str, Any] = lead["profile"] or {}
@@ -211,6 +214,7 @@ def notification_rows(
         score=lead["score"],
         temperature=lead["temperature"],
         why=list(profile.get("why") or []),
+        why_you=why_you,
         deadline_at=offer.deadline_at,
         accept_url=(context.action_url(offer.assignment_id, offer.deadline_at)
                     if kind in ACCEPTABLE_KINDS else None),

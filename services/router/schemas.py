@@ -252,6 +252,12 @@ class DecisionView(BaseModel):
         description="Each pool tried, in order: its candidates, exclusions, scores, tie-break"
     )
     chosen: str
+    summary: str | None = Field(
+        default=None, description="Who got the lead and why, in plain words")
+    explained: list[str] = Field(
+        default_factory=list,
+        description="The decision in plain words: the summary, then each pool's excluded reps "
+        "(the lead's value against the rep's) and the figures compared, people named")
     earlier_attempts: list[dict[str, Any]] = Field(
         default_factory=list,
         description="A hand-over to an AE that waited: each earlier try, when, and why "
@@ -356,7 +362,9 @@ class OfferNotice(BaseModel):
     lead: OfferedLead
     score: float
     temperature: Temperature
-    why: list[str]
+    why: list[str] = Field(description="The lead's score, explained rule by rule")
+    why_you: str | None = Field(
+        default=None, description="Why this rep got the lead, in plain words (offers, reminders)")
     deadline_at: AwareDatetime
     accept_url: str | None = None
     claim_url: str | None = None

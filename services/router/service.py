@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import repository, roster, roster_repository
+from services.router import explanations, repository, roster, roster_repository
 from services.router.context import PRODUCER as PRODUCER
 from services.router.context import Offer as Offer
 from services.router.context import RosterSnapshot as RosterSnapshot
@@ -328,6 +328,10 @@ async def decide(
         )
         context.metrics.decision_seconds.observe(_perf() - started)
         tried = {"pool": label, "team_id": team_id, **decision.as_json()}
+        names = {rep.id: str(state.static.rows[rep.id]["name"]) for rep in reps
+                 if rep.id in state.static.rows}
+        explained = explanations.explain_pool(decision, reps, facts, now, names)
+        tried["explained"] = explained
         if not team_hours.open_at(now):
             tried["team_opens_at"] = _iso(team_hours.next_opening(now))
         routing.pools.append(tried)
@@ -336,6 +340,9 @@ async def decide(
         if decision.rep_id is not None:
             routing.team_id = team_id
             routing.rep = next(rep for rep in reps if rep.id == decision.rep_id)
+            routing.summary = explanations.summary(
+                decision.rep_id, rule.id, decision.strategy, decision.tie_break,
+                explained["figures"].get(decision.rep_id), names)
             return decision.rep_id, routing
     return None, routing
 
