@@ -279,7 +279,12 @@ async def test_slack_gets_a_message_with_the_lead_score_why_countdown_and_accept
     assert "accept within 2 min 00 s" in message["text"]
     fields = [field["text"] for field in message["blocks"][1]["fields"]]
     assert "*Score*\n87 (hot)" in fields
-    [button] = message["blocks"][3]["elements"]
+    sections = [block["text"]["text"] for block in message["blocks"]
+                if block["type"] == "section" and "text" in block]
+    assert "*Why you*\nAda got the lead by rule default (round robin: assigned longest ago; " \
+        "never assigned a lead yet)." in sections
+    [button] = next(block for block in message["blocks"]
+                    if block["type"] == "actions")["elements"]
     assert "/accept?token=" in button["url"]
 
 
