@@ -292,6 +292,19 @@ async def funnel_cohort(
     return leads.mappings().all(), changes.mappings().all()
 
 
+async def scores_received_between(
+    session: AsyncSession, since: datetime, until: datetime
+) -> Sequence[RowMapping]:
+    """The score rows of the leads received in [since, until) (else first scored), not erased."""
+    entered = func.coalesce(lead_score.c.received_at, lead_score.c.scored_at)
+    result = await session.execute(
+        select(lead_score).where(entered >= since, entered < until,
+                                 lead_score.c.erased_at.is_(None))
+        .order_by(lead_score.c.lead_id)
+    )
+    return result.mappings().all()
+
+
 async def channel_costs(session: AsyncSession) -> Sequence[RowMapping]:
     result = await session.execute(select(channel_cost).order_by(channel_cost.c.channel))
     return result.mappings().all()
