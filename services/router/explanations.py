@@ -10,12 +10,16 @@ naming people from `names` when the decision predates these sentences.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from services.router.routing import Decision, LeadFacts, Rep, local_time, next_opening
 
+WORDED_REPS = 12
+"""Reps of a pool worded one by one, of the excluded and of the eligible."""
 STRATEGY_WORDS = {
     "round_robin": "round robin",
     "weighted_fairness": "weighted fairness",
@@ -48,8 +52,12 @@ def _clock(moment: datetime, timezone: str) -> str:
     return f"{local_time(moment, timezone):%a %H:%M} {timezone}"
 
 
-def exclusion_text(reason: str, rep: Rep, lead: LeadFacts, now: datetime) -> str:
-    """One exclusion code (`routing.ExclusionReason`) in words, with the figures behind it."""
+def exclusion_text(
+    reason: str, rep: Rep, lead: LeadFacts, now: datetime,
+    openings: dict[tuple[int, str], str] | None = None,
+) -> str:
+    """One exclusion code (`routing.ExclusionReason`) in words, with the figures behind it.
+    `openings` caches the next opening per schedule (reps of a team share theirs)."""
     if reason == "language":
         return f"lead speaks {lead.language}; rep speaks {_listed(rep.languages)}"
     if reason == "territory":
@@ -62,10 +70,15 @@ def exclusion_text(reason: str, rep: Rep, lead: LeadFacts, now: datetime) -> str
         ends = [period.end for period in rep.out_of_office if period.start <= now < period.end]
         return f"out of office until {_day(max(ends), rep.timezone)}" if ends else "out of office"
     if reason == "out_of_hours":
+        key = (id(rep.working_hours), rep.timezone)
+        if openings is not None and key in openings:
+            return openings[key]
         opening = next_opening(rep.working_hours, rep.timezone, now)
-        if opening is None:
-            return "outside hours; no working hours set"
-        return f"outside hours; back {_clock(opening, rep.timezone)}"
+        text = ("outside hours; no working hours set" if opening is None
+                else f"outside hours; back {_clock(opening, rep.timezone)}")
+        if openings is not None:
+            openings[key] = text
+        return text
     if reason == "paused" and rep.paused_until is not None:
         return f"paused after a missed offer until {_clock(rep.paused_until, rep.timezone)}"
     if reason == "wrong_role":
@@ -73,7 +86,15 @@ def exclusion_text(reason: str, rep: Rep, lead: LeadFacts, now: datetime) -> str
     return CODE_WORDS.get(reason, reason.replace("_", " "))
 
 
-def figure_text(strategy: str, rep: Rep, score: float | None) -> str:
+def _ago(now: datetime, moment: datetime) -> str:
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def figure_text(strategy: str, rep: Rep, score: float | None, now: datetime) -> str:
     """The figure a strategy compared for `rep`, labelled."""
     if strategy == "weighted_fairness" and score is not None:
         if score >= 0:
@@ -85,25 +106,39 @@ def figure_text(strategy: str, rep: Rep, score: float | None) -> str:
         return f"load {rep.open_assignments} open, no capacity limit"
     if rep.last_assigned_at is None:
         return "never assigned a lead yet"
-    return f"last lead at {_clock(rep.last_assigned_at, rep.timezone)}"
+    return f"last lead {_ago(now, rep.last_assigned_at)} ago"
 
 
 def explain_pool(
     decision: Decision, reps: Sequence[Rep], lead: LeadFacts, now: datetime,
     names: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Plain words for one pool: each excluded rep's reasons, each eligible rep's figure."""
+    """Plain words for one pool: each excluded rep's reasons, each eligible rep's figure.
+
+    At most `WORDED_REPS` of each, the chosen rep first among the figures: what a person
+    reads, at a cost that does not grow with the pool; the rest are counted by reason."""
     by_id = {rep.id: rep for rep in reps}
+    openings: dict[tuple[int, str], str] = {}
+    worded = list(islice(((rep_id, reasons) for rep_id, reasons in decision.excluded.items()
+                          if rep_id in by_id), WORDED_REPS))
     excluded = {
-        rep_id: "; ".join(exclusion_text(reason, by_id[rep_id], lead, now)
+        rep_id: "; ".join(exclusion_text(reason, by_id[rep_id], lead, now, openings)
                           for reason in reasons)
-        for rep_id, reasons in decision.excluded.items() if rep_id in by_id
+        for rep_id, reasons in worded
     }
+    eligible = sorted((rep for rep in reps if rep.id not in decision.excluded),
+                      key=lambda rep: rep.id != decision.rep_id)
     figures = {
-        rep.id: figure_text(decision.strategy, rep, decision.scores.get(rep.id))
-        for rep in reps if rep.id not in decision.excluded
+        rep.id: figure_text(decision.strategy, rep, decision.scores.get(rep.id), now)
+        for rep in eligible[:WORDED_REPS]
     }
     lines = [f"{names.get(rep_id, rep_id)}: {text}" for rep_id, text in excluded.items()]
+    unworded = Counter(reason for rep_id, reasons in decision.excluded.items()
+                       if rep_id not in excluded for reason in reasons)
+    if unworded:
+        counted = ", ".join(f"{CODE_WORDS.get(reason, reason)} {count}"
+                            for reason, count in unworded.most_common())
+        lines.append(f"{len(decision.excluded) - len(excluded)} more excluded: {counted}")
     lines += [f"{names.get(rep_id, rep_id)}: {text}" for rep_id, text in figures.items()]
     return {"excluded": excluded, "figures": figures, "lines": lines}
 

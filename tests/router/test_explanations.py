@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.router.explanations import (
+    WORDED_REPS,
     describe_decision,
     exclusion_text,
+    explain_pool,
     figure_text,
 )
-from services.router.routing import LeadFacts, Period, Rep, parse_working_hours
+from services.router.routing import LeadFacts, Period, Rep, choose_rep, parse_working_hours
 from tests.router.conftest import Router, scored
 
 NOW = datetime(2026, 12, 5, 15, 0, tzinfo=UTC)  # a Saturday
@@ -41,11 +43,13 @@ def test_each_exclusion_compares_the_leads_value_with_the_reps() -> None:
 
 
 def test_strategy_figures_are_labelled() -> None:
-    assert figure_text("weighted_fairness", rep(), 1.25) == "1.25 leads below target share"
-    assert figure_text("weighted_fairness", rep(), -0.5) == "0.50 leads above target share"
-    assert figure_text("least_loaded", rep(capacity=5, open_assignments=2), 0.4) == (
+    assert figure_text("weighted_fairness", rep(), 1.25, NOW) == "1.25 leads below target share"
+    assert figure_text("weighted_fairness", rep(), -0.5, NOW) == "0.50 leads above target share"
+    assert figure_text("least_loaded", rep(capacity=5, open_assignments=2), 0.4, NOW) == (
         "load 2/5 open")
-    assert figure_text("round_robin", rep(), None) == "never assigned a lead yet"
+    assert figure_text("round_robin", rep(), None, NOW) == "never assigned a lead yet"
+    assert figure_text("round_robin", rep(last_assigned_at=NOW - timedelta(minutes=12)), None,
+                       NOW) == "last lead 12 min ago"
 
 
 def test_an_older_decision_is_described_with_names() -> None:
@@ -69,3 +73,13 @@ async def test_the_stored_decision_names_reps_and_says_why_in_words(router: Rout
     lines = describe_decision(decision, {})
     assert "Sales · Ben: lead speaks fr; rep speaks de" in lines
     assert "Sales · Cat: at capacity 0/0" in lines
+
+
+def test_a_large_pool_is_worded_up_to_a_bound_and_the_rest_counted() -> None:
+    reps = [Rep(id=f"r{number:02d}", created_at=NOW, presence="away") for number in range(30)]
+    reps.append(Rep(id="chosen", created_at=NOW))
+    decision = choose_rep(reps, LEAD, "round_robin", NOW)
+    explained = explain_pool(decision, reps, LEAD, NOW, {"chosen": "Ann"})
+    assert len(explained["excluded"]) == WORDED_REPS
+    assert f"{30 - WORDED_REPS} more excluded: away {30 - WORDED_REPS}" in explained["lines"]
+    assert explained["figures"] == {"chosen": "never assigned a lead yet"}
