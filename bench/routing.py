@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.speed_to_route import run as run_speed
 from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.catalog import SERVICES
-from services.router import repository, service
+from services.router import roster_repository, service
 from services.router.consumer import RouterConsumer
 from services.router.escalation import EscalationTimer
 from services.router.handlers import handler_table
@@ -173,7 +173,7 @@ async def bench_decide_with_database(kind: str, reps_count: int, decisions: int,
                             session, context, row, now)  # type: ignore[arg-type]
                         samples.append((time.perf_counter() - started) * 1000)
                     if rep_id is not None:  # as an offer would: round robin moves on
-                        await repository.mark_sdr_assigned(session, rep_id, now)
+                        await roster_repository.mark_sdr_assigned(session, rep_id, now)
                         state = current_state(session)
                         assert state is not None
                         state.assigned(rep_id, now)

@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run everything on this machine (embedded default)")
     up.add_argument("--data-dir", type=Path, default=None,
                     help=f"where the SQLite files and logs go (default {DEFAULT_DATA_DIR}/)")
-    up.add_argument("--demo", action="store_true", help="also run the demo once ready")
+    up.add_argument("--demo", action="store_true",
+                    help="also run the demo once ready (in DATA_DIR/demo/, emptied first)")
     up.add_argument("--sla-seconds", type=float, default=None,
                     help="seconds an SDR has to accept (default 300; 20 with --demo)")
     up.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
@@ -259,9 +260,27 @@ def _local_secrets(data_dir: Path) -> dict[str, str]:
     return {name: os.environ.get(name) or make() for name, make in made.items()}
 
 
+def data_dir_of(chosen: Path | None, *, demo: bool) -> Path:
+    """Where `up` keeps its databases, logs and secrets: `--data-dir`, else
+    `LEADRELAY_DATA_DIR`, else `.leadrelay/`; the demo, without `--data-dir`, in that folder's
+    `demo/`, which a plain `up` never reads, so the demo's reps never get real leads."""
+    if chosen is not None:
+        return chosen.resolve()
+    found = Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
+    return found / "demo" if demo else found
+
+
+def clear_databases(data_dir: Path) -> None:
+    """Remove the SQLite files of `data_dir` (the demo's, so each demo starts from nothing)."""
+    for pattern in ("*.db", "*.db-wal", "*.db-shm"):
+        for path in data_dir.glob(pattern):
+            path.unlink()
+
+
 def _up(args: argparse.Namespace) -> int:
-    data_dir: Path = (args.data_dir or Path(os.environ.get("LEADRELAY_DATA_DIR", DEFAULT_DATA_DIR)))
-    data_dir = data_dir.resolve()
+    data_dir = data_dir_of(args.data_dir, demo=args.demo)
+    if args.demo and args.data_dir is None:
+        clear_databases(data_dir)
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sla = args.sla_seconds if args.sla_seconds is not None else (20.0 if args.demo else None)

@@ -18,6 +18,7 @@ from shared.auth import (
     token_matches,
     unauthorized,
 )
+from shared.docs import serve_local_docs
 from shared.health import health_routes
 from shared.http_telemetry import HttpTelemetry
 from shared.metrics import ServiceMetrics
@@ -56,7 +57,9 @@ def service_app(
             tracing.stop_tracing()
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
+                  docs_url=None, redoc_url=None)
+    serve_local_docs(app)
 
     def running_metrics() -> ServiceMetrics | None:
         runtime: ServiceRuntime | None = getattr(app.state, "runtime", None)

@@ -31,7 +31,9 @@ PUBLIC: dict[str, set[tuple[str, str]]] = {
 PUBLIC["ingest"] |= {("POST", "/v1/forms/{form_key}"), ("POST", "/v1/webhooks/{source_key}")}
 # An action link's page and its button: the signed, expiring token in the link is the credential.
 PUBLIC["router"] |= {("GET", "/v1/assignments/{assignment_id}/accept"),
-                     ("POST", "/v1/assignments/{assignment_id}/accept/confirm")}
+                     ("POST", "/v1/assignments/{assignment_id}/accept/confirm"),
+                     ("GET", "/v1/queue/{lead_id}/claim"),
+                     ("POST", "/v1/queue/{lead_id}/claim/confirm")}
 WRONG = {"Authorization": "Bearer not-a-token-of-this-system"}
 MARKETING_KEY = "marketing-tool-key-0123456789"
 

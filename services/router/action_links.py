@@ -1,9 +1,12 @@
-"""Signed action links: the Accept button of a notification, usable without logging in.
+"""Signed action links: the Accept button of a notification, and the Claim button of a
+manager's escalation notice, usable without logging in.
 
-A link is `/v1/assignments/{id}/{action}?token=<expiry>.<signature>`: the signature is an
-HMAC-SHA256 of the assignment id, the action and the expiry (the offer's deadline plus
+An accept link is `/v1/assignments/{id}/accept?token=<expiry>.<signature>`: the signature is
+an HMAC-SHA256 of the assignment id, the action and the expiry (the offer's deadline plus
 `LEADRELAY_ACTION_LINK_GRACE_SECONDS`), so a link works for that one assignment and action,
-until then. Its key is derived from `LEADRELAY_ENCRYPTION_KEYS` (`SecretBox.signing_keys`):
+until then. A claim link is `/v1/queue/{lead_id}/claim?person=<id>&token=...`, signed over
+the lead and the person it claims for (`claim_subject`), valid `LEADRELAY_CLAIM_LINK_SECONDS`
+from the notice. Its key is derived from `LEADRELAY_ENCRYPTION_KEYS` (`SecretBox.signing_keys`):
 links survive a restart and stay valid through a key rotation while the old key is listed.
 
 Opening a link (a GET, as a chat button or a mail client does) shows a confirmation page; its
@@ -23,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 LINK_PURPOSE = "router action links"
-LINK_ACTIONS = frozenset({"accept"})
+LINK_ACTIONS = frozenset({"accept", "claim"})
 _TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+")
 
 
@@ -42,6 +45,11 @@ def link_token(keys: Sequence[bytes], assignment_id: str, action: str, expires_a
     """The token of a link for `action` on `assignment_id`, valid until `expires_at`."""
     expires = int(expires_at.timestamp())
     return f"{expires}.{_signature(keys[0], assignment_id, action, expires)}"
+
+
+def claim_subject(lead_id: str, person_id: str) -> str:
+    """What a claim link signs: the queued lead and the person who may claim it by the link."""
+    return f"queue:{lead_id}:{person_id}"
 
 
 def link_expiry(deadline_at: datetime, grace_seconds: float) -> datetime:

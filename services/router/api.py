@@ -18,7 +18,15 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import RowMapping
 
-from services.router import reports, repository, roster, service
+from services.router import (
+    assignment_actions,
+    delivery_repository,
+    explanations,
+    reports,
+    repository,
+    roster,
+    roster_repository,
+)
 from services.router.access import Principal, token_hash
 from services.router.action_links import LinkCheck, check_link
 from services.router.rules import RuleSet
@@ -87,12 +95,12 @@ async def get_principal(
                 admit(admin_caller(value))
                 return Principal(kind="admin")
             async with runtime.db.reading() as session:
-                person = await repository.find_person_by_token(session, token_hash(value))
+                person = await roster_repository.find_person_by_token(session, token_hash(value))
                 if person is not None and person["active"]:
                     teams = (
-                        await repository.teams_managed_by(session, person["id"])
+                        await roster_repository.teams_managed_by(session, person["id"])
                         if person["role"] == "manager"
-                        else await repository.teams_of(session, person["id"])
+                        else await roster_repository.teams_of(session, person["id"])
                     )
                     admit(f"person:{person['id']}")
                     return Principal(kind="person", person_id=person["id"], role=person["role"],
@@ -196,7 +204,7 @@ async def create_sdr(body: SdrCreate, runtime: RuntimeDep, context: ContextDep,
             responses=ERRORS)
 async def list_sdrs(runtime: RuntimeDep, _: AdminDep) -> list[PersonView]:
     async with runtime.db.reading() as session:
-        rows = await repository.list_sdrs(session, role="sdr")
+        rows = await roster_repository.list_sdrs(session, role="sdr")
         return [await roster.person_view(session, row) for row in rows]
 
 
@@ -218,7 +226,7 @@ async def create_person(body: PersonCreate, runtime: RuntimeDep, context: Contex
             summary="List the roster", responses=ERRORS)
 async def list_people(runtime: RuntimeDep, _: AdminDep) -> list[PersonView]:
     async with runtime.db.reading() as session:
-        rows = await repository.list_sdrs(session)
+        rows = await roster_repository.list_sdrs(session)
         return [await roster.person_view(session, row) for row in rows]
 
 
@@ -234,7 +242,7 @@ async def read_person(person_id: str, runtime: RuntimeDep, principal: PrincipalD
     if not principal.is_admin and principal.person_id != person_id:
         raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")
     async with runtime.db.reading() as session:
-        row = await repository.find_sdr(session, person_id)
+        row = await roster_repository.find_sdr(session, person_id)
         if row is None:
             raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")
         return await roster.person_view(session, row)
@@ -287,7 +295,7 @@ async def create_team(body: TeamCreate, runtime: RuntimeDep, context: ContextDep
             responses=ERRORS)
 async def list_teams(runtime: RuntimeDep, _: AdminDep) -> list[TeamView]:
     async with runtime.db.reading() as session:
-        rows = await repository.list_teams(session)
+        rows = await roster_repository.list_teams(session)
         return [await roster.team_view(session, row) for row in rows]
 
 
@@ -367,12 +375,17 @@ async def read_assignment(assignment_id: str, runtime: RuntimeDep, context: Cont
 async def read_decision(assignment_id: str, runtime: RuntimeDep, context: ContextDep,
                         principal: PrincipalDep) -> DecisionView:
     """The rule matched and its version, each pool tried with its candidates, every excluded
-    rep with the reasons, the figures the strategy compared, and the tie-break."""
+    rep with the reasons, the figures the strategy compared, and the tie-break; `summary`
+    and `explained` say it in plain words, people named."""
     row = await _visible(runtime, context, principal, assignment_id)
     decision: dict[str, Any] = row["decision"] or {}
+    async with runtime.db.reading() as session:
+        names = {person["id"]: person["name"]
+                 for person in await roster_repository.list_sdrs(session)}
     return DecisionView(assignment_id=assignment_id, rule_id=row["rule_id"],
                         rules_version=row["rules_version"], pools=decision.get("pools", []),
-                        chosen=row["sdr_id"],
+                        chosen=row["sdr_id"], summary=decision.get("summary"),
+                        explained=explanations.describe_decision(decision, names),
                         earlier_attempts=decision.get("earlier_attempts", []))
 
 
@@ -383,8 +396,8 @@ async def read_deliveries(assignment_id: str, runtime: RuntimeDep, context: Cont
                           principal: PrincipalDep) -> list[DeliveryView]:
     await _visible(runtime, context, principal, assignment_id)
     async with runtime.db.reading() as session:
-        rows = await repository.find_notifications(session, assignment_id)
-        attempts = await repository.find_attempts(session, [row["id"] for row in rows])
+        rows = await delivery_repository.find_notifications(session, assignment_id)
+        attempts = await delivery_repository.find_attempts(session, [row["id"] for row in rows])
     log: dict[int, list[dict[str, Any]]] = {}
     for attempt in attempts:
         entry = dict(attempt)
@@ -408,7 +421,7 @@ async def accept_assignment(assignment_id: str, runtime: RuntimeDep, context: Co
     """Too late once the offer was escalated: the answer is then `409`."""
     await _act(runtime, context, principal, assignment_id, "accept")
     async with runtime.db.transaction() as session:
-        row = await service.accept_assignment(session, context, assignment_id)
+        row = await assignment_actions.accept_assignment(session, context, assignment_id)
     return assignment_view(row)
 
 
@@ -419,7 +432,7 @@ async def mark_contacted(assignment_id: str, runtime: RuntimeDep, context: Conte
                          principal: PrincipalDep) -> AssignmentView:
     await _act(runtime, context, principal, assignment_id, "contacted")
     async with runtime.db.transaction() as session:
-        row = await service.mark_contacted(session, context, assignment_id)
+        row = await assignment_actions.mark_contacted(session, context, assignment_id)
     return assignment_view(row)
 
 
@@ -430,8 +443,8 @@ async def qualify(assignment_id: str, body: QualifyBody, runtime: RuntimeDep,
                   context: ContextDep, principal: PrincipalDep) -> AssignmentView:
     await _act(runtime, context, principal, assignment_id, "qualify")
     async with runtime.db.transaction() as session:
-        row, _ = await service.qualify(session, context, assignment_id, body.bant)
-        row = await service._require(session, assignment_id)
+        row, _ = await assignment_actions.qualify(session, context, assignment_id, body.bant)
+        row = await assignment_actions.require_assignment(session, assignment_id)
     return assignment_view(row)
 
 
@@ -443,7 +456,7 @@ async def reject(assignment_id: str, body: RejectBody, runtime: RuntimeDep,
     """The lead is offered to the next eligible rep at once."""
     await _act(runtime, context, principal, assignment_id, "reject")
     async with runtime.db.transaction() as session:
-        row, _ = await service.reject(session, context, assignment_id, body.reason_code,
+        row, _ = await assignment_actions.reject(session, context, assignment_id, body.reason_code,
                                       body.note)
     return assignment_view(row)
 
@@ -455,7 +468,7 @@ async def disqualify(assignment_id: str, body: DisqualifyBody, runtime: RuntimeD
                      context: ContextDep, principal: PrincipalDep) -> AssignmentView:
     await _act(runtime, context, principal, assignment_id, "disqualify")
     async with runtime.db.transaction() as session:
-        row = await service.disqualify(session, context, assignment_id, body.reason_code,
+        row = await assignment_actions.disqualify(session, context, assignment_id, body.reason_code,
                                        body.note)
     return assignment_view(row)
 
@@ -470,7 +483,7 @@ async def read_queue(runtime: RuntimeDep, context: ContextDep,
     """Each lead says when its team is next at work (`team_opens_at`)."""
     now = context.clock.now()
     async with runtime.db.reading() as session:
-        teams = {row["id"]: row for row in await repository.list_teams(session)}
+        teams = {row["id"]: row for row in await roster_repository.list_teams(session)}
         team_ids = list(teams) if principal.is_admin else list(principal.team_ids)
         rows = await repository.queued_leads(session, team_ids)
     return [QueuedLead.model_validate({
@@ -486,9 +499,9 @@ async def claim(lead_id: str, runtime: RuntimeDep, context: ContextDep,
                 principal: PrincipalDep) -> AssignmentView:
     person_id = _person(principal)
     async with runtime.db.reading() as session:
-        teams = frozenset(await repository.teams_of(session, person_id))
+        teams = await assignment_actions.claimable_teams(session, person_id)
     async with runtime.db.transaction() as session:
-        row = await service.claim_from_queue(session, context, lead_id, person_id, teams)
+        row = await assignment_actions.claim_from_queue(session, context, lead_id, person_id, teams)
     return assignment_view(row)
 
 
@@ -506,7 +519,7 @@ async def list_handovers(
     """A waiting hand-over is tried again by the timer loop, with a growing delay, until an
     AE is eligible; its log says why nobody was, each time."""
     async with runtime.db.reading() as session:
-        rows = await repository.list_handovers(session, status=status, lead_id=lead_id)
+        rows = await delivery_repository.list_handovers(session, status=status, lead_id=lead_id)
     return [HandoverView.model_validate(dict(row)) for row in rows]
 
 
@@ -551,13 +564,14 @@ async def sla_report(runtime: RuntimeDep, context: ContextDep, _: AdminDep,
 
 
 @routes.get("/reports/fairness", tags=["reports"], responses=ERRORS,
-            summary="Actual vs target share of leads per rep")
+            summary="Actual vs target share of leads per rep, per pool the rules use")
 async def fairness_report(runtime: RuntimeDep, context: ContextDep, _: AdminDep,
                           since: Since = None, until: Until = None) -> dict[str, Any]:
+    """Target shares are among each pool's eligible reps (inactive or capacity 0: none)."""
     start, end = _period(context, since, until)
     async with runtime.db.reading() as session:
         rows = await repository.assignments_between(session, start, end)
-        people = await repository.list_sdrs(session)
-    reps = [roster.rep_of(row) for row in people if row["role"] in ("sdr", "ae")]
+        pools, names = await roster.fairness_pools(session, context.rule_cache)
     plain = [dict(row) for row in rows]
-    return {"since": start, "until": end, **reports.fairness(plain, reps, start, end)}
+    return {"since": start, "until": end,
+            **reports.fairness(plain, pools, start, end, names)}

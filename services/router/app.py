@@ -7,7 +7,7 @@ from functools import partial
 from fastapi import Depends, FastAPI
 
 import services.router
-from services.router import api, console, link_pages, tokens
+from services.router import api, console, link_pages, replay_api, tokens
 from services.router.action_links import redact_access_logs
 from services.router.consumer import RouterConsumer
 from services.router.escalation import DatabaseClock, EscalationTimer
@@ -72,7 +72,7 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         description=services.router.__doc__ or "",
         settings=config,
         runtime_factory=runtime,
-        routes=[api.routes, link_pages.routes, tokens.routes,
+        routes=[api.routes, link_pages.routes, tokens.routes, replay_api.routes,
                 audit_routes(AUDIT, Depends(api.require_admin)), *console.routes],
     )
     console.install(app)

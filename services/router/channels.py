@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
-from services.router import repository
+from services.router import roster_repository
 from shared.db import Database
 from shared.encryption import SecretBox
 from shared.outbound import DestinationPolicy, RefusedDestinationError
@@ -79,10 +79,10 @@ async def reencrypt_channels(db: Database, secrets: SecretBox) -> int:
     key was put in front of `LEADRELAY_ENCRYPTION_KEYS`); returns the people changed."""
     changed = 0
     async with db.transaction() as session:
-        for person in await repository.list_sdrs(session):
+        for person in await roster_repository.list_sdrs(session):
             values = {name: secrets.reencrypt(person[name])
                       for name in ("webhook_secret", "slack_webhook_url") if person[name]}
             if values:
-                await repository.update_person(session, person["id"], values)
+                await roster_repository.update_person(session, person["id"], values)
                 changed += 1
     return changed

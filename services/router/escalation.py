@@ -21,7 +21,14 @@ from typing import Protocol
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import repository, roster, service
+from services.router import (
+    delivery_repository,
+    offers,
+    repository,
+    roster,
+    roster_repository,
+    service,
+)
 from services.router.handover import retry_handovers
 from services.router.service import Offer, RouterContext
 from shared.clock import Clock
@@ -109,13 +116,13 @@ async def escalate_due(
         now = batch_start + timedelta(microseconds=index)
         if not await repository.escalate_offer(session, offer["id"], now):
             continue
-        await repository.cancel_pending_notifications(session, offer["id"])
+        await delivery_repository.cancel_pending_notifications(session, offer["id"])
         count_after_commit(session, context.metrics.sla_breaches.labels(deadline="accept"))
         count_after_commit(session, context.metrics.escalations.labels(reason=SLA_EXPIRED))
         paused_until = None
         if settings.pause_late_rep_seconds > 0:
             paused_until = now + timedelta(seconds=settings.pause_late_rep_seconds)
-            await repository.pause_person(session, offer["sdr_id"], paused_until)
+            await roster_repository.pause_person(session, offer["sdr_id"], paused_until)
         snapshot.released(offer["sdr_id"], paused_until)
         lead_id: str = offer["lead_id"]
         lead = await repository.find_lead(session, lead_id)
@@ -149,7 +156,7 @@ async def escalate_due(
         ))
         if step == "reoffer":
             assert rep_id is not None
-            await service.offer_lead(session, context, lead, rep_id, now=now, routing=routing,
+            await offers.offer_lead(session, context, lead, rep_id, now=now, routing=routing,
                                      role=role, assignment_id=to_assignment_id)
             snapshot.assigned(rep_id, now)
         else:
@@ -180,14 +187,14 @@ async def _to_queue(
     await repository.update_lead(session, lead["id"], {
         "status": "queued", "queue_team_id": team_id, "queued_at": now, "updated_at": now,
     })
-    team = await repository.find_team(session, team_id)
+    team = await roster_repository.find_team(session, team_id)
     if team is None or team["manager_id"] is None:
         return
-    manager = await repository.find_sdr(session, team["manager_id"])
+    manager = await roster_repository.find_sdr(session, team["manager_id"])
     if manager is not None:
         # A team that is closed now hears of its queue when it opens, not in the night.
         opening = roster.team_hours(team).next_opening(now)
-        await service.notify_person(
+        await offers.notify_person(
             session, context, manager, lead,
             Offer(offer["id"], lead["id"], offer["sdr_id"], offer["attempt"], offer["deadline_at"]),
             kind="escalation", now=now, role=offer["role"], deliver_at=opening,
@@ -200,13 +207,14 @@ async def send_reminders(
     """Remind reps of offers whose deadline is near."""
     due = await repository.claim_due_reminders(session, now, limit)
     for row in due:
-        person = await repository.find_sdr(session, row["sdr_id"])
+        person = await roster_repository.find_sdr(session, row["sdr_id"])
         lead = await repository.find_lead(session, row["lead_id"])
         if person is None or lead is None:
             continue
         offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"], row["deadline_at"])
-        await service.notify_person(session, context, person, lead, offer, kind="reminder",
-                                    now=now, role=row["role"])
+        await offers.notify_person(session, context, person, lead, offer, kind="reminder",
+                                   now=now, role=row["role"],
+                                   why_you=(row["decision"] or {}).get("summary"))
     return len(due)
 
 
@@ -219,16 +227,16 @@ async def report_contact_breaches(
         count_after_commit(session, context.metrics.sla_breaches.labels(deadline="contact"))
         if row["team_id"] is None:
             continue
-        team = await repository.find_team(session, row["team_id"])
+        team = await roster_repository.find_team(session, row["team_id"])
         if team is None or team["manager_id"] is None:
             continue
-        manager = await repository.find_sdr(session, team["manager_id"])
+        manager = await roster_repository.find_sdr(session, team["manager_id"])
         lead = await repository.find_lead(session, row["lead_id"])
         if manager is None or lead is None:
             continue
         offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"],
                       row["contact_deadline_at"])
-        await service.notify_person(session, context, manager, lead, offer,
+        await offers.notify_person(session, context, manager, lead, offer,
                                     kind="contact_overdue", now=now, role=row["role"])
     return len(due)
 

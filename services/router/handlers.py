@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import service
+from services.router import assignment_actions, service
 from services.router.service import RouterContext
 from shared.consumer import Handler
 from shared.events import LeadErased, LeadScored
@@ -17,6 +17,6 @@ def handler_table(context: RouterContext) -> dict[str, Handler]:
         await service.route_scored_lead(session, context, event)
 
     async def on_lead_erased(session: AsyncSession, event: LeadErased) -> None:
-        await service.erase_lead(session, context, event.lead_id)
+        await assignment_actions.erase_lead(session, context, event.lead_id)
 
     return {"lead.scored": on_lead_scored, "lead.erased": on_lead_erased}

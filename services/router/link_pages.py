@@ -1,7 +1,10 @@
-"""The pages behind action links: what a rep sees on opening the Accept link of a notification.
+"""The pages behind action links: what a rep sees on opening the Accept link of a notification,
+and a manager the Claim link of an escalation notice.
 
 `GET /v1/assignments/{id}/accept?token=...` shows which lead and what the button does; the
 button POSTs the token in the form body to `.../accept/confirm`, which accepts and says so.
+`GET /v1/queue/{lead_id}/claim?person=...&token=...` and its `.../claim/confirm` do the same
+for claiming a queued lead as that person (a lead someone claimed first names who did).
 A link that is expired, forged, or for another assignment or action gets a page saying so,
 never JSON. The pages are self-contained (inline CSS, no script, no external asset) and fit a
 390-px-wide phone screen.
@@ -15,15 +18,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
-from services.router import repository, service
-from services.router.action_links import LinkCheck, check_link
+from services.router import assignment_actions, repository
+from services.router.action_links import LinkCheck, check_link, claim_subject
 from services.router.service import RouterContext
 from shared.app import RuntimeDep
 from shared.problems import ProblemError
 
 routes = APIRouter(prefix="/v1", tags=["action links"])
 
-ACTION_WORDS = {"accept": ("Accept this lead", "Accept", "Lead accepted")}
+ACTION_WORDS = {"accept": ("Accept this lead", "Accept", "Lead accepted"),
+                "claim": ("Claim this lead", "Claim", "Lead claimed")}
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -78,11 +82,12 @@ def refused_page(check: LinkCheck) -> HTMLResponse:
                 "for another lead or action. Use the button of your notification.</p>", 404)
 
 
-def _lead_facts(row: Any) -> str:
+def _lead_facts(row: Any, *, deadline: bool = True) -> str:
     lead: dict[str, Any] = row["lead_snapshot"] or {}
     facts = [("Lead", lead.get("name")), ("Company", lead.get("company")),
-             ("Country", lead.get("country")), ("Source", lead.get("source")),
-             ("Accept before", row["deadline_at"].strftime("%Y-%m-%d %H:%M UTC"))]
+             ("Country", lead.get("country")), ("Source", lead.get("source"))]
+    if deadline:
+        facts.append(("Accept before", row["deadline_at"].strftime("%Y-%m-%d %H:%M UTC")))
     items = "".join(f"<dt>{escape(name)}</dt><dd>{escape(str(value))}</dd>"
                     for name, value in facts if value)
     return f"<dl>{items}</dl>"
@@ -136,11 +141,72 @@ async def confirm_accept(
         return refused
     try:
         async with runtime.db.transaction() as session:
-            accepted = await service.accept_assignment(session, _context(request), assignment_id)
+            accepted = await assignment_actions.accept_assignment(
+                session, _context(request), assignment_id)
     except ProblemError as problem:
         if problem.status != 409:
             raise
         reason = escape(problem.detail or problem.title)
         return page("This lead is no longer waiting", f"{_lead_facts(row)}<p>{reason}</p>", 409)
     return page(ACTION_WORDS["accept"][2], f"{_lead_facts(accepted)}<p>The lead is yours: "
+                "make your first contact before the contact deadline.</p>")
+
+
+async def _checked_claim(request: Request, runtime: RuntimeDep, lead_id: str, person_id: str,
+                         token: str) -> tuple[Any, HTMLResponse | None]:
+    """The lead's latest assignment (for its facts) when the claim link is valid."""
+    context = _context(request)
+    check = check_link(context.action_keys, claim_subject(lead_id, person_id), "claim", token,
+                       context.clock.now())
+    if check is not LinkCheck.VALID:
+        return None, refused_page(check)
+    async with runtime.db.reading() as session:
+        latest = await repository.latest_assignment(session, lead_id)
+    if latest is None:
+        return None, refused_page(LinkCheck.INVALID)
+    return latest, None
+
+
+@routes.get("/queue/{lead_id}/claim", response_class=HTMLResponse,
+            summary="The page a Claim link opens (confirm with its button)")
+async def claim_page(
+    request: Request, runtime: RuntimeDep, lead_id: str,
+    person: Annotated[str, Query(max_length=64)] = "",
+    token: Annotated[str, Query(max_length=200)] = "",
+) -> HTMLResponse:
+    latest, refused = await _checked_claim(request, runtime, lead_id, person, token)
+    if refused is not None:
+        return refused
+    title, button, _ = ACTION_WORDS["claim"]
+    form = (f'<form method="post" action="/v1/queue/{escape(lead_id)}/claim/confirm">'
+            f'<input type="hidden" name="person" value="{escape(person)}">'
+            f'<input type="hidden" name="token" value="{escape(token)}">'
+            f'<button type="submit">{escape(button)}</button></form>')
+    return page(title, _lead_facts(latest, deadline=False)
+                + "<p>It waits in your team's queue: the first to claim it gets it.</p>" + form)
+
+
+@routes.post("/queue/{lead_id}/claim/confirm", response_class=HTMLResponse,
+             summary="Claim a queued lead through a link's confirmation page (form post)")
+async def confirm_claim(
+    request: Request, runtime: RuntimeDep, lead_id: str,
+    person: Annotated[str, Form(max_length=64)] = "",
+    token: Annotated[str, Form(max_length=200)] = "",
+) -> HTMLResponse:
+    latest, refused = await _checked_claim(request, runtime, lead_id, person, token)
+    if refused is not None:
+        return refused
+    async with runtime.db.reading() as session:
+        teams = await assignment_actions.claimable_teams(session, person)
+    try:
+        async with runtime.db.transaction() as session:
+            claimed = await assignment_actions.claim_from_queue(
+                session, _context(request), lead_id, person, teams)
+    except ProblemError as problem:
+        if problem.status not in (404, 409):
+            raise
+        reason = escape(problem.detail or problem.title)
+        return page("This lead is no longer in the queue",
+                    f"{_lead_facts(latest, deadline=False)}<p>{reason}</p>", 409)
+    return page(ACTION_WORDS["claim"][2], f"{_lead_facts(claimed)}<p>The lead is yours: "
                 "make your first contact before the contact deadline.</p>")

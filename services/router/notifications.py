@@ -38,7 +38,7 @@ import httpx
 from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import repository, signing
+from services.router import delivery_repository, roster_repository, signing
 from services.router.channels import SLACK_PREFIX
 from services.router.settings import RouterSettings
 from shared import outbound, tracing
@@ -64,7 +64,7 @@ class DeliverySignal:
     """Wakes the delivery loop once a transaction that queued notifications commits.
 
     `wake_after_commit` makes the loop claim what is due. `send_after_commit` gives it rows
-    the transaction inserted already leased to this process (`service.queue_notifications`):
+    the transaction inserted already leased to this process (`offers.queue_notifications`):
     the loop sends them at once, with no claim of its own. If the process dies first, their
     lease ends and any instance's loop claims them like any other due row.
     """
@@ -188,6 +188,11 @@ def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
         "handover_waiting": "Qualified lead waiting: no AE can take it yet",
     }.get(notice.kind, "Lead update")
     reasons = "\n".join(f"• {reason}" for reason in notice.why[:5]) or "• (no breakdown)"
+    buttons = [(label, url) for label, url in (("Accept", notice.accept_url),
+                                               ("Claim", notice.claim_url)) if url]
+    elements = [{"type": "button", "style": "primary", "url": url,
+                 "text": {"type": "plain_text", "text": label}} for label, url in buttons]
+    actions = [{"type": "actions", "elements": elements}] if elements else []
     text = (f"{headline}: {who or 'a lead'} — {notice.temperature} {notice.score:g} pts, "
             f"accept within {countdown(notice.deadline_at, now)}")
     return {
@@ -202,10 +207,10 @@ def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
                  "text": f"*Accept within*\n{countdown(notice.deadline_at, now)}"},
             ]},
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{reasons}"}},
-            {"type": "actions", "elements": [
-                {"type": "button", "style": "primary", "url": notice.accept_url,
-                 "text": {"type": "plain_text", "text": "Accept"}},
-            ]},
+            *([{"type": "section", "text": {"type": "mrkdwn",
+                                            "text": f"*Why you*\n{notice.why_you}"}}]
+              if notice.why_you else []),
+            *actions,
         ],
     }
 
@@ -314,7 +319,7 @@ class Notifier:
 
     async def _seconds_until_due(self) -> float:
         async with self.db.reading() as session:
-            due = await repository.next_notification_due(session)
+            due = await delivery_repository.next_notification_due(session)
         poll = self.settings.notify_poll_seconds
         if due is None:
             return poll
@@ -325,10 +330,11 @@ class Notifier:
         now = self.clock.now()
         lease = notification_lease(self.settings)
         async with self.db.transaction() as session:
-            rows = await repository.claim_due_notifications(
+            rows = await delivery_repository.claim_due_notifications(
                 session, now, limit, lease_until=now + lease
             )
-            disabled = await repository.disabled_among(session, {row["url"] for row in rows})
+            disabled = await delivery_repository.disabled_among(
+                session, {row["url"] for row in rows})
         for row in rows:
             row["disabled"] = row["url"] in disabled
         return rows
@@ -367,7 +373,7 @@ class Notifier:
             disabled = row.get("disabled")
             if disabled is None:
                 async with self.db.reading() as session:
-                    disabled = await repository.is_disabled(session, row["url"])
+                    disabled = await delivery_repository.is_disabled(session, row["url"])
             if disabled:
                 raise RefusedDestinationError("the endpoint answered 410 Gone before")
             url, secret = await self._target(row)
@@ -413,7 +419,7 @@ class Notifier:
             return row["url"], self.settings.nurture_webhook_secret or None
         if "sdr_webhook_secret" not in row:
             async with self.db.reading() as session:
-                person = await repository.find_sdr(session, row["sdr_id"])
+                person = await roster_repository.find_sdr(session, row["sdr_id"])
             row["sdr_webhook_secret"] = person["webhook_secret"] if person else None
             row["sdr_slack_webhook_url"] = person["slack_webhook_url"] if person else None
         if row["url"].startswith(SLACK_PREFIX):
@@ -511,15 +517,16 @@ class Notifier:
         return None
 
     async def _write(self, session: AsyncSession, outcomes: list[_Outcome]) -> None:
-        await repository.finish_attempts(
+        await delivery_repository.finish_attempts(
             session, [(outcome.row["id"], outcome.values) for outcome in outcomes]
         )
         gone = {outcome.row["url"]: outcome.at for outcome in outcomes if outcome.gone}
         for url in sorted(gone):  # one order for every instance: no deadlock on the inserts
-            await repository.disable_endpoint(session, url, gone[url], "410 Gone")
-        await repository.mark_all_notified(session, {
+            await delivery_repository.disable_endpoint(session, url, gone[url], "410 Gone")
+        await delivery_repository.mark_all_notified(session, {
             outcome.row["assignment_id"]: outcome.at for outcome in outcomes
             if outcome.outcome == "delivered" and outcome.row["kind"] == "offer"
             and outcome.row["assignment_id"]
         })
-        await repository.record_attempts(session, [outcome.attempt for outcome in outcomes])
+        await delivery_repository.record_attempts(
+            session, [outcome.attempt for outcome in outcomes])

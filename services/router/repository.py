@@ -1,4 +1,7 @@
-"""All of router's queries.
+"""router's queries of leads and assignments, and the routing lock.
+
+The roster's queries are in `services.router.roster_repository`, the deliveries' and
+hand-overs' in `services.router.delivery_repository`.
 
 The statements every routed lead runs are built once, with bind parameters (or once per set of
 columns, `functools.cache`): building one per call (and its cache key) costs SQLAlchemy more
@@ -10,30 +13,20 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, Update, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Column, Update, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router.models import (
     ACTIVE_STATUSES,
-    OPEN_STATUSES,
-    account_owner,
     assignment,
-    disabled_endpoint,
     escalation,
     handover,
     lead,
-    membership,
     notification,
-    notification_attempt,
-    person_token,
     roster_state,
-    rule_set,
-    sdr,
-    team,
 )
 from shared.db import insert_ignoring_conflicts
 
@@ -51,28 +44,15 @@ def _bumping(counter: Column[int]) -> Update:
 
 _BUMP_ROUTING_SEQ = _bumping(roster_state.c.routing_seq)
 _BUMP_GENERATION = _bumping(roster_state.c.generation)
-_MARK_SDRS_ASSIGNED = update(sdr).where(sdr.c.id == bindparam("b_id")).values(
-    last_assigned_at=bindparam("b_at", type_=sdr.c.last_assigned_at.type))
 _LEADS = (
     select(lead).where(lead.c.id.in_(bindparam("lead_ids", expanding=True))).order_by(lead.c.id)
 )
 _LEADS_FOR_UPDATE = _LEADS.with_for_update()
 _INSERT_LEAD = insert(lead)
 _INSERT_ASSIGNMENT = insert(assignment)
-_INSERT_NOTIFICATION = insert(notification)
-_INSERT_CLAIMED_NOTIFICATION = insert(notification).returning(
-    notification.c.message_id, notification.c.id)
-_INSERT_ATTEMPT = insert(notification_attempt)
-_MARK_NOTIFIED = (
-    update(assignment)
-    .where(assignment.c.id == bindparam("b_id"), assignment.c.notified_at.is_(None))
-    .values(notified_at=bindparam("b_at", type_=assignment.c.notified_at.type))
-)
-_DISABLED_AMONG = select(disabled_endpoint.c.url).where(
-    disabled_endpoint.c.url.in_(bindparam("urls", expanding=True)))
 
 
-def _rowcount(result: Any) -> int:
+def affected_rows(result: Any) -> int:
     return int(getattr(result, "rowcount", 0))
 
 
@@ -114,277 +94,17 @@ async def _bump(session: AsyncSession, statement: Update) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+async def routing_changed(session: AsyncSession) -> None:
+    """Bump the routing sequence: the next decision re-reads who may take leads."""
+    await _bump(session, _BUMP_ROUTING_SEQ)
+
+
 async def roster_changed(session: AsyncSession) -> None:
     """Bump the roster generation: every router instance reloads its cached roster. Called by
     each function below that writes people, teams, memberships or rules, in the same
     transaction as the change."""
     session.sync_session.info[ROSTER_CHANGED] = True
     await _bump(session, _BUMP_GENERATION)
-
-
-# The roster
-
-
-async def insert_sdr(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(sdr).values(**values))
-    await roster_changed(session)
-
-
-async def update_person(session: AsyncSession, person_id: str, values: Mapping[str, Any]) -> None:
-    await session.execute(update(sdr).where(sdr.c.id == person_id).values(**values))
-    await roster_changed(session)
-
-
-async def find_sdr(session: AsyncSession, sdr_id: str) -> RowMapping | None:
-    result = await session.execute(select(sdr).where(sdr.c.id == sdr_id))
-    return result.mappings().first()
-
-
-async def find_sdr_by_email(session: AsyncSession, email: str) -> RowMapping | None:
-    result = await session.execute(select(sdr).where(sdr.c.email == email))
-    return result.mappings().first()
-
-
-async def find_person_by_token(session: AsyncSession, token_hash: str) -> RowMapping | None:
-    """The person holding this token, unless it was revoked."""
-    result = await session.execute(
-        select(sdr).join(person_token, person_token.c.person_id == sdr.c.id)
-        .where(person_token.c.token_hash == token_hash, person_token.c.revoked_at.is_(None))
-    )
-    return result.mappings().first()
-
-
-async def insert_person_token(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(person_token).values(**values))
-
-
-async def list_person_tokens(session: AsyncSession, person_id: str) -> Sequence[RowMapping]:
-    result = await session.execute(
-        select(person_token).where(person_token.c.person_id == person_id)
-        .order_by(person_token.c.created_at, person_token.c.id)
-    )
-    return result.mappings().all()
-
-
-async def revoke_person_token(
-    session: AsyncSession, person_id: str, token_id: str, at: datetime
-) -> RowMapping | None:
-    """Revoke one of the person's tokens (once: a second revocation keeps the first time)."""
-    await session.execute(
-        update(person_token)
-        .where(person_token.c.id == token_id, person_token.c.person_id == person_id,
-               person_token.c.revoked_at.is_(None))
-        .values(revoked_at=at)
-    )
-    result = await session.execute(
-        select(person_token)
-        .where(person_token.c.id == token_id, person_token.c.person_id == person_id)
-    )
-    return result.mappings().first()
-
-
-async def list_sdrs(session: AsyncSession, *, role: str | None = None) -> Sequence[RowMapping]:
-    query = select(sdr).order_by(sdr.c.created_at, sdr.c.id)
-    if role is not None:
-        query = query.where(sdr.c.role == role)
-    result = await session.execute(query)
-    return result.mappings().all()
-
-
-async def people_in_pool(
-    session: AsyncSession, *, team_id: str | None, role: str, with_open_counts: bool = True
-) -> Sequence[RowMapping]:
-    """People of `role` in a team (every one of the role when `team_id` is None), with their
-    count of open assignments unless `with_open_counts` is False."""
-    if not with_open_counts:
-        plain = select(sdr).where(sdr.c.role == role)
-        if team_id is not None:
-            plain = plain.join(membership, membership.c.person_id == sdr.c.id).where(
-                membership.c.team_id == team_id
-            )
-        found = await session.execute(plain.order_by(sdr.c.created_at, sdr.c.id))
-        return found.mappings().all()
-    open_count = (
-        select(assignment.c.sdr_id, func.count().label("open_assignments"))
-        .where(assignment.c.status.in_(OPEN_STATUSES))
-        .group_by(assignment.c.sdr_id)
-        .subquery()
-    )
-    query = (
-        select(sdr, func.coalesce(open_count.c.open_assignments, 0).label("open_assignments"))
-        .outerjoin(open_count, open_count.c.sdr_id == sdr.c.id)
-        .where(sdr.c.role == role)
-    )
-    if team_id is not None:
-        query = query.join(membership, membership.c.person_id == sdr.c.id).where(
-            membership.c.team_id == team_id
-        )
-    result = await session.execute(query.order_by(sdr.c.created_at, sdr.c.id))
-    return result.mappings().all()
-
-
-async def open_assignment_counts(
-    session: AsyncSession, person_ids: Sequence[str]
-) -> dict[str, int]:
-    """Open assignments (those counting against capacity) of each person."""
-    if not person_ids:
-        return {}
-    result = await session.execute(
-        select(assignment.c.sdr_id, func.count())
-        .where(assignment.c.sdr_id.in_(list(person_ids)),
-               assignment.c.status.in_(OPEN_STATUSES))
-        .group_by(assignment.c.sdr_id)
-    )
-    return {row[0]: int(row[1]) for row in result}
-
-
-async def assignment_marks(
-    session: AsyncSession, person_ids: Sequence[str] | None
-) -> list[tuple[str, datetime | None, datetime | None]]:
-    """(id, last assigned at, paused until) of the people (of everyone with None)."""
-    query = select(sdr.c.id, sdr.c.last_assigned_at, sdr.c.paused_until)
-    if person_ids is not None:
-        query = query.where(sdr.c.id.in_(list(person_ids)))
-    return [(row[0], row[1], row[2]) for row in await session.execute(query)]
-
-
-async def assignment_counts(
-    session: AsyncSession, person_ids: Sequence[str], since: datetime
-) -> dict[str, int]:
-    """Leads each person was given since `since`, not counting offers they let lapse or
-    turned down (those leads went to someone else)."""
-    if not person_ids:
-        return {}
-    result = await session.execute(
-        select(assignment.c.sdr_id, func.count())
-        .where(
-            assignment.c.sdr_id.in_(person_ids),
-            assignment.c.offered_at >= since,
-            assignment.c.status.not_in(("escalated", "rejected")),
-        )
-        .group_by(assignment.c.sdr_id)
-    )
-    return {row[0]: int(row[1]) for row in result}
-
-
-async def mark_sdr_assigned(session: AsyncSession, sdr_id: str, at: datetime) -> None:
-    """Round robin's mark. Call it under the routing lock and tell the transaction's routing
-    state (`RoutingState.assigned`), as `service.offer_lead` does: the cache relies on it."""
-    await session.execute(update(sdr).where(sdr.c.id == sdr_id).values(last_assigned_at=at))
-
-
-async def mark_sdrs_assigned(session: AsyncSession, marks: Mapping[str, datetime]) -> None:
-    """`last_assigned_at` of several people (person id -> when) in one statement."""
-    if marks:
-        await session.execute(
-            _MARK_SDRS_ASSIGNED,
-            [{"b_id": person_id, "b_at": at} for person_id, at in marks.items()],
-        )
-
-
-async def pause_person(session: AsyncSession, person_id: str, until: datetime) -> None:
-    """Pause a rep; the extra sequence bump makes every instance re-read pauses before its
-    next decision, whoever called this."""
-    await session.execute(update(sdr).where(sdr.c.id == person_id).values(paused_until=until))
-    await _bump(session, _BUMP_ROUTING_SEQ)
-
-
-# Teams
-
-
-async def insert_team(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(team).values(**values))
-    await roster_changed(session)
-
-
-async def update_team(session: AsyncSession, team_id: str, values: Mapping[str, Any]) -> None:
-    await session.execute(update(team).where(team.c.id == team_id).values(**values))
-    await roster_changed(session)
-
-
-async def find_team(session: AsyncSession, team_id: str) -> RowMapping | None:
-    result = await session.execute(select(team).where(team.c.id == team_id))
-    return result.mappings().first()
-
-
-async def find_team_by_name(session: AsyncSession, name: str) -> RowMapping | None:
-    result = await session.execute(select(team).where(team.c.name == name))
-    return result.mappings().first()
-
-
-async def list_teams(session: AsyncSession) -> Sequence[RowMapping]:
-    result = await session.execute(select(team).order_by(team.c.name))
-    return result.mappings().all()
-
-
-async def team_members(session: AsyncSession, team_id: str) -> list[str]:
-    result = await session.scalars(
-        select(membership.c.person_id).where(membership.c.team_id == team_id)
-        .order_by(membership.c.person_id)
-    )
-    return list(result)
-
-
-async def teams_of(session: AsyncSession, person_id: str) -> list[str]:
-    result = await session.scalars(
-        select(membership.c.team_id).where(membership.c.person_id == person_id)
-    )
-    return list(result)
-
-
-async def teams_managed_by(session: AsyncSession, person_id: str) -> list[str]:
-    result = await session.scalars(select(team.c.id).where(team.c.manager_id == person_id))
-    return list(result)
-
-
-async def set_memberships(session: AsyncSession, person_id: str, team_ids: Sequence[str]) -> None:
-    await roster_changed(session)
-    await session.execute(delete(membership).where(membership.c.person_id == person_id))
-    if team_ids:
-        await session.execute(
-            insert(membership),
-            [{"team_id": team_id, "person_id": person_id} for team_id in team_ids],
-        )
-
-
-# Rules and account owners
-
-
-async def current_rule_set(session: AsyncSession) -> RowMapping | None:
-    result = await session.execute(select(rule_set).order_by(rule_set.c.version.desc()).limit(1))
-    return result.mappings().first()
-
-
-async def current_rule_set_head(session: AsyncSession) -> RowMapping | None:
-    """The version in force and when it was stored, without the document."""
-    result = await session.execute(
-        select(rule_set.c.version, rule_set.c.created_at)
-        .order_by(rule_set.c.version.desc()).limit(1)
-    )
-    return result.mappings().first()
-
-
-async def insert_rule_set(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(rule_set).values(**values))
-    await roster_changed(session)
-
-
-async def find_account_owner(session: AsyncSession, account_key: str) -> str | None:
-    found: str | None = await session.scalar(
-        select(account_owner.c.person_id).where(account_owner.c.account_key == account_key)
-    )
-    return found
-
-
-async def claim_account(
-    session: AsyncSession, account_key: str, person_id: str, at: datetime
-) -> None:
-    """Make `person_id` the owner of the account unless it already has one."""
-    if await find_account_owner(session, account_key) is None:
-        await session.execute(
-            insert(account_owner).values(account_key=account_key, person_id=person_id,
-                                         assigned_at=at)
-        )
 
 
 # Leads
@@ -474,6 +194,15 @@ async def active_assignment(session: AsyncSession, lead_id: str) -> RowMapping |
     return result.mappings().first()
 
 
+async def latest_assignment(session: AsyncSession, lead_id: str) -> RowMapping | None:
+    """The lead's most recent assignment (the latest offer, claim or hand-over)."""
+    result = await session.execute(
+        select(assignment).where(assignment.c.lead_id == lead_id)
+        .order_by(assignment.c.offered_at.desc(), assignment.c.attempt.desc()).limit(1)
+    )
+    return result.mappings().first()
+
+
 async def list_assignments(
     session: AsyncSession,
     *,
@@ -552,7 +281,7 @@ async def accept_offer(session: AsyncSession, assignment_id: str, at: datetime) 
         .where(assignment.c.id == assignment_id, assignment.c.status == "offered")
         .values(status="accepted", accepted_at=at)
     )
-    return _rowcount(result) == 1
+    return affected_rows(result) == 1
 
 
 async def transition(
@@ -568,7 +297,7 @@ async def transition(
         .where(assignment.c.id == assignment_id, assignment.c.status == from_status)
         .values(**values)
     )
-    return _rowcount(result) == 1
+    return affected_rows(result) == 1
 
 
 async def claim_due_reminders(
@@ -640,7 +369,7 @@ async def take_from_queue(session: AsyncSession, lead_id: str, at: datetime) -> 
         update(lead).where(lead.c.id == lead_id, lead.c.status == "queued")
         .values(status="routed", queue_team_id=None, queued_at=None, updated_at=at)
     )
-    return _rowcount(result) == 1
+    return affected_rows(result) == 1
 
 
 async def erase_lead(session: AsyncSession, lead_id: str, at: datetime) -> None:
@@ -698,7 +427,7 @@ async def escalate_offer(session: AsyncSession, assignment_id: str, at: datetime
         .where(assignment.c.id == assignment_id, assignment.c.status == "offered")
         .values(status="escalated", closed_at=at)
     )
-    return _rowcount(result) == 1
+    return affected_rows(result) == 1
 
 
 async def claim_lapsed_offers(
@@ -727,207 +456,3 @@ async def escalations_between(
 
 async def insert_escalation(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(insert(escalation).values(**values))
-
-
-# Notifications
-
-
-async def insert_notifications(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        await session.execute(_INSERT_NOTIFICATION, list(rows))
-
-
-async def insert_claimed_notifications(
-    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
-    """Insert `rows` (already leased, each with its own `message_id`) and return them as
-    `claim_due_notifications` does: every column, the id included."""
-    if not rows:
-        return []
-    # Matched by message id: SQLite cannot return ids in the rows' order without inserting
-    # them one statement each.
-    inserted = await session.execute(_INSERT_CLAIMED_NOTIFICATION, list(rows))
-    ids: dict[str, int] = {message_id: notification_id for message_id, notification_id in inserted}
-    blank = dict.fromkeys(notification.c.keys())
-    return [{**blank, **row, "id": ids[row["message_id"]]} for row in rows]
-
-
-async def claim_due_notifications(
-    session: AsyncSession, now: datetime, limit: int, *, lease_until: datetime
-) -> list[dict[str, Any]]:
-    """Take up to `limit` due deliveries and lease them until `lease_until`, each with its
-    person's encrypted channel secrets (`services.router.channels`).
-
-    The lease, not a held lock, keeps other loops off a row while its webhook call runs
-    outside any transaction; if this process dies mid-call, the row is due again once the
-    lease ends. The attempt is counted at claim time, so such crashes count too.
-    """
-    result = await session.execute(
-        select(notification, sdr.c.webhook_secret.label("sdr_webhook_secret"),
-               sdr.c.slack_webhook_url.label("sdr_slack_webhook_url"))
-        .select_from(notification.outerjoin(sdr, sdr.c.id == notification.c.sdr_id))
-        .where(notification.c.status == "pending", notification.c.next_attempt_at <= now)
-        .order_by(notification.c.next_attempt_at, notification.c.id)
-        .limit(limit)
-        .with_for_update(of=notification, skip_locked=True)
-    )
-    rows = [dict(row) for row in result.mappings()]
-    if rows:
-        await session.execute(
-            update(notification)
-            .where(notification.c.id.in_([row["id"] for row in rows]))
-            .values(attempts=notification.c.attempts + 1, next_attempt_at=lease_until)
-        )
-    for row in rows:
-        row["attempts"] += 1
-    return rows
-
-
-async def record_attempts(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        await session.execute(_INSERT_ATTEMPT, list(rows))
-
-
-async def finish_attempts(
-    session: AsyncSession, outcomes: Sequence[tuple[int, Mapping[str, Any]]]
-) -> None:
-    """Record the outcome of several delivery attempts: one statement per set of changed columns."""
-    groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, Any]]]] = {}
-    for notification_id, values in outcomes:
-        groups.setdefault(tuple(sorted(values)), []).append((notification_id, values))
-    for names, items in groups.items():
-        await session.execute(_finish_attempts(names), [
-            {"b_id": notification_id, **{f"b_{name}": values[name] for name in names}}
-            for notification_id, values in items
-        ])
-
-
-@cache
-def _finish_attempts(names: tuple[str, ...]) -> Update:
-    return update(notification).where(
-        notification.c.id == bindparam("b_id"), notification.c.status == "pending"
-    ).values({name: bindparam(f"b_{name}", type_=notification.c[name].type) for name in names})
-
-
-async def mark_all_notified(session: AsyncSession, moments: Mapping[str, datetime]) -> None:
-    """Mark several assignments notified (id -> when) in one statement."""
-    if moments:
-        await session.execute(
-            _MARK_NOTIFIED,
-            [{"b_id": assignment_id, "b_at": at} for assignment_id, at in moments.items()],
-        )
-
-
-async def disabled_among(session: AsyncSession, urls: set[str]) -> set[str]:
-    """Those of `urls` that answered `410 Gone` before."""
-    if not urls:
-        return set()
-    found = await session.scalars(_DISABLED_AMONG, {"urls": sorted(urls)})
-    return set(found)
-
-
-async def cancel_pending_notifications(session: AsyncSession, assignment_id: str) -> None:
-    await session.execute(
-        update(notification)
-        .where(notification.c.assignment_id == assignment_id, notification.c.status == "pending")
-        .values(status="cancelled", next_attempt_at=None)
-    )
-
-
-async def next_notification_due(session: AsyncSession) -> datetime | None:
-    found: datetime | None = await session.scalar(
-        select(func.min(notification.c.next_attempt_at)).where(
-            notification.c.status == "pending"
-        )
-    )
-    return found
-
-
-async def find_notifications(session: AsyncSession, assignment_id: str) -> Sequence[RowMapping]:
-    result = await session.execute(
-        select(notification)
-        .where(notification.c.assignment_id == assignment_id)
-        .order_by(notification.c.id)
-    )
-    return result.mappings().all()
-
-
-async def disable_endpoint(session: AsyncSession, url: str, at: datetime, reason: str) -> None:
-    if await is_disabled(session, url):
-        return
-    # Another instance may disable the same URL at the same moment: its row is as good as ours.
-    await session.execute(insert_ignoring_conflicts(
-        disabled_endpoint, session.get_bind().dialect.name,
-        {"url": url, "disabled_at": at, "reason": reason}, index_elements=["url"],
-    ))
-    # Rows locked by another transaction are skipped, not waited for: waiting could deadlock
-    # with an instance disabling the same URL. Their holder reads the endpoint disabled before
-    # it sends them again (`Notifier.claim`, `Notifier.deliver`).
-    pending = (
-        select(notification.c.id)
-        .where(notification.c.url == url, notification.c.status == "pending")
-        .with_for_update(skip_locked=True)
-    )
-    await session.execute(
-        update(notification).where(notification.c.id.in_(pending.scalar_subquery()))
-        .values(status="cancelled", next_attempt_at=None)
-    )
-
-
-async def is_disabled(session: AsyncSession, url: str) -> bool:
-    found = await session.scalar(
-        select(disabled_endpoint.c.url).where(disabled_endpoint.c.url == url)
-    )
-    return found is not None
-
-
-async def find_attempts(
-    session: AsyncSession, notification_ids: Sequence[int]
-) -> Sequence[RowMapping]:
-    if not notification_ids:
-        return []
-    result = await session.execute(
-        select(notification_attempt)
-        .where(notification_attempt.c.notification_id.in_(list(notification_ids)))
-        .order_by(notification_attempt.c.id)
-    )
-    return result.mappings().all()
-
-
-# Hand-overs waiting for an AE
-
-
-async def insert_handover(session: AsyncSession, values: Mapping[str, Any]) -> None:
-    await session.execute(insert(handover).values(**values))
-
-
-async def update_handover(
-    session: AsyncSession, handover_id: str, values: Mapping[str, Any]
-) -> None:
-    await session.execute(update(handover).where(handover.c.id == handover_id).values(**values))
-
-
-async def claim_due_handovers(
-    session: AsyncSession, now: datetime, limit: int
-) -> Sequence[RowMapping]:
-    """Waiting hand-overs due for another try, oldest first; rows locked by others skipped."""
-    result = await session.execute(
-        select(handover)
-        .where(handover.c.status == "waiting", handover.c.next_attempt_at <= now)
-        .order_by(handover.c.next_attempt_at, handover.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return result.mappings().all()
-
-
-async def list_handovers(
-    session: AsyncSession, *, status: str | None = None, lead_id: str | None = None
-) -> Sequence[RowMapping]:
-    query = select(handover).order_by(handover.c.requested_at, handover.c.id)
-    if status is not None:
-        query = query.where(handover.c.status == status)
-    if lead_id is not None:
-        query = query.where(handover.c.lead_id == lead_id)
-    result = await session.execute(query)
-    return result.mappings().all()

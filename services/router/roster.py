@@ -17,10 +17,11 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import repository
+from services.router import roster_repository
 from services.router.access import new_token, token_hash
 from services.router.channels import ChannelKeeper
 from services.router.models import AUDIT
+from services.router.reports import FairnessPool, rule_pools
 from services.router.routing import (
     ALWAYS_OPEN,
     Period,
@@ -29,7 +30,7 @@ from services.router.routing import (
     TeamHours,
     parse_working_hours,
 )
-from services.router.rules import RuleSet
+from services.router.rules import STORED, RuleSet
 from services.router.schemas import (
     PersonCreate,
     PersonCreated,
@@ -73,7 +74,7 @@ def _person_values(fields: PersonFields, team_free: bool = False) -> dict[str, A
 async def _team_ids(session: AsyncSession, names: Sequence[str]) -> list[str]:
     ids = []
     for name in names:
-        found = await repository.find_team_by_name(session, name)
+        found = await roster_repository.find_team_by_name(session, name)
         if found is None:
             raise ProblemError(422, "Unknown team", f"No team is named {name!r}.",
                                slug="unknown-team", team=name)
@@ -96,8 +97,8 @@ async def create_person(
     values = channels.encrypted(values)
     try:
         async with session.begin_nested():
-            await repository.insert_sdr(session, values)
-            await repository.insert_person_token(session, {
+            await roster_repository.insert_sdr(session, values)
+            await roster_repository.insert_person_token(session, {
                 "id": new_id(), "person_id": values["id"], "token_hash": token_hash(token),
                 "label": "joined", "created_at": clock.now()})
     except IntegrityError:
@@ -107,9 +108,9 @@ async def create_person(
             slug="person-exists",
         ) from None
     if body.teams:
-        await repository.set_memberships(session, values["id"],
+        await roster_repository.set_memberships(session, values["id"],
                                          await _team_ids(session, body.teams))
-    created = await repository.find_sdr(session, values["id"])
+    created = await roster_repository.find_sdr(session, values["id"])
     assert created is not None
     await audit.record(session, AUDIT, at=clock.now(), action="person.added",
                        subject=f"person:{values['id']}",
@@ -130,16 +131,17 @@ async def update_person(
     session: AsyncSession, clock: Clock, person_id: str, body: PersonFields,
     channels: ChannelKeeper,
 ) -> RowMapping:
-    found = await repository.find_sdr(session, person_id)
+    found = await roster_repository.find_sdr(session, person_id)
     if found is None:
         raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")
     before = await _audited_person(session, found)
     values = channels.encrypted(_person_values(body))
     values["updated_at"] = clock.now()
-    await repository.update_person(session, person_id, values)
+    await roster_repository.update_person(session, person_id, values)
     if body.teams is not None:
-        await repository.set_memberships(session, person_id, await _team_ids(session, body.teams))
-    updated = await repository.find_sdr(session, person_id)
+        await roster_repository.set_memberships(
+            session, person_id, await _team_ids(session, body.teams))
+    updated = await roster_repository.find_sdr(session, person_id)
     assert updated is not None
     await audit.record(session, AUDIT, at=clock.now(), action="person.changed",
                        subject=f"person:{person_id}", before=before,
@@ -155,7 +157,7 @@ async def _audited_person(session: AsyncSession, row: RowMapping) -> dict[str, A
                              "slack_webhook_url")}
     # Stored encrypted, each time with a new nonce: whether it is set is what the log compares.
     values["slack_webhook_set"] = row["slack_webhook_url"] is not None
-    values["teams"] = sorted(await repository.teams_of(session, row["id"]))
+    values["teams"] = sorted(await roster_repository.teams_of(session, row["id"]))
     return values
 
 
@@ -163,7 +165,7 @@ async def person_view(
     session: AsyncSession, row: RowMapping, joined: Joined | None = None
 ) -> PersonView | PersonCreated:
     values = dict(row)
-    values["teams"] = await repository.teams_of(session, row["id"])
+    values["teams"] = await roster_repository.teams_of(session, row["id"])
     values["webhook_secret_set"] = row["webhook_secret"] is not None
     values["slack_webhook_set"] = row["slack_webhook_url"] is not None
     del values["webhook_secret"], values["slack_webhook_url"]
@@ -182,11 +184,11 @@ async def create_team(session: AsyncSession, clock: Clock, body: TeamCreate) -> 
     }
     try:
         async with session.begin_nested():
-            await repository.insert_team(session, values)
+            await roster_repository.insert_team(session, values)
     except IntegrityError:
         raise ProblemError(409, "Team already exists", f"A team is named {body.name!r}.",
                            slug="team-exists") from None
-    created = await repository.find_team(session, values["id"])
+    created = await roster_repository.find_team(session, values["id"])
     assert created is not None
     await audit.record(session, AUDIT, at=clock.now(), action="team.added",
                        subject=f"team:{values['id']}", after=dict(created))
@@ -196,7 +198,7 @@ async def create_team(session: AsyncSession, clock: Clock, body: TeamCreate) -> 
 async def _manager_id(session: AsyncSession, email: str | None) -> str | None:
     if email is None:
         return None
-    manager = await repository.find_sdr_by_email(session, email)
+    manager = await roster_repository.find_sdr_by_email(session, email)
     if manager is None:
         raise ProblemError(422, "Unknown manager", f"No one on the roster has {email!r}.",
                            slug="unknown-person")
@@ -206,7 +208,7 @@ async def _manager_id(session: AsyncSession, email: str | None) -> str | None:
 
 async def team_view(session: AsyncSession, row: RowMapping) -> TeamView:
     return TeamView.model_validate(
-        {**dict(row), "members": await repository.team_members(session, row["id"])}
+        {**dict(row), "members": await roster_repository.team_members(session, row["id"])}
     )
 
 
@@ -217,14 +219,14 @@ async def import_roster(
     be on the roster or in the same document."""
     teams_created = teams_updated = people_updated = 0
     for team_body in document.teams:
-        if await repository.find_team_by_name(session, team_body.name) is None:
+        if await roster_repository.find_team_by_name(session, team_body.name) is None:
             await create_team(session, clock, team_body.model_copy(update={"manager_email": None}))
             teams_created += 1
         else:
             teams_updated += 1
     created: list[PersonCreated] = []
     for person in document.people:
-        existing = await repository.find_sdr_by_email(session, person.email)
+        existing = await roster_repository.find_sdr_by_email(session, person.email)
         if existing is None:
             joined = await create_person(session, clock, person, channels)
             view = await person_view(session, joined.row, joined)
@@ -235,7 +237,7 @@ async def import_roster(
                 person.model_dump(exclude_unset=True, exclude={"name", "email", "role"})
             )
             await update_person(session, clock, existing["id"], fields, channels)
-            await repository.update_person(
+            await roster_repository.update_person(
                 session, existing["id"], {"name": person.name, "role": person.role}
             )
             await audit.record(session, AUDIT, at=clock.now(), action="person.changed",
@@ -244,13 +246,13 @@ async def import_roster(
                                after={"name": person.name, "role": person.role})
             people_updated += 1
     for team_body in document.teams:
-        team_row = await repository.find_team_by_name(session, team_body.name)
+        team_row = await roster_repository.find_team_by_name(session, team_body.name)
         assert team_row is not None
         team_values = {
             "manager_id": await _manager_id(session, team_body.manager_email),
             "timezone": team_body.timezone, "working_hours": team_body.working_hours,
         }
-        await repository.update_team(session, team_row["id"], team_values)
+        await roster_repository.update_team(session, team_row["id"], team_values)
         await audit.record(session, AUDIT, at=clock.now(), action="team.changed",
                            subject=f"team:{team_row['id']}",
                            before={key: team_row[key] for key in team_values},
@@ -270,15 +272,15 @@ async def current_rules(
     A stored version never changes, so with a `cache` (one per database: the router's
     context holds it) each version is read and parsed once.
     """
-    head = await repository.current_rule_set_head(session)
+    head = await roster_repository.current_rule_set_head(session)
     if head is None:
         return DEFAULT_RULES_VERSION, RuleSet(rules=[]), None
     version = int(head["version"])
     parsed = cache.get(version) if cache is not None else None
     if parsed is None:
-        row = await repository.current_rule_set(session)
+        row = await roster_repository.current_rule_set(session)
         assert row is not None
-        parsed = RuleSet.model_validate(row["document"])
+        parsed = RuleSet.model_validate(row["document"], context=STORED)
         if cache is not None and int(row["version"]) == version:
             cache[version] = parsed
     return str(version), parsed, head
@@ -287,16 +289,16 @@ async def current_rules(
 async def store_rules(session: AsyncSession, clock: Clock, rules: RuleSet) -> RowMapping:
     """Store `rules` as the next version; every pool they name must be a team."""
     for name in sorted(rules.pools()):
-        if await repository.find_team_by_name(session, name) is None:
+        if await roster_repository.find_team_by_name(session, name) is None:
             raise ProblemError(422, "Unknown team", f"The rules name a pool {name!r} that is "
                                "not a team.", slug="unknown-team", team=name)
-    current = await repository.current_rule_set(session)
+    current = await roster_repository.current_rule_set(session)
     version = 1 if current is None else int(current["version"]) + 1
     document = rules.model_dump(mode="json")
-    await repository.insert_rule_set(session, {
+    await roster_repository.insert_rule_set(session, {
         "version": version, "document": document, "created_at": clock.now(),
     })
-    stored = await repository.current_rule_set(session)
+    stored = await roster_repository.current_rule_set(session)
     assert stored is not None
     await audit.record(session, AUDIT, at=clock.now(), action="rules.replaced", subject="rules",
                        before=None if current is None else {
@@ -306,6 +308,30 @@ async def store_rules(session: AsyncSession, clock: Clock, rules: RuleSet) -> Ro
 
 
 # Rows -> routing's plain data
+
+
+async def fairness_pools(
+    session: AsyncSession, cache: dict[int, RuleSet] | None = None
+) -> tuple[list[FairnessPool], dict[str, str]]:
+    """The pools the rules in force hand leads out from, with their members of the pool's
+    role; and everyone's name by id."""
+    _, rule_set, _ = await current_rules(session, cache)
+    people = await roster_repository.list_sdrs(session)
+    names = {row["id"]: row["name"] for row in people}
+    pools: list[FairnessPool] = []
+    for team_name, role in rule_pools(rule_set):
+        team = (await roster_repository.find_team_by_name(session, team_name)
+                if team_name is not None else None)
+        if team_name is not None and team is None:
+            continue  # a pool the rules name but nobody created: it hands out nothing
+        members = (set(await roster_repository.team_members(session, team["id"]))
+                   if team is not None else None)
+        pools.append(FairnessPool(
+            label=team_name or f"every {role}", team_id=None if team is None else team["id"],
+            role=role, members=[rep_of(row) for row in people if row["role"] == role
+                                and (members is None or row["id"] in members)],
+        ))
+    return pools, names
 
 
 def rep_of(row: RowMapping) -> Rep:

@@ -34,7 +34,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from services.router import repository, roster
+from services.router import repository, roster, roster_repository
 from services.router.routing import ALWAYS_OPEN, Rep, Role, TeamHours, with_team_hours
 from services.router.rules import RuleSet
 
@@ -112,7 +112,7 @@ class RoutingState:
 
     async def team(self, session: AsyncSession, name: str) -> RowMapping | None:
         if name not in self.static.teams:
-            self.static.teams[name] = await repository.find_team_by_name(session, name)
+            self.static.teams[name] = await roster_repository.find_team_by_name(session, name)
         return self.static.teams[name]
 
     async def pool(
@@ -124,7 +124,7 @@ class RoutingState:
         key = (team_id, role)
         ids = self.static.pools.get(key)
         if ids is None:
-            rows = await repository.people_in_pool(
+            rows = await roster_repository.people_in_pool(
                 session, team_id=team_id, role=role, with_open_counts=False
             )
             self.cache.loads += 1
@@ -147,7 +147,7 @@ class RoutingState:
             return list(reps)
         loads = self.open_counts.get(key)
         if loads is None:
-            loads = await repository.open_assignment_counts(session, ids)
+            loads = await roster_repository.open_assignment_counts(session, ids)
             for person_id, count in self.unwritten.items():
                 if person_id in ids:
                     loads[person_id] = loads.get(person_id, 0) + count
@@ -162,7 +162,8 @@ class RoutingState:
         key = (team_id, role)
         found = self.fairness_counts.get(key)
         if found is None:
-            found = await repository.assignment_counts(session, [rep.id for rep in reps], since)
+            found = await roster_repository.assignment_counts(
+                session, [rep.id for rep in reps], since)
             for person_id, count in self.unwritten.items():
                 if any(rep.id == person_id for rep in reps):
                     found[person_id] = found.get(person_id, 0) + count
@@ -170,7 +171,7 @@ class RoutingState:
         return found
 
     async def _read_dynamic(self, session: AsyncSession, ids: list[str] | None) -> None:
-        for person_id, last_assigned_at, paused_until in await repository.assignment_marks(
+        for person_id, last_assigned_at, paused_until in await roster_repository.assignment_marks(
             session, ids
         ):
             rep = self.reps.get(person_id)

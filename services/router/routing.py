@@ -106,7 +106,16 @@ class LeadFacts:
         if name in ("temperature", "score", "stage", "country", "language", "source",
                     "employee_count", "account_key", "segment"):
             return getattr(self, name)
+        if name in ATTRIBUTION_FIELDS:
+            attribution = self.fields.get("attribution")
+            return attribution.get(name) if isinstance(attribution, Mapping) else None
         return self.fields.get(name)
+
+
+ATTRIBUTION_FIELDS = frozenset({"channel", "campaign", "utm_source", "utm_medium",
+                                "utm_campaign", "utm_term", "utm_content", "referrer",
+                                "landing_page"})
+"""Conditions on these look into the lead's `attribution` (where it came from)."""
 
 
 @dataclass(frozen=True)

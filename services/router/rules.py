@@ -21,12 +21,16 @@ A rule set is written in YAML (or sent as JSON to `PUT /v1/rules`)::
       - {name: mid-market, min_employees: 200}
       - {name: enterprise, min_employees: 1000}
 
-Conditions look at `temperature`, `score`, `stage`, `source`, `country`, `language`,
-`employee_count`, `account_key`, `segment` and any other lead profile field by name. A lead's
-segment is its own `segment` field when it has one, else the band its employee count falls
-in; a rep who declares segments only gets leads of those segments. A rule with no
-`when` matches every lead. Each stored set gets the next version number; every decision
-records the version it used.
+Conditions look at the lead's `temperature`, `score`, `stage`, `segment`, its profile fields
+(`country`, `language`, `source`, `employee_count`, `industry`...) and its attribution
+(`channel`, `campaign`, `utm_source`...): `CONDITIONS` lists them all. A condition on any
+other name, an unknown operator, a comparison (`gt`...) on a field that is not a number or a
+temperature or stage that does not exist is refused (422 naming it), since it would never
+match. Rule sets stored before these checks still load (`model_validate(..., context=STORED)`).
+A lead's segment is its own `segment` field when it has one, else the band its employee count
+falls in; a rep who declares segments only gets leads of those segments. A rule with no `when`
+matches every lead. Each stored set gets the next version number; every decision records the
+version it used.
 """
 
 from __future__ import annotations
@@ -34,12 +38,65 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
-from services.router.routing import LeadFacts, Strategy, segment_of
+from services.router.routing import ATTRIBUTION_FIELDS, LeadFacts, Strategy, segment_of
+from shared.events import LeadProfile, Stage, Temperature
 
 Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists"]
 OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-defined]
+COMPARISONS = frozenset({"gt", "gte", "lt", "lte"})
+NUMERIC_CONDITIONS = frozenset({"score", "employee_count", "annual_revenue"})
+CHOICES: dict[str, frozenset[str]] = {
+    "temperature": frozenset(Temperature.__args__),  # type: ignore[attr-defined]
+    "stage": frozenset(Stage.__args__),  # type: ignore[attr-defined]
+}
+CONDITIONS: frozenset[str] = frozenset(
+    {"temperature", "score", "stage", "segment"}
+    | (set(LeadProfile.model_fields) - {"consent", "attribution"})
+    | ATTRIBUTION_FIELDS
+)
+"""The names a rule's `when` may test."""
+STORED = {"stored": True}
+"""Validation context of a rule set read back from the database: checked when it was
+stored, by the rules of that day, so only its shape is checked again."""
+
+
+def condition_problems(name: str, condition: Any) -> list[str]:
+    """Why a condition of a rule's `when` could never do what it says (empty: it can)."""
+    if name not in CONDITIONS:
+        return [f"unknown condition {name!r}; a rule may test {', '.join(sorted(CONDITIONS))}"]
+    tests = dict(condition) if isinstance(condition, Mapping) else {
+        "in" if isinstance(condition, list) else "eq": condition}
+    problems: list[str] = []
+    for operator, expected in tests.items():
+        if operator not in OPERATORS:
+            problems.append(f"{name}: unknown operator {operator!r}; one of "
+                            f"{', '.join(sorted(OPERATORS))}")
+            continue
+        values = expected if isinstance(expected, list) else [expected]
+        if operator == "exists":
+            if not isinstance(expected, bool):
+                problems.append(f"{name}: `exists` takes true or false")
+        elif operator in COMPARISONS or name in NUMERIC_CONDITIONS:
+            if name not in NUMERIC_CONDITIONS:
+                problems.append(f"{name}: `{operator}` compares numbers, and {name} is not one")
+            elif not all(isinstance(value, int | float) and not isinstance(value, bool)
+                         for value in values):
+                problems.append(f"{name}: {expected!r} is not a number")
+        elif name in CHOICES:
+            wrong = [value for value in values if str(value).lower() not in CHOICES[name]]
+            if wrong:
+                problems.append(f"{name}: {wrong!r} is not one of "
+                                f"{', '.join(sorted(CHOICES[name]))}")
+    return problems
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -74,12 +131,16 @@ class Rule(BaseModel):
 
     @field_validator("when")
     @classmethod
-    def _valid_conditions(cls, when: dict[str, Any]) -> dict[str, Any]:
+    def _valid_conditions(cls, when: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        stored = bool(info.context and info.context.get("stored"))
         for name, condition in when.items():
-            if isinstance(condition, Mapping):
-                unknown = set(condition) - OPERATORS
-                if unknown:
-                    raise ValueError(f"{name}: unknown operators {sorted(unknown)}")
+            if stored:
+                if isinstance(condition, Mapping) and set(condition) - OPERATORS:
+                    raise ValueError(f"{name}: unknown operators {sorted(condition)}")
+                continue
+            problems = condition_problems(name, condition)
+            if problems:
+                raise ValueError("; ".join(problems))
         return when
 
 
@@ -139,6 +200,9 @@ class RuleSet(BaseModel):
 
 DEFAULT_RULE = Rule(id="default")
 """Used when no rule set was stored, or none matches: every SDR, round robin."""
+
+QUEUE_CLAIM_RULE_ID = "shared-queue"
+"""The `rule_id` of an assignment made by a claim from a team's shared queue."""
 
 
 def _normalise(value: Any) -> Any:

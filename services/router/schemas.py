@@ -256,6 +256,12 @@ class DecisionView(BaseModel):
         description="Each pool tried, in order: its candidates, exclusions, scores, tie-break"
     )
     chosen: str
+    summary: str | None = Field(
+        default=None, description="Who got the lead and why, in plain words")
+    explained: list[str] = Field(
+        default_factory=list,
+        description="The decision in plain words: the summary, then each pool's excluded reps "
+        "(the lead's value against the rep's) and the figures compared, people named")
     earlier_attempts: list[dict[str, Any]] = Field(
         default_factory=list,
         description="A hand-over to an AE that waited: each earlier try, when, and why "
@@ -344,7 +350,9 @@ class OfferNotice(BaseModel):
     """The JSON body POSTed to a rep's generic webhook (signed with Standard Webhooks).
 
     Delivery is at least once: a retry carries the same `webhook-id` header. `kind` is
-    `offer`, `reminder` or, for managers, `escalation`. Accepting is a `POST` to `accept_url`.
+    `offer`, `reminder` or, for managers, `escalation`, `contact_overdue` or
+    `handover_waiting`. `accept_url` (offers and reminders) opens a page whose button accepts;
+    `claim_url` (escalations: the lead waits in the team's queue) one whose button claims it.
     """
 
     type: str = "assignment.offered"
@@ -358,9 +366,12 @@ class OfferNotice(BaseModel):
     lead: OfferedLead
     score: float
     temperature: Temperature
-    why: list[str]
+    why: list[str] = Field(description="The lead's score, explained rule by rule")
+    why_you: str | None = Field(
+        default=None, description="Why this rep got the lead, in plain words (offers, reminders)")
     deadline_at: AwareDatetime
-    accept_url: str
+    accept_url: str | None = None
+    claim_url: str | None = None
 
 
 def countdown(deadline: datetime, now: datetime) -> str:

@@ -48,6 +48,11 @@ class RouterSettings(ServiceSettings):
     handover_max_retry_seconds: float = Field(
         default=600.0, gt=0, description="Longest wait between two tries of such a hand-over"
     )
+    claim_link_seconds: float = Field(
+        default=86400.0, gt=0,
+        description="How long the Claim link of a manager's escalation notice works, from the "
+                    "moment the notice is sent",
+    )
     fairness_window_hours: float = Field(default=168.0, gt=0)
     action_link_grace_seconds: float = Field(
         default=3600.0, ge=0,

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import repository
+from services.router import roster_repository
 from services.router.access import new_token, token_hash
 from services.router.api import ERRORS, AdminDep, ContextDep
 from services.router.models import AUDIT
@@ -54,7 +54,7 @@ async def issue_token(person_id: PersonId, body: TokenRequest, runtime: RuntimeD
               "label": body.label, "created_at": now}
     async with runtime.db.transaction() as session:
         await _existing(session, person_id)
-        await repository.insert_person_token(session, values)
+        await roster_repository.insert_person_token(session, values)
         await audit.record(session, AUDIT, at=now, action="token.issued",
                            subject=f"person:{person_id}",
                            after={"token_id": values["id"], "label": body.label})
@@ -66,7 +66,7 @@ async def issue_token(person_id: PersonId, body: TokenRequest, runtime: RuntimeD
 async def list_tokens(person_id: PersonId, runtime: RuntimeDep, _: AdminDep) -> list[TokenView]:
     async with runtime.db.reading() as session:
         await _existing(session, person_id)
-        rows = await repository.list_person_tokens(session, person_id)
+        rows = await roster_repository.list_person_tokens(session, person_id)
     return [TokenView.model_validate(dict(row)) for row in rows]
 
 
@@ -75,7 +75,7 @@ async def list_tokens(person_id: PersonId, runtime: RuntimeDep, _: AdminDep) -> 
 async def revoke_token(person_id: PersonId, token_id: Annotated[str, Path(max_length=36)],
                        runtime: RuntimeDep, context: ContextDep, _: AdminDep) -> Response:
     async with runtime.db.transaction() as session:
-        revoked = await repository.revoke_person_token(
+        revoked = await roster_repository.revoke_person_token(
             session, person_id, token_id, context.clock.now())
         if revoked is not None:
             await audit.record(
@@ -88,5 +88,5 @@ async def revoke_token(person_id: PersonId, token_id: Annotated[str, Path(max_le
 
 
 async def _existing(session: AsyncSession, person_id: str) -> None:
-    if await repository.find_sdr(session, person_id) is None:
+    if await roster_repository.find_sdr(session, person_id) is None:
         raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")

@@ -7,7 +7,7 @@ from functools import partial
 from fastapi import Depends, FastAPI
 
 import services.scorer
-from services.scorer import api
+from services.scorer import api, funnel_api, model_replay
 from services.scorer.consumer import ScorerConsumer
 from services.scorer.decay import DecaySweep
 from services.scorer.handlers import handler_table
@@ -66,6 +66,7 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
         description=services.scorer.__doc__ or "",
         settings=config,
         runtime_factory=runtime,
-        routes=[api.routes, audit_routes(AUDIT, Depends(require_admin))],
+        routes=[api.routes, funnel_api.routes, model_replay.routes,
+                audit_routes(AUDIT, Depends(require_admin))],
     )
     return app

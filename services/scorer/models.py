@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -120,6 +121,17 @@ rejection_rule = Table(
 )
 """The rules that had made the rejected lead MQL, one row each, for the feedback report."""
 
+channel_cost = Table(
+    "scorer_channel_cost",
+    metadata,
+    Column("channel", String(100), primary_key=True),
+    Column("cost_per_lead_cents", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+"""What a lead of each channel (the lead's `attribution.channel`) costs, set by the admin,
+for the funnel report's cost per lead, per SQL and per customer. Cents, so sums are exact."""
+
 AUDIT = audit_table(metadata, "scorer")
 OUTBOX = outbox_tables(metadata, "scorer")
 INBOX = inbox_tables(metadata, "scorer")
@@ -127,6 +139,7 @@ INBOX = inbox_tables(metadata, "scorer")
 __all__ = [
     "INBOX",
     "OUTBOX",
+    "channel_cost",
     "lead_score",
     "metadata",
     "rejection",

@@ -16,6 +16,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer.models import (
+    channel_cost,
     lead_score,
     rejection,
     rejection_rule,
@@ -265,3 +266,61 @@ async def rejections_by_rule(
         query.order_by(rejection_rule.c.rule_id, rejection.c.outcome, rejection.c.reason_code)
     )
     return result.mappings().all()
+
+
+# The funnel report
+
+
+async def funnel_cohort(
+    session: AsyncSession, since: datetime, until: datetime
+) -> tuple[Sequence[RowMapping], Sequence[RowMapping]]:
+    """The leads received in [since, until) that were not erased (lead_id, profile,
+    entered_at: when received, else first scored) and every stage change of theirs."""
+    entered = func.coalesce(lead_score.c.received_at, lead_score.c.scored_at)
+    cohort = (
+        select(lead_score.c.lead_id)
+        .where(entered >= since, entered < until, lead_score.c.erased_at.is_(None))
+    )
+    leads = await session.execute(
+        select(lead_score.c.lead_id, lead_score.c.profile, entered.label("entered_at"))
+        .where(lead_score.c.lead_id.in_(cohort))
+    )
+    changes = await session.execute(
+        select(stage_change.c.lead_id, stage_change.c.to_stage, stage_change.c.changed_at)
+        .where(stage_change.c.lead_id.in_(cohort))
+    )
+    return leads.mappings().all(), changes.mappings().all()
+
+
+async def scores_received_between(
+    session: AsyncSession, since: datetime, until: datetime
+) -> Sequence[RowMapping]:
+    """The score rows of the leads received in [since, until) (else first scored), not erased."""
+    entered = func.coalesce(lead_score.c.received_at, lead_score.c.scored_at)
+    result = await session.execute(
+        select(lead_score).where(entered >= since, entered < until,
+                                 lead_score.c.erased_at.is_(None))
+        .order_by(lead_score.c.lead_id)
+    )
+    return result.mappings().all()
+
+
+async def channel_costs(session: AsyncSession) -> Sequence[RowMapping]:
+    result = await session.execute(select(channel_cost).order_by(channel_cost.c.channel))
+    return result.mappings().all()
+
+
+async def find_channel_cost(session: AsyncSession, channel: str) -> RowMapping | None:
+    result = await session.execute(select(channel_cost).where(channel_cost.c.channel == channel))
+    return result.mappings().first()
+
+
+async def save_channel_cost(session: AsyncSession, values: Mapping[str, Any]) -> None:
+    """Insert or replace the cost of `values["channel"]`."""
+    await session.execute(delete(channel_cost).where(channel_cost.c.channel == values["channel"]))
+    await session.execute(insert(channel_cost).values(**values))
+
+
+async def delete_channel_cost(session: AsyncSession, channel: str) -> bool:
+    result = await session.execute(delete(channel_cost).where(channel_cost.c.channel == channel))
+    return int(getattr(result, "rowcount", 0)) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -135,3 +136,50 @@ class RejectionReport(BaseModel):
     since: AwareDatetime | None
     by_source: list[RejectionsBySource]
     by_rule: list[RejectionsByRule]
+
+
+class ChannelCostBody(BaseModel):
+    """What one lead of a channel costs (ad spend, event fees... divided by its leads)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"cost_per_lead": "30.00", "currency": "EUR"}]})
+
+    cost_per_lead: Decimal = Field(ge=0, max_digits=12, decimal_places=2)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$",
+                          description="ISO 4217 code")
+
+
+class ChannelCostView(ChannelCostBody):
+    channel: str
+    updated_at: AwareDatetime
+
+
+class FunnelCost(BaseModel):
+    currency: str
+    cost_per_lead: Decimal
+    spend: Decimal = Field(description="Leads x cost per lead")
+    cost_per_sql: Decimal | None = Field(description="None: no SQL yet")
+    cost_per_customer: Decimal | None = Field(description="None: no customer yet")
+
+
+class FunnelSummary(BaseModel):
+    counts: dict[str, int] = Field(description="Leads that reached each stage (or a later one)")
+    conversion: dict[str, float | None] = Field(
+        description="Each step's rate (`mql_to_sal`...) and `lead_to_customer`; None: none "
+        "reached the step's first stage")
+    median_seconds_in_stage: dict[str, float | None] = Field(
+        description="From entering a stage to entering the next, among leads that did both")
+    cost: FunnelCost | None = Field(default=None,
+                                    description="Per channel, when its cost per lead is set")
+
+
+class FunnelReport(BaseModel):
+    """Leads received in the period, followed through the lifecycle to where they are now."""
+
+    since: AwareDatetime
+    until: AwareDatetime
+    stages: list[str]
+    overall: FunnelSummary
+    by_source: dict[str, FunnelSummary]
+    by_channel: dict[str, FunnelSummary] = Field(
+        description="By the lead's attribution channel (`unknown` when it has none)")

@@ -8,7 +8,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -165,3 +166,63 @@ async def test_the_token_never_reaches_the_logs(
     assert f"/v1/assignments/{assignment_id}/accept?token=[redacted]" in logged
     assert token_of(url) not in logged
     assert token_of(url).split(".")[1] not in logged
+
+
+def query_value(url: str, name: str) -> str:
+    return parse_qs(urlsplit(url).query)[name][0]
+
+
+async def test_an_escalation_notice_carries_a_claim_link_and_a_late_claim_names_the_winner(
+    settings: RouterSettings,
+) -> None:
+    """The lead lapses into the team's queue; the manager's notice has no accept link but a
+    claim link whose page claims the lead; a later claim by the team's other manager is told
+    who has it."""
+    settings = settings.model_copy(update={"max_reoffers": 0})
+    clock = ManualClock()
+    async with WebhookReceiver() as receiver, running_app(
+        create_app(settings, clock=clock)
+    ) as client:
+        client.headers.update(ADMIN)
+
+        async def join(name: str, **fields: Any) -> dict[str, Any]:
+            created = await client.post("/v1/people", json={
+                "name": name, "email": f"{name.lower()}@seller.example",
+                "webhook_url": receiver.url(f"/{name.lower()}"), **fields})
+            assert created.status_code == 201, created.text
+            person: dict[str, Any] = created.json()
+            return person
+
+        boss = await join("Boss", role="manager")
+        made = await client.post("/v1/teams", json={
+            "name": "Inside", "manager_email": "boss@seller.example"})
+        assert made.status_code == 201, made.text
+        deputy = await join("Deputy", role="manager", teams=["Inside"])
+        await join("Ann", teams=["Inside"])
+        stored = await client.put("/v1/rules", json={"rules": [{"id": "all", "pool": "Inside"}]})
+        assert stored.status_code == 200, stored.text
+        await produce(settings, settings.topics.scores, "lead-1",
+                      encode_event(scored("lead-1", clock=clock)))
+        await eventually(lambda: asyncio.sleep(0, receiver.bodies()),
+                         until=lambda bodies: len(bodies) == 1)
+        clock.advance(timedelta(seconds=61))
+        [notice] = await eventually(
+            lambda: asyncio.sleep(0, [body for body in receiver.bodies()
+                                      if body["kind"] == "escalation"]),
+            until=lambda found: len(found) == 1)
+        claim_url = notice["claim_url"]
+        page = await client.get(relative(claim_url))
+        for_another = await client.get(relative(claim_url).replace(boss["id"], deputy["id"]))
+        confirmed = await client.post("/v1/queue/lead-1/claim/confirm", data={
+            "person": query_value(claim_url, "person"), "token": query_value(claim_url, "token")})
+        later = await client.post("/v1/queue/lead-1/claim",
+                                  headers={"Authorization": f"Bearer {deputy['token']}"})
+        assignments = (await client.get("/v1/assignments", params={"lead_id": "lead-1"})).json()
+    assert notice["accept_url"] is None and query_value(claim_url, "person") == boss["id"]
+    assert page.status_code == 200 and is_page(page) and "Claim this lead" in page.text
+    assert for_another.status_code == 404 and "not valid" in for_another.text
+    assert confirmed.status_code == 200 and "Lead claimed" in confirmed.text
+    assert later.status_code == 409, later.text
+    assert later.headers["content-type"].startswith("application/problem+json")
+    assert later.json()["detail"] == "Already claimed by Boss."
+    assert [row["sdr_id"] for row in assignments if row["status"] == "accepted"] == [boss["id"]]

@@ -119,6 +119,10 @@ async def outcome(router: Router) -> dict[str, Any]:
             "candidates": [names[rep] for rep in tried.get("candidates", [])],
             "excluded": {names[rep]: reasons for rep, reasons in tried.get("excluded", {}).items()},
             "scores": {names[rep]: value for rep, value in tried.get("scores", {}).items()},
+            "explained": {part: {names[rep]: text for rep, text in words.items()}
+                          for part, words in tried.get("explained", {}).items()
+                          if isinstance(words, dict)} | {
+                "lines": tried.get("explained", {}).get("lines")},
         } for tried in pools]
 
     events = await router.events()

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.router import service
+from services.router import assignment_actions
 from services.router.escalation import escalate_due
 from services.router.models import escalation, lead, notification
 from shared.problems import ProblemError
@@ -27,7 +27,7 @@ async def escalate(router: Router) -> list[str]:
 
 async def accept(router: Router, assignment_id: str) -> None:
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, assignment_id)
+        await assignment_actions.accept_assignment(session, router.context, assignment_id)
 
 
 async def test_an_offer_escalates_at_its_deadline_to_another_sdr(router: Router) -> None:

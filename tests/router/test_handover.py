@@ -8,7 +8,8 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from services.router import repository, roster, service
+from services.router import assignment_actions, repository, roster, service
+from services.router import handover as handover_retries
 from services.router.escalation import EscalationTimer
 from services.router.models import handover, lead, notification
 from services.router.schemas import PersonFields
@@ -22,19 +23,19 @@ BANT = Bant(budget="50k", authority="VP Sales", need="routing", timing="Q2")
 
 def test_the_retry_delay_doubles_and_is_bounded() -> None:
     settings = RouterSettings(handover_retry_seconds=30, handover_max_retry_seconds=600)
-    delays = [service.handover_delay(attempts, settings).total_seconds()
+    delays = [handover_retries.handover_delay(attempts, settings).total_seconds()
               for attempts in (1, 2, 3, 4, 5, 6, 7, 10_000)]
     assert delays == [30, 60, 120, 240, 480, 600, 600, 600]
 
 
 def test_the_attempt_log_keeps_the_first_and_the_latest_attempts() -> None:
     log: list[dict[str, Any]] = []
-    for number in range(service.HANDOVER_LOG_LIMIT + 10):
-        log = service.append_attempt(log, {"n": number})
-    assert len(log) == service.HANDOVER_LOG_LIMIT
+    for number in range(handover_retries.HANDOVER_LOG_LIMIT + 10):
+        log = handover_retries.append_attempt(log, {"n": number})
+    assert len(log) == handover_retries.HANDOVER_LOG_LIMIT
     assert log[0] == {"n": 0}
     assert log[1] == {"n": 11}
-    assert log[-1] == {"n": service.HANDOVER_LOG_LIMIT + 9}
+    assert log[-1] == {"n": handover_retries.HANDOVER_LOG_LIMIT + 9}
 
 
 async def qualified_lead(router: Router) -> tuple[str, str]:
@@ -47,8 +48,8 @@ async def qualified_lead(router: Router) -> tuple[str, str]:
     await router.consume(scored("lead-1", clock=router.clock))
     [offer] = await router.assignments("lead-1")
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, offer["id"])
-        _, handed = await service.qualify(session, router.context, offer["id"], BANT)
+        await assignment_actions.accept_assignment(session, router.context, offer["id"])
+        _, handed = await assignment_actions.qualify(session, router.context, offer["id"], BANT)
     assert handed is None
     return closer, boss
 
@@ -129,12 +130,12 @@ async def test_an_ae_turning_the_lead_down_with_no_other_ae_leaves_it_waiting(
     await router.consume(scored("lead-1", clock=router.clock))
     [offer] = await router.assignments("lead-1")
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, offer["id"])
-        _, handed = await service.qualify(session, router.context, offer["id"], BANT)
+        await assignment_actions.accept_assignment(session, router.context, offer["id"])
+        _, handed = await assignment_actions.qualify(session, router.context, offer["id"], BANT)
     assert handed is not None and handed.sdr_id == first_ae
     async with router.db.transaction() as session:
-        _, next_offer = await service.reject(session, router.context, handed.assignment_id,
-                                             "conflict_of_interest", None)
+        _, next_offer = await assignment_actions.reject(
+            session, router.context, handed.assignment_id, "conflict_of_interest", None)
     assert next_offer is None
     [waiting] = await router.rows(handover)
     assert (waiting["status"], waiting["from_assignment_id"]) == ("waiting", handed.assignment_id)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, update
 
-from services.router import roster, service
+from services.router import assignment_actions, roster, service
 from services.router.escalation import EscalationTimer, escalate_due
 from services.router.models import INBOX, OUTBOX, account_owner, lead, notification, sdr
 from services.router.schemas import PersonFields
@@ -72,7 +72,7 @@ async def test_rules_pick_the_pool_and_every_exclusion_is_explained(router: Rout
 
     # Marie is now busy with capacity 1: the next French lead falls back to the other pool.
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, offer["id"])
+        await assignment_actions.accept_assignment(session, router.context, offer["id"])
     async with router.db.transaction() as session:
         await roster.update_person(session, router.clock, marie, PersonFields(capacity=1),
                                    router.context.channels)
@@ -125,7 +125,7 @@ async def test_account_owner_is_sticky_and_falls_back_to_the_pool(router: Router
     first = await offer_of(router, "lead-1")
     assert first["sdr_id"] == ada
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, first["id"])
+        await assignment_actions.accept_assignment(session, router.context, first["id"])
     [owner] = await router.rows(account_owner)
     assert (owner["account_key"], owner["person_id"]) == ("acme.example", ada)
 
@@ -162,7 +162,7 @@ async def test_a_rejected_lead_is_offered_to_the_next_rep_at_once(router: Router
     assert first["sdr_id"] == ada
     router.clock.advance(10)
     async with router.db.transaction() as session:
-        _, next_offer = await service.reject(
+        _, next_offer = await assignment_actions.reject(
             session, router.context, first["id"], "wrong_territory", "not my patch")
     assert next_offer is not None and next_offer.sdr_id == bob
     closed, second = await router.assignments("lead-1")
@@ -176,7 +176,7 @@ async def test_a_rejected_lead_is_offered_to_the_next_rep_at_once(router: Router
     assert (await router.events())[1]["data"]["reason_code"] == "wrong_territory"
     with pytest.raises(ProblemError) as again:
         async with router.db.transaction() as session:
-            await service.reject(session, router.context, first["id"], "other", None)
+            await assignment_actions.reject(session, router.context, first["id"], "other", None)
     assert again.value.status == 409
 
 
@@ -190,16 +190,16 @@ async def test_accept_contact_qualify_hands_the_lead_to_an_ae(router: Router) ->
     offer = await offer_of(router, "lead-1")
     router.clock.advance(30)
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, offer["id"])
+        await assignment_actions.accept_assignment(session, router.context, offer["id"])
     accepted = await offer_of(router, "lead-1")
     assert accepted["contact_deadline_at"] == router.clock.now() + timedelta(minutes=5)
     router.clock.advance(60)
     async with router.db.transaction() as session:
-        await service.mark_contacted(session, router.context, offer["id"])
+        await assignment_actions.mark_contacted(session, router.context, offer["id"])
     bant = Bant(budget="50k", authority="VP Sales", need="routing", timing="Q2")
     router.clock.advance(600)
     async with router.db.transaction() as session:
-        _, handoff = await service.qualify(session, router.context, offer["id"], bant)
+        _, handoff = await assignment_actions.qualify(session, router.context, offer["id"], bant)
     assert handoff is not None and handoff.sdr_id == closer
     sdr_row, ae_row = await router.assignments("lead-1")
     assert (sdr_row["sdr_id"], sdr_row["status"], sdr_row["bant"]["budget"]) == (
@@ -222,8 +222,8 @@ async def test_a_disqualified_lead_goes_back_to_nurturing(router: Router) -> Non
     await router.consume(scored("lead-1", clock=router.clock))
     offer = await offer_of(router, "lead-1")
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, offer["id"])
-        await service.disqualify(session, router.context, offer["id"], "no_budget", None)
+        await assignment_actions.accept_assignment(session, router.context, offer["id"])
+        await assignment_actions.disqualify(session, router.context, offer["id"], "no_budget", None)
     [closed] = await router.assignments("lead-1")
     assert (closed["status"], closed["reason_code"]) == ("disqualified", "no_budget")
     [recycled] = await router.rows(lead)
@@ -242,7 +242,7 @@ async def test_contact_without_acceptance_is_refused(router: Router) -> None:
     offer = await offer_of(router, "lead-1")
     with pytest.raises(ProblemError) as refused:
         async with router.db.transaction() as session:
-            await service.mark_contacted(session, router.context, offer["id"])
+            await assignment_actions.mark_contacted(session, router.context, offer["id"])
     assert refused.value.status == 409
     assert refused.value.extensions["assignment_status"] == "offered"
 
@@ -294,14 +294,20 @@ async def test_the_escalation_chain_with_a_manual_clock(router: Router) -> None:
     assert manager_notes[0]["url"] == "http://127.0.0.1:9/boss"
 
     async with router.db.transaction() as session:
-        claimed = await service.claim_from_queue(
+        claimed = await assignment_actions.claim_from_queue(
             session, context, "lead-1", reps[1], frozenset({queued["queue_team_id"]}))
     assert (claimed["sdr_id"], claimed["status"]) == (reps[1], "accepted")
     with pytest.raises(ProblemError) as late:
         async with router.db.transaction() as session:
-            await service.claim_from_queue(
+            await assignment_actions.claim_from_queue(
                 session, context, "lead-1", reps[2], frozenset({queued["queue_team_id"]}))
-    assert late.value.status in (404, 409)
+    assert (late.value.status, late.value.detail) == (409, "Already claimed by Ben.")
+    assert late.value.extensions["claimed_by"] == reps[1]
+    with pytest.raises(ProblemError) as elsewhere:
+        async with router.db.transaction() as session:
+            await assignment_actions.claim_from_queue(
+                session, context, "lead-1", reps[2], frozenset({"another-team"}))
+    assert elsewhere.value.status == 404
     statuses = [row["status"] for row in await router.assignments("lead-1")]
     assert statuses == ["escalated", "escalated", "escalated", "accepted"]
 
@@ -315,7 +321,7 @@ async def test_a_missed_contact_deadline_is_reported_to_the_manager(router: Rout
     await router.consume(scored("lead-1", clock=router.clock))
     offer = await offer_of(router, "lead-1")
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, offer["id"])
+        await assignment_actions.accept_assignment(session, router.context, offer["id"])
     router.clock.advance(timedelta(minutes=5) - timedelta(seconds=1))
     assert (await timer.tick()).contact_breaches == 0
     router.clock.advance(timedelta(seconds=1))
@@ -352,7 +358,7 @@ async def test_erasure_removes_the_leads_personal_data(router: Router) -> None:
     await escalate(router)
     with pytest.raises(ProblemError) as refused:
         async with router.db.transaction() as session:
-            await service.reject(session, router.context, offer["id"], "other", None)
+            await assignment_actions.reject(session, router.context, offer["id"], "other", None)
     assert refused.value.status == 409
     assert [row["status"] for row in await router.assignments("lead-1")] == ["erased"]
     assert len(await notifications(router)) == 1

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from sqlalchemy import select
 
-from services.router import repository
+from services.router import delivery_repository
 from services.router.models import disabled_endpoint, notification
 from services.router.notifications import DeliverySignal, Notifier
 from shared.clock import ManualClock
@@ -76,7 +76,7 @@ async def test_two_instances_disabling_one_endpoint_at_once_both_commit(
     async with WebhookReceiver([Reply(410)] * 2) as receiver:
         url = receiver.url("/gone")
         async with first.db.transaction() as session:
-            await repository.insert_notifications(
+            await delivery_repository.insert_notifications(
                 session, [pending_row(url, now - timedelta(seconds=3 - n)) for n in range(3)])
         [one] = await first.claim(1)
         [other] = await second.claim(1)
@@ -84,13 +84,13 @@ async def test_two_instances_disabling_one_endpoint_at_once_both_commit(
         # Each instance has recorded its own row's outcome (and holds its lock) before either
         # disables the endpoint: the moment two 410s answered together meet.
         both_finished = asyncio.Barrier(2)
-        disable_endpoint = repository.disable_endpoint
+        disable_endpoint = delivery_repository.disable_endpoint
 
         async def disable_when_both_finished(*args: Any) -> None:
             await both_finished.wait()
             await disable_endpoint(*args)
 
-        monkeypatch.setattr(repository, "disable_endpoint", disable_when_both_finished)
+        monkeypatch.setattr(delivery_repository, "disable_endpoint", disable_when_both_finished)
         async with first.http_client() as client_a, second.http_client() as client_b:
             async with asyncio.timeout(30):
                 deliveries = await asyncio.gather(

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.router import repository
+from services.router import delivery_repository
 from services.router.models import disabled_endpoint, notification, notification_attempt, sdr
 from services.router.notifications import Delivery, DeliverySignal, Notifier, _Outcome
 from services.router.service import RouterContext
@@ -279,7 +279,12 @@ async def test_slack_gets_a_message_with_the_lead_score_why_countdown_and_accept
     assert "accept within 2 min 00 s" in message["text"]
     fields = [field["text"] for field in message["blocks"][1]["fields"]]
     assert "*Score*\n87 (hot)" in fields
-    [button] = message["blocks"][3]["elements"]
+    sections = [block["text"]["text"] for block in message["blocks"]
+                if block["type"] == "section" and "text" in block]
+    assert "*Why you*\nAda got the lead by rule default (round robin: assigned longest ago; " \
+        "never assigned a lead yet)." in sections
+    [button] = next(block for block in message["blocks"]
+                    if block["type"] == "actions")["elements"]
     assert "/accept?token=" in button["url"]
 
 
@@ -397,13 +402,13 @@ async def test_endpoints_gone_together_are_disabled_once_each_in_url_order(
     notifier = notifier_for(router)
     [row] = await notifier.claim(1)
     disabled: list[str] = []
-    disable_endpoint = repository.disable_endpoint
+    disable_endpoint = delivery_repository.disable_endpoint
 
     async def noted(session: Any, url: str, *args: Any) -> None:
         disabled.append(url)
         await disable_endpoint(session, url, *args)
 
-    monkeypatch.setattr(repository, "disable_endpoint", noted)
+    monkeypatch.setattr(delivery_repository, "disable_endpoint", noted)
     now = router.clock.now()
     rows = [{**row, "url": url} for url in ("http://b.example/", "http://a.example/",
                                              "http://b.example/")]

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from leadrelay.broker import EmbeddedBroker
-from services.router import reports, repository
+from services.router import assignment_actions, reports, repository, roster
 from services.router.app import create_app
+from services.router.escalation import EscalationTimer
+from services.router.service import RouterContext
 from services.router.settings import RouterSettings
 from shared.clock import ManualClock
 from shared.events import encode_event
@@ -57,6 +59,71 @@ async def test_speed_to_lead_per_team_rep_and_source_over_a_period(router: Route
     assert {source: value[hop]["p99"] for source, value in found["by_source"].items()} == {
         "partner": 6.0, "web": 4.0}
 
+
+
+async def test_system_hops_count_first_offers_and_a_queue_claim_is_no_sla_met(
+    router: Router,
+) -> None:
+    """A lead lapses twice (re-offer, then the team's queue) and is claimed: only the first
+    offer is system time, and the claim is a breach, as `assignment.accepted` says."""
+    settings = router.settings.model_copy(update={"max_reoffers": 1})
+    context = RouterContext.build(settings, router.context.outbox, router.clock)
+    router = Router(router.db, router.clock, settings, context)
+    timer = EscalationTimer(router.db, context, interval=1, batch_size=10)
+    team = await router.add_team("Inside")
+    ann = await router.add_person("Ann", teams=["Inside"])
+    await router.add_person("Ben", teams=["Inside"])
+    await router.set_rules({"id": "all", "pool": "Inside"})
+    since = router.clock.now()
+    await route(router, "lead-1", waited=2)
+    for _ in range(2):
+        router.clock.advance(timedelta(minutes=3))
+        await timer.tick()
+    async with router.db.transaction() as session:
+        await assignment_actions.claim_from_queue(session, context, "lead-1", ann,
+                                                  frozenset({team}))
+    async with router.db.reading() as session:
+        rows = [dict(row) for row in await repository.assignments_between(
+            session, since, router.clock.now() + timedelta(seconds=1))]
+    assert [row["status"] for row in sorted(rows, key=lambda row: row["attempt"])] == [
+        "escalated", "escalated", "accepted"]
+    hop = reports.speed_to_lead(rows)["overall"]["scored_to_assigned"]
+    assert (hop["count"], hop["p99"]) == (1, 2.0)
+    accepted = [event for event in await router.events()
+                if event["type"] == "assignment.accepted"]
+    assert [event["data"]["within_sla"] for event in accepted] == [False]
+    accept = reports.sla(rows)["accept"]
+    assert (accept["met"], accept["breached"], accept["escalated"]) == (0, 3, 2)
+
+
+async def test_fairness_targets_only_the_eligible_reps_of_the_pools_the_rules_use(
+    router: Router,
+) -> None:
+    inside = await router.add_team("Inside")
+    await router.add_team("Elsewhere")
+    ann = await router.add_person("Ann", teams=["Inside"], weight=1)
+    ben = await router.add_person("Ben", teams=["Inside"], weight=3)
+    full = await router.add_person("Full", teams=["Inside"], capacity=0)
+    apart = await router.add_person("Apart", teams=["Elsewhere"])
+    await router.set_rules({"id": "all", "pool": "Inside"})
+    router.clock.advance(timedelta(days=8))  # everyone present the whole window
+    since = router.clock.now() - timedelta(days=7)
+    for number in range(4):
+        await route(router, f"lead-{number}", waited=1)
+    async with router.db.reading() as session:
+        rows = [dict(row) for row in await repository.assignments_between(
+            session, since, router.clock.now() + timedelta(seconds=1))]
+        pools, names = await roster.fairness_pools(session, router.context.rule_cache)
+    found = reports.fairness(rows, pools, since, router.clock.now(), names)["by_pool"]
+    assert [(pool["pool"], pool["team_id"], pool["role"]) for pool in found] == [
+        ("Inside", inside, "sdr"), ("every ae", None, "ae")]
+    shares = {rep["rep_id"]: rep for rep in found[0]["reps"]}
+    assert set(shares) == {ann, ben}
+    assert (shares[ann]["target_share"], shares[ben]["target_share"]) == (0.25, 0.75)
+    assert shares[ann]["leads"] + shares[ben]["leads"] == 4
+    assert shares[ben]["name"] == "Ben"
+    assert found[0]["not_eligible"] == [{"rep_id": full, "name": "Full", "reason": "capacity 0"}]
+    assert all(apart != rep["rep_id"] for pool in found for rep in pool["reps"])
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from services.router.routing import (
     presence_fraction,
     working_deadline,
 )
-from services.router.rules import DEFAULT_RULE, Rule, RuleSet, first_match
+from services.router.rules import DEFAULT_RULE, STORED, Rule, RuleSet, first_match
 from services.router.signing import sign, verify
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -276,12 +276,44 @@ def test_conditions_on_any_profile_field_and_the_default_rule() -> None:
 
 
 def test_invalid_rule_sets_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown operators"):
+    with pytest.raises(ValueError, match="unknown operator 'greater'"):
         Rule(id="x", when={"score": {"greater": 3}})
     with pytest.raises(ValueError, match="unique"):
         RuleSet.model_validate({"rules": [{"id": "a"}, {"id": "a"}]})
     with pytest.raises(ValueError):
         Rule.model_validate({"id": "x", "strategy": "random"})
+
+
+@pytest.mark.parametrize(("when", "named"), [
+    ({"colour": "blue"}, "unknown condition 'colour'"),
+    ({"country": {"gte": "FR"}}, "`gte` compares numbers"),
+    ({"score": {"gt": "fifty"}}, "'fifty' is not a number"),
+    ({"temperature": "boiling"}, "['boiling'] is not one of cold, hot, warm"),
+    ({"stage": ["mql", "sqll"]}, "['sqll'] is not one of"),
+    ({"account_key": {"exists": "yes"}}, "`exists` takes true or false"),
+])
+def test_a_condition_that_could_never_match_is_refused(when: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        RuleSet.model_validate({"rules": [{"id": "typo", "when": when}]})
+    assert named in str(refused.value)
+
+
+def test_a_stored_rule_set_from_before_the_checks_still_loads() -> None:
+    stored = RuleSet.model_validate(
+        {"rules": [{"id": "old", "when": {"colour": "blue"}}]}, context=STORED)
+    assert stored.rules[0].when == {"colour": "blue"}
+
+
+def test_conditions_on_the_attribution_channel() -> None:
+    rules = RuleSet.model_validate({"rules": [
+        {"id": "events", "when": {"channel": ["events", "trade_show"], "temperature": "hot"}},
+    ]}).rules
+    at_a_show = LeadFacts(id="x", temperature="hot", score=1,
+                          fields={"attribution": {"channel": "trade_show"}})
+    from_ads = LeadFacts(id="y", temperature="hot", score=1,
+                         fields={"attribution": {"channel": "ads"}})
+    assert first_match(rules, at_a_show).id == "events"
+    assert first_match(rules, from_ads) is DEFAULT_RULE
 
 
 # Escalation steps

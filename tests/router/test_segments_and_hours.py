@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.router import repository, roster, service
+from services.router import repository, roster, roster_repository, service
 from services.router.escalation import EscalationTimer
 from services.router.models import lead, notification
 from services.router.routing import LeadFacts, segment_of
@@ -157,7 +157,7 @@ async def test_segments_come_in_through_the_yaml_import(router: Router) -> None:
     """))
     async with router.db.transaction() as session:
         await roster.import_roster(session, router.clock, again, router.context.channels)
-        row = await repository.find_sdr(session, ann.id)
+        row = await roster_repository.find_sdr(session, ann.id)
         assert row is not None
         view = await roster.person_view(session, row)
     assert view.segments == ["enterprise"]
@@ -269,5 +269,5 @@ async def test_the_shared_queue_waits_for_the_teams_opening(router: Router) -> N
     [notice] = [row for row in await router.rows(notification) if row["kind"] == "escalation"]
     assert notice["next_attempt_at"] == tuesday_0900_paris
     async with router.db.reading() as session:
-        teams = await repository.list_teams(session)
+        teams = await roster_repository.list_teams(session)
     assert roster.team_hours(teams[0]).next_opening(router.clock.now()) == tuesday_0900_paris

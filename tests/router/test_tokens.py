@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from leadrelay.broker import EmbeddedBroker
 from leadrelay.catalog import SERVICES
-from services.router import repository
+from services.router import roster_repository
 from services.router.access import new_token, token_hash
 from services.router.app import create_app
 from shared.clock import ManualClock
@@ -73,8 +73,8 @@ async def test_a_token_given_before_tokens_had_their_table_keeps_working(
                 {"at": ManualClock().now(), "hash": token_hash(token)})
         await asyncio.to_thread(upgrade, spec.migrations_dir, database_url, spec.version_table)
         async with db.reading() as session:
-            found = await repository.find_person_by_token(session, token_hash(token))
-            tokens = await repository.list_person_tokens(session, "p1")
+            found = await roster_repository.find_person_by_token(session, token_hash(token))
+            tokens = await roster_repository.list_person_tokens(session, "p1")
     finally:
         await db.dispose()
     assert found is not None and found["id"] == "p1"

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.router import service
+from services.router import assignment_actions
 from services.router.console import queries
 from services.router.console.pages import (
     DONE_WORDS,
@@ -61,8 +61,8 @@ async def claim(request: Request, runtime: RuntimeDep, lead_id: str,
         teams = frozenset(await queries.team_ids_of(session, viewer.person_id))
     try:
         async with runtime.db.transaction() as session:
-            await service.claim_from_queue(session, context_of(request), lead_id,
-                                           viewer.person_id, teams)
+            await assignment_actions.claim_from_queue(
+                session, context_of(request), lead_id, viewer.person_id, teams)
     except ProblemError as problem:
         if problem.status not in (404, 409):
             raise

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
-from services.router import repository
+from services.router import roster_repository
 from services.router.api import ERRORS, AdminDep, ContextDep
 from services.router.console import sessions
 from services.router.models import AUDIT
@@ -33,7 +33,7 @@ async def issue_sign_in_link(person_id: Annotated[str, Path(max_length=36)],
                              _: AdminDep) -> SignInLink:
     now = context.clock.now()
     async with runtime.db.transaction() as session:
-        person = await repository.find_sdr(session, person_id)
+        person = await roster_repository.find_sdr(session, person_id)
         if person is None or not person["active"]:
             raise ProblemError(404, "Person not found", f"No one has the id {person_id!r}.")
         secret = await sessions.issue_sign_in_link(session, person_id, now)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from services.router import repository, roster, service
+from services.router import assignment_actions, repository, roster, roster_repository
 from services.router.access import token_hash
 from services.router.console import sessions
 from services.router.console.render import digest, fragment, inbox_data, templates
@@ -132,7 +132,7 @@ async def sign_in_with_token(request: Request, runtime: RuntimeDep,
     if not login_csrf_ok(request, csrf):
         return login_form(request, {"error": "The form expired; try again."}, 403)
     async with runtime.db.reading() as session:
-        person = await repository.find_person_by_token(session, token_hash(token.strip()))
+        person = await roster_repository.find_person_by_token(session, token_hash(token.strip()))
     if person is None or not person["active"]:
         return login_form(request, {"error": "That token is not valid."}, 401)
     return await signed_in_response(request, runtime, person["id"])
@@ -197,7 +197,7 @@ async def inbox(request: Request, runtime: RuntimeDep, done: str = "", error: st
     now = context_of(request).clock.now()
     async with runtime.db.reading() as session:
         values = await inbox_data(session, viewer, now)
-        person = await repository.find_sdr(session, viewer.person_id)
+        person = await roster_repository.find_sdr(session, viewer.person_id)
     assert person is not None
     return live_page(request, "inbox.html", "_offers.html", {
         **values, "notice": DONE_WORDS.get(done, ""), "error": ERROR_WORDS.get(error, ""),
@@ -214,18 +214,19 @@ async def _act(context: RouterContext, runtime: RuntimeDep, viewer: Viewer, assi
         if row is None or row["sdr_id"] != viewer.person_id:
             raise ProblemError(404, "Assignment not found", "This lead is not in your inbox.")
         note = form.get("note") or None
+        reason = form.get("reason_code", "")
         if action == "accept":
-            await service.accept_assignment(session, context, assignment_id)
+            await assignment_actions.accept_assignment(session, context, assignment_id)
         elif action == "contacted":
-            await service.mark_contacted(session, context, assignment_id)
+            await assignment_actions.mark_contacted(session, context, assignment_id)
         elif action == "reject":
-            await service.reject(session, context, assignment_id, form["reason_code"], note)
+            await assignment_actions.reject(session, context, assignment_id, reason, note)
         elif action == "disqualify":
-            await service.disqualify(session, context, assignment_id, form["reason_code"], note)
+            await assignment_actions.disqualify(session, context, assignment_id, reason, note)
         else:
             bant = Bant(**{key: form.get(key) or None
                            for key in ("budget", "authority", "need", "timing", "notes")})
-            await service.qualify(session, context, assignment_id, bant)
+            await assignment_actions.qualify(session, context, assignment_id, bant)
 
 
 @routes.post("/assignments/{assignment_id}/{action}")
@@ -287,7 +288,7 @@ async def set_out_of_office(request: Request, runtime: RuntimeDep,
     periods: list[OutOfOffice] = []
     if not clear:
         async with runtime.db.reading() as session:
-            person = await repository.find_sdr(session, viewer.person_id)
+            person = await roster_repository.find_sdr(session, viewer.person_id)
         assert person is not None
         zone = ZoneInfo(person["timezone"])
         try:
