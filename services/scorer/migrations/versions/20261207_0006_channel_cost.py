@@ -1,7 +1,7 @@
 """What a lead of each channel costs, for the funnel report
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-07 08:20:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import shared.db
 
 revision: str = '0006'
-down_revision: str | None = '0004'
+down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
