@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.router import service
+from services.router import assignment_actions
 from shared.events import EVENT_CLASSES, Bant, Stage
 from shared.lifecycle import STAGE_AFTER_ROUTER_EVENT, stages_after
 from tests.router.conftest import Router, scored, types_of
@@ -38,17 +38,17 @@ async def test_each_flow_of_the_router_is_a_path_of_the_lifecycle(
     await router.consume(scored("cold", "cold", clock=router.clock, score=5.0))
     first = await offer_id(router, "disqualified")
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, first)
-        await service.disqualify(session, router.context, first, "no_budget", None)
-        await service.reject(session, router.context, await offer_id(router, "rejected"),
+        await assignment_actions.accept_assignment(session, router.context, first)
+        await assignment_actions.disqualify(session, router.context, first, "no_budget", None)
+        await assignment_actions.reject(session, router.context, await offer_id(router, "rejected"),
                              "wrong_territory", None)
     reoffered = await offer_id(router, "rejected")
     qualified = await offer_id(router, "qualified")
     async with router.db.transaction() as session:
-        await service.accept_assignment(session, router.context, reoffered)
-        await service.accept_assignment(session, router.context, qualified)
-        await service.mark_contacted(session, router.context, qualified)
-        await service.qualify(session, router.context, qualified,
+        await assignment_actions.accept_assignment(session, router.context, reoffered)
+        await assignment_actions.accept_assignment(session, router.context, qualified)
+        await assignment_actions.mark_contacted(session, router.context, qualified)
+        await assignment_actions.qualify(session, router.context, qualified,
                               Bant(budget="50k", authority="VP", need="routing", timing="Q2"))
 
     disqualified = await events_of(router, "disqualified")
