@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.process_cpu import cpu_seconds, machine_ticks, with_children
+from bench.process_cpu import cpu_seconds, machine_ticks, tree_cpu_seconds
 from bench.speed_to_route import generate_load, percentile
 from leadrelay.harness.kafka import KafkaCluster
 from leadrelay.harness.postgres import PostgresCluster
@@ -58,11 +58,13 @@ class Step:
 
 def process_ids(system: RunningSystem, kafka: KafkaCluster,
                 postgres: PostgresCluster) -> dict[str, list[int]]:
+    """Service name (all its instances), `kafka` (every broker), `postgres` (the postmaster,
+    whose backends are counted with it) -> process ids."""
     pids: dict[str, list[int]] = {
         name: [process.process.pid for process in processes if process.process is not None]
         for name, processes in system.instances.items()}
     pids["kafka"] = [broker.process.pid for broker in kafka.brokers if broker.process is not None]
-    pids["postgres"] = with_children(postgres.postmaster_pid())
+    pids["postgres"] = [postgres.postmaster_pid()]
     return pids
 
 
@@ -72,7 +74,7 @@ def cpu_by_name(pids: dict[str, list[int]]) -> dict[str, float]:
         total = 0.0
         for pid in ids:
             try:
-                total += cpu_seconds(pid)
+                total += tree_cpu_seconds(pid) if name == "postgres" else cpu_seconds(pid)
             except OSError:
                 continue
         used[name] = total
