@@ -40,6 +40,35 @@ class LoadResult:
     """Answers that are neither 202 nor retryable (a 500 is a defect)."""
 
 
+class FreshClients:
+    """The load's HTTP client, replaced by a new one when its connection pool stops lending
+    connections: after connect timeouts on an overloaded machine, httpcore's pool can keep
+    every slot taken by connections that never finish (encode/httpcore#550), and each request
+    then ends in `PoolTimeout` until the client gives up on the lead."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.current = self._new()
+        self.replaced: list[httpx.AsyncClient] = []
+        self.renewals = 0
+
+    def _new(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(20.0, pool=5.0), headers=self.headers,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+
+    def renew(self, broken: httpx.AsyncClient) -> None:
+        """Replace `broken` if it still is the current client (requests on it finish)."""
+        if broken is self.current:
+            self.replaced.append(broken)
+            self.current = self._new()
+            self.renewals += 1
+
+    async def close(self) -> None:
+        for client in (*self.replaced, self.current):
+            await client.aclose()
+
+
 async def send_leads(
     ingest_urls: list[str], *, leads: int, rate: float, duplicate_share: float,
     headers: dict[str, str], give_up_after: float = 120.0, seed: int = 7,
@@ -52,11 +81,14 @@ async def send_leads(
     run = uuid.uuid4().hex[:6]
     instances = itertools.cycle(ingest_urls)
 
-    async def post(client: httpx.AsyncClient, number: int, key: str) -> str | None:
+    clients = FreshClients(headers)
+
+    async def post(number: int, key: str) -> str | None:
         deadline = time.monotonic() + give_up_after
         delay = 0.1
         while time.monotonic() < deadline:
             url = next(instances)
+            client = clients.current
             try:
                 answer = await client.post(f"{url}/v1/leads", headers={"Idempotency-Key": key},
                                            json={"email": f"fault{run}.{number}@load.example",
@@ -64,6 +96,8 @@ async def send_leads(
                                                  "demo_requested": True})
             except httpx.TransportError as error:
                 result.retries[type(error).__name__] += 1
+                if isinstance(error, httpx.PoolTimeout | httpx.ConnectTimeout):
+                    clients.renew(client)
             else:
                 if answer.status_code == 202:
                     lead_id: str = answer.json()["lead_id"]
@@ -78,26 +112,26 @@ async def send_leads(
         result.refused["gave up"] += 1
         return None
 
-    async def one(client: httpx.AsyncClient, number: int) -> None:
+    async def one(number: int) -> None:
         key = f"{run}-{number}"
-        first = await post(client, number, key)
+        first = await post(number, key)
         if chooser.random() < duplicate_share:
             result.duplicates_sent += 1
-            second = await post(client, number, key)
+            second = await post(number, key)
             if first and second and first != second:
                 result.duplicates_split.append((first, second))
 
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(20.0), limits=limits,
-                                 headers=headers) as client:
+    try:
         started = time.monotonic()
         tasks = []
         for number in range(leads):
             wait = started + number / rate - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            tasks.append(asyncio.create_task(one(client, number)))
+            tasks.append(asyncio.create_task(one(number)))
         await asyncio.gather(*tasks)
+    finally:
+        await clients.close()
     return result
 
 
@@ -280,7 +314,8 @@ async def locate(database_urls: dict[str, str], lead_ids: list[str]) -> list[Whe
         for key, error in await rows(consumer, (
                 f"SELECT message_key, error FROM {consumer}_failed_event "
                 f"WHERE message_key IN :ids"), **ids):
-            dead.setdefault(key, []).append(f"{consumer}: {error.splitlines()[-1][:120]}")
+            last_line = (error.splitlines() or [""])[-1]
+            dead.setdefault(key, []).append(f"{consumer}: {last_line[:120]}")
     return [Whereabouts(
         lead_id=lead_id, in_ingest=lead_id in found["in_ingest"],
         received_published=published["lead.received"].get(lead_id),
