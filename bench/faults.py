@@ -3,7 +3,7 @@ then check independently that nothing acknowledged was lost, doubled or left stu
 
     python bench/faults.py --embedded        # tansu + SQLite, one instance of each service
     python bench/faults.py                   # Apache Kafka (3 brokers) + PostgreSQL, 2 of each
-    python bench/faults.py --leads 600 --rate 30      # shorter (what CI runs)
+    python bench/faults.py --leads 500 --rate 20 --service-kills 1   # what CI runs
 
 The load (`bench/fault_load.py`) sends hot leads at a steady rate, 10% of them twice with the
 same `Idempotency-Key`, and retries only connection errors and 503. While it runs:
