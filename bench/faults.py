@@ -3,7 +3,7 @@ then check independently that nothing acknowledged was lost, doubled or left stu
 
     python bench/faults.py --embedded        # tansu + SQLite, one instance of each service
     python bench/faults.py                   # Apache Kafka (3 brokers) + PostgreSQL, 2 of each
-    python bench/faults.py --leads 600 --rate 30      # shorter (what CI runs)
+    python bench/faults.py --leads 500 --rate 20 --service-kills 1   # what CI runs
 
 The load (`bench/fault_load.py`) sends hot leads at a steady rate, 10% of them twice with the
 same `Idempotency-Key`, and retries only connection errors and 503. While it runs:
@@ -13,7 +13,10 @@ same `Idempotency-Key`, and retries only connection errors and 503. While it run
   once with `pg_ctl restart -m immediate`.
 The checker reads the router's database and the local webhook receiver. It prints the fault
 table and, per fault, the recovery time: from the fault to the first offer delivered for a
-lead acknowledged after it. Exit status 1 when any lead was lost, doubled, stuck or undelivered.
+lead acknowledged after it. Each lead without an offer at the end is located (how far it got:
+ingest's outbox, the scorer, the router) and waited for a while longer, so a late lead is told
+from a lost one. Exit status 1 when any lead was lost, doubled, stuck or undelivered, refused or
+given up on by the client, or a killed part did not come back.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import asyncio
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.fault_load import (
     LoadResult,
     Verdict,
+    Whereabouts,
     check,
+    consumer_lag,
+    locate,
+    offer_deliveries,
     recovery_seconds,
     send_leads,
+    wait_for_late,
     wait_until_delivered,
 )
 from leadrelay.broker import EmbeddedBroker, free_port
@@ -52,6 +62,9 @@ from leadrelay.local_system import (
 )
 from leadrelay.processes import ServiceProcess
 
+READY_TIMEOUT = 60.0
+"""Seconds a restarted service instance has to answer `/readyz` again."""
+
 
 @dataclass
 class Fault:
@@ -61,18 +74,41 @@ class Fault:
     name: str
     act: Callable[[], None]
     began_at: float | None = None
+    repaired_at: float | None = None
+    """When the broken part served again (a restarted instance ready); None: it never did."""
 
     def run(self) -> None:
         self.began_at = time.monotonic()
-        self.act()
+        try:
+            self.act()
+        except (TimeoutError, LookupError) as error:
+            print(f"  {self.name}: not repaired: {error}", flush=True)
+            return
+        self.repaired_at = time.monotonic()
 
 
-def kill_and_restart(process: ServiceProcess, pause: float) -> Callable[[], None]:
+def kill_and_restart(process: ServiceProcess, pause: float,
+                     turn: threading.Lock) -> Callable[[], None]:
+    """kill -9 the instance, start it again `pause` seconds later, wait until it is ready (an
+    instance that cannot start, say its port was taken meanwhile, is a fault never repaired).
+    `turn` is the instance's: a second kill due while the first is being repaired waits."""
     def act() -> None:
-        process.kill()
-        time.sleep(pause)
-        process.start()
+        with turn:
+            kill_wait_and_start(process, pause)
     return act
+
+
+def kill_wait_and_start(process: ServiceProcess, pause: float) -> None:
+    process.kill()
+    time.sleep(pause)
+    process.start()
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not process.ready():
+        if not process.alive():
+            raise TimeoutError(f"exited while starting again; see {process.log_path}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not ready {READY_TIMEOUT:g} s after starting again")
+        time.sleep(0.1)
 
 
 def service_faults(system: RunningSystem, kills_each: int, seconds: float,
@@ -81,10 +117,11 @@ def service_faults(system: RunningSystem, kills_each: int, seconds: float,
     faults = []
     for name, processes in system.instances.items():
         for number, process in enumerate(processes, start=1):
+            turn = threading.Lock()
             for _ in range(kills_each):
                 faults.append(Fault(
                     at=chooser.uniform(0.1, 0.8) * seconds, name=f"kill -9 {name} #{number}",
-                    act=kill_and_restart(process, chooser.uniform(1.0, 3.0))))
+                    act=kill_and_restart(process, chooser.uniform(1.0, 3.0), turn)))
     return faults
 
 
@@ -120,14 +157,22 @@ def postgres_fault(postgres: PostgresCluster, at: float) -> Fault:
 
 async def run_faults(faults: list[Fault], started: float) -> None:
     """Start each fault at its time (several may overlap), and wait for all of them."""
-    async def one(fault: Fault) -> None:
-        await asyncio.sleep(max(0.0, started + fault.at - time.monotonic()))
-        await asyncio.to_thread(fault.run)
-    await asyncio.gather(*(one(fault) for fault in faults))
+    # A thread each: the default executor's few threads would start later faults late.
+    with ThreadPoolExecutor(max_workers=len(faults) or 1) as threads:
+        loop = asyncio.get_running_loop()
+
+        async def one(fault: Fault) -> None:
+            await asyncio.sleep(max(0.0, started + fault.at - time.monotonic()))
+            await loop.run_in_executor(threads, fault.run)
+        await asyncio.gather(*(one(fault) for fault in faults))
 
 
 async def drive(system: RunningSystem, receiver: WebhookReceiver, faults: list[Fault],
-                args: argparse.Namespace) -> tuple[LoadResult, Verdict, float]:
+                args: argparse.Namespace, kafka_servers: str | None = None,
+                ) -> tuple[LoadResult, Verdict, float, list[Whereabouts]]:
+    """Register the SDRs, send the load while the faults happen, wait for the offers, check;
+    locate the leads whose offer did not come, and (on Apache Kafka, `kafka_servers`) print
+    how far each consumer group is behind."""
     async with httpx.AsyncClient(headers=system.admin_headers, timeout=30) as client:
         for number in range(args.sdrs):
             (await client.post(f"{system.url('router')}/v1/sdrs", json={
@@ -143,33 +188,71 @@ async def drive(system: RunningSystem, receiver: WebhookReceiver, faults: list[F
         run_faults(faults, started))
     drained = await wait_until_delivered(receiver, set(load.accepted), args.drain_seconds)
     verdict = await check(system.database_urls["router"], receiver, set(load.accepted))
-    return load, verdict, drained
+    missing = sorted(set(load.accepted) - set(offer_deliveries(receiver)))
+    whereabouts = await locate(system.database_urls, missing)
+    if missing and kafka_servers is not None:
+        groups = [f"faults-{name}" for name in ("scorer", "router")]
+        for group, behind in (await consumer_lag(kafka_servers, groups)).items():
+            print(f"  {group} behind its committed offsets at the end of the drain: "
+                  f"{behind or 'nothing'}", flush=True)
+    await wait_for_late(receiver, whereabouts, args.late_seconds)
+    return load, verdict, drained, whereabouts
 
 
 def report(title: str, load: LoadResult, verdict: Verdict, drained: float,
-           faults: list[Fault], receiver: WebhookReceiver) -> None:
+           faults: list[Fault], receiver: WebhookReceiver,
+           whereabouts: list[Whereabouts]) -> None:
     print(title)
     print(verdict.table())
     print(f"  sent twice (same Idempotency-Key) {load.duplicates_sent}, "
           f"answered with two lead ids: {len(load.duplicates_split)}")
     print(f"  retried: {dict(load.retries) or 'nothing'}; refused: {dict(load.refused) or 'none'}")
     print(f"  all offers delivered {drained:.1f} s after the last lead was sent")
-    print("  recovery (fault -> first offer delivered for a lead acknowledged after it):")
+    print("  fault (seconds into the load): back (serving again), recovery (first offer "
+          "delivered for a lead acknowledged after the fault)")
+    started = min(load.accepted.values(), default=0.0)
     for fault in sorted(faults, key=lambda fault: fault.began_at or 0.0):
-        took = (None if fault.began_at is None
-                else recovery_seconds(fault.began_at, load.accepted, receiver))
-        print(f"    {fault.name:<40} {'-' if took is None else f'{took:6.2f} s'}")
+        if fault.began_at is None:
+            print(f"    {fault.name:<48} never happened")
+            continue
+        took = recovery_seconds(fault.began_at, load.accepted, receiver)
+        back = ("never" if fault.repaired_at is None
+                else f"{fault.repaired_at - fault.began_at:5.1f} s")
+        print(f"    {fault.name:<48} at {fault.began_at - started:5.1f} s  back {back}  "
+              f"recovery {'-' if took is None else f'{took:5.1f} s'}")
     for label, leads in (("lost", verdict.lost), ("doubled", verdict.doubled),
                          ("stuck", verdict.stuck), ("undelivered", verdict.undelivered)):
         if leads:
             print(f"  {label}: {', '.join(leads[:5])}{' ...' if len(leads) > 5 else ''}")
+    report_whereabouts(whereabouts, load)
 
 
-def run_embedded(args: argparse.Namespace) -> Verdict:
+def report_whereabouts(whereabouts: list[Whereabouts], load: LoadResult) -> None:
+    """Where each lead without an offer at the end of the drain was, and whether it came."""
+    if not whereabouts:
+        return
+    print(f"  {len(whereabouts)} leads without an offer at the end of the drain:")
+    first = min(load.accepted.values())
+    for place in sorted(whereabouts, key=lambda place: load.accepted[place.lead_id]):
+        came = ("never came" if place.arrived_late is None
+                else f"offer came {place.arrived_late:.1f} s later")
+        print(f"    {place.lead_id} (acknowledged at {load.accepted[place.lead_id] - first:6.1f} s)"
+              f": {place.last_hop()}; {came}"
+              + (f"; dead letters: {place.dead_letters}" if place.dead_letters else ""))
+
+
+def passed(load: LoadResult, verdict: Verdict, faults: list[Fault]) -> bool:
+    """Nothing lost, doubled, stuck or undelivered, no lead refused or given up on, and every
+    broken part serving again."""
+    return verdict.clean and not load.refused and all(
+        fault.repaired_at is not None for fault in faults)
+
+
+def run_embedded(args: argparse.Namespace) -> bool:
     chooser = random.Random(args.seed)
     seconds = args.leads / args.rate
     with ExitStack() as stack:
-        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        data_dir = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         broker = stack.enter_context(EmbeddedBroker(free_port()))
         receiver = stack.enter_context(webhook_receiver())
         system = stack.enter_context(running_system(
@@ -177,18 +260,19 @@ def run_embedded(args: argparse.Namespace) -> Verdict:
             topic_prefix="faults", sla_seconds=3600, allowed_webhook_urls=[receiver.base_url]))
         faults = (embedded_broker_faults(broker, seconds)
                   + service_faults(system, args.service_kills, seconds, chooser))
-        load, verdict, drained = asyncio.run(drive(system, receiver, faults, args))
+        load, verdict, drained, whereabouts = asyncio.run(
+            drive(system, receiver, faults, args))
         report(f"faults, embedded broker + SQLite, one instance of each service: "
                f"{args.leads} hot leads at {args.rate:g}/s", load, verdict, drained, faults,
-               receiver)
-    return verdict
+               receiver, whereabouts)
+        return passed(load, verdict, faults)
 
 
-def run_kafka(args: argparse.Namespace) -> Verdict:
+def run_kafka(args: argparse.Namespace) -> bool:
     chooser = random.Random(args.seed)
     seconds = args.leads / args.rate
     with ExitStack() as stack:
-        data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        data_dir = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         kafka = stack.enter_context(KafkaCluster(size=3))
         postgres = stack.enter_context(PostgresCluster())
         receiver = stack.enter_context(webhook_receiver())
@@ -203,11 +287,12 @@ def run_kafka(args: argparse.Namespace) -> Verdict:
         faults = [kafka_broker_fault(kafka, 0.25 * seconds),
                   postgres_fault(postgres, 0.55 * seconds),
                   *service_faults(system, args.service_kills, seconds, chooser)]
-        load, verdict, drained = asyncio.run(drive(system, receiver, faults, args))
+        load, verdict, drained, whereabouts = asyncio.run(
+            drive(system, receiver, faults, args, kafka.bootstrap_servers))
         report(f"faults, Apache Kafka (3 brokers, {args.partitions} partitions) + PostgreSQL, "
                f"two instances of each service: {args.leads} hot leads at {args.rate:g}/s",
-               load, verdict, drained, faults, receiver)
-    return verdict
+               load, verdict, drained, faults, receiver, whereabouts)
+        return passed(load, verdict, faults)
 
 
 def main() -> None:
@@ -223,11 +308,14 @@ def main() -> None:
     parser.add_argument("--service-kills", type=int, default=2,
                         help="kill -9 of each service instance")
     parser.add_argument("--drain-seconds", type=float, default=120.0)
+    parser.add_argument("--late-seconds", type=float, default=120.0,
+                        help="after the drain, how long to wait for the offers still missing")
+    parser.add_argument("--keep", type=Path,
+                        help="keep the services' data and logs in this directory")
     parser.add_argument("--partitions", type=int, default=12, help="Apache Kafka only")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    verdict = run_embedded(args) if args.embedded else run_kafka(args)
-    sys.exit(0 if verdict.clean else 1)
+    sys.exit(0 if (run_embedded(args) if args.embedded else run_kafka(args)) else 1)
 
 
 if __name__ == "__main__":

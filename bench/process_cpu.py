@@ -19,8 +19,23 @@ def machine_ticks() -> tuple[int, int]:
     return sum(ticks) - idle, sum(ticks)
 
 
-def with_children(pid: int) -> list[int]:
-    """`pid` and its child processes (PostgreSQL's backends under the postmaster, say)."""
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of process `pid`, of its live children and of those it reaped (PostgreSQL's
+    backends come and go under the postmaster: a reaped one's time moves into the
+    postmaster's `cutime`/`cstime`, so the sum never goes back). OSError off Linux."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    own_and_reaped = sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    total = own_and_reaped
+    for child in children_of(pid):
+        try:
+            total += cpu_seconds(child)
+        except OSError:
+            continue  # ended since it was listed: its time is in the parent's reaped share
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of `pid`."""
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -29,4 +44,4 @@ def with_children(pid: int) -> list[int]:
             continue
         if parent == pid:
             children.append(int(stat.parent.name))
-    return [pid, *children]
+    return children

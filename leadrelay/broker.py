@@ -9,6 +9,7 @@ restart()` inflicts that crash on purpose, for the tests and the fault benchmark
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -41,11 +42,45 @@ def broker_binary() -> str:
     return path
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORTS_BELOW_EPHEMERAL = 8000
+"""How many ports under the kernel's ephemeral range `free_port` picks from."""
+
+
 def free_port() -> int:
+    """A port free now on 127.0.0.1, for a server that may be killed and started again on it.
+
+    Picked below the kernel's ephemeral range when it is known (Linux): a port from that range
+    can be taken, while its server is down, as the source port of any outgoing connection (a
+    client reconnecting to Kafka or PostgreSQL), and the server then cannot bind it again.
+    """
+    low = _ephemeral_low()
+    if low is not None and low - PORTS_BELOW_EPHEMERAL >= 1024:
+        chooser = random.SystemRandom()
+        for _ in range(100):
+            port = chooser.randrange(low - PORTS_BELOW_EPHEMERAL, low)
+            if _bindable(port):
+                return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        chosen: int = probe.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        return int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:

@@ -155,14 +155,16 @@ def running_system(
     wait) beyond the bootstrap servers; by default those suited to the embedded broker.
     `extra_env` adds or overrides any other setting (tracing, log level).
     """
-    ports = {name: free_port() for name in SERVICES}
+    counts = instances if isinstance(instances, Mapping) else dict.fromkeys(SERVICES, instances)
+    instance_ports = {name: [free_port() for _ in range(counts.get(name, 1))]
+                      for name in SERVICES}
+    ports = {name: each[0] for name, each in instance_ports.items()}
     urls = {
         name: database_url or f"sqlite+aiosqlite:///{data_dir / f'{name}.db'}" for name in SERVICES
     }
     for name, url in urls.items():
         spec = SERVICES[name]
         upgrade(spec.migrations_dir, url, spec.version_table)
-    counts = instances if isinstance(instances, Mapping) else dict.fromkeys(SERVICES, instances)
     processes: dict[str, list[ServiceProcess]] = {}
     admin_token = secrets.token_urlsafe(24)
     encryption_key = Fernet.generate_key().decode()
@@ -176,7 +178,8 @@ def running_system(
             "LEADRELAY_WEBHOOK_ALLOWED_URLS": ",".join(allowed_webhook_urls),
             "LEADRELAY_ENCRYPTION_KEYS": encryption_key,
             "LEADRELAY_ADMIN_TOKEN": admin_token,
-            "LEADRELAY_LEAD_KEYS_URL": f"http://127.0.0.1:{ports['ingest']}",
+            "LEADRELAY_LEAD_KEYS_URL": ",".join(
+                f"http://127.0.0.1:{port}" for port in instance_ports["ingest"]),
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",
@@ -184,9 +187,9 @@ def running_system(
             **(extra_env or {}),
         }
         processes[name] = [
-            ServiceProcess(name, ports[name] if number == 1 else free_port(), env,
+            ServiceProcess(name, port, env,
                            data_dir / "logs" / f"{name}{'' if number == 1 else number}.log")
-            for number in range(1, counts.get(name, 1) + 1)
+            for number, port in enumerate(instance_ports[name], start=1)
         ]
     system = RunningSystem({name: each[0] for name, each in processes.items()}, urls,
                            admin_token, processes)

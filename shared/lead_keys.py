@@ -7,6 +7,10 @@ keeps them in a bounded in-memory cache: a lead's later events cost no request. 
 that a lead has no key (it was erased) is kept too, and `forget` drops a key when the
 service applies `lead.erased`. A key that cannot be fetched (ingest unreachable) raises
 `KeysUnavailableError`, an outage: the consumer retries the batch, it never skips it.
+
+The ingest URL may name several instances, comma-separated: a request that finds one down
+(killed, restarting, answering 5xx) is sent to the next at once, and the one that answered
+is asked first next time, so the consumers do not wait for one ingest instance to restart.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ class KeyRing:
         self, ingest_url: str, token: str | None, *, capacity: int = 100_000,
         timeout: float = 5.0, client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.url = ingest_url.rstrip("/") + KEYS_ROUTE
+        self.urls = [url.strip().rstrip("/") + KEYS_ROUTE
+                     for url in ingest_url.split(",") if url.strip()]
+        """The key route of each ingest instance, the one that answered last first."""
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.capacity = capacity
         self.timeout = timeout
@@ -81,26 +87,38 @@ class KeyRing:
         return seal_json(event, self.key_of(event.lead_id))
 
     async def _fetch(self, lead_ids: list[str]) -> None:
-        try:
-            if self.client is None:
-                self.client = httpx.AsyncClient(timeout=self.timeout)
-            answer = await self.client.post(
-                self.url, json={"lead_ids": lead_ids}, headers=self.headers)
-            if answer.status_code in (401, 403):
-                # A configuration error, retried like an outage so no event is skipped, but
-                # said plainly each time.
-                logger.error("ingest refused the lead-key request (HTTP %d): "
-                             "LEADRELAY_LEAD_KEYS_TOKEN (default: this service's first admin "
-                             "token) must be one of ingest's admin tokens", answer.status_code)
-            answer.raise_for_status()
-            found: dict[str, str] = answer.json()["keys"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+        failures = []
+        for url in list(self.urls):
+            try:
+                found = await self._ask(url, lead_ids)
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+                failures.append(type(error).__name__)
+                continue
+            if url != self.urls[0]:
+                self.urls.remove(url)
+                self.urls.insert(0, url)
+            break
+        else:
             raise KeysUnavailableError(
-                f"lead keys not fetched from ingest: {type(error).__name__}") from None
+                f"lead keys not fetched from ingest: {', '.join(failures) or 'no URL'}")
         self.fetches += 1
         for lead_id in lead_ids:
             stored = found.get(lead_id)
             self._remember(lead_id, key_bytes(stored) if stored else None)
+
+    async def _ask(self, url: str, lead_ids: list[str]) -> dict[str, str]:
+        if self.client is None:
+            self.client = httpx.AsyncClient(timeout=self.timeout)
+        answer = await self.client.post(url, json={"lead_ids": lead_ids}, headers=self.headers)
+        if answer.status_code in (401, 403):
+            # A configuration error, retried like an outage so no event is skipped, but said
+            # plainly each time.
+            logger.error("ingest refused the lead-key request (HTTP %d): "
+                         "LEADRELAY_LEAD_KEYS_TOKEN (default: this service's first admin "
+                         "token) must be one of ingest's admin tokens", answer.status_code)
+        answer.raise_for_status()
+        found: dict[str, str] = answer.json()["keys"]
+        return found
 
     def _remember(self, lead_id: str, key: bytes | None) -> None:
         self._keys[lead_id] = key

@@ -116,8 +116,9 @@ class ServiceSettings(BaseSettings):
     lead_keys_url: str = Field(
         default="http://127.0.0.1:8701",
         description="ingest, which hands out the leads' data keys that open their sealed "
-                    "events; empty: sealed events are skipped and this service's own events "
-                    "go out unsealed (a service run alone in tests)",
+                    "events (several instances comma-separated: each tried in turn); empty: "
+                    "sealed events are skipped and this service's own events go out unsealed "
+                    "(a service run alone in tests)",
     )
     lead_keys_token: str = Field(
         default="",

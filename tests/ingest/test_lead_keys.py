@@ -17,6 +17,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from fastapi import FastAPI
 from sqlalchemy import insert
 
+from leadrelay.broker import free_port
 from services.ingest.app import create_app
 from services.ingest.models import INBOX, OUTBOX, submission
 from services.ingest.settings import IngestSettings
@@ -96,6 +97,33 @@ async def test_a_batch_of_keys_is_one_request_and_an_erased_lead_has_none(
     with pytest.raises(KeysUnavailableError):
         await unreachable.prefetch([bob])
     await unreachable.close()
+
+
+class ByHost(httpx.AsyncBaseTransport):
+    """Requests to `ingest.test` go to the app in this process, any other over the network."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = httpx.ASGITransport(app=app)
+        self.network = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self.app if request.url.host == "ingest.test" else self.network
+        return await transport.handle_async_request(request)
+
+
+async def test_keys_come_from_the_next_ingest_instance_while_one_is_down(
+    ingest: tuple[FastAPI, httpx.AsyncClient], settings: IngestSettings,
+) -> None:
+    app, client = ingest
+    (ada,) = await post_leads(client, ADA)
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a killed instance
+    keys = KeyRing(f"{down}, http://ingest.test", ADMIN_TOKEN,
+                   client=httpx.AsyncClient(transport=ByHost(app)))
+    await keys.prefetch([ada])
+    stored = await ingest_keys(settings.database_url)
+    assert keys.key_of(ada) == key_bytes(stored[ada])
+    assert keys.urls[0].startswith("http://ingest.test/")  # asked first from now on
+    await keys.close()
 
 
 async def test_a_consumer_skips_an_erased_leads_sealed_events_without_dead_letters(
