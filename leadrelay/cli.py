@@ -6,6 +6,7 @@
     leadrelay migrate [SERVICE]  apply database migrations
     leadrelay reencrypt [SERVICE]  encrypt stored secrets again with the newest key
     leadrelay import FILE.csv --source KEY   bulk import of leads through ingest's API
+    leadrelay dead-letters list|show|replay|purge SERVICE   events a service could not apply
     leadrelay broker             the embedded broker alone
 
 A setting or a dependency that keeps a command from starting is one line on stderr and a
@@ -26,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from leadrelay import dead_letters
 from leadrelay.broker import EmbeddedBroker, embedded_consumer_env, wait_for_port
 from leadrelay.catalog import SECRET_HOLDERS, SERVICES
 from leadrelay.preflight import (
@@ -125,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     imports.add_argument("--delimiter", default=None, choices=[",", ";", "tab", "|"],
                          help="the file's delimiter (default: the one its header holds most of)")
     imports.set_defaults(run=_import)
+
+    dead_letters.add_parser(commands)
 
     broker = commands.add_parser("broker", parents=[debug],
                                  help="run the embedded Kafka-compatible broker")

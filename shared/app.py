@@ -14,9 +14,11 @@ from shared.auth import (
     bearer_token,
     document_bearer_auth,
     parse_tokens,
+    require_admin,
     token_matches,
     unauthorized,
 )
+from shared.dead_letters import dead_letter_routes
 from shared.health import health_routes
 from shared.problems import install_problem_handlers
 from shared.runtime import ServiceRuntime
@@ -34,7 +36,8 @@ def service_app(
     """Build a service's app; its runtime is created and started by the lifespan, not at import.
 
     Every route of `routes` carries its own guard (`shared.auth`); the health routes do not,
-    and `/metrics` asks for `LEADRELAY_METRICS_TOKEN` when it is set.
+    and `/metrics` asks for `LEADRELAY_METRICS_TOKEN` when it is set. Every service also gets
+    the admin routes of its dead letters (`shared.dead_letters`).
 
     FastAPI's OpenTelemetry instrumentation is on only with `LEADRELAY_OPENTELEMETRY`: left on,
     it looks for configured providers in the environment on every request.
@@ -54,6 +57,7 @@ def service_app(
     metrics_tokens = parse_tokens(settings.metrics_token)
     for router in routes:
         app.include_router(router)
+    app.include_router(dead_letter_routes(Depends(require_admin)))
 
     async def readiness() -> dict[str, bool]:
         runtime: ServiceRuntime = app.state.runtime
