@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, params
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -32,12 +32,15 @@ def service_app(
     settings: ServiceSettings,
     runtime_factory: Callable[[], ServiceRuntime],
     routes: Sequence[APIRouter],
+    admin_guard: params.Depends | None = None,
 ) -> FastAPI:
     """Build a service's app; its runtime is created and started by the lifespan, not at import.
 
     Every route of `routes` carries its own guard (`shared.auth`); the health routes do not,
     and `/metrics` asks for `LEADRELAY_METRICS_TOKEN` when it is set. Every service also gets
-    the admin routes of its dead letters (`shared.dead_letters`).
+    the admin routes of its dead letters (`shared.dead_letters`), behind `admin_guard` (by
+    default the admin token; a service whose callers have tokens of their own passes the guard
+    that answers them `403`).
 
     FastAPI's OpenTelemetry instrumentation is on only with `LEADRELAY_OPENTELEMETRY`: left on,
     it looks for configured providers in the environment on every request.
@@ -57,7 +60,7 @@ def service_app(
     metrics_tokens = parse_tokens(settings.metrics_token)
     for router in routes:
         app.include_router(router)
-    app.include_router(dead_letter_routes(Depends(require_admin)))
+    app.include_router(dead_letter_routes(admin_guard or Depends(require_admin)))
 
     async def readiness() -> dict[str, bool]:
         runtime: ServiceRuntime = app.state.runtime

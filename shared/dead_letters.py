@@ -75,6 +75,14 @@ class DeadLetterQuery(BaseModel):
                                description="Dead letters older than this id")
 
 
+class PurgeQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    up_to: int = Field(ge=1, le=ID_BOUND, description=(
+        "Drop the dead letters whose id is at most this (the newest one listed), so none that "
+        "arrived since is dropped unseen"))
+
+
 class ReplayOutcome(BaseModel):
     id: int
     outcome: Literal["applied", "skipped"] = Field(
@@ -156,16 +164,13 @@ def dead_letter_routes(guard: Depends) -> APIRouter:
     @routes.delete("", response_model=Purged, responses=INVALID,
                    summary="Drop every dead letter up to an id")
     async def purge_dead_letters(
-        request: Request,
-        up_to: Annotated[int, Query(ge=1, le=ID_BOUND, description=(
-            "Drop the dead letters whose id is at most this (the newest one listed), so none "
-            "that arrived since is dropped unseen"))],
+        request: Request, query: Annotated[PurgeQuery, Query()]
     ) -> Purged:
         runtime = _runtime(request)
         table = runtime.inbox_tables.failed
         async with runtime.db.transaction() as session:
             gone = (await session.execute(
-                delete(table).where(table.c.id <= up_to).returning(table.c.id))).all()
+                delete(table).where(table.c.id <= query.up_to).returning(table.c.id))).all()
         return Purged(purged=len(gone))
 
     return routes

@@ -74,5 +74,6 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         runtime_factory=runtime,
         routes=[api.routes, link_pages.routes, tokens.routes,
                 audit_routes(AUDIT, Depends(api.require_admin))],
+        admin_guard=Depends(api.require_admin),
     )
     return app
