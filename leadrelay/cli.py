@@ -6,7 +6,11 @@
     leadrelay migrate [SERVICE]  apply database migrations
     leadrelay reencrypt [SERVICE]  encrypt stored secrets again with the newest key
     leadrelay import FILE.csv --source KEY   bulk import of leads through ingest's API
+    leadrelay dead-letters list|show|replay|purge SERVICE   events a service could not apply
     leadrelay broker             the embedded broker alone
+
+A setting or a dependency that keeps a command from starting is one line on stderr and a
+non-zero exit; `--debug` shows the traceback of anything unexpected.
 """
 
 from __future__ import annotations
@@ -23,10 +27,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from leadrelay import dead_letters
 from leadrelay.broker import EmbeddedBroker, embedded_consumer_env, wait_for_port
 from leadrelay.catalog import SECRET_HOLDERS, SERVICES
+from leadrelay.preflight import (
+    StartupError,
+    bind_listener,
+    check_broker,
+    check_database,
+    check_port_free,
+)
 from leadrelay.processes import ServiceProcess, wait_until_ready
-from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT, ServiceSettings
+from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT
 
 DEMO_RECEIVER_PORT = 8709
 
@@ -40,15 +52,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except KeyboardInterrupt:
         return 130
+    except StartupError as error:
+        print(f"leadrelay {args.command}: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        text = " ".join(str(error).split()) or "no message"
+        print(f"leadrelay {args.command}: {type(error).__name__}: {text} "
+              "(--debug shows the traceback)", file=sys.stderr)
+        return 1
     return code
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadrelay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error")
+    # Also accepted after the command (`leadrelay serve ingest --debug`).
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an unexpected error")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="run everything on this machine (embedded default)")
+    up = commands.add_parser("up", parents=[debug],
+                             help="run everything on this machine (embedded default)")
     up.add_argument("--data-dir", type=Path, default=None,
                     help=f"where the SQLite files and logs go (default {DEFAULT_DATA_DIR}/)")
     up.add_argument("--demo", action="store_true",
@@ -64,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--receiver-port", type=int, default=DEMO_RECEIVER_PORT)
     demo.set_defaults(run=_demo)
 
-    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve = commands.add_parser("serve", parents=[debug],
+                                help="run one service in the foreground")
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
@@ -99,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="the file's delimiter (default: the one its header holds most of)")
     imports.set_defaults(run=_import)
 
-    broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker")
+    dead_letters.add_parser(commands)
+
+    broker = commands.add_parser("broker", parents=[debug],
+                                 help="run the embedded Kafka-compatible broker")
     broker.add_argument("--port", type=int, default=EMBEDDED_BROKER_PORT)
     broker.set_defaults(run=_broker)
     return parser
@@ -120,35 +153,32 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"leadrelay serve {spec.name}: {line}", file=sys.stderr)
         return 2
     configure_logging(spec.name, settings.log_level, settings.log_format)
-    if problem := _broker_access_problem(settings):
-        print(f"leadrelay serve {spec.name}: {problem}", file=sys.stderr)
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    try:
+        listener = bind_listener(host, port, advice=(
+            f"stop what holds it (`ss -ltnp 'sport = :{port}'` names it) or choose another "
+            "port (--port, LEADRELAY_PORT)"))
+        try:
+            asyncio.run(check_database(settings))
+            check_broker(settings)
+        except BaseException:
+            listener.close()
+            raise
+    except StartupError as error:
+        print(f"leadrelay serve {spec.name}: {error}", file=sys.stderr)
         return 2
 
     def app() -> Any:
         return freeze_after_startup(import_from_string(spec.app_factory)())
 
-    uvicorn.run(
-        app,
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-    return 0
-
-
-def _broker_access_problem(settings: ServiceSettings) -> str | None:
-    """Why the service cannot use its broker (refused login, failed TLS, nobody answering
-    within the start-up timeout), checked before the service starts; None when it can."""
-    from shared.kafka_security import BrokerAccessError, check_broker_access
-
-    try:
-        asyncio.run(check_broker_access(settings))
-    except BrokerAccessError as error:
-        return str(error)
-    return None
+    server = uvicorn.Server(uvicorn.Config(
+        app, factory=True, host=host, port=listener.getsockname()[1], log_config=None,
+        access_log=False, timeout_graceful_shutdown=10,
+    ))
+    # The socket bound above, so a port taken between the check and the start cannot be.
+    server.run(sockets=[listener])
+    return 0 if server.started else 3
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -160,6 +190,7 @@ def _migrate(args: argparse.Namespace) -> int:
     for name in args.services or list(SERVICES):
         spec = SERVICES[name]
         settings = spec.settings()
+        _run_async(check_database(settings))
         upgrade(spec.migrations_dir, settings.database_url, spec.version_table)
         print(f"{name}: database up to date")
     return 0
@@ -194,15 +225,24 @@ async def _with_database(url: str, work: Any, *args: Any) -> Any:
 
 
 def _broker(args: argparse.Namespace) -> int:
+    check_port_free("127.0.0.1", args.port, advice=(
+        "is another broker (`leadrelay broker`, `leadrelay up`) running? Stop it or choose "
+        "another port (--port)"))
     broker = EmbeddedBroker(args.port)
-    broker.start()
-    print(f"broker listening on {broker.bootstrap_servers} (memory storage); Ctrl-C stops it")
+    _stop_on_sigterm()
     try:
+        broker.start()
+        print(f"broker listening on {broker.bootstrap_servers} (memory storage); "
+              "Ctrl-C stops it", flush=True)
         while broker.process is not None and broker.process.poll() is None:
-            time.sleep(0.5)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
     finally:
+        # tansu runs in a session of its own (a Ctrl-C in the terminal reaches only us), so
+        # nothing else stops it.
         broker.stop()
-    return 0
+    return 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -308,6 +348,7 @@ def _up(args: argparse.Namespace) -> int:
             env.update(embedded_consumer_env())
         env["LEADRELAY_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
         os.environ.update(env)
+        _check_before_up(external_broker=broker is None)
         _migrate(argparse.Namespace(services=[]))
         services = [
             ServiceProcess(spec.name, spec.port, env, logs / f"{spec.name}.log")
@@ -337,6 +378,20 @@ def _up(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
     return 0
+
+
+def _check_before_up(*, external_broker: bool) -> None:
+    """What `serve` checks before starting, for the three services at once: their settings,
+    ports, databases and (when it is not the embedded one) the broker."""
+    every = [spec.settings() for spec in SERVICES.values()]
+    for spec in SERVICES.values():
+        check_port_free("127.0.0.1", spec.port, advice=(
+            f"{spec.name} listens there: is another `leadrelay up` or `leadrelay serve "
+            f"{spec.name}` running? Stop it"))
+    for url in dict.fromkeys(settings.database_url for settings in every):
+        _run_async(check_database(next(s for s in every if s.database_url == url)))
+    if external_broker:
+        check_broker(every[0])
 
 
 def _start_embedded_broker(logs: Path) -> EmbeddedBroker:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from leadrelay.preflight import StartupError
+
 
 @dataclass
 class ServiceProcess:
@@ -40,6 +42,14 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def last_log_line(self) -> str:
+        """The last line the service wrote: the reason, when it refused to start."""
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1] if lines else "nothing logged"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -76,9 +86,9 @@ def wait_until_ready(services: list[ServiceProcess], timeout: float = 60.0) -> N
     while waiting:
         for service in list(waiting):
             if not service.alive():
-                raise RuntimeError(
-                    f"{service.name} exited during start-up; see {service.log_path}"
-                )
+                raise StartupError(
+                    f"{service.name} exited during start-up: {service.last_log_line()} "
+                    f"(see {service.log_path})")
             if service.ready():
                 waiting.remove(service)
         if waiting and time.monotonic() > deadline:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, params
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -15,9 +15,11 @@ from shared.auth import (
     bearer_token,
     document_bearer_auth,
     parse_tokens,
+    require_admin,
     token_matches,
     unauthorized,
 )
+from shared.dead_letters import dead_letter_routes
 from shared.docs import serve_local_docs
 from shared.health import health_routes
 from shared.http_telemetry import HttpTelemetry
@@ -35,11 +37,15 @@ def service_app(
     settings: ServiceSettings,
     runtime_factory: Callable[[], ServiceRuntime],
     routes: Sequence[APIRouter],
+    admin_guard: params.Depends | None = None,
 ) -> FastAPI:
     """Build a service's app; its runtime is created and started by the lifespan, not at import.
 
     Every route of `routes` carries its own guard (`shared.auth`); the health routes do not,
-    and `/metrics` asks for `LEADRELAY_METRICS_TOKEN` when it is set.
+    and `/metrics` asks for `LEADRELAY_METRICS_TOKEN` when it is set. Every service also gets
+    the admin routes of its dead letters (`shared.dead_letters`), behind `admin_guard` (by
+    default the admin token; a service whose callers have tokens of their own passes the guard
+    that answers them `403`).
 
     Every request goes through `shared.http_telemetry` (correlation id, request metrics, its
     span); spans are exported while `shared.tracing` is configured. FastAPI's own
@@ -71,6 +77,7 @@ def service_app(
     metrics_tokens = parse_tokens(settings.metrics_token)
     for router in routes:
         app.include_router(router)
+    app.include_router(dead_letter_routes(admin_guard or Depends(require_admin)))
 
     async def readiness() -> dict[str, bool]:
         runtime: ServiceRuntime = app.state.runtime

@@ -18,12 +18,15 @@ from typing import ClassVar, Literal, Self, TypeVar
 from pydantic import (
     AliasChoices,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from shared.auth import parse_tokens
 from shared.events import Topics
@@ -82,7 +85,7 @@ class ServiceSettings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: SecretStr = SecretStr("")
     kafka_startup_timeout_seconds: float = Field(
-        default=30.0, gt=0,
+        default=5.0, gt=0,
         description="How long `leadrelay serve` waits for an unreachable broker before it stops "
         "with an error; a refused login stops it at once",
     )
@@ -154,14 +157,30 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"each token needs at least {MIN_TOKEN_LENGTH} characters")
         return value
 
+    _database_url_variable: str = PrivateAttr(default="LEADRELAY_DATABASE_URL")
+
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Self:
+        variable = "LEADRELAY_DATABASE_URL"
         if not self.database_url:
-            specific = os.environ.get(f"LEADRELAY_{self.service_name.upper()}_DATABASE_URL")
-            generic = os.environ.get("DATABASE_URL")
-            self.database_url = specific or generic or self.default_sqlite_url()
+            for variable in (f"LEADRELAY_{self.service_name.upper()}_DATABASE_URL",
+                             "DATABASE_URL"):
+                if os.environ.get(variable):
+                    self.database_url = os.environ[variable]
+                    break
+            else:
+                variable, self.database_url = "LEADRELAY_DATA_DIR", self.default_sqlite_url()
         self.database_url = normalise_database_url(self.database_url)
+        problem = database_url_problem(self.database_url)
+        if problem:
+            raise ValueError(f"{variable}: {problem}")
+        self._database_url_variable = variable
         return self
+
+    @property
+    def database_url_variable(self) -> str:
+        """The environment variable the database URL came from, to name it in an error."""
+        return self._database_url_variable
 
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:
@@ -213,6 +232,27 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+SUPPORTED_DATABASES = {"postgresql+asyncpg": "PostgreSQL", "sqlite+aiosqlite": "SQLite"}
+"""The SQLAlchemy drivers the services run on, after `normalise_database_url`."""
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a service's database, in words an operator can act on (no password:
+    the URL itself is never repeated); None when it can."""
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 - a non-numeric port fails only when read
+    except (ArgumentError, ValueError):
+        return ("not a database URL; expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE "
+                "or sqlite:///PATH")
+    if parsed.drivername not in SUPPORTED_DATABASES:
+        return (f"unsupported database {parsed.drivername!r}; use postgresql://... "
+                "(PostgreSQL) or sqlite:///... (SQLite)")
+    if parsed.get_backend_name() == "postgresql" and not parsed.host:
+        return "the PostgreSQL URL names no host: postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    return None
+
+
 def kafka_security_problem(settings: ServiceSettings) -> str | None:
     """What makes the Kafka security settings inconsistent, in one line; None when they agree."""
     protocol = settings.kafka_security_protocol
@@ -254,12 +294,18 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
     try:
         return cls()
     except ValidationError as error:
-        lines = [f"leadrelay {cls.service_name}: invalid configuration"]
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            if where:
-                lines.append(f"  LEADRELAY_{where.upper()}: {item['msg']}")
-            else:  # a check across fields: its message names the variables
-                lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
-        print("\n".join(lines), file=sys.stderr)
+        print("\n".join(settings_error_lines(cls, error)), file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def settings_error_lines(cls: type[ServiceSettings], error: ValidationError) -> list[str]:
+    """One line per bad variable, each naming it: `leadrelay SERVICE: VARIABLE: problem`."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if where:
+            lines.append(f"leadrelay {cls.service_name}: LEADRELAY_{where.upper()}: {message}")
+        else:  # a check across fields: its message names the variables
+            lines.append(f"leadrelay {cls.service_name}: {message}")
+    return lines

@@ -74,6 +74,7 @@ def create_app(settings: RouterSettings | None = None, *, clock: Clock | None = 
         runtime_factory=runtime,
         routes=[api.routes, link_pages.routes, tokens.routes, replay_api.routes,
                 audit_routes(AUDIT, Depends(api.require_admin)), *console.routes],
+        admin_guard=Depends(api.require_admin),
     )
     console.install(app)
     return app
