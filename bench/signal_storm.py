@@ -287,9 +287,11 @@ async def run_phase(system: RunningSystem, receiver: WebhookReceiver, args: argp
 def start_profilers(args: argparse.Namespace, pids: dict[str, int]) -> list[Any]:
     out = Path(args.profile)
     out.mkdir(parents=True, exist_ok=True)
+    py_spy = str(Path(sys.executable).parent / "py-spy")
     return [subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
-         "--rate", "50", "--format", "raw", "--output", str(out / f"{name}.txt"), "--nonblocking"],
+        [py_spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+         "--rate", "50", "--format", "raw", "--output", str(out / f"{name}.txt"),
+         "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for name, pid in pids.items() if name in ("ingest", "scorer", "router")]
 
