@@ -52,11 +52,13 @@ from bench.speed_to_route import (
     KeepAliveClient,
     figures,
     generate_load,
+    hops,
     start_broker,
     wall,
 )
 from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.local_system import RunningSystem, WebhookReceiver, running_system, webhook_receiver
+from services.ingest.models import OUTBOX as INGEST_OUTBOX
 from services.scorer.models import signal as scorer_signal
 from shared.db import Database
 
@@ -161,11 +163,13 @@ class Phase:
 
     name: str
     hot: list[float] = field(default_factory=list)
+    hot_hops: dict[str, list[float]] = field(default_factory=dict)
     hot_sent: int = 0
     hot_routed: int = 0
     storm: StormResult | None = None
     applied_rate: float | None = None
     catch_up: float | None = None
+    ingest_backlog: int = 0
     probe_routed: list[float] = field(default_factory=list)
     probe_scored: list[float] = field(default_factory=list)
     cpu_per_lead: dict[str, float] = field(default_factory=dict)
@@ -178,6 +182,18 @@ async def applied_signals(database_url: str) -> int:
         async with db.reading() as session:
             return int(await session.scalar(
                 select(func.count()).select_from(scorer_signal)) or 0)
+    finally:
+        await db.dispose()
+
+
+async def outbox_backlog(database_url: str) -> int:
+    """Events ingest has not marked published yet (marking runs 0.1 s behind publishing)."""
+    events = INGEST_OUTBOX.events
+    db = Database(database_url)
+    try:
+        async with db.reading() as session:
+            return int(await session.scalar(select(func.count()).select_from(events).where(
+                events.c.published_at.is_(None))) or 0)
     finally:
         await db.dispose()
 
@@ -199,28 +215,35 @@ async def create_cold_leads(system: RunningSystem, run: str, count: int) -> dict
 
 async def probe(system: RunningSystem, receiver: WebhookReceiver, lead_ids: list[str],
                 rate: float, phase: Phase) -> None:
-    """A demo request for each lead at `rate`: 202 -> webhook and 202 -> score visible."""
+    """A demo request for each lead at `rate`: 202 -> webhook and 202 -> score visible (the
+    scorer's API says hot), each lead polled every 20 ms from its 202 on."""
+    accepted: dict[str, float] = {}
+    scored: dict[str, float] = {}
     async with httpx.AsyncClient(headers=system.admin_headers, timeout=30) as client:
-        accepted: dict[str, float] = {}
-        for lead_id in lead_ids:
+
+        async def one(lead_id: str) -> None:
             answer = await client.post(f"{system.url('ingest')}/v1/signals", json={
                 "lead_id": lead_id, "type": "demo_request",
                 "signal_id": f"probe-{uuid.uuid4().hex}"})
-            if answer.status_code == 202:
-                accepted[lead_id] = time.time()
-            await asyncio.sleep(1 / rate)
-        scored: dict[str, float] = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(scored) < len(accepted):
-            for lead_id in accepted:
-                if lead_id in scored:
-                    continue
-                answer = await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")
-                if answer.status_code == 200 and answer.json()["temperature"] == "hot":
+            if answer.status_code != 202:
+                return
+            accepted[lead_id] = time.time()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                score = await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")
+                if score.status_code == 200 and score.json()["temperature"] == "hot":
                     scored[lead_id] = time.time()
-            await asyncio.sleep(0.02)
-        while time.monotonic() < deadline and not set(accepted) <= set(receiver.arrived_at):
-            await asyncio.sleep(0.05)
+                    return
+                await asyncio.sleep(0.02)
+
+        tasks = []
+        for lead_id in lead_ids:
+            tasks.append(asyncio.create_task(one(lead_id)))
+            await asyncio.sleep(1 / rate)
+        await asyncio.gather(*tasks)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not set(accepted) <= set(receiver.arrived_at):
+        await asyncio.sleep(0.05)
     with receiver.lock:
         arrived = dict(receiver.arrived_at)
     phase.probe_routed = [(wall(arrived[lead]) - at) * 1000 for lead, at in accepted.items()
@@ -248,8 +271,10 @@ async def run_phase(system: RunningSystem, receiver: WebhookReceiver, args: argp
         samples: list[tuple[float, int]] = []
         while not hot.done() or (storm is not None and not storm.done()):
             samples.append((time.time(), await applied_signals(system.database_urls["scorer"])))
+            phase.ingest_backlog = max(phase.ingest_backlog,
+                                       await outbox_backlog(system.database_urls["ingest"]))
             await asyncio.sleep(0.5)
-        total, accepted_at, _failures, _sent_at, _ = await hot
+        total, accepted_at, _failures, sent_at, _ = await hot
         phase.storm = await storm if storm is not None else None
     if phase.storm is not None:
         expected = before + phase.storm.accepted
@@ -276,6 +301,7 @@ async def run_phase(system: RunningSystem, receiver: WebhookReceiver, args: argp
     phase.hot = [(wall(arrived[lead]) - at) * 1000 for lead, at in accepted_at.items()
                  if lead in arrived]
     phase.hot_routed = len(phase.hot)
+    phase.hot_hops = await hops(system.database_urls["router"], accepted_at, arrived, sent_at)
     phase.cpu_per_lead = cpu.per_event(phase.hot_routed)
     if phase.storm is not None:
         phase.cpu_per_signal = cpu.per_event(phase.storm.accepted)
@@ -342,11 +368,14 @@ def report(args: argparse.Namespace, phases: list[Phase], idle: Cpu, database: s
     row("hot leads routed / sent", [f"{p.hot_routed} / {p.hot_sent}" for p in phases])
     row("hot 202 -> webhook p50/p99/max", [pct(p.hot) for p in phases])
     row("  (p90)", [figures(p.hot).split("   ")[1].strip() if p.hot else "-" for p in phases])
+    for hop in ("202 -> scored", "scored -> assigned", "assigned -> notified"):
+        row(f"  hot {hop}", [pct(p.hot_hops.get(hop, [])) for p in phases])
     row("ingest signals/s accepted", [
         "-" if p.storm is None else f"{p.storm.rate:,.0f} ({p.storm.accepted:,} of "
         f"{p.storm.sent:,})" for p in phases])
     row("  refused or failed", ["-" if p.storm is None else str(p.storm.refused or 0)
                                 for p in phases])
+    row("ingest outbox backlog (max)", [f"{p.ingest_backlog:,}" for p in phases])
     row("scorer signals/s applied", [
         "-" if p.applied_rate is None else f"{p.applied_rate:,.0f}" for p in phases])
     row("scorer catch-up after the storm", [

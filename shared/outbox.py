@@ -399,6 +399,9 @@ class OutboxRelay:
             row.id != self._last_published + place for place, row in enumerate(handed, start=1)
         ):
             return None
+        # What does not fit in this round is handed over again in the next, not dropped: a
+        # dropped row would show as a gap and make every later round read the table.
+        self.outbox.committed[:0] = handed[self.batch_size:]
         return handed[:self.batch_size]
 
     async def _mark_in_background(self) -> None:
