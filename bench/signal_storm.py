@@ -57,6 +57,7 @@ from bench.speed_to_route import (
     wall,
 )
 from bench.throwaway_db import create_database, drop_database, pg_url
+from leadrelay.broker import embedded_consumer_env
 from leadrelay.local_system import RunningSystem, WebhookReceiver, running_system, webhook_receiver
 from services.ingest.models import OUTBOX as INGEST_OUTBOX
 from services.scorer.models import signal as scorer_signal
@@ -404,6 +405,9 @@ def run(args: argparse.Namespace) -> None:
         with ExitStack() as stack:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             bootstrap_servers, broker_env, broker_pids = start_broker(stack, args.broker)
+            if args.env:
+                broker_env = {**(embedded_consumer_env() if broker_env is None else broker_env),
+                              **dict(item.split("=", 1) for item in args.env)}
             receiver = stack.enter_context(webhook_receiver())
             system = stack.enter_context(running_system(
                 bootstrap_servers=bootstrap_servers, data_dir=data_dir,
@@ -442,6 +446,8 @@ def main() -> None:
     parser.add_argument("--broker", choices=["embedded", "kafka", "kafka3"], default="embedded")
     parser.add_argument("--profile", help="directory for py-spy profiles of the storm")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--env", action="append", default=[],
+                        help="KEY=VALUE for every service (repeat)")
     run(parser.parse_args())
 
 
