@@ -18,7 +18,7 @@ the same phases twice, storm off and storm on, and prints the figures side by si
     python bench/signal_storm.py                          # embedded broker, SQLite
     python bench/signal_storm.py --seconds 15             # shorter
     python bench/signal_storm.py --broker kafka --database postgres
-    python bench/signal_storm.py --profile DIR            # py-spy of each service, storm on
+    python bench/signal_storm.py --profile DIR   # py-spy (pip install py-spy) of each service
 
 Latencies depend on what else the machine runs; CPU per event is the steadier figure.
 """
