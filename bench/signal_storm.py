@@ -171,6 +171,7 @@ class Phase:
     applied_rate: float | None = None
     catch_up: float | None = None
     ingest_backlog: int = 0
+    ingest_relay_lag: int = 0
     probe_routed: list[float] = field(default_factory=list)
     probe_scored: list[float] = field(default_factory=list)
     cpu_per_lead: dict[str, float] = field(default_factory=dict)
@@ -197,6 +198,23 @@ async def outbox_backlog(database_url: str) -> int:
                 events.c.published_at.is_(None))) or 0)
     finally:
         await db.dispose()
+
+
+async def relay_lag(system: RunningSystem, database_url: str) -> int:
+    """Events ingest wrote and its relay has not sent yet (its outbox rows less its
+    `events_published_total`; both count from the start, nothing is purged within a run)."""
+    async with httpx.AsyncClient(headers=system.admin_headers, timeout=10) as client:
+        metrics = (await client.get(f"{system.url('ingest')}/metrics")).text
+    published = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                    if line.startswith("leadrelay_events_published_total{"))
+    events = INGEST_OUTBOX.events
+    db = Database(database_url)
+    try:
+        async with db.reading() as session:
+            written = int(await session.scalar(select(func.count()).select_from(events)) or 0)
+    finally:
+        await db.dispose()
+    return max(0, written - int(published))
 
 
 async def create_cold_leads(system: RunningSystem, run: str, count: int) -> dict[str, str]:
@@ -274,6 +292,8 @@ async def run_phase(system: RunningSystem, receiver: WebhookReceiver, args: argp
             samples.append((time.time(), await applied_signals(system.database_urls["scorer"])))
             phase.ingest_backlog = max(phase.ingest_backlog,
                                        await outbox_backlog(system.database_urls["ingest"]))
+            phase.ingest_relay_lag = max(phase.ingest_relay_lag, await relay_lag(
+                system, system.database_urls["ingest"]))
             await asyncio.sleep(0.5)
         total, accepted_at, _failures, sent_at, _ = await hot
         phase.storm = await storm if storm is not None else None
@@ -376,7 +396,8 @@ def report(args: argparse.Namespace, phases: list[Phase], idle: Cpu, database: s
         f"{p.storm.sent:,})" for p in phases])
     row("  refused or failed", ["-" if p.storm is None else str(p.storm.refused or 0)
                                 for p in phases])
-    row("ingest outbox backlog (max)", [f"{p.ingest_backlog:,}" for p in phases])
+    row("ingest outbox not marked (max)", [f"{p.ingest_backlog:,}" for p in phases])
+    row("ingest outbox not sent (max)", [f"{p.ingest_relay_lag:,}" for p in phases])
     row("scorer signals/s applied", [
         "-" if p.applied_rate is None else f"{p.applied_rate:,.0f}" for p in phases])
     row("scorer catch-up after the storm", [
