@@ -47,6 +47,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import Database, insert_ignoring_conflicts, is_outage
 from shared.events import Event, UndecodableEventError, decode_event
 from shared.inbox import InboxTables
+from shared.lanes import HotFirst, IdleBackoff
 from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog
@@ -88,6 +89,11 @@ class EventConsumer:
         slow_interval: float = 0.25,
         slow_window: float = 0.03,
         keyring: KeyRing | None = None,
+        bulk_topics: Collection[str] = (),
+        bulk_batch: int = 200,
+        fetch_wait_ms: int = 20,
+        idle_fetch_wait_ms: int = 0,
+        idle_after: float = 2.0,
     ) -> None:
         self.name = name
         self.keyring = keyring
@@ -117,8 +123,14 @@ class EventConsumer:
             consumer, slow_topics, interval=slow_interval, window=slow_window,
             clock=time.monotonic)
         """Topics fetched only in short visits (see `shared.slow_topics`)."""
+        self.lanes = HotFirst(consumer, bulk_topics, bulk_batch=bulk_batch)
+        """The bulk topics, fetched only when the others have nothing (`shared.lanes`)."""
+        self.idle = IdleBackoff(
+            consumer, busy_wait_ms=fetch_wait_ms, idle_wait_ms=idle_fetch_wait_ms,
+            idle_after=idle_after, clock=time.monotonic)
 
     async def run(self) -> None:
+        slow_window = self.slow_topics.window
         await self.consumer.start()
         outage = OutageLog(f"{self.name} consumer")
         try:
@@ -126,8 +138,10 @@ class EventConsumer:
                 if self._start_over:
                     await self._read_again_from_beginning()
                 until_change = self.slow_topics.pace()
-                records = await self.consumer.getmany(
-                    timeout_ms=max(1, int(min(until_change, 1.0) * 1000)))
+                records = await self.lanes.fetch(max(1, int(min(until_change, 1.0) * 1000)))
+                self.idle.saw(records)
+                # A visit must outlast a fetch in flight, however long the wait is now.
+                self.slow_topics.window = max(slow_window, 3 * self.idle.wait_ms / 1000)
                 self.ready.set()
                 if not records:
                     continue

@@ -425,8 +425,15 @@ class Topics:
 
     @property
     def leads(self) -> str:
-        """Published by ingest: `lead.received`, `lead.updated`, `lead.erased`, `signal.*`."""
+        """Published by ingest, the fast lane: `lead.received`, `lead.updated`, `lead.erased`,
+        and the buying signals (`signal.recorded` of a demo or quote request)."""
         return f"{self.prefix}.leads"
+
+    @property
+    def signals(self) -> str:
+        """Published by ingest, the bulk lane: `signal.recorded` of every other signal (email
+        opens, clicks, page views...), which a campaign sends by the thousand."""
+        return f"{self.prefix}.signals"
 
     @property
     def scores(self) -> str:
@@ -440,4 +447,4 @@ class Topics:
 
     @property
     def all(self) -> tuple[str, ...]:
-        return (self.leads, self.scores, self.assignments)
+        return (self.leads, self.signals, self.scores, self.assignments)

@@ -176,10 +176,14 @@ class Outbox:
         self.committed: list[OutboxRow] = []
         """Rows committed since the relay last took them (only while `hand_over`)."""
 
-    async def add(self, session: AsyncSession, *events: Envelope) -> None:
-        """Write `events` in `session`'s transaction; the relay is woken once it commits."""
+    async def add(
+        self, session: AsyncSession, *events: Envelope, topic: str | None = None
+    ) -> None:
+        """Write `events` in `session`'s transaction; the relay is woken once it commits.
+        They go to `topic` when given, else to the outbox's own topic."""
         if not events:
             return
+        topic = topic or self.topic
         now = self.clock.now()
         payloads = (await self.encoder(session, events) if self.encoder is not None
                     else [encode_event(event).decode() for event in events])
@@ -189,7 +193,7 @@ class Outbox:
             for event, payload in zip(events, payloads, strict=True)
         ]
         rows = [
-            {"event_id": event_id, "event_type": event_type, "topic": self.topic,
+            {"event_id": event_id, "event_type": event_type, "topic": topic,
              "message_key": key, "shard": shard_of(key, self.shards), "payload": payload,
              "traceparent": traceparent, "correlation_id": correlation_id, "created_at": now}
             for event_id, event_type, key, payload, traceparent, correlation_id in fields
@@ -202,7 +206,7 @@ class Outbox:
         inserted = await session.execute(self._insert_returning_ids, rows)
         ids: dict[str, int] = {event_id: row_id for event_id, row_id in inserted}
         written = tuple(
-            OutboxRow(ids[event_id], event_id, event_type, self.topic, key, payload,
+            OutboxRow(ids[event_id], event_id, event_type, topic, key, payload,
                       traceparent, correlation_id)
             for event_id, event_type, key, payload, traceparent, correlation_id in fields
         )
@@ -403,6 +407,9 @@ class OutboxRelay:
             row.id != self._last_published + place for place, row in enumerate(handed, start=1)
         ):
             return None
+        # What does not fit in this round is handed over again in the next, not dropped: a
+        # dropped row would show as a gap and make every later round read the table.
+        self.outbox.committed[:0] = handed[self.batch_size:]
         return handed[:self.batch_size]
 
     async def _mark_in_background(self) -> None:

@@ -166,6 +166,8 @@ class ServiceRuntime:
             # Long enough for the fetch in flight to end and one more to name the partitions.
             slow_window=3 * self.settings.kafka_fetch_max_wait_ms / 1000,
             keyring=self.keyring,
+            fetch_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            idle_fetch_wait_ms=self.settings.kafka_idle_fetch_max_wait_ms,
         )
         await self.consumer.run()
 

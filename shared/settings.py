@@ -90,6 +90,12 @@ class ServiceSettings(BaseSettings):
         "with an error; a refused login stops it at once",
     )
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
+    kafka_idle_fetch_max_wait_ms: int = Field(
+        default=250, ge=0, le=10_000,
+        description="Fetch wait of a consumer that has had nothing for 2 s (the embedded "
+        "broker answers a waiting fetch only when the wait ends, so the wait is a poll period); "
+        "the first event after a quiet spell waits up to this much longer. 0: never lengthened",
+    )
     kafka_commit_interval_ms: int = Field(
         default=200, ge=0, le=60_000,
         description="Least time between two offset commits of a consumer",

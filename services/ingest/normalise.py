@@ -6,6 +6,7 @@ and raises `ValueError` with a message fit for a 422 when the value cannot be un
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
@@ -42,6 +43,13 @@ _DOMAIN = re.compile(rf"^(?=.{{1,253}}$)(?:{_LABEL}\.)+[a-z][a-z0-9-]{{1,62}}$")
 
 def normalise_email(value: str) -> str:
     """Lower-cased, syntax-checked address (no DNS look-up)."""
+    return _normalised_email(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised_email(value: str) -> str:
+    # Cached: a campaign's signals name the same few thousand addresses over and over, and
+    # checking one costs more than storing its signal. Only this process's memory holds them.
     try:
         checked = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as error:

@@ -4,6 +4,7 @@ A signal names its lead by id or by email; an email nobody has sent before creat
 (a lead is anyone who showed interest). Each signal has a stable id, the sender's when given,
 else derived from what it says, so that a sender retrying a signal does not count it twice:
 the event id is derived from the signal id and the outbox refuses it a second time.
+How a batch of them is stored, and on which topic each goes: `signal_batches`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ingest import lead_writes, repository, service
 from services.ingest.normalise import normalise_email
-from services.ingest.schemas import LeadSubmission
-from services.ingest.service import IngestContext, Intake
-from shared.events import SignalRecorded, SignalRecordedData
-from shared.problems import ProblemError
 from shared.request_types import DateTimeText
 
 KNOWN_TYPES = (
@@ -75,42 +69,3 @@ class SignalResult(BaseModel):
     lead_id: str
     status: Literal["recorded", "duplicate"]
     lead_created: bool = False
-
-
-async def record_signal(
-    session: AsyncSession, context: IngestContext, signal: SignalInput,
-    correlation_id: str | None = None,
-) -> SignalResult:
-    at = signal.occurred_at or context.clock.now()
-    lead_created = False
-    if signal.lead_id:
-        await lead_writes.flush(session)
-        row = await repository.find_lead(session, signal.lead_id)
-        if row is None:
-            raise ProblemError(404, "Lead not found", f"No lead has the id {signal.lead_id!r}.")
-        lead_id: str = row["id"]
-    else:
-        assert signal.email is not None
-        accepted = await service.submit_lead(
-            session, context, LeadSubmission(email=signal.email, source=signal.source),
-            Intake(channel="signal", correlation_id=correlation_id),
-        )
-        lead_id, lead_created = accepted.lead_id, accepted.status == "created"
-    signal_id = signal.stable_id(lead_id, at)
-    event = SignalRecorded(
-        event_id=uuid.uuid5(SIGNAL_NAMESPACE, signal_id), producer=service.PRODUCER,
-        lead_id=lead_id, correlation_id=correlation_id, occurred_at=context.clock.now(),
-        data=SignalRecordedData(
-            signal_id=signal_id, signal_type=signal.type, signal_at=at, source=signal.source,
-            url=signal.url, properties=signal.properties,
-        ),
-    )
-    await lead_writes.flush(session)  # the lead's own event first, then the signal's
-    try:
-        async with session.begin_nested():
-            await context.outbox.add(session, event)
-    except IntegrityError:
-        return SignalResult(signal_id=signal_id, lead_id=lead_id, status="duplicate",
-                            lead_created=lead_created)
-    return SignalResult(signal_id=signal_id, lead_id=lead_id, status="recorded",
-                        lead_created=lead_created)

@@ -2,7 +2,9 @@
 
 Consumes (topic `leadrelay.leads`): `lead.received` and `lead.updated` (the whole profile, scored
 for fit), `signal.recorded` (kept once per signal id, scored for engagement with decay) and
-`lead.erased` (the lead's personal data and signals are deleted here). Personal fields come
+`lead.erased` (the lead's personal data and signals are deleted here); (topic
+`leadrelay.signals`, the bulk lane) `signal.recorded`, fetched only when `leadrelay.leads` has
+nothing waiting (`shared.lanes`). Personal fields come
 sealed; they are opened with the leads' keys from ingest, and `lead.scored` seals them again.
 From the router (topic `leadrelay.assignments`): `assignment.accepted` (-> SAL),
 `assignment.qualified` (-> SQL), `assignment.rejected` (-> recycled) and
@@ -10,7 +12,9 @@ From the router (topic `leadrelay.assignments`): `assignment.accepted` (-> SAL),
 report, and `lead.nurture` (-> recycled).
 Produces (topic `leadrelay.scores`, keyed by lead id): `lead.scored`, with the full breakdown,
 whenever the temperature, the stage or what counts towards the score changes (never on a
-no-op; several events of a lead in one consumer batch give one, with the state they lead to),
+no-op, nor when signals move only the engagement points: that score is stored, not
+published; several events of a lead in one consumer batch give one, with the state they lead
+to),
 `lead.stage_changed` for every lifecycle transition, and `lead.erased` once the lead's data
 are gone here (the router learns of erasures from this topic, after the lead's last score).
 Consumes in batches (`consumer.py`): the leads of a batch are read and written back in a few

@@ -42,9 +42,12 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             keyring=built.use_lead_keys(), scrubber=built.scrubber,
         )
         built.subscribe(
-            [config.topics.leads, config.topics.assignments],
+            [config.topics.leads, config.topics.signals, config.topics.assignments],
             handler_table(context),
-            consumer_factory=partial(ScorerConsumer, context=context),
+            # The campaigns' signals wait while new leads and buying signals are there.
+            consumer_factory=partial(ScorerConsumer, context=context,
+                                     bulk_topics=[config.topics.signals],
+                                     bulk_batch=config.signal_batch),
             # Stage moves from the router's assignments are on nobody's clock; new leads are.
             slow_topics=[config.topics.assignments],
         )

@@ -6,8 +6,10 @@ processed-event record commit together or not at all.
 
 `lead.scored` is published the first time a lead is scored and then whenever its temperature,
 its stage, or what counts towards its score (the rules that matched, their raw points and
-evidence) changes. Decay alone moves the stored total without publishing; when it moves the
-lead to another temperature band, the sweep publishes that crossing, once.
+evidence) changes, except when signals change only the engagement points (same temperature,
+stage and buying signal): that score is stored, not published. Decay alone moves the stored
+total without publishing; when it moves the lead to another temperature band, the sweep
+publishes that crossing, once.
 """
 
 from __future__ import annotations
@@ -370,6 +372,8 @@ def rescore_all(
     )
     if current is not None and not events and _same_score(current, row):
         return Rescored("unchanged", row, False, history, events, last.cause)
+    if current is not None and not events and _engagement_only(current, row, steps):
+        return Rescored("rescored", row, False, history, events, last.cause)
     row["scored_at"] = last.now
     events.append(_scored_event(
         lead_id, last.profile, result, stage, last.correlation_id, last.now, received_at
@@ -435,6 +439,18 @@ def _same_score(stored: Row, fresh: Row) -> bool:
     return (
         stored["temperature"] == fresh["temperature"]
         and _substance(stored["breakdown"]) == _substance(fresh["breakdown"])
+    )
+
+
+def _engagement_only(stored: Row, fresh: Row, steps: Sequence[Rescoring]) -> bool:
+    """Whether signals moved only the engagement points: same temperature, stage and buying
+    signal. The new score is stored (the API shows it) but not published: nothing the router
+    decides on changed, and a campaign would otherwise send it one score per email open."""
+    return (
+        all(step.cause == "signal" for step in steps)
+        and stored["temperature"] == fresh["temperature"]
+        and stored["stage"] == fresh["stage"]
+        and stored["buying_signal"] == fresh["buying_signal"]
     )
 
 

@@ -35,3 +35,9 @@ class ScorerSettings(ServiceSettings):
         "scorer decides each lead once per batch, so a backlog drains with fewer computations "
         "and statements; a batch holds its transaction (on SQLite the write lock) while applied",
     )
+    signal_batch: int = Field(
+        default=100, ge=1,
+        description="Records of the bulk lane (`leadrelay.signals`) per batch, taken only when "
+        "new leads and buying signals have none waiting: a new lead waits at most for one such "
+        "batch to be applied",
+    )

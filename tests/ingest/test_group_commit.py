@@ -25,7 +25,8 @@ from services.ingest.models import OUTBOX, lead, submission
 from services.ingest.schemas import LeadAccepted, LeadSubmission
 from services.ingest.service import FormLimits, IngestContext
 from services.ingest.settings import IngestSettings
-from services.ingest.signals import SignalInput, record_signal
+from services.ingest.signal_batches import record_signal
+from services.ingest.signals import SignalInput
 from services.ingest.sources import SourceRegistry
 from shared.clock import SystemClock
 from shared.db import Database

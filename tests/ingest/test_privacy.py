@@ -47,15 +47,15 @@ async def test_canaries_never_reach_logs_keys_or_headers(
         await client.post("/v1/leads", json={"email": "not-valid " + canaries[1]})
         await client.post("/v1/signals", json={"email": canaries[0], "type": "email_open"})
         await client.post("/v1/erasures", json={"email": canaries[0]})
-        await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 4)
+        await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 3)
+        await read_topic(settings.kafka_bootstrap_servers, settings.topics.signals, 1)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(settings.topics.leads) or set()
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(settings.topics.leads) or set()
-        consumer.assign([TopicPartition(settings.topics.leads, p) for p in partitions])
+        await consumer.topics()
+        consumer.assign([TopicPartition(topic, p)
+                         for topic in (settings.topics.leads, settings.topics.signals)
+                         for p in consumer.partitions_for_topic(topic) or set()])
         await consumer.seek_to_beginning()
         records = [r for batch in (await consumer.getmany(timeout_ms=2000)).values() for r in batch]
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.ingest.app import create_app
-from services.ingest.models import lead
+from services.ingest.models import lead, submission
 from services.ingest.settings import IngestSettings
 from tests.ingest.conftest import table_rows
 from tests.support import ADMIN_HEADERS, ingest_keys, opened, read_topic, running_app
@@ -30,7 +30,9 @@ async def test_signal_for_unknown_email_creates_lead_and_replay_counts_once(
             {"email": "reader@acme.io", "type": "pricing_page_view", "occurred_at": AT},
             {"lead_id": first.json()["lead_id"], "type": "custom:trade_show", "signal_id": "s-1"},
         ]})
-        events = await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 4)
+        events = [
+            *await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 1),
+            *await read_topic(settings.kafka_bootstrap_servers, settings.topics.signals, 3)]
     assert all("wp-1" not in str(event) for event in events), "the log holds properties readable"
     events = opened(events, await ingest_keys(settings.database_url))
     assert first.status_code == 202, first.text
@@ -55,3 +57,41 @@ async def test_signal_refusals(settings: IngestSettings) -> None:
         bad_type = await client.post("/v1/signals", json={"email": "a@b.io", "type": "weird"})
     assert unknown_lead.status_code == 404
     assert no_lead.status_code == 422 and bad_type.status_code == 422
+
+
+async def test_a_batch_goes_out_in_two_lanes_once_however_often_it_is_sent(
+    settings: IngestSettings,
+) -> None:
+    """Buying signals go with new leads, the rest to the signals topic; unknown emails each
+    make one lead however many signals name them; a batch sent again records nothing."""
+    batch = {"signals": [
+        {"email": "new@acme.io", "type": "email_open", "signal_id": "o-1", "occurred_at": AT},
+        {"email": "New@Acme.io", "type": "demo_request", "signal_id": "d-1", "occurred_at": AT},
+        {"email": "other@acme.io", "type": "email_click", "occurred_at": AT},
+        {"email": "new@acme.io", "type": "email_open", "signal_id": "o-1", "occurred_at": AT},
+    ]}
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
+        first = await client.post("/v1/signals/batch", json=batch)
+        again = await client.post("/v1/signals/batch", json=batch)
+        known = await client.post("/v1/signals/batch", json={"signals": [
+            {"email": "new@acme.io", "type": "page_view", "signal_id": "p-1"}]})
+        fast = await read_topic(settings.kafka_bootstrap_servers, settings.topics.leads, 3)
+        bulk = await read_topic(settings.kafka_bootstrap_servers, settings.topics.signals, 3)
+    assert first.status_code == 202, first.text
+    assert [r["status"] for r in first.json()["results"]] == [
+        "recorded", "recorded", "recorded", "duplicate"]
+    assert [r["lead_created"] for r in first.json()["results"]] == [True, False, True, False]
+    assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 4
+    assert [r["status"] for r in known.json()["results"]] == ["recorded"]
+    fast = opened(fast, await ingest_keys(settings.database_url))
+    bulk = opened(bulk, await ingest_keys(settings.database_url))
+    assert sorted(event["type"] for event in fast) == [
+        "lead.received", "lead.received", "signal.recorded"]
+    assert [e["data"]["signal_type"] for e in fast if e["type"] == "signal.recorded"] == [
+        "demo_request"]
+    assert sorted(event["data"]["signal_type"] for event in bulk) == [
+        "email_click", "email_open", "page_view"]
+    leads = await table_rows(settings, lead)
+    assert sorted(row["email"] for row in leads) == ["new@acme.io", "other@acme.io"]
+    # A signal of a known lead is no submission of it: only the two creations are.
+    assert len(await table_rows(settings, submission)) == 2

@@ -180,6 +180,21 @@ async def test_the_relay_publishes_what_its_process_committed_without_reading_it
             if item["lead_id"] == "lead-1"] == [("lead-1", "1"), ("lead-1", "2")]
 
 
+async def test_more_rows_handed_over_than_a_round_takes_wait_for_the_next_round(
+    database: Database, broker: EmbeddedBroker, counting_relay: CountingRelay
+) -> None:
+    relay, outbox = counting_relay, counting_relay.outbox
+    relay.batch_size = 2
+    assert await relay.relay_once() == 0
+    reads = relay.reads
+    await write(database, outbox, [event("lead-big", number) for number in range(5)])
+    assert [await relay.relay_once() for _ in range(4)] == [2, 2, 1, 0]
+    assert relay.reads == reads + 1, "read the table for rows it had been handed"
+    await relay.flush_marks()
+    received = await read_topic(broker.bootstrap_servers, outbox.topic, 5)
+    assert [item["correlation_id"] for item in received] == ["0", "1", "2", "3", "4"]
+
+
 async def test_rows_another_writer_committed_in_between_make_the_relay_read_the_table(
     database: Database, broker: EmbeddedBroker, counting_relay: CountingRelay
 ) -> None:

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.api.dependencies import ContextDep, SubmitterDep
 from services.ingest.api.route import IngestRoute
-from services.ingest.service import lock_leads
-from services.ingest.signals import SignalInput, SignalResult, record_signal
+from services.ingest.signal_batches import record_signal, record_signals
+from services.ingest.signals import SignalInput, SignalResult
 
 routes = APIRouter(prefix="/v1", tags=["signals"], route_class=IngestRoute,
                    dependencies=[SubmitterDep])
@@ -60,11 +60,8 @@ async def post_signals(
     emails = sorted({signal.email for signal in batch.signals if signal.email})
 
     async def work(session: AsyncSession) -> SignalBatchResult:
-        await lock_leads(session, emails)
-        return SignalBatchResult(results=[
-            await record_signal(session, context, signal, x_correlation_id)
-            for signal in batch.signals
-        ])
+        return SignalBatchResult(
+            results=await record_signals(session, context, batch.signals, x_correlation_id))
 
     result = await context.writes.run(work, emails)
     return JSONResponse(result.model_dump(mode="json"), status_code=202)
