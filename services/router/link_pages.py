@@ -167,7 +167,7 @@ async def _checked_claim(request: Request, runtime: RuntimeDep, lead_id: str, pe
     return latest, None
 
 
-@routes.get("/queue/{lead_id}/claim", response_class=HTMLResponse,
+@routes.get("/queue/{lead_id}/claim", response_class=HTMLResponse, responses=PAGES,
             summary="The page a Claim link opens (confirm with its button)")
 async def claim_page(
     request: Request, runtime: RuntimeDep, lead_id: str,
@@ -187,6 +187,7 @@ async def claim_page(
 
 
 @routes.post("/queue/{lead_id}/claim/confirm", response_class=HTMLResponse,
+             responses=PAGES,
              summary="Claim a queued lead through a link's confirmation page (form post)")
 async def confirm_claim(
     request: Request, runtime: RuntimeDep, lead_id: str,
