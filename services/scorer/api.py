@@ -27,7 +27,8 @@ from services.scorer.schemas import (
     StageChangeResult,
     StageChangeView,
 )
-from services.scorer.scoring import Signal, next_change_at, score
+from services.scorer.score_result import Signal
+from services.scorer.scoring import next_change_at, score
 from shared.app import RuntimeDep
 from shared.auth import require_admin
 from shared.problems import ProblemError

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.scorer import model_publishing, repository, service
 from services.scorer.api import scorer_context
-from services.scorer.scoring import ScoreResult, score
+from services.scorer.score_result import ScoreResult
+from services.scorer.scoring import score
 from services.scorer.scoring_model import ScoringModel
 from shared.app import RuntimeDep
 from shared.auth import require_admin

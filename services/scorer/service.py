@@ -30,9 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.scorer import repository
 from services.scorer.context import PRODUCER, ScorerContext, count_published
 from services.scorer.lifecycle import model_makes_mql
+from services.scorer.score_result import ScoreResult, Signal
 from services.scorer.scoring import (
-    ScoreResult,
-    Signal,
     makes_mql,
     score,
     score_and_next_change,
