@@ -47,10 +47,12 @@ from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.catalog import SERVICES
 from services.scorer.app import create_app
+from services.scorer.context import ScorerContext
 from services.scorer.models import OUTBOX
-from services.scorer.scoring import Signal, score, score_and_next_change
+from services.scorer.score_result import Signal
+from services.scorer.scoring import score, score_and_next_change
 from services.scorer.scoring_model import ScoringModel, load_scoring_model
-from services.scorer.service import ScorerContext, rescore
+from services.scorer.service import rescore
 from services.scorer.settings import ScorerSettings
 from shared.clock import ManualClock
 from shared.events import (

@@ -13,7 +13,7 @@ from services.router.action_links import LINK_PURPOSE, claim_subject, link_expir
 from services.router.channels import (
     ChannelKeeper,
 )
-from services.router.notifications import DeliverySignal
+from services.router.delivery_signal import DeliverySignal
 from services.router.roster_cache import RosterCache, RoutingState
 from services.router.routing import (
     Rep,

@@ -18,21 +18,21 @@ The loop sleeps until the next row is due, at most `notify_poll_seconds`; `Deliv
 wakes it as soon as a transaction that queued a notification commits. Outcomes of deliveries
 that finish together are recorded together (one transaction, one statement per table), and
 the endpoints disabled by a `410` are looked up once per claimed batch.
+
+When an attempt is retried and how long a claim lasts is `services.router.delivery_policy`;
+the Slack message `services.router.slack_messages`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import json
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import httpx
 from opentelemetry.trace import Span, SpanKind
@@ -40,83 +40,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import delivery_repository, roster_repository, signing
 from services.router.channels import SLACK_PREFIX
+from services.router.delivery_policy import (
+    LEASE_MARGIN_SECONDS,
+    Outcome,
+    notification_lease,
+    outcome_of,
+    parse_retry_after,
+    retry_delay,
+)
+from services.router.delivery_signal import DeliverySignal
 from services.router.settings import RouterSettings
 from shared import outbound, tracing
-from shared.after_commit import defer_until_commit
-from shared.clock import Clock, as_utc
+from shared.clock import Clock
 from shared.db import Database
 from shared.encryption import SecretBox, UndecryptableSecretError
 from shared.outages import OutageLog, is_outage
 from shared.outbound import DestinationPolicy, RefusedDestinationError
 
-if TYPE_CHECKING:
-    from services.router.schemas import OfferNotice
-
 logger = logging.getLogger(__name__)
-
-Outcome = Literal["delivered", "retry", "failed"]
-
-RETRIED_STATUSES = frozenset({408, 429})
-LEASE_MARGIN_SECONDS = 10.0
-
-
-class DeliverySignal:
-    """Wakes the delivery loop once a transaction that queued notifications commits.
-
-    `wake_after_commit` makes the loop claim what is due. `send_after_commit` gives it rows
-    the transaction inserted already leased to this process (`offers.queue_notifications`):
-    the loop sends them at once, with no claim of its own. If the process dies first, their
-    lease ends and any instance's loop claims them like any other due row.
-    """
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-        self.claim_requested = False
-        self.loop_running = False
-        """A delivery loop is there to send what `send_after_commit` gives it."""
-        self._leased: collections.deque[tuple[float, dict[str, Any]]] = collections.deque()
-
-    def set(self) -> None:
-        """Wake the loop to claim what is due."""
-        self.claim_requested = True
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wake_after_commit(self, session: AsyncSession) -> None:
-        """Wake the loop once `session`'s transaction commits (not on a savepoint release)."""
-        defer_until_commit(session, (self, "wake"), None, self._woken)
-
-    def send_after_commit(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-        """Give `rows` (inserted leased to this process) to the loop once `session` commits."""
-        defer_until_commit(session, (self, "rows"), rows, self._given)
-
-    def take_leased(self, limit: int, *, oldest: float) -> list[dict[str, Any]]:
-        """Up to `limit` of the rows given by `send_after_commit`, oldest first. Rows given
-        before `oldest` (loop time) are dropped: their lease may end before their call would,
-        and a loop claims them from the database once it has."""
-        rows: list[dict[str, Any]] = []
-        while self._leased and len(rows) < limit:
-            leased_at, row = self._leased.popleft()
-            if leased_at >= oldest:
-                rows.append(row)
-        return rows
-
-    def _woken(self, _wakes: list[None]) -> None:
-        self.set()
-
-    def _given(self, batches: list[list[dict[str, Any]]]) -> None:
-        now = asyncio.get_running_loop().time()
-        self._leased.extend((now, row) for rows in batches for row in rows)
-        self._event.set()
-
-    async def wait(self, seconds: float) -> None:
-        """Return when woken, or after `seconds`."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._event.wait()
-        self._event.clear()
 
 
 @dataclass(frozen=True)
@@ -129,90 +70,6 @@ class Delivery:
     status_code: int | None
     error: str | None
     next_attempt_at: datetime | None
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), if usable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (as_utc(moment) - now).total_seconds())
-
-
-def retry_delay(
-    attempt: int, *, base: float, cap: float, retry_after: float | None, jitter: float
-) -> float:
-    """Seconds before the next attempt after failed attempt number `attempt` (1, 2, ...).
-
-    The receiver's `Retry-After` wins; otherwise `base * 2 ** (attempt - 1)` capped at `cap`,
-    scaled by a random factor between 0.5 and 1 (`jitter` in [0, 1)) so that receivers coming
-    back from an outage are not hit by every retry at once.
-    """
-    if retry_after is not None:
-        return retry_after
-    ceiling = min(cap, base * 2.0 ** (attempt - 1))
-    return ceiling * (0.5 + jitter / 2)
-
-
-def outcome_of(status_code: int | None, attempt: int, max_attempts: int) -> Outcome:
-    """Delivered on 2xx; retried on no answer, 5xx, 408, 429 while attempts remain."""
-    if status_code is not None and 200 <= status_code < 300:
-        return "delivered"
-    if status_code == 410:
-        return "failed"
-    retriable = status_code is None or status_code >= 500 or status_code in RETRIED_STATUSES
-    return "retry" if retriable and attempt < max_attempts else "failed"
-
-
-def notification_lease(settings: RouterSettings) -> timedelta:
-    """How long a claimed notification stays off other loops: its call's timeout, and a margin."""
-    return timedelta(seconds=settings.notify_timeout_seconds + LEASE_MARGIN_SECONDS)
-
-
-def slack_offer(notice: OfferNotice, now: datetime) -> dict[str, Any]:
-    """A Slack incoming-webhook message: the lead, its score and why, the countdown, a button."""
-    from services.router.schemas import countdown
-
-    lead = notice.lead
-    who = " · ".join(part for part in (lead.name, lead.company, lead.country) if part)
-    headline = {
-        "offer": "New lead for you", "reminder": "Reminder: lead waiting for you",
-        "escalation": "Lead escalated to your team's queue",
-        "contact_overdue": "Lead accepted but not contacted in time",
-        "handover_waiting": "Qualified lead waiting: no AE can take it yet",
-    }.get(notice.kind, "Lead update")
-    reasons = "\n".join(f"• {reason}" for reason in notice.why[:5]) or "• (no breakdown)"
-    buttons = [(label, url) for label, url in (("Accept", notice.accept_url),
-                                               ("Claim", notice.claim_url)) if url]
-    elements = [{"type": "button", "style": "primary", "url": url,
-                 "text": {"type": "plain_text", "text": label}} for label, url in buttons]
-    actions = [{"type": "actions", "elements": elements}] if elements else []
-    text = (f"{headline}: {who or 'a lead'} — {notice.temperature} {notice.score:g} pts, "
-            f"accept within {countdown(notice.deadline_at, now)}")
-    return {
-        "text": text,
-        "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": headline}},
-            {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": f"*Lead*\n{who or '—'}"},
-                {"type": "mrkdwn", "text": f"*Score*\n{notice.score:g} ({notice.temperature})"},
-                {"type": "mrkdwn", "text": f"*Source*\n{lead.source or '—'}"},
-                {"type": "mrkdwn",
-                 "text": f"*Accept within*\n{countdown(notice.deadline_at, now)}"},
-            ]},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*\n{reasons}"}},
-            *([{"type": "section", "text": {"type": "mrkdwn",
-                                            "text": f"*Why you*\n{notice.why_you}"}}]
-              if notice.why_you else []),
-            *actions,
-        ],
-    }
 
 
 @dataclass(frozen=True)

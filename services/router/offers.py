@@ -20,13 +20,14 @@ from services.router.channels import (
     stored,
 )
 from services.router.context import PRODUCER, Offer, RouterContext, Routing
-from services.router.notifications import notification_lease, slack_offer
+from services.router.delivery_policy import notification_lease
 from services.router.roster_cache import current_state
 from services.router.routing import (
     Role,
     working_deadline,
 )
 from services.router.schemas import OfferedLead, OfferNotice
+from services.router.slack_messages import slack_offer
 from shared.db import new_id
 from shared.events import (
     AssignmentOffered,

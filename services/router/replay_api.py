@@ -12,7 +12,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import replay, repository, roster, roster_repository
-from services.router.api import ERRORS, PROBLEM, AdminDep, ContextDep
+from services.router.api_dependencies import ERRORS, PROBLEM, AdminDep, ContextDep
 from services.router.routing import LeadFacts, Rep
 from services.router.rules import RuleSet
 from services.router.service import lead_facts

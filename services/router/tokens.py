@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import roster_repository
 from services.router.access import new_token, token_hash
-from services.router.api import ERRORS, AdminDep, ContextDep
+from services.router.api_dependencies import ERRORS, AdminDep, ContextDep
 from services.router.models import AUDIT
 from shared import audit
 from shared.app import RuntimeDep

@@ -12,7 +12,8 @@ import yaml
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.engine import RowMapping
 
-from services.scorer import repository, service
+from services.scorer import model_publishing, repository, stage_moves
+from services.scorer.context import ScorerContext
 from services.scorer.lifecycle import IllegalTransitionError
 from services.scorer.schemas import (
     LeadScoreView,
@@ -26,8 +27,8 @@ from services.scorer.schemas import (
     StageChangeResult,
     StageChangeView,
 )
-from services.scorer.scoring import Signal, next_change_at, score
-from services.scorer.service import ScorerContext
+from services.scorer.score_result import Signal
+from services.scorer.scoring import next_change_at, score
 from shared.app import RuntimeDep
 from shared.auth import require_admin
 from shared.problems import ProblemError
@@ -103,7 +104,7 @@ async def change_stage(
     context = scorer_context(request)
     try:
         async with runtime.db.transaction() as session:
-            moved = await service.move_stage(
+            moved = await stage_moves.move_stage(
                 session, context, lead_id, body.stage, reason=body.reason, cause="crm"
             )
     except IllegalTransitionError as refused:
@@ -159,9 +160,9 @@ MODEL_BODY: dict[str, Any] = {
 async def publish_scoring_model(request: Request, runtime: RuntimeDep) -> ScoringModelView:
     """Every later score uses it, and the sweep rescores every lead against it."""
     context = scorer_context(request)
-    model = service.parse_model_document(await _document(request))
+    model = model_publishing.parse_model_document(await _document(request))
     async with runtime.db.transaction() as session:
-        await service.publish_model(session, context, model)
+        await model_publishing.publish_model(session, context, model)
         row = await repository.current_model(session)
     context.models.current = model
     assert row is not None
@@ -178,7 +179,7 @@ async def publish_scoring_model(request: Request, runtime: RuntimeDep) -> Scorin
 async def preview(body: PreviewRequest, request: Request, runtime: RuntimeDep) -> PreviewView:
     context = scorer_context(request)
     model = (
-        service.parse_model_document(body.model) if body.model is not None
+        model_publishing.parse_model_document(body.model) if body.model is not None
         else context.models.current
     )
     at = body.at or runtime.clock.now()

@@ -9,11 +9,11 @@ from fastapi import Depends, FastAPI
 import services.scorer
 from services.scorer import api, funnel_api, model_replay
 from services.scorer.consumer import ScorerConsumer
+from services.scorer.context import ScorerContext
 from services.scorer.decay import DecaySweep
 from services.scorer.handlers import handler_table
 from services.scorer.models import AUDIT, INBOX, OUTBOX
 from services.scorer.scoring_model import load_scoring_model
-from services.scorer.service import ScorerContext
 from services.scorer.settings import ScorerSettings
 from shared.app import service_app
 from shared.audit import audit_routes

@@ -24,8 +24,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository, service
-from services.scorer.scoring import Signal
-from services.scorer.service import Rescoring, ScorerContext
+from services.scorer.context import ScorerContext
+from services.scorer.score_result import Signal
+from services.scorer.service import Rescoring
 from shared.consumer import BatchEventConsumer
 from shared.events import (
     Event,

@@ -11,7 +11,7 @@ misses nothing. `DecaySweep.tick` is what a test calls, with a `ManualClock`, in
 from __future__ import annotations
 
 from services.scorer import service
-from services.scorer.service import ScorerContext
+from services.scorer.context import ScorerContext
 from shared.db import Database
 from shared.loops import repeat
 

@@ -17,9 +17,9 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.scorer import service
+from services.scorer import erasure, rejections, service, stage_moves
+from services.scorer.context import ScorerContext
 from services.scorer.lifecycle import STAGE_AFTER_ROUTER_EVENT, IllegalTransitionError
-from services.scorer.service import ScorerContext
 from shared.consumer import Handler
 from shared.events import (
     AssignmentAccepted,
@@ -55,7 +55,7 @@ def handler_table(context: ScorerContext) -> dict[str, Handler]:
         )
 
     async def on_erased(session: AsyncSession, event: LeadErased) -> None:
-        await service.erase_lead(session, context, event.lead_id,
+        await erasure.erase_lead(session, context, event.lead_id,
                                  correlation_id=event.correlation_id)
 
     async def on_accepted(session: AsyncSession, event: AssignmentAccepted) -> None:
@@ -65,14 +65,14 @@ def handler_table(context: ScorerContext) -> dict[str, Handler]:
         await move(session, event, reason="qualified")
 
     async def on_rejected(session: AsyncSession, event: AssignmentRejected) -> None:
-        await service.record_rejection(
+        await rejections.record_rejection(
             session, context, event.lead_id, assignment_id=event.data.assignment_id,
             outcome="rejected", reason_code=event.data.reason_code,
         )
         await move(session, event, reason=event.data.reason_code)
 
     async def on_disqualified(session: AsyncSession, event: AssignmentDisqualified) -> None:
-        await service.record_rejection(
+        await rejections.record_rejection(
             session, context, event.lead_id, assignment_id=event.data.assignment_id,
             outcome="disqualified", reason_code=event.data.reason_code,
         )
@@ -85,7 +85,7 @@ def handler_table(context: ScorerContext) -> dict[str, Handler]:
         cause = str(getattr(event, "type", "event"))
         wanted = STAGE_AFTER_ROUTER_EVENT[cause]
         try:
-            moved = await service.move_stage(
+            moved = await stage_moves.move_stage(
                 session, context, event.lead_id, wanted, reason=reason, cause=cause,
                 cause_event_id=str(event.event_id), correlation_id=event.correlation_id,
             )

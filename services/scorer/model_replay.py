@@ -17,9 +17,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.scorer import repository, service
+from services.scorer import model_publishing, repository, service
 from services.scorer.api import scorer_context
-from services.scorer.scoring import ScoreResult, score
+from services.scorer.score_result import ScoreResult
+from services.scorer.scoring import score
 from services.scorer.scoring_model import ScoringModel
 from shared.app import RuntimeDep
 from shared.auth import require_admin
@@ -76,7 +77,7 @@ def compare(
              responses={422: {"description": "The draft model is not valid (problem details)"}})
 async def replay_model(body: ModelReplayRequest, request: Request,
                        runtime: RuntimeDep) -> dict[str, Any]:
-    draft: ScoringModel = service.parse_model_document(body.model)
+    draft: ScoringModel = model_publishing.parse_model_document(body.model)
     current: ScoringModel = scorer_context(request).models.current
     until = runtime.clock.now()
     since = until - timedelta(days=body.days)

@@ -8,125 +8,20 @@ compares equal to a fresh one.
 
 `next_change_at()` says when the temperature of a quiet lead will change by decay alone, so
 that the sweep looks at each lead once per band crossing instead of rescoring everything.
+
+What goes in and out is in `services.scorer.score_result`; the work itself, one lead against
+one model, is `services.scorer.lead_scorer.LeadScorer`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from functools import cached_property
-from typing import Any, NamedTuple
 
-from pydantic import TypeAdapter
-
-from services.scorer.rule_index import rule_index
-from services.scorer.scoring_model import (
-    BuyingSignalRule,
-    ScoringModel,
-    SignalRule,
-    Thresholds,
-)
-from shared.events import LeadProfile, ScoreLine, Temperature
-
-EVIDENCE_LIMIT = 50
-"""At most this many signal ids are quoted as a line's evidence (the most recent ones)."""
-SECONDS_PER_DAY = 86_400.0
-
-
-@dataclass(frozen=True)
-class Signal:
-    """One behavioural event of a lead, as the scorer keeps it."""
-
-    signal_id: str
-    signal_type: str
-    signal_at: datetime
-    url: str | None = None
-    properties: Mapping[str, Any] = field(default_factory=dict)
-    day: float = field(init=False, repr=False, compare=False)
-    """`signal_at` in days since the epoch, for decay arithmetic without datetimes."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "day", self.signal_at.timestamp() / SECONDS_PER_DAY)
-
-
-class SignalLine(NamedTuple):
-    """A signal rule's line, kept plain until a `ScoreLine` is asked for."""
-
-    rule_id: str
-    points: float
-    raw_points: float
-    reason: str
-    evidence: list[str]
-
-
-_SCORE_LINES = TypeAdapter(list[ScoreLine])
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """A lead's score, split into its parts, with one line per rule that counted.
-
-    `total` is `fit + engagement`. Fit comes from who the lead is; engagement from what it did
-    (its signals, and buying signals on the profile). `buying_signal` is True while a buying
-    signal keeps the lead hot; `mql` when the model hands the lead to sales. The lines of the
-    signal rules become `ScoreLine`s only when `engagement_lines` or `breakdown` is read.
-    """
-
-    total: float
-    fit: float
-    engagement: float
-    temperature: Temperature
-    model_version: str
-    fit_lines: tuple[ScoreLine, ...]
-    buying_field_lines: tuple[ScoreLine, ...]
-    signal_lines: tuple[SignalLine, ...]
-    buying_signal: bool
-    mql: bool
-
-    @cached_property
-    def engagement_lines(self) -> tuple[ScoreLine, ...]:
-        signal_lines = _SCORE_LINES.validate_python([line._asdict() for line in self.signal_lines])
-        return self.buying_field_lines + tuple(signal_lines)
-
-    @cached_property
-    def breakdown(self) -> tuple[ScoreLine, ...]:
-        return self.fit_lines + self.engagement_lines
-
-    def breakdown_json(self) -> list[dict[str, Any]]:
-        """The breakdown as stored: plain JSON, without building a `ScoreLine` per line."""
-        return [
-            *(_line_json(line) for line in (*self.fit_lines, *self.buying_field_lines)),
-            *({**line._asdict(), "evidence": list(line.evidence)} for line in self.signal_lines),
-        ]
-
-    @property
-    def contributing_rules(self) -> tuple[str, ...]:
-        """The rules that added points: those that made the lead MQL, when it is."""
-        lines: tuple[ScoreLine | SignalLine, ...] = (
-            *self.fit_lines, *self.buying_field_lines, *self.signal_lines
-        )
-        return tuple(line.rule_id for line in lines if line.points > 0)
-
-
-def _line_json(line: ScoreLine) -> dict[str, Any]:
-    return {
-        "rule_id": line.rule_id,
-        "points": line.points,
-        "raw_points": line.raw_points,
-        "reason": line.reason,
-        "evidence": list(line.evidence),
-    }
-
-
-def facts_of(profile: LeadProfile, model: ScoringModel) -> dict[str, object]:
-    """The values fit rules look at: the profile's fields plus `email_domain` and `region`."""
-    facts: dict[str, object] = dict(profile)
-    email = profile.email
-    facts["email_domain"] = email.rpartition("@")[2].lower() if "@" in email else None
-    facts["region"] = model.region_of(profile.country)
-    return facts
+from services.scorer.lead_scorer import LeadScorer
+from services.scorer.score_result import SECONDS_PER_DAY, ScoreResult, Signal
+from services.scorer.scoring_model import ScoringModel
+from shared.events import LeadProfile
 
 
 def score(
@@ -135,7 +30,7 @@ def score(
     model: ScoringModel,
     now: datetime,
 ) -> ScoreResult:
-    return _Scorer(profile, signals, model).at(now)
+    return LeadScorer(profile, signals, model).at(now)
 
 
 def score_and_next_change(
@@ -145,7 +40,7 @@ def score_and_next_change(
     now: datetime,
 ) -> tuple[ScoreResult, datetime | None]:
     """`score()` and `next_change_at()` at once, sharing the work that does not depend on time."""
-    scorer = _Scorer(profile, signals, model)
+    scorer = LeadScorer(profile, signals, model)
     return scorer.at(now), _next_change(scorer, now)
 
 
@@ -153,15 +48,7 @@ def makes_mql(
     profile: LeadProfile, signals: Iterable[Signal], model: ScoringModel, now: datetime
 ) -> bool:
     """`score(...).mql` alone: whether the model hands the lead to sales at `now`."""
-    return _Scorer(profile, signals, model).mql_at(now)
-
-
-def temperature_of(total: float, *, thresholds: Thresholds, buying_signal: bool) -> Temperature:
-    if buying_signal or total >= thresholds.hot:
-        return "hot"
-    if total >= thresholds.warm:
-        return "warm"
-    return "cold"
+    return LeadScorer(profile, signals, model).mql_at(now)
 
 
 def decayed(points: float, age: timedelta, half_life_days: float | None) -> float:
@@ -192,12 +79,12 @@ def next_change_at(
     about the lead corrects it.
     """
     return _next_change(
-        _Scorer(profile, signals, model), now, horizon=horizon, precision=precision
+        LeadScorer(profile, signals, model), now, horizon=horizon, precision=precision
     )
 
 
 def _next_change(
-    scorer: _Scorer,
+    scorer: LeadScorer,
     now: datetime,
     *,
     horizon: timedelta = timedelta(days=400),
@@ -258,254 +145,3 @@ def _next_change(
         else:
             before = middle
     return after
-
-
-class _Match(NamedTuple):
-    """A signal rule and the lead's signals it counts, with what does not depend on time."""
-
-    rule: SignalRule
-    newest_first: Sequence[Signal]
-    counted: Sequence[Signal]
-    raw_points: float
-    evidence: list[str]
-
-
-class _Scorer:
-    """One lead against one model: what does not depend on time is worked out once."""
-
-    def __init__(self, profile: LeadProfile, signals: Iterable[Signal], model: ScoringModel):
-        self.model = model
-        index = rule_index(model)
-        facts = facts_of(profile, model)
-        self.fit_lines, self.fit = index.fit.lines_and_total(facts)
-        self.buying_field_lines = index.buying_fields.lines(facts)
-        found: list[tuple[int, SignalRule, list[Signal]]] = []
-        for signal_type, group in _by_type(signals).items():
-            for position, rule in index.signal_rules(signal_type):
-                matching = (
-                    group if rule.url is None else [s for s in group if rule.accepts(s.url)]
-                )
-                if matching:
-                    found.append((position, rule, matching))
-        found.sort(key=lambda item: item[0])  # the model's order, as the breakdown shows it
-        # Rules on the same signals count the same ones: share what they quote as evidence.
-        shared: dict[tuple[int, bool], tuple[Sequence[Signal], list[str]]] = {}
-        self.matches: list[_Match] = []
-        for _, rule, matching in found:
-            known = shared.get((id(matching), rule.repeatable))
-            if known is None:
-                first: Sequence[Signal] = matching if rule.repeatable else matching[:1]
-                known = (first, [signal.signal_id for signal in first[:EVIDENCE_LIMIT]])
-                shared[(id(matching), rule.repeatable)] = known
-            counted, evidence = known
-            raw = rule.points * len(counted)
-            if rule.cap is not None:
-                raw = _capped(raw, rule.cap)
-            self.matches.append(_Match(rule, matching, counted, _round(raw), evidence))
-        # Buying signals keep the lead hot for a while: (their newest signal, their rule).
-        self.buying = [(match.newest_first[0], match.rule) for match in self.matches
-                       if isinstance(match.rule, BuyingSignalRule)]
-        self.fades = any(
-            match.rule.half_life_days is not None for match in self.matches
-        ) or any(rule.hot_for_days is not None for _, rule in self.buying)
-        self._faded: tuple[datetime, list[float]] | None = None
-
-    def faded(self, now: datetime) -> list[float]:
-        """Each matching rule's points at `now`, after decay and before its cap.
-
-        Rules on the same signals with the same half-life share one sum of decay factors.
-        """
-        if self._faded is not None and self._faded[0] == now:
-            return self._faded[1]
-        today = now.timestamp() / SECONDS_PER_DAY
-        sums: dict[tuple[int, bool, float], float] = {}
-        points: list[float] = []
-        for match in self.matches:
-            rule = match.rule
-            half_life = rule.half_life_days
-            if half_life is None:
-                points.append(rule.points * len(match.counted))
-                continue
-            key = (id(match.newest_first), rule.repeatable, half_life)
-            factors = sums.get(key)
-            if factors is None:
-                factors = math.fsum(
-                    0.5 ** (max(today - signal.day, 0.0) / half_life) for signal in match.counted
-                )
-                sums[key] = factors
-            points.append(rule.points * factors)
-        self._faded = (now, points)
-        return points
-
-    def at(self, now: datetime) -> ScoreResult:
-        signal_lines = []
-        for match, faded in zip(self.matches, self.faded(now), strict=True):
-            rule = match.rule
-            if rule.cap is not None:
-                faded = max(-rule.cap, min(rule.cap, faded))
-            signal_lines.append(SignalLine(
-                rule.id, round(faded, 2) + 0.0, match.raw_points, rule.explanation, match.evidence
-            ))
-        engagement = _sum(
-            [*(line.points for line in self.buying_field_lines),
-             *(line.points for line in signal_lines)]
-        )
-        total = _round(self.fit + engagement)
-        buying_signal = self._buying_signal(now)
-        mql = self.model.mql
-        return ScoreResult(
-            total=total,
-            fit=self.fit,
-            engagement=engagement,
-            temperature=temperature_of(
-                total, thresholds=self.model.thresholds, buying_signal=buying_signal
-            ),
-            model_version=self.model.version,
-            fit_lines=self.fit_lines,
-            buying_field_lines=self.buying_field_lines,
-            signal_lines=tuple(signal_lines),
-            buying_signal=buying_signal,
-            mql=buying_signal or (mql is not None and mql.met(fit=self.fit, total=total)),
-        )
-
-    def mql_at(self, now: datetime) -> bool:
-        """`at(now).mql`, without building the breakdown."""
-        if self._buying_signal(now):
-            return True
-        mql = self.model.mql
-        if mql is None or (mql.min_fit is not None and self.fit < mql.min_fit):
-            return False
-        points = [line.points for line in self.buying_field_lines]
-        for match, faded in zip(self.matches, self.faded(now), strict=True):
-            cap = match.rule.cap
-            points.append(_round(faded if cap is None else _capped(faded, cap)))
-        return _round(self.fit + _sum(points)) >= mql.min_total
-
-    def settled_at(self, origin: datetime) -> datetime | None:
-        """When every fading point will have faded to nothing and every buying window closed, if
-        none of the fading rules takes points away (then the temperature only ever falls);
-        None when one does."""
-        latest_days = 0.0
-        latest = origin
-        for match, at_origin in zip(self.matches, self.faded(origin), strict=True):
-            rule = match.rule
-            if rule.half_life_days is not None:
-                if at_origin < 0:
-                    return None
-                if at_origin > 0:
-                    halvings = math.log2(max(at_origin, 1.0) / 0.004)
-                    latest_days = max(latest_days, rule.half_life_days * halvings)
-        for newest, rule in self.buying:
-            if rule.hot_for_days is not None:
-                latest = max(latest, newest.signal_at + timedelta(days=rule.hot_for_days))
-        return max(latest, origin + timedelta(days=latest_days)) + timedelta(seconds=1)
-
-    def timeline(self, origin: datetime) -> Callable[[datetime], Temperature]:
-        """The temperature at any moment from `origin` on, cheaply, without the breakdown.
-
-        A rule's decayed points at `origin + d` are its points at `origin` halved every
-        half-life of `d`, so a moment costs one power per distinct half-life instead of one
-        per signal. Most moments are decided from the unrounded total, when it is further
-        from every threshold than the rounding of the lines could move it; the others are
-        summed line by line and rounded exactly as `at()` rounds. (A signal dated after
-        `origin` breaks the shortcut: `at()` itself is used then.)
-        """
-        thresholds = self.model.thresholds
-        fixed = [line.points for line in self.buying_field_lines]
-        hot_for_good = bool(fixed) or any(rule.hot_for_days is None for _, rule in self.buying)
-        hot_until = max(
-            (
-                newest.signal_at + timedelta(days=rule.hot_for_days)
-                for newest, rule in self.buying
-                if rule.hot_for_days is not None
-            ),
-            default=None,
-        )
-        # Each match's signals are newest first: its first one is the latest.
-        if any(match.newest_first[0].signal_at > origin for match in self.matches):
-            return lambda moment: self.at(moment).temperature
-        half_lives = sorted(
-            {match.rule.half_life_days for match in self.matches
-             if match.rule.half_life_days is not None}
-        )
-        slot = {half_life: number for number, half_life in enumerate(half_lives)}
-        constant: list[float] = []
-        fading: list[tuple[float, int, float | None]] = []
-        for match, at_origin in zip(self.matches, self.faded(origin), strict=True):
-            rule = match.rule
-            if rule.half_life_days is None:
-                constant.append(_round(at_origin if rule.cap is None
-                                       else _capped(at_origin, rule.cap)))
-            else:
-                fading.append((at_origin, slot[rule.half_life_days], rule.cap))
-        # For the unrounded total: uncapped terms summed per half-life, the capped ones apart
-        # (decay only shrinks a term, so one under its cap at `origin` stays under it).
-        per_half_life = [0.0] * len(half_lives)
-        capped_terms: list[tuple[float, float, float]] = []
-        for at_origin, number, cap in fading:
-            if cap is not None and abs(at_origin) > cap:
-                capped_terms.append((at_origin, half_lives[number], cap))
-            else:
-                per_half_life[number] += at_origin
-        base = self.fit + math.fsum([*fixed, *constant])
-        magnitude = abs(self.fit) + math.fsum(abs(value) for value in [*fixed, *constant]) + (
-            math.fsum(abs(at_origin) for at_origin, _, _ in fading)
-        )
-        # Each rounded line moves by at most half a cent, and so do the two sums rounded after.
-        margin = 0.005 * (len(fading) + 2) + 1e-9 * (1.0 + magnitude)
-        hot, warm = thresholds.hot, thresholds.warm
-        grouped = [(life, total) for life, total in zip(half_lives, per_half_life, strict=True)
-                   if total]
-
-        def temperature(moment: datetime) -> Temperature:
-            if hot_for_good or (hot_until is not None and moment < hot_until):
-                return "hot"
-            elapsed_days = (moment - origin).total_seconds() / SECONDS_PER_DAY
-            unrounded = base
-            for life, total in grouped:
-                unrounded += total * 0.5 ** (elapsed_days / life)
-            for at_origin, life, limit in capped_terms:
-                unrounded += _capped(at_origin * 0.5 ** (elapsed_days / life), limit)
-            if abs(unrounded - hot) > margin and abs(unrounded - warm) > margin:
-                return "hot" if unrounded >= hot else "warm" if unrounded >= warm else "cold"
-            factors = [0.5 ** (elapsed_days / half_life) for half_life in half_lives]
-            points = [*fixed, *constant]
-            for at_origin, number, cap in fading:
-                value = at_origin * factors[number]
-                if cap is not None:
-                    value = _capped(value, cap)
-                points.append(_round(value))
-            total = _round(self.fit + _sum(points))
-            return temperature_of(total, thresholds=thresholds, buying_signal=False)
-
-        return temperature
-
-    def _buying_signal(self, now: datetime) -> bool:
-        return bool(self.buying_field_lines) or any(
-            rule.hot_for_days is None
-            or now - newest.signal_at < timedelta(days=rule.hot_for_days)
-            for newest, rule in self.buying
-        )
-
-
-def _by_type(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
-    """Signals grouped by type, each group newest first; a repeated id counts once."""
-    unique = {signal.signal_id: signal for signal in signals}
-    by_type: dict[str, list[Signal]] = {}
-    for signal in unique.values():
-        by_type.setdefault(signal.signal_type, []).append(signal)
-    for group in by_type.values():
-        group.sort(key=lambda signal: (signal.signal_at, signal.signal_id), reverse=True)
-    return by_type
-
-
-def _capped(points: float, cap: float) -> float:
-    return max(-cap, min(cap, points))
-
-
-def _round(points: float) -> float:
-    return round(points, 2) + 0.0
-
-
-def _sum(points: Iterable[float]) -> float:
-    return _round(math.fsum(points))

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from services.router import delivery_repository
+from services.router.delivery_signal import DeliverySignal
 from services.router.models import disabled_endpoint, notification
-from services.router.notifications import DeliverySignal, Notifier
+from services.router.notifications import Notifier
 from shared.clock import ManualClock
 from shared.db import Database
 from tests.conftest import PG_ADMIN_DSN, create_pg_database, drop_pg_database, migrate, pg_url

@@ -14,8 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.router import delivery_repository
+from services.router.delivery_signal import DeliverySignal
 from services.router.models import disabled_endpoint, notification, notification_attempt, sdr
-from services.router.notifications import Delivery, DeliverySignal, Notifier, _Outcome
+from services.router.notifications import Delivery, Notifier, _Outcome
 from services.router.service import RouterContext
 from services.router.signing import verify
 from shared.clock import SystemClock

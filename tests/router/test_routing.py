@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from services.router.escalation import next_escalation
-from services.router.notifications import (
+from services.router.delivery_policy import (
     outcome_of,
     parse_retry_after,
     retry_delay,
 )
+from services.router.escalation import next_escalation
 from services.router.reports import percentile, sla
 from services.router.routing import (
     LeadFacts,

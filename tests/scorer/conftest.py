@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import RowMapping
 
 from services.scorer import repository
+from services.scorer.context import ScorerContext
 from services.scorer.handlers import handler_table
 from services.scorer.models import OUTBOX
 from services.scorer.scoring_model import ScoringModel, load_scoring_model
-from services.scorer.service import ScorerContext
 from shared.clock import ManualClock
 from shared.consumer import Handler
 from shared.db import Database

@@ -24,8 +24,8 @@ from aiokafka import TopicPartition
 from sqlalchemy import select
 
 from services.scorer.consumer import ScorerConsumer
+from services.scorer.context import ScorerContext
 from services.scorer.models import OUTBOX, lead_score, stage_change
-from services.scorer.service import ScorerContext
 from shared.clock import ManualClock
 from shared.consumer import Handler
 from shared.db import Database

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from services.scorer import repository
 from services.scorer.consumer import ScorerConsumer
+from services.scorer.context import ScorerContext
 from services.scorer.models import INBOX
-from services.scorer.service import ScorerContext
 from shared.clock import ManualClock
 from shared.consumer import Handler
 from shared.db import Database

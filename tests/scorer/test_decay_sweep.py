@@ -8,11 +8,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from services.scorer import service
+from services.scorer import model_publishing
+from services.scorer.context import ScorerContext
 from services.scorer.decay import DecaySweep
+from services.scorer.model_publishing import ScoringModels
 from services.scorer.models import scoring_model
 from services.scorer.scoring_model import ScoringModel, Thresholds
-from services.scorer.service import ScorerContext, ScoringModels
 from shared.clock import ManualClock
 from shared.db import Database
 from shared.problems import ProblemError
@@ -97,7 +98,7 @@ async def test_a_new_model_is_applied_to_every_lead_by_the_sweep(
     )
 
     async with db.transaction() as session:
-        await service.publish_model(session, context, stricter)
+        await model_publishing.publish_model(session, context, stricter)
     context.models.current = stricter
     swept = await DecaySweep(db, context, interval=1, batch_size=10).tick()
 
@@ -109,7 +110,7 @@ async def test_a_new_model_is_applied_to_every_lead_by_the_sweep(
     ]
     async with db.transaction() as session:
         with pytest.raises(ProblemError, match="was published before"):
-            await service.publish_model(session, context, stricter)
+            await model_publishing.publish_model(session, context, stricter)
 
 
 async def test_the_model_file_is_installed_once_and_a_published_one_survives_a_restart(
@@ -118,7 +119,7 @@ async def test_the_model_file_is_installed_once_and_a_published_one_survives_a_r
     async with db.transaction() as session:
         await context.models.install(session, clock.now())
         newer = model.model_copy(update={"version": "api-1"})
-        await service.publish_model(session, context, newer)
+        await model_publishing.publish_model(session, context, newer)
 
     restarted = ScoringModels(model)
     async with db.transaction() as session:

@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scorer.scoring import Signal, makes_mql, score
+from services.scorer.score_result import Signal
+from services.scorer.scoring import makes_mql, score
 from services.scorer.scoring_model import load_scoring_model
 from shared.events import LeadProfile
 

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 from aiokafka import TopicPartition
 
+from services.scorer.context import ScorerContext
 from services.scorer.decay import DecaySweep
-from services.scorer.service import ScorerContext
 from shared.clock import ManualClock
 from shared.consumer import Handler
 from shared.db import Database

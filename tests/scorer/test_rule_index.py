@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.scorer.lead_scorer import facts_of
 from services.scorer.rule_index import FieldRules, rule_index
-from services.scorer.scoring import facts_of
 from services.scorer.scoring_model import ScoringModel, load_scoring_model
 from shared.events import LeadProfile
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.scorer.scoring import Signal, decayed, next_change_at, score
+from services.scorer.score_result import Signal
+from services.scorer.scoring import decayed, next_change_at, score
 from services.scorer.scoring_model import ScoringModel, load_scoring_model
 from shared.events import LeadProfile
 
