@@ -14,10 +14,11 @@ import re
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.router.console import board, links, live, pages, report_pages
+from services.router.console import board, links, live, pages, report_pages, studio
 from services.router.console.render import STATIC_DIR
 
-routes = [pages.routes, board.routes, live.routes, links.routes, report_pages.routes]
+routes = [pages.routes, board.routes, live.routes, links.routes, report_pages.routes,
+          studio.routes]
 _SIGN_IN_SECRET = re.compile(r"(/console/sign-in/)[^\s\"'?]+")
 
 

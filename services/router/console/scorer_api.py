@@ -46,3 +46,19 @@ async def funnel(settings: RouterSettings, since: str, until: str) -> dict[str, 
                                 else f"The scorer answered {status}.")
     found: dict[str, Any] = body
     return found
+
+
+async def scoring_model(settings: RouterSettings) -> dict[str, Any]:
+    """The scoring model in force (`version`, `document`)."""
+    status, body = await call(settings, "GET", "/v1/scoring-model")
+    if status != 200:
+        raise ScorerUnavailableError(f"The scorer answered {status}.")
+    found: dict[str, Any] = body
+    return found
+
+
+async def replay_model(settings: RouterSettings, model: Any, days: int) -> tuple[int, Any]:
+    """(status, body) of the scorer's replay of a draft model: 200 with the counts under each
+    model, or 422 with the problem details saying what is wrong with the draft."""
+    return await call(settings, "POST", "/v1/scoring-model/replay",
+                      json={"model": model, "days": days})
