@@ -17,7 +17,7 @@ from markupsafe import Markup
 WIDTH = 360
 """The viewBox's width: drawn at about the width of a phone and scaled up or down."""
 ROW_HEIGHT = 26
-LABEL_WIDTH = 120
+LABEL_WIDTH = 132
 COLOURS = ("#1f6feb", "#f29900", "#1e8e3e", "#a142f4")
 
 
@@ -118,4 +118,7 @@ def line(title: str, points: Sequence[tuple[str, float | None]], top: float = 1.
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{COLOURS[0]}"/>')
     parts.extend(f'<polyline points="{" ".join(each)}" fill="none" stroke="{COLOURS[0]}" '
                  'stroke-width="2"/>' for each in segments if len(each) > 1)
+    if all(value is None for _, value in points):
+        parts.append(f'<text x="{left + plot_width / 2:.1f}" y="{10 + plot_height / 2:.1f}" '
+                     'font-size="12" text-anchor="middle">No data in this period</text>')
     return _svg(height, title, description or title, "".join(parts))

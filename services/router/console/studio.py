@@ -27,6 +27,7 @@ from shared.problems import ProblemError
 routes = APIRouter(prefix="/console", include_in_schema=False)
 Draft = Annotated[str, Form(max_length=200_000)]
 Csrf = Annotated[str, Form(max_length=100)]
+Days = Annotated[int, Form(ge=1, le=90)]
 
 
 def parsed(draft: str) -> tuple[RuleSet | None, list[str]]:
@@ -84,18 +85,25 @@ async def reference(request: Request, runtime: RuntimeDep) -> Response:
                                                   "title": "Rules reference"})
 
 
+async def _studio_values(request: Request, runtime: RuntimeDep, viewer: Viewer | None,
+                         draft: str, model: str, days: int) -> dict[str, Any]:
+    """What every studio page shows: the version in force and both drafts as sent (the one
+    form holds them, so no action loses the other draft)."""
+    version, _ = await current_draft(request, runtime)
+    return {"viewer": viewer, "title": "Rules studio", "version": version, "draft": draft,
+            "model": model, "days": days, "problems": [], "model_problems": []}
+
+
 @routes.post("/rules/replay", response_class=HTMLResponse)
 async def replay_draft(request: Request, runtime: RuntimeDep, draft: Draft = "",
-                       csrf: Csrf = "", days: Annotated[int, Form(ge=1, le=90)] = 30) -> Response:
+                       model: Draft = "", csrf: Csrf = "", days: Days = 30) -> Response:
+    """The draft rule set replayed over the last days' first offers, against the rules in
+    force."""
     viewer = await signed_in(request, runtime)
     if (stop := _admin_only(request, viewer) or refused(request, viewer, csrf)) is not None:
         return stop
-    version, _ = await current_draft(request, runtime)
-    rule_set, problems = parsed(draft)
-    model, _ = await current_model(request)
-    values: dict[str, Any] = {"viewer": viewer, "title": "Rules studio", "version": version,
-                              "draft": draft, "days": days, "problems": problems,
-                              "model": model}
+    values = await _studio_values(request, runtime, viewer, draft, model, days)
+    rule_set, values["problems"] = parsed(draft)
     if rule_set is not None:
         try:
             values["replay"] = await replay_api.replay_rules(
@@ -116,16 +124,14 @@ async def current_model(request: Request) -> tuple[str, str | None]:
 
 
 @routes.post("/rules/model-replay", response_class=HTMLResponse)
-async def replay_model(request: Request, runtime: RuntimeDep, model: Draft = "",
-                       csrf: Csrf = "", days: Annotated[int, Form(ge=1, le=90)] = 30) -> Response:
+async def replay_model(request: Request, runtime: RuntimeDep, draft: Draft = "",
+                       model: Draft = "", csrf: Csrf = "", days: Days = 30) -> Response:
     """The draft scoring model replayed by the scorer over the last days' leads: MQL and hot
     counts under the model in force and under the draft."""
     viewer = await signed_in(request, runtime)
     if (stop := _admin_only(request, viewer) or refused(request, viewer, csrf)) is not None:
         return stop
-    version, draft = await current_draft(request, runtime)
-    values: dict[str, Any] = {"viewer": viewer, "title": "Rules studio", "version": version,
-                              "draft": draft, "days": days, "model": model, "model_problems": []}
+    values = await _studio_values(request, runtime, viewer, draft, model, days)
     try:
         document = yaml.safe_load(model) if model.strip() else {}
         status, body = await scorer_api.replay_model(context_of(request).settings, document,
@@ -146,16 +152,15 @@ async def replay_model(request: Request, runtime: RuntimeDep, model: Draft = "",
 
 @routes.post("/rules/publish")
 async def publish(request: Request, runtime: RuntimeDep, draft: Draft = "",
-                  csrf: Csrf = "") -> Response:
+                  model: Draft = "", csrf: Csrf = "", days: Days = 30) -> Response:
+    """The draft rule set becomes the next version (as `PUT /v1/rules`), when it is valid."""
     viewer = await signed_in(request, runtime)
     if (stop := _admin_only(request, viewer) or refused(request, viewer, csrf)) is not None:
         return stop
     rule_set, problems = parsed(draft)
     if rule_set is None:
-        version, _ = await current_draft(request, runtime)
-        return page(request, "rules.html", {
-            "viewer": viewer, "title": "Rules studio", "version": version, "draft": draft,
-            "days": 30, "problems": problems}, 422)
+        values = await _studio_values(request, runtime, viewer, draft, model, days)
+        return page(request, "rules.html", {**values, "problems": problems}, 422)
     context = context_of(request)
     async with runtime.db.transaction() as session:
         row = await roster.store_rules(session, context.clock, rule_set)
