@@ -5,12 +5,15 @@ in words in the scoring-model part."""
 
 from __future__ import annotations
 
+import html
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 
 from services.router.app import create_app
+from services.router.console import studio
 from services.router.settings import RouterSettings
 from shared.clock import ManualClock
 from shared.events import encode_event
@@ -79,3 +82,11 @@ async def test_a_draft_is_checked_replayed_and_published_by_the_admin_only(
     assert published.status_code == 303
     assert [rule["id"] for rule in in_force["rules"]] == ["ben"]
     assert published.headers["location"] == f"/console/rules?done={in_force['version']}"
+
+
+def test_the_rules_reference_shows_the_readme_example_word_for_word() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Routing rules"):]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    reference = (Path(studio.__file__).parent / "templates" / "rules_reference.html").read_text()
+    assert html.escape(example, quote=False) in reference

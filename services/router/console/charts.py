@@ -90,7 +90,7 @@ def bars(title: str, rows: Sequence[Bar], series: Sequence[str], unit: str = "",
 def line(title: str, points: Sequence[tuple[str, float | None]], top: float = 1.0,
          unit: str = "", description: str = "") -> Markup:
     """A line over labelled points (days), from 0 to `top`; a gap where a value is None."""
-    height, left, bottom, right = 160, 34, 24, 10
+    height, left, bottom, right = 160, 34, 24, 20
     plot_width, plot_height = WIDTH - left - right, height - bottom - 10
     step = plot_width / max(1, len(points) - 1)
     parts = [f'<line x1="{left}" y1="{10 + plot_height}" x2="{WIDTH - right}" '
