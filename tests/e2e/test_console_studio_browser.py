@@ -7,7 +7,9 @@ the keyboard alone reaches every new action."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, expect
@@ -85,6 +87,14 @@ def test_a_draft_rule_set_is_replayed_over_the_seeded_leads_then_published(
     expect(page.locator("svg.chart").first).to_be_visible()
     expect(page.get_by_role("heading", name="Funnel by source and channel")).to_be_visible()
     expect(page.get_by_text("The funnel could not be read")).to_have_count(0)
+    funnel = httpx.get(f"{system.url('scorer')}/v1/reports/funnel",
+                       params={"since": (datetime.now(UTC) - timedelta(days=7)).isoformat()},
+                       headers=system.admin_headers, timeout=10).json()
+    shown_counts = page.get_by_role("region", name="All leads").locator("tbody td")
+    assert [int(cell) for cell in shown_counts.all_inner_texts()[:6]] == [
+        funnel["overall"]["counts"][stage]
+        for stage in ("lead", "mql", "sal", "sql", "opportunity", "customer")]
+    assert funnel["overall"]["counts"]["lead"] >= LEADS
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, page.evaluate(
         WIDER_THAN_THE_SCREEN)
     screenshot(page, "reports-phone")
