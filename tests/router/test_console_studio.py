@@ -60,6 +60,8 @@ async def test_a_draft_is_checked_replayed_and_published_by_the_admin_only(
         draft = "rules:\n  - id: ben\n    pool: Ben only\n"
         replayed = await admin_client.post("/console/rules/replay", data={
             "csrf": csrf, "days": "7", "draft": draft})
+        unknown_team = await admin_client.post("/console/rules/publish", data={
+            "csrf": csrf, "draft": "rules:\n  - id: x\n    pool: Nobody's team\n"})
         forged = await admin_client.post("/console/rules/publish", data={
             "csrf": "forged", "draft": draft})
         published = await admin_client.post("/console/rules/publish", data={
@@ -78,6 +80,7 @@ async def test_a_draft_is_checked_replayed_and_published_by_the_admin_only(
         replayed.text)}
     assert rows == {"Ann": (got["Ann"], 0), "Ben": (got["Ben"], 4)}, replayed.text
     assert re.search(rf'id="changed-rep">{got["Ann"]}<', replayed.text)
+    assert unknown_team.status_code == 422 and "Nobody&#39;s team" in unknown_team.text
     assert forged.status_code == 403
     assert published.status_code == 303
     assert [rule["id"] for rule in in_force["rules"]] == ["ben"]

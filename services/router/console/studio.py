@@ -158,11 +158,17 @@ async def publish(request: Request, runtime: RuntimeDep, draft: Draft = "",
     if (stop := _admin_only(request, viewer) or refused(request, viewer, csrf)) is not None:
         return stop
     rule_set, problems = parsed(draft)
-    if rule_set is None:
-        values = await _studio_values(request, runtime, viewer, draft, model, days)
-        return page(request, "rules.html", {**values, "problems": problems}, 422)
-    context = context_of(request)
-    async with runtime.db.transaction() as session:
-        row = await roster.store_rules(session, context.clock, rule_set)
-    return to(f"/console/rules?done={row['version']}")
+    if rule_set is not None:
+        context = context_of(request)
+        try:
+            async with runtime.db.transaction() as session:
+                row = await roster.store_rules(session, context.clock, rule_set)
+        except ProblemError as problem:
+            if problem.status >= 500:
+                raise
+            problems = [problem.detail or problem.title]
+        else:
+            return to(f"/console/rules?done={row['version']}")
+    values = await _studio_values(request, runtime, viewer, draft, model, days)
+    return page(request, "rules.html", {**values, "problems": problems}, 422)
 
