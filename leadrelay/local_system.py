@@ -180,6 +180,7 @@ def running_system(
             "LEADRELAY_ADMIN_TOKEN": admin_token,
             "LEADRELAY_LEAD_KEYS_URL": ",".join(
                 f"http://127.0.0.1:{port}" for port in instance_ports["ingest"]),
+            "LEADRELAY_SCORER_URL": f"http://127.0.0.1:{ports['scorer']}",
             "LEADRELAY_SLA_REMINDER_FRACTION": "0",
             f"LEADRELAY_{name.upper()}_DATABASE_URL": urls[name],
             "LEADRELAY_LOG_LEVEL": "INFO",

@@ -67,6 +67,11 @@ class RouterSettings(ServiceSettings):
     nurture_webhook_url: str = Field(
         default="", description="The marketing tool's webhook for `lead.nurture`; empty: none"
     )
+    scorer_url: str = Field(
+        default="http://127.0.0.1:8702",
+        description="The scorer's public HTTP API, which the console's funnel report and "
+                    "scoring-model replay read (with this service's first admin token)",
+    )
     nurture_webhook_secret: str = Field(default="", description="Its `whsec_...` signing secret")
     timer_interval_seconds: float = Field(
         default=0.25, gt=0, description="How often lapsed offers and waiting leads are looked for"

@@ -142,6 +142,8 @@ async def test_a_rep_sees_and_works_only_their_own_leads(settings: RouterSetting
         final = (await holder.get(f"/v1/assignments/{assignment['id']}", headers=ADMIN)).json()
         emptied = await holder.get("/console/inbox")
     assert "Ada Lovelace" in inbox.text and "Why you:" in inbox.text
+    holder_name = "Ann" if holder is ann_client else "Ben"
+    assert re.search(rf"Why you:</strong> {holder_name} got the lead by rule \S+ \(", inbox.text)
     assert f'action="{base}/accept"' in inbox.text
     assert "Ada Lovelace" not in elsewhere.text and assignment["id"] not in elsewhere.text
     assert stolen.status_code == 404

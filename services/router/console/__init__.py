@@ -1,9 +1,12 @@
-"""The web console served by the router at `/console`: a rep's inbox and a manager's live board.
+"""The web console served by the router at `/console`: a rep's inbox, a manager's live board,
+the reports and the admin's rules studio.
 
 Server-rendered (Jinja2 templates, htmx and its SSE extension vendored under `static/`, no
 front-end build): `pages` (sign-in, sign-out, the inbox and its actions), `board` (the team's
 live board, claiming from the shared queue), `live` (server-sent events backed by the
-database), `links` (the admin's one-time sign-in links), `sessions` (cookies and CSRF).
+database), `links` (the admin's one-time sign-in links), `sessions` (cookies and CSRF),
+`report_pages` (the reports, drawn by `charts` as SVG), `studio` (rules studio and what-if
+replay), `scorer_api` (the scorer's funnel and model replay, over HTTP).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import re
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from services.router.console import board, links, live, pages
+from services.router.console import board, links, live, pages, report_pages, studio
 from services.router.console.render import STATIC_DIR
 
-routes = [pages.routes, board.routes, live.routes, links.routes]
+routes = [pages.routes, board.routes, live.routes, links.routes, report_pages.routes,
+          studio.routes]
 _SIGN_IN_SECRET = re.compile(r"(/console/sign-in/)[^\s\"'?]+")
 
 

@@ -1,4 +1,5 @@
-"""The console's tables: one-time sign-in links and signed-in sessions (only hashes stored)."""
+"""The console's tables: one-time sign-in links and signed-in sessions (only hashes stored);
+a session with no person is the admin's."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ console_session = Table(
     "router_console_session",
     metadata,
     Column("token_hash", String(64), primary_key=True),
-    Column("person_id", String(36), ForeignKey("router_sdr.id"), nullable=False, index=True),
+    Column("person_id", String(36), ForeignKey("router_sdr.id"), nullable=True, index=True),
+    # None: the admin's session (signed in with the admin token)
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),

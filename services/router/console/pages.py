@@ -26,6 +26,7 @@ from services.router.console.views import DISQUALIFY_REASONS, REJECT_REASONS
 from services.router.schemas import OutOfOffice, PersonFields
 from services.router.service import RouterContext
 from shared.app import RuntimeDep
+from shared.auth import admin_tokens, token_matches
 from shared.events import Bant
 from shared.problems import ProblemError
 
@@ -110,7 +111,9 @@ def login_csrf_ok(request: Request, csrf: str) -> bool:
     return bool(csrf) and bool(expected) and secrets.compare_digest(csrf, expected)
 
 
-async def signed_in_response(request: Request, runtime: RuntimeDep, person_id: str) -> Response:
+async def signed_in_response(request: Request, runtime: RuntimeDep,
+                             person_id: str | None) -> Response:
+    """A new session (`person_id` None: the admin's) and its cookie."""
     async with runtime.db.transaction() as session:
         secret = await sessions.start_session(session, person_id,
                                               context_of(request).clock.now())
@@ -131,6 +134,8 @@ async def sign_in_with_token(request: Request, runtime: RuntimeDep,
                              csrf: Annotated[str, Form(max_length=100)] = "") -> Response:
     if not login_csrf_ok(request, csrf):
         return login_form(request, {"error": "The form expired; try again."}, 403)
+    if token.strip() and token_matches(token.strip(), admin_tokens(request)):
+        return await signed_in_response(request, runtime, None)
     async with runtime.db.reading() as session:
         person = await roster_repository.find_person_by_token(session, token_hash(token.strip()))
     if person is None or not person["active"]:
@@ -186,6 +191,8 @@ async def home(request: Request, runtime: RuntimeDep) -> Response:
     viewer = await signed_in(request, runtime)
     if viewer is None:
         return to("/console/sign-in")
+    if viewer.is_admin:
+        return to("/console/reports")
     return to("/console/board" if viewer.is_manager else "/console/inbox")
 
 
@@ -194,6 +201,8 @@ async def inbox(request: Request, runtime: RuntimeDep, done: str = "", error: st
     viewer = await signed_in(request, runtime)
     if viewer is None:
         return to("/console/sign-in")
+    if viewer.is_admin:
+        return to("/console/reports")
     now = context_of(request).clock.now()
     async with runtime.db.reading() as session:
         values = await inbox_data(session, viewer, now)

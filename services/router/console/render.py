@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.router import roster_repository
 from services.router.console import queries, views
 from services.router.console.sessions import Viewer
 
@@ -40,7 +41,8 @@ def digest(html: str) -> str:
 
 async def inbox_data(session: AsyncSession, viewer: Viewer, now: datetime) -> dict[str, Any]:
     rows = await queries.open_assignments_of(session, viewer.person_id)
-    return {"offers": [views.offer_card(row, viewer.person_id, now) for row in rows],
+    names = {person["id"]: person["name"] for person in await roster_repository.list_sdrs(session)}
+    return {"offers": [views.offer_card(row, names, now) for row in rows],
             "viewer": viewer, "now": now,
             "reject_reasons": views.REJECT_REASONS,
             "disqualify_reasons": views.DISQUALIFY_REASONS}

@@ -2,7 +2,8 @@
 
 A sign-in link (`/console/sign-in/<secret>`) is issued by the admin for one person, works once
 and expires after `LINK_LIFETIME`. Opening it shows a button (so a mail scanner's GET uses
-nothing); its POST creates a session. A person can also sign in with one of their API tokens.
+nothing); its POST creates a session. A person can also sign in with one of their API tokens,
+and the admin with the admin token (a session with no person: the reports and the rules).
 
 A session is a random secret in an HttpOnly, SameSite=Strict cookie (Secure when the router's
 public URL is https); the database keeps its SHA-256, the person, a CSRF token and the expiry,
@@ -28,6 +29,8 @@ from services.router.models import sdr
 COOKIE = "leadrelay_console"
 SESSION_LIFETIME = timedelta(hours=12)
 LINK_LIFETIME = timedelta(hours=24)
+ADMIN_ROLE = "admin"
+"""The role of a session started with the admin token (it has no person)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ class Viewer:
     @property
     def is_manager(self) -> bool:
         return self.role == "manager"
+
+    @property
+    def sees_reports(self) -> bool:
+        return self.role in ("manager", ADMIN_ROLE)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN_ROLE
 
 
 async def issue_sign_in_link(session: AsyncSession, person_id: str, now: datetime) -> str:
@@ -75,8 +86,8 @@ async def use_sign_in_link(session: AsyncSession, secret: str, now: datetime) ->
     return person_id if getattr(spent, "rowcount", 0) == 1 else None
 
 
-async def start_session(session: AsyncSession, person_id: str, now: datetime) -> str:
-    """A new session for `person_id`; returns the cookie's secret."""
+async def start_session(session: AsyncSession, person_id: str | None, now: datetime) -> str:
+    """A new session for `person_id` (None: the admin); returns the cookie's secret."""
     secret = secrets.token_urlsafe(32)
     await session.execute(insert(console_session).values(
         token_hash=token_hash(secret), person_id=person_id,
@@ -90,9 +101,14 @@ async def find_viewer(session: AsyncSession, secret: str, now: datetime) -> View
     row = (await session.execute(
         select(console_session.c.csrf_token, console_session.c.expires_at, sdr.c.id, sdr.c.name,
                sdr.c.role, sdr.c.active)
-        .join(sdr, sdr.c.id == console_session.c.person_id)
+        .outerjoin(sdr, sdr.c.id == console_session.c.person_id)
         .where(console_session.c.token_hash == hashed))).mappings().first()
-    if row is None or row["expires_at"] < now or not row["active"]:
+    if row is None or row["expires_at"] < now:
+        return None
+    if row["id"] is None:
+        return Viewer(person_id="", name="Admin", role=ADMIN_ROLE,
+                      csrf_token=row["csrf_token"], session_hash=hashed)
+    if not row["active"]:
         return None
     return Viewer(person_id=row["id"], name=row["name"], role=row["role"],
                   csrf_token=row["csrf_token"], session_hash=hashed)

@@ -9,20 +9,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.router import reports
+from services.router import explanations, reports
 
 AT_RISK_SHARE = 0.25
 """An offer is at risk when less than this share of its time to accept is left."""
 BREACHED_SHOWN_FOR = timedelta(minutes=2)
 """How long the board keeps showing an offer that lapsed (marked breached)."""
-
-STRATEGY_WORDS = {
-    "round_robin": "it was your turn (round robin)",
-    "weighted_fairness": "you were furthest below your fair share (weighted fairness)",
-    "least_loaded": "you had the fewest open leads (least loaded)",
-    "account_owner": "you own this account",
-    "claim": "you claimed it from the shared queue",
-}
 
 REJECT_REASONS = {
     "wrong_territory": "Wrong territory", "wrong_language": "Wrong language",
@@ -49,27 +41,14 @@ def clock_state(offered_at: datetime, deadline_at: datetime, now: datetime) -> s
     return "at-risk" if total > 0 and left < total * AT_RISK_SHARE else "ok"
 
 
-def why_you(decision: Mapping[str, Any] | None, rule_id: str | None, person_id: str) -> str:
-    """The decision behind an assignment in one sentence, for the rep who got it."""
-    pools: Sequence[Mapping[str, Any]] = (decision or {}).get("pools") or []
-    chosen = next((pool for pool in pools if pool.get("rep_id") == person_id), None)
-    if chosen is None:
-        return f"Routing rule {rule_id or 'default'} chose you."
-    candidates = len(chosen.get("candidates") or [])
-    excluded = len(chosen.get("excluded") or {})
-    reason = STRATEGY_WORDS.get(str(chosen.get("strategy")), str(chosen.get("strategy")))
-    words = (f"Rule {rule_id or 'default'} sent this lead to the {chosen.get('pool')} pool; "
-             f"{reason}, among {candidates} eligible "
-             f"{'rep' if candidates == 1 else 'reps'}")
-    if excluded:
-        words += f" ({excluded} not eligible)"
-    tie_break = chosen.get("tie_break")
-    if tie_break and tie_break not in ("none", "first to claim") and candidates > 1:
-        words += f"; tie broken by {tie_break}"
-    return words + "."
+def why_you(decision: Mapping[str, Any] | None, names: Mapping[str, str]) -> list[str]:
+    """The decision behind an assignment in plain words (`explanations.describe_decision`):
+    its summary first, then each pool tried, people named."""
+    lines = explanations.describe_decision(decision or {}, names)
+    return lines or ["The routing rules chose you."]
 
 
-def offer_card(row: Mapping[str, Any], person_id: str, now: datetime) -> dict[str, Any]:
+def offer_card(row: Mapping[str, Any], names: Mapping[str, str], now: datetime) -> dict[str, Any]:
     """One assignment of the rep's inbox, as the template shows it."""
     lead: Mapping[str, Any] = row.get("lead_snapshot") or {}
     profile: Mapping[str, Any] = row.get("lead_profile") or {}
@@ -88,7 +67,7 @@ def offer_card(row: Mapping[str, Any], person_id: str, now: datetime) -> dict[st
         "score": f"{score:g}" if isinstance(score, int | float) else None,
         "temperature": lead.get("temperature"),
         "score_reasons": list(profile.get("why") or []),
-        "why_you": why_you(row.get("decision"), row.get("rule_id"), person_id),
+        "why_you": why_you(row.get("decision"), names),
         "deadline": deadline, "start": start,
         "clock": clock_state(start, deadline, now) if deadline else "ok",
         "deadline_label": "Accept before" if offered else "Contact before",
