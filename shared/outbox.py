@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,14 +41,6 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     bindparam,
     delete,
     func,
@@ -62,69 +53,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.after_commit import defer_until_commit
 from shared.broker_epoch import BrokerEpoch
 from shared.clock import Clock, SystemClock
-from shared.db import Database, UTCDateTime, insert_ignoring_conflicts
+from shared.db import Database, insert_ignoring_conflicts
 from shared.events import Envelope, encode_event
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog, is_outage
 from shared.outbox_lanes import LaneQueue
+from shared.outbox_tables import AutoIncrement, OutboxTables, outbox_tables, shard_of
 from shared.tracing import context_for, record_headers
 
+__all__ = ["AutoIncrement", "BrokerChangedError", "BrokerGuard", "Outbox", "OutboxRelay",
+           "OutboxRow", "OutboxTables", "outbox_tables", "shard_of"]
+
 logger = logging.getLogger(__name__)
-
-AutoIncrement = BigInteger().with_variant(Integer(), "sqlite")
-
-
-@dataclass(frozen=True)
-class OutboxTables:
-    events: Table
-    shards: Table
-
-
-def outbox_tables(metadata: MetaData, prefix: str, *, lanes: bool = False) -> OutboxTables:
-    """Declare a service's outbox tables: `<prefix>_outbox_event` and `<prefix>_outbox_shard`.
-    `lanes`: an index of the pending rows by topic, for a relay with fast topics."""
-    events = Table(
-        f"{prefix}_outbox_event",
-        metadata,
-        Column("id", AutoIncrement, primary_key=True, autoincrement=True),
-        Column("event_id", String(36), nullable=False, unique=True),
-        Column("event_type", String(64), nullable=False),
-        Column("topic", String(255), nullable=False),
-        Column("message_key", String(64), nullable=False),
-        Column("shard", Integer, nullable=False),
-        Column("payload", Text, nullable=False),
-        # The request's or consumed event's trace and correlation id, sent as record headers.
-        Column("traceparent", String(55), nullable=True),
-        Column("correlation_id", String(128), nullable=True),
-        Column("created_at", UTCDateTime, nullable=False),
-        Column("published_at", UTCDateTime, nullable=True),
-    )
-    Index(
-        f"ix_{prefix}_outbox_event_pending",
-        events.c.shard,
-        events.c.id,
-        postgresql_where=events.c.published_at.is_(None),
-        sqlite_where=events.c.published_at.is_(None),
-    )
-    if lanes:
-        Index(
-            f"ix_{prefix}_outbox_event_pending_topic",
-            events.c.topic,
-            events.c.id,
-            postgresql_where=events.c.published_at.is_(None),
-            sqlite_where=events.c.published_at.is_(None),
-        )
-    shards = Table(
-        f"{prefix}_outbox_shard",
-        metadata,
-        Column("shard", Integer, primary_key=True, autoincrement=False),
-    )
-    return OutboxTables(events=events, shards=shards)
-
-
-def shard_of(key: str, shards: int) -> int:
-    return zlib.crc32(key.encode()) % shards
-
 
 @dataclass(frozen=True)
 class OutboxRow:
