@@ -46,6 +46,8 @@ class ManualClock:
 
 def as_utc(moment: datetime) -> datetime:
     """Return `moment` as aware UTC; naive values (as SQLite hands them back) are taken as UTC."""
+    if moment.tzinfo is UTC:  # most values: astimezone would make a needless copy
+        return moment
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

@@ -22,6 +22,10 @@ broker epoch known before the send and confirmed after it: rows are marked publi
 then. When the broker turns out to be a new one, the relay stops, lets the guard establish the
 new epoch (topics and marker) and mark the events consumers may have missed as unpublished, and
 publishes them again in outbox order.
+
+A relay given `fast_topics` publishes their pending rows before any other (`shared.outbox_lanes`):
+order is kept per topic, so per lead within a lane, and a backlog of bulk rows never holds up
+a fast one.
 """
 
 from __future__ import annotations
@@ -29,8 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
@@ -38,14 +41,6 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     bindparam,
     delete,
     func,
@@ -58,59 +53,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.after_commit import defer_until_commit
 from shared.broker_epoch import BrokerEpoch
 from shared.clock import Clock, SystemClock
-from shared.db import Database, UTCDateTime, insert_ignoring_conflicts
+from shared.db import Database, insert_ignoring_conflicts
 from shared.events import Envelope, encode_event
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog, is_outage
+from shared.outbox_lanes import LaneQueue
+from shared.outbox_tables import AutoIncrement, OutboxTables, outbox_tables, shard_of
 from shared.tracing import context_for, record_headers
 
+__all__ = ["AutoIncrement", "BrokerChangedError", "BrokerGuard", "Outbox", "OutboxRelay",
+           "OutboxRow", "OutboxTables", "outbox_tables", "shard_of"]
+
 logger = logging.getLogger(__name__)
-
-AutoIncrement = BigInteger().with_variant(Integer(), "sqlite")
-
-
-@dataclass(frozen=True)
-class OutboxTables:
-    events: Table
-    shards: Table
-
-
-def outbox_tables(metadata: MetaData, prefix: str) -> OutboxTables:
-    """Declare a service's outbox tables: `<prefix>_outbox_event` and `<prefix>_outbox_shard`."""
-    events = Table(
-        f"{prefix}_outbox_event",
-        metadata,
-        Column("id", AutoIncrement, primary_key=True, autoincrement=True),
-        Column("event_id", String(36), nullable=False, unique=True),
-        Column("event_type", String(64), nullable=False),
-        Column("topic", String(255), nullable=False),
-        Column("message_key", String(64), nullable=False),
-        Column("shard", Integer, nullable=False),
-        Column("payload", Text, nullable=False),
-        # The request's or consumed event's trace and correlation id, sent as record headers.
-        Column("traceparent", String(55), nullable=True),
-        Column("correlation_id", String(128), nullable=True),
-        Column("created_at", UTCDateTime, nullable=False),
-        Column("published_at", UTCDateTime, nullable=True),
-    )
-    Index(
-        f"ix_{prefix}_outbox_event_pending",
-        events.c.shard,
-        events.c.id,
-        postgresql_where=events.c.published_at.is_(None),
-        sqlite_where=events.c.published_at.is_(None),
-    )
-    shards = Table(
-        f"{prefix}_outbox_shard",
-        metadata,
-        Column("shard", Integer, primary_key=True, autoincrement=False),
-    )
-    return OutboxTables(events=events, shards=shards)
-
-
-def shard_of(key: str, shards: int) -> int:
-    return zlib.crc32(key.encode()) % shards
-
 
 @dataclass(frozen=True)
 class OutboxRow:
@@ -250,6 +204,7 @@ class OutboxRelay:
         mark_after: float = 0.1,
         metrics: ServiceMetrics | None = None,
         guard: BrokerGuard | None = None,
+        fast_topics: Collection[str] = (),
     ) -> None:
         self.db = db
         self.guard = guard
@@ -266,7 +221,10 @@ class OutboxRelay:
         self.published = 0
         self._next_purge_at = 0.0
         self._last_published = 0
-        """Id of the row this relay published last (SQLite path)."""
+        """Id of the last row handed over or read (SQLite path): every pending row up to it is
+        published or queued."""
+        self._queued: LaneQueue[OutboxRow] = LaneQueue(fast_topics)
+        """Rows handed over and not yet published (SQLite path)."""
         self._unmarked: list[int] = []
         self._marker: asyncio.Task[None] | None = None
         outbox.hand_over = db.dialect != "postgresql"
@@ -278,9 +236,14 @@ class OutboxRelay:
             .where(events.c.published_at.is_(None))
             .order_by(events.c.id)
         )
-        self._pending_rows = pending.limit(bindparam("limit"))
-        self._pending_rows_of_shards = pending.where(
-            events.c.shard.in_(bindparam("shards", expanding=True))).limit(batch_size)
+        fast = tuple(fast_topics)
+        lanes = ([pending.where(events.c.topic.in_(fast)),
+                  pending.where(events.c.topic.not_in(fast))] if fast else [pending])
+        self._pending_rows = [lane.limit(bindparam("limit")) for lane in lanes]
+        """Per lane, fast first: the first pending rows."""
+        self._pending_rows_of_shards = [
+            lane.where(events.c.shard.in_(bindparam("shards", expanding=True)))
+            .limit(bindparam("limit")) for lane in lanes]
         self._mark = update(events).where(events.c.id.in_(bindparam("ids", expanding=True)))
 
     async def prepare(self) -> None:
@@ -353,6 +316,7 @@ class OutboxRelay:
             return
         await self._stop_marking()
         self._unmarked = []
+        self._queued.clear()
         self._last_published = _READ_THE_TABLE
         self._epoch = await self.guard.recover()
 
@@ -390,27 +354,39 @@ class OutboxRelay:
         rows = self._handed_over()
         if rows is None:
             async with self.db.reading() as session:
-                rows = await self._not_yet_published(session)
+                rows, every_pending_row = await self._not_yet_published(session)
+            if rows:
+                self._last_published = (max(row.id for row in rows) if every_pending_row
+                                        else _READ_THE_TABLE)
         if rows:
-            await self._publish(rows)
-            self._last_published = rows[-1].id
+            try:
+                await self._publish(rows)
+            except BaseException:
+                self._queued.clear()  # still pending in the table: read again
+                self._last_published = _READ_THE_TABLE
+                raise
             self._unmarked.extend(row.id for row in rows)
             if self._marker is None or self._marker.done():
                 self._marker = asyncio.create_task(self._mark_in_background())
         return len(rows)
 
     def _handed_over(self) -> list[OutboxRow] | None:
-        """The rows this process committed since the last round, when they are all that is
-        new: their ids run on from the last one published without a gap. None: read."""
+        """A round of the rows this process committed, when they are all that is new: their
+        ids run on from the last one handed over without a gap. None: read the table."""
         handed = sorted(self.outbox.take_committed(), key=lambda row: row.id)
-        if not handed or any(
+        if handed and any(
             row.id != self._last_published + place for place, row in enumerate(handed, start=1)
         ):
+            self._queued.clear()  # they are all pending in the table
             return None
-        # What does not fit in this round is handed over again in the next, not dropped: a
-        # dropped row would show as a gap and make every later round read the table.
-        self.outbox.committed[:0] = handed[self.batch_size:]
-        return handed[:self.batch_size]
+        if handed:
+            # What does not fit in this round waits for the next, not dropped: a dropped row
+            # would show as a gap and make every later round read the table.
+            self._queued.extend(handed)
+            self._last_published = handed[-1].id
+        if not self._queued:
+            return None
+        return self._queued.take(self.batch_size)
 
     async def _mark_in_background(self) -> None:
         outage = OutageLog("outbox relay (marking)", first_pause=1.0)
@@ -458,19 +434,34 @@ class OutboxRelay:
             await self._marker
 
     async def _pending(self, session: AsyncSession, shards: Sequence[int]) -> list[OutboxRow]:
-        result = await session.execute(self._pending_rows_of_shards, {"shards": list(shards)})
-        return [OutboxRow(*row) for row in result]
+        rows: list[OutboxRow] = []
+        for lane in self._pending_rows_of_shards:
+            result = await session.execute(
+                lane, {"shards": list(shards), "limit": self.batch_size - len(rows)})
+            rows.extend(OutboxRow(*row) for row in result)
+            if len(rows) >= self.batch_size:
+                break
+        return rows
 
-    async def _not_yet_published(self, session: AsyncSession) -> list[OutboxRow]:
-        """Unpublished rows, less those this relay published and has yet to mark.
+    async def _not_yet_published(self, session: AsyncSession) -> tuple[list[OutboxRow], bool]:
+        """Unpublished rows, less those this relay published and has yet to mark, fast lane
+        first; and whether they are every such row.
 
         Not "ids past the last one published": SQLite numbers a row one past the highest id
         left, so once the newest rows are deleted (the purge after a quiet day, an erasure),
         new rows take ids already published once."""
         unmarked = set(self._unmarked)
-        result = await session.execute(
-            self._pending_rows, {"limit": self.batch_size + len(unmarked)})
-        return [OutboxRow(*row) for row in result if row.id not in unmarked][:self.batch_size]
+        rows: list[OutboxRow] = []
+        for lane in self._pending_rows:
+            room = self.batch_size - len(rows)
+            if room <= 0:
+                return rows, False
+            result = (await session.execute(lane, {"limit": room + len(unmarked)})).all()
+            fresh = [OutboxRow(*row) for row in result if row.id not in unmarked]
+            rows.extend(fresh[:room])
+            if len(result) == room + len(unmarked) or len(fresh) > room:
+                return rows, False
+        return rows, True
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> None:
         pending = [

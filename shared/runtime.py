@@ -58,6 +58,7 @@ class ServiceRuntime:
         publish_topic: str,
         clock: Clock | None = None,
         database: Database | None = None,
+        relay_fast_topics: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -66,6 +67,8 @@ class ServiceRuntime:
             outbox_tables, topic=publish_topic, shards=settings.outbox_shards, clock=self.clock
         )
         self.inbox_tables = inbox_tables
+        self.relay_fast_topics = tuple(relay_fast_topics)
+        """Topics whose outbox rows the relay publishes before any other (`shared.outbox`)."""
         self.scrubber = WalScrubber(self.db)
         """Empties SQLite's write-ahead log after an erasure (`shared.erasure`)."""
         self.metrics = ServiceMetrics(settings.service_name)
@@ -141,6 +144,7 @@ class ServiceRuntime:
                           republish_window),
             metrics=self.metrics,
             guard=self.recovery,
+            fast_topics=self.relay_fast_topics,
         )
         self._start("outbox-relay", self.relay.run)
         self._start("topic-keeper", self._keep_topics)

@@ -91,7 +91,7 @@ class ServiceSettings(BaseSettings):
     )
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)
     kafka_idle_fetch_max_wait_ms: int = Field(
-        default=250, ge=0, le=10_000,
+        default=500, ge=0, le=10_000,
         description="Fetch wait of a consumer that has had nothing for 2 s (the embedded "
         "broker answers a waiting fetch only when the wait ends, so the wait is a poll period); "
         "the first event after a quiet spell waits up to this much longer. 0: never lengthened",

@@ -34,6 +34,8 @@ def create_app(settings: IngestSettings | None = None, *, clock: Clock | None = 
             inbox_tables=INBOX,
             publish_topic=config.topics.leads,
             clock=clock,
+            # A new lead's event goes out before any backlog of campaign signals.
+            relay_fast_topics=(config.topics.leads,),
         )
         built.outbox.encoder = lead_keys.encode
         begin_group, end_group = group_hooks(built.outbox)

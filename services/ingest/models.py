@@ -119,5 +119,5 @@ of the instance fetching it; `due_at` the next try, after a `429`'s `Retry-After
 Finished rows are purged with the submissions; erasing a lead deletes its rows."""
 
 AUDIT = audit_table(metadata, "ingest")
-OUTBOX = outbox_tables(metadata, "ingest")
+OUTBOX = outbox_tables(metadata, "ingest", lanes=True)
 INBOX = inbox_tables(metadata, "ingest")

@@ -74,7 +74,8 @@ class RouterSettings(ServiceSettings):
     )
     nurture_webhook_secret: str = Field(default="", description="Its `whsec_...` signing secret")
     timer_interval_seconds: float = Field(
-        default=0.25, gt=0, description="How often lapsed offers and waiting leads are looked for"
+        default=1.0, gt=0, description="How often lapsed offers and waiting leads are looked for "
+        "(each look is a few statements: at 0.25 s it was the idle router's biggest cost)"
     )
     escalation_batch_size: int = Field(default=100, ge=1)
     notify_timeout_seconds: float = Field(

@@ -11,7 +11,7 @@ from shared.inbox import inbox_tables
 from shared.outbox import outbox_tables
 
 METADATA = service_metadata()
-OUTBOX = outbox_tables(METADATA, "sample")
+OUTBOX = outbox_tables(METADATA, "sample", lanes=True)
 INBOX = inbox_tables(METADATA, "sample")
 
 

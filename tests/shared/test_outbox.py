@@ -340,3 +340,35 @@ async def _eventually_zero(relay: OutboxRelay) -> bool:
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+@pytest.mark.parametrize("handed_over", [True, False], ids=["handed-over", "read"])
+async def test_a_new_lead_goes_out_before_a_backlog_of_signals(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str,
+    handed_over: bool,
+) -> None:
+    topics = settings_for(broker, topic_prefix).topics
+    outbox = Outbox(TABLES, topic=topics.leads, shards=4)
+    relay = None
+    if handed_over:  # on SQLite, the commits hand the rows to the relay
+        relay = OutboxRelay(database, outbox, producer, fast_topics=[topics.leads])
+    signals = [event(f"lead-{number % 50}", number) for number in range(20_000)]
+    for start in range(0, len(signals), 5_000):
+        async with database.transaction() as session:
+            await outbox.add(session, *signals[start:start + 5_000], topic=topics.signals)
+    await write(database, outbox, [event("hot-lead", 1)])
+    if relay is None:
+        relay = OutboxRelay(database, outbox, producer, fast_topics=[topics.leads])
+    await relay.prepare()
+
+    await relay.relay_once()
+    await relay.flush_marks()
+
+    received = await read_topic(broker.bootstrap_servers, topics.leads, 1)
+    assert [item["lead_id"] for item in received] == ["hot-lead"]
+    assert await relay.backlog() >= 20_000 - relay.batch_size
+    while await relay.relay_once():
+        pass
+    await relay.flush_marks()
+    assert await relay.backlog() == 0
+    assert relay.published == 20_001
