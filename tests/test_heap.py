@@ -63,7 +63,14 @@ def test_leadrelay_serve_runs_the_service_app_with_the_freezing_lifespan(
     from leadrelay.cli import main
 
     served: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+
+    def run(server: uvicorn.Server, sockets: list[Any] | None = None) -> None:
+        served.update(app=server.config.app, factory=server.config.factory)
+        for listener in sockets or []:
+            listener.close()
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setenv("LEADRELAY_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("LEADRELAY_KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
     for name, value in SERVE_SECRETS.items():

@@ -4,6 +4,7 @@ address that was checked (DNS rebinding cannot move it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 from collections.abc import AsyncIterator
@@ -126,7 +127,9 @@ async def test_rebinding_to_loopback_after_the_check_reaches_nothing(
     policy = DestinationPolicy(resolver=answering([PUBLIC]))
     destination = await policy.check(f"http://localhost:{port}/hook")
     async with httpx.AsyncClient(timeout=0.5) as client:
-        with pytest.raises(httpx.TransportError):
+        # The public address may be unreachable here, or answered by the sandbox's network:
+        # either way the call must not reach the loopback listener.
+        with contextlib.suppress(httpx.TransportError):
             await outbound.post(client, destination, content=b"{}", headers={})
     await asyncio.sleep(0.1)
     assert connections == []
