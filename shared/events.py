@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from shared.request_types import DateTimeText, Flag
 from shared.sealing import (
     SEALED_VERSION,
     BrokenSealError,
@@ -55,10 +56,10 @@ class Contract(BaseModel):
 class Consent(Contract):
     """What the lead agreed to, as the form or tool reported it."""
 
-    email: bool | None = None
-    phone: bool | None = None
+    email: Flag | None = None
+    phone: Flag | None = None
     legal_basis: str | None = None
-    given_at: AwareDatetime | None = None
+    given_at: DateTimeText | None = None
 
 
 class Attribution(Contract):
@@ -86,7 +87,7 @@ class LeadProfile(Contract):
     source: str | None = None
     job_title: str | None = None
     employee_count: int | None = None
-    demo_requested: bool = False
+    demo_requested: Flag = False
     account_key: str | None = None
     industry: str | None = None
     annual_revenue: float | None = None

@@ -34,3 +34,13 @@ DateTimeText = Annotated[AwareDatetime, BeforeValidator(_date_time_text)]
 
 Flag = StrictBool
 """`true` or `false`; never `0`, `1` or a string."""
+
+
+def _not_a_flag(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+NotAFlag = BeforeValidator(_not_a_flag)
+"""For a number: `true` and `false` are refused, where lax pydantic reads them as 1 and 0."""

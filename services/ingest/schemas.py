@@ -37,7 +37,7 @@ from services.ingest.normalise import (
     utm_from_url,
 )
 from shared.events import Attribution, Consent
-from shared.request_types import DateTimeText, Flag
+from shared.request_types import DateTimeText, Flag, NotAFlag
 
 Text = Annotated[str, StringConstraints(max_length=200), AfterValidator(normalise_text)]
 Url = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
@@ -137,9 +137,10 @@ class LeadSubmission(BlankIsAbsent):
     )
     source: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
     job_title: Text | None = None
-    employee_count: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    employee_count: Annotated[int, Field(ge=0, le=10_000_000), NotAFlag] | None = None
     industry: Text | None = None
-    annual_revenue: Annotated[float, Field(ge=0, le=1e13, allow_inf_nan=False)] | None = None
+    annual_revenue: Annotated[
+        float, Field(ge=0, le=1e13, allow_inf_nan=False), NotAFlag] | None = None
     website: Website | None = Field(default=None, description="Stored as its domain")
     language: Language | None = None
     demo_requested: Flag = False

@@ -52,7 +52,8 @@ def simulate(
 ) -> dict[str, Outcome]:
     """Route `leads` in order under `rule_set`; `pools` holds each team's SDRs by name, and
     every SDR under None."""
-    last: dict[str, datetime] = {}
+    # Each rep as replayed, remade only when it is given a lead (a pool is read per lead).
+    replayed = {rep.id: as_replayed(rep) for pool in pools.values() for rep in pool}
     counts: Counter[str] = Counter()
     found: dict[str, Outcome] = {}
     window_start = min((lead.offered_at for lead in leads), default=None)
@@ -63,13 +64,13 @@ def simulate(
             name for name in (rule.pool, rule.fallback_pool) if name] or [None]
         outcome = Outcome(rule.id, None, None)
         for name in names:
-            reps = [replace(as_replayed(rep), last_assigned_at=last.get(rep.id))
-                    for rep in pools.get(name, ())]
+            reps = [replayed[rep.id] for rep in pools.get(name, ())]
             decision = choose_rep(reps, facts, rule.strategy, lead.offered_at, counts=counts,
                                   window_start=window_start, role="sdr")
             if decision.rep_id is not None:
                 outcome = Outcome(rule.id, name or "every sdr", decision.rep_id)
-                last[decision.rep_id] = lead.offered_at
+                replayed[decision.rep_id] = replace(
+                    replayed[decision.rep_id], last_assigned_at=lead.offered_at)
                 counts[decision.rep_id] += 1
                 break
         found[lead.lead_id] = outcome

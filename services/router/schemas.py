@@ -23,7 +23,7 @@ from pydantic import (
 from services.router.routing import Presence, Role, parse_working_hours
 from services.router.rules import Rule, SegmentBand
 from shared.events import Bant, Temperature
-from shared.request_types import DateTimeText, Flag
+from shared.request_types import DateTimeText, Flag, NotAFlag
 
 AssignmentStatus = Literal[
     "offered", "accepted", "contacted", "qualified", "rejected", "disqualified", "escalated",
@@ -98,8 +98,8 @@ class PersonFields(BaseModel):
     )
     out_of_office: list[OutOfOffice] | None = None
     presence: Presence | None = None
-    capacity: Annotated[int, Field(ge=0, le=MAX_CAPACITY)] | None = None
-    weight: Annotated[float, Field(gt=0, le=100)] | None = None
+    capacity: Annotated[int, Field(ge=0, le=MAX_CAPACITY), NotAFlag] | None = None
+    weight: Annotated[float, Field(gt=0, le=100), NotAFlag] | None = None
     webhook_url: WebhookUrl | None = None
     webhook_secret: Secret | None = None
     slack_webhook_url: WebhookUrl | None = None

@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
-from pydantic import AwareDatetime
 
 from services.scorer import repository
 from services.scorer.funnel import ChannelCost, funnel_leads, funnel_report
@@ -23,6 +22,7 @@ from shared import audit
 from shared.app import RuntimeDep
 from shared.auth import require_admin
 from shared.problems import ProblemError
+from shared.request_types import DateTimeText
 
 routes = APIRouter(prefix="/v1", dependencies=[Depends(require_admin)])
 
@@ -47,9 +47,9 @@ def _cost_view(row: Any) -> ChannelCostView:
             summary="Funnel counts, conversion, time in stage and cost, per source and channel")
 async def funnel(
     runtime: RuntimeDep,
-    since: Annotated[AwareDatetime | None, Query(
+    since: Annotated[DateTimeText | None, Query(
         description="Leads received from then on; default 30 days before `until`")] = None,
-    until: Annotated[AwareDatetime | None, Query(
+    until: Annotated[DateTimeText | None, Query(
         description="... and before then; default now")] = None,
 ) -> FunnelReport:
     end = until or runtime.clock.now()
