@@ -177,9 +177,14 @@ async def test_reps_see_and_act_only_on_their_own_assignments(settings: RouterSe
     [sdr_pool] = [pool for pool in reports["fairness"]["by_pool"] if pool["role"] == "sdr"]
     shares = {row["rep_id"]: row for row in sdr_pool["reps"]}
     assert shares[ann["id"]]["leads"] == 1
-    # Target shares weigh each rep's presence within the window (joining, going away), which
-    # moves with the test's own timing on a loaded machine (0.5227 seen in CI).
-    # Among the Inside pool the rules use (Ann weight 2, Ben 1); Cy, in no team, has none.
-    assert shares[ann["id"]]["target_share"] == pytest.approx(2 / 3, abs=0.05)
+    # Targets only among the Inside pool the rules use (Ann weight 2, Ben 1): Cy, in no team,
+    # has none, and theirs add up to the whole. Each weight counts the rep's presence within
+    # the window (Ann goes away above), which moves with the test's timing on a loaded
+    # machine (0.72 seen in CI for 2/3); spread over four reps Ann's would be 0.5 at most.
+    targets = {rep_id: row["target_share"] for rep_id, row in shares.items()
+               if row.get("target_share") is not None}
+    assert set(targets) == {ann["id"], ben["id"]}
+    assert sum(targets.values()) == pytest.approx(1, abs=0.01)
+    assert 0.55 < targets[ann["id"]] < 0.9
     assert cy["id"] not in shares
     assert 'leadrelay_router_assignments_total{role="sdr",strategy="round_robin"} 2.0' in metrics
