@@ -58,7 +58,7 @@ async def claim(request: Request, runtime: RuntimeDep, lead_id: str,
         return stop
     assert viewer is not None
     async with runtime.db.reading() as session:
-        teams = frozenset(await queries.team_ids_of(session, viewer.person_id))
+        teams = await assignment_actions.claimable_teams(session, viewer.person_id)
     try:
         async with runtime.db.transaction() as session:
             await assignment_actions.claim_from_queue(

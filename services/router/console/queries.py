@@ -29,14 +29,6 @@ async def open_assignments_of(session: AsyncSession, person_id: str) -> list[dic
     return [dict(row) for row in result.mappings()]
 
 
-async def team_ids_of(session: AsyncSession, person_id: str) -> list[str]:
-    """Teams the person belongs to or manages."""
-    members = select(membership.c.team_id).where(membership.c.person_id == person_id)
-    managed = select(team.c.id).where(team.c.manager_id == person_id)
-    result = await session.execute(members.union(managed))
-    return sorted(row[0] for row in result)
-
-
 async def teams(session: AsyncSession, team_ids: Sequence[str]) -> list[RowMapping]:
     result = await session.execute(
         select(team).where(team.c.id.in_(list(team_ids))).order_by(team.c.name))

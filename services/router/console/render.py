@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.router import roster_repository
+from services.router import assignment_actions, roster_repository
 from services.router.console import queries, views
 from services.router.console.sessions import Viewer
 
@@ -49,7 +49,7 @@ async def inbox_data(session: AsyncSession, viewer: Viewer, now: datetime) -> di
 
 
 async def board_data(session: AsyncSession, viewer: Viewer, now: datetime) -> dict[str, Any]:
-    team_ids = await queries.team_ids_of(session, viewer.person_id)
+    team_ids = sorted(await assignment_actions.claimable_teams(session, viewer.person_id))
     teams = {row["id"]: row["name"] for row in await queries.teams(session, team_ids)}
     offers = await queries.open_offers_of_teams(session, team_ids,
                                                 now - views.BREACHED_SHOWN_FOR)
