@@ -4,7 +4,9 @@ line naming the setting or the address and what to do.
 The settings themselves (unparsable or unsupported URLs, bad values) are checked when they are
 loaded (`shared.settings.load_settings`); these are the checks that need the outside world: the
 listening port, the database server, the broker. Each finishes within a few seconds, so a
-service that cannot start says why at once instead of a traceback or a minute of retries.
+service that cannot start says why at once instead of a traceback or a minute of retries. The
+one wait: a PostgreSQL server that answers it is starting up (recovering after a crash, say) will
+serve soon, so a service restarted meanwhile waits for it, up to a minute.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import errno
 import socket
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.settings import ServiceSettings
 
 DATABASE_TIMEOUT_SECONDS = 5.0
 """How long the database server has to accept a connection and a login."""
+
+DATABASE_STARTING_SECONDS = 60.0
+"""How long a PostgreSQL server that says it is starting up (or recovering after a crash) is
+waited for: it exists and will serve, so a service started meanwhile waits instead of failing."""
 
 
 class StartupError(RuntimeError):
@@ -63,8 +70,7 @@ async def check_database(settings: ServiceSettings) -> None:
     variable = settings.database_url_variable
     engine = create_async_engine(url, hide_parameters=True, pool_size=1, max_overflow=0)
     try:
-        async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS), engine.connect():
-            return
+        await _connect_once_started(engine)
     except TimeoutError:
         raise StartupError(
             f"{where} did not answer within {DATABASE_TIMEOUT_SECONDS:g} s ({variable}): check "
@@ -74,6 +80,21 @@ async def check_database(settings: ServiceSettings) -> None:
                                              error)) from None
     finally:
         await engine.dispose()
+
+
+async def _connect_once_started(engine: AsyncEngine) -> None:
+    """Connect and log in, waiting out a server that is still starting up (SQLSTATE 57P03)."""
+    waited_since = asyncio.get_running_loop().time()
+    while True:
+        try:
+            async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS), engine.connect():
+                return
+        except DBAPIError as error:
+            starting = getattr(_root_cause(error), "sqlstate", None) == "57P03"
+            elapsed = asyncio.get_running_loop().time() - waited_since
+            if not starting or elapsed > DATABASE_STARTING_SECONDS:
+                raise
+        await asyncio.sleep(0.5)
 
 
 def _database_problem(
