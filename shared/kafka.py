@@ -4,8 +4,9 @@ Producers wait for every in-sync replica (`acks="all"`). The idempotent producer
 off by default because the embedded broker rejects it. Every client authenticates as
 `shared.kafka_security` says (TLS, SASL). Consumers never auto-commit: the
 consumer loop commits offsets only after the database transaction that applied the events.
-Topics are created explicitly at start-up: the broker would otherwise auto-create them with
-its own partition count on the first produce or metadata request.
+Consumers refresh stale partition leadership at once (`shared.aiokafka_leaders`) and their
+metadata every 30 s. Topics are created explicitly at start-up: the broker would otherwise
+auto-create them with its own partition count on the first produce or metadata request.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
+from shared import aiokafka_leaders
 from shared.kafka_security import client_security
 from shared.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+
+aiokafka_leaders.install()
 
 
 def build_producer(settings: ServiceSettings, *, client_id: str | None = None) -> AIOKafkaProducer:
@@ -53,6 +57,9 @@ def build_consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,
         retry_backoff_ms=200,
+        # Leadership that moved without the client noticing is found within this long at most
+        # (aiokafka's default is 5 minutes).
+        metadata_max_age_ms=30_000,
         **client_security(settings),
     )
 

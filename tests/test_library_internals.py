@@ -188,6 +188,48 @@ def test_aiokafka_connection_and_protocol_classes_the_start_up_check_uses() -> N
     assert for_code(TopicAlreadyExistsError.errno) is TopicAlreadyExistsError
 
 
+# --- aiokafka: the consumer's offset reset follows a partition's new leader ----------------------
+
+
+def test_aiokafka_offset_resets_still_go_through_the_method_we_wrap() -> None:
+    from aiokafka.consumer.fetcher import Fetcher
+
+    import shared.kafka  # noqa: F401 - installs the wrapper
+
+    used_by = "shared/aiokafka_leaders.py"
+    assert getattr(Fetcher._proc_offset_request, "refreshes_metadata", False), moved(
+        "aiokafka", "Fetcher._proc_offset_request is not the wrapped one", used_by)
+    original = inspect.unwrap(Fetcher._proc_offset_request)
+    assert list(inspect.signature(original).parameters) == ["self", "node_id", "topic_data"], \
+        moved("aiokafka", "Fetcher._proc_offset_request(self, node_id, topic_data)", used_by)
+    resets = inspect.getsource(Fetcher._update_fetch_positions)
+    assert "self._proc_offset_request(node_id, topic_data)" in resets, moved(
+        "aiokafka", "_update_fetch_positions no longer asks _proc_offset_request", used_by)
+
+
+async def test_a_stale_leader_answering_an_offset_reset_refreshes_the_metadata() -> None:
+    """aiokafka's own request code, given a broker's NotLeaderForPartition answer: the wrapper
+    asks for fresh metadata (aiokafka alone would ask the same broker again for 5 minutes)."""
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.fetcher import Fetcher
+    from aiokafka.errors import NotLeaderForPartitionError
+
+    import shared.kafka  # noqa: F401 - installs the wrapper
+
+    refreshes: list[bool] = []
+
+    async def send(node_id: int, request: Any) -> Any:
+        not_leader = NotLeaderForPartitionError.errno
+        return SimpleNamespace(API_VERSION=1, topics=[("leads", [(3, not_leader, -1, -1)])])
+
+    client = SimpleNamespace(send=send, force_metadata_update=lambda: refreshes.append(True))
+    fetcher = SimpleNamespace(_client=client, _isolation_level=0)
+    with pytest.raises(NotLeaderForPartitionError):
+        await Fetcher._proc_offset_request(fetcher, 2, {"leads": [(3, -2)]})
+    assert refreshes == [True]
+
+
 # --- uvicorn: serve binds its socket itself ------------------------------------------------------
 
 
