@@ -14,7 +14,7 @@ routing lock with the transaction's roster state (`roster_cache.routing_state`, 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,7 +93,7 @@ async def route_scored_lead(
     ):
         return None  # an older score, or an erased lead's: nothing of it is kept
     active = current is not None and (
-        current["status"] in HELD_STATUSES
+        held_status(current, event)
         or await repository.active_assignment(session, event.lead_id) is not None
     )
     values, nurture = scored_values(event, current, active, now)
@@ -114,6 +114,20 @@ async def route_scored_lead(
 
 HELD_STATUSES = frozenset({"queued", "qualified", "disqualified", "erased"})
 """Lead statuses a new score does not route from (nor send to nurture)."""
+
+
+def held_status(current: Mapping[str, Any], event: LeadScored) -> bool:
+    """Whether the lead's status holds it from routing when `event` comes.
+
+    A lead an SDR disqualified went back to marketing: the scorer recycled it. It is held until
+    the scorer makes it MQL again (it re-engaged: a demo request months later, say), which the
+    router sees as a score at stage `mql` following one at stage `recycled` (a lead's events
+    come in order); then it is routed like a new lead. A score the scorer sent before it
+    recycled the lead still says `mql` after an earlier `mql`, and keeps it held."""
+    if current["status"] == "disqualified":
+        before = (current["profile"] or {}).get("stage")
+        return not (before == "recycled" and event.data.stage == "mql")
+    return current["status"] in HELD_STATUSES
 
 
 def scored_values(
@@ -179,7 +193,7 @@ async def route_scored_leads(
         ):
             continue
         held = current is not None and (
-            current["status"] in HELD_STATUSES or event.lead_id in active)
+            held_status(current, event) or event.lead_id in active)
         values, nurture = scored_values(event, current, held, now)  # type: ignore[arg-type]
         if current is None:
             lead: dict[str, Any] = {

@@ -184,3 +184,14 @@ async def test_a_disqualified_lead_ends_recycled_to_nurturing_in_the_scorer(
         ("recycled", "no_budget", "assignment.disqualified"),
     ]
     assert score["stage"] == "recycled"
+
+    async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
+        # It comes back on its own: a demo request makes it MQL again, and an SDR gets it.
+        signal = await client.post(f"{system.url('ingest')}/v1/signals", json={
+            "lead_id": lead_id, "type": "demo_request"})
+        assert signal.status_code == 202, signal.text
+        await notifications(receiver, lead_id, 2)
+        history = await eventually(stages, until=lambda got: len(got) >= 4, timeout=30)
+        offers = await assignments(client, system, lead_id)
+    assert history[-1][:2] == ("mql", "buying_signal")
+    assert sorted(offer["status"] for offer in offers) == ["disqualified", "offered"]

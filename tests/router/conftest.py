@@ -27,6 +27,7 @@ from shared.events import (
     LeadProfile,
     LeadScored,
     LeadScoredData,
+    Stage,
     Temperature,
     encode_event,
 )
@@ -142,6 +143,7 @@ def scored(
     clock: ManualClock,
     score: float = 87.0,
     email: str | None = None,
+    stage: Stage = "lead",
     **profile: Any,
 ) -> LeadScored:
     return LeadScored(
@@ -155,6 +157,7 @@ def scored(
             temperature=temperature,
             model_version="test",
             breakdown=[],
+            stage=stage,
             lead=LeadProfile(
                 email=email or f"{lead_id}@buyer.example",
                 name="Ada Lovelace",

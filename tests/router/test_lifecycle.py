@@ -236,6 +236,35 @@ async def test_a_disqualified_lead_goes_back_to_nurturing(router: Router) -> Non
     assert len(await router.assignments("lead-1")) == 1
 
 
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["batch", "one by one"])
+async def test_a_disqualified_lead_the_scorer_makes_mql_again_is_routed_again(
+    router: Router, one_by_one: bool
+) -> None:
+    await router.add_sdr("Ada")
+    consumer = router.consumer(one_by_one=one_by_one)
+    await router.consume(scored("lead-1", clock=router.clock, stage="mql"), consumer=consumer)
+    offer = await offer_of(router, "lead-1")
+    async with router.db.transaction() as session:
+        await assignment_actions.accept_assignment(session, router.context, offer["id"])
+        await assignment_actions.disqualify(session, router.context, offer["id"], "no_need", None)
+    # A score the scorer sent before it recycled the lead, then the recycling, then engagement
+    # while recycled: the lead stays with marketing.
+    for stage in ("mql", "recycled", "recycled"):
+        router.clock.advance(60)
+        await router.consume(scored("lead-1", clock=router.clock, stage=stage),
+                             consumer=consumer)
+    assert len(await router.assignments("lead-1")) == 1
+    [held] = await router.rows(lead)
+    assert held["status"] == "disqualified"
+    # Months later it asks for a demo: the scorer makes it MQL again, and an SDR gets it.
+    router.clock.advance(90 * 24 * 3600)
+    await router.consume(scored("lead-1", clock=router.clock, stage="mql"), consumer=consumer)
+    first, second = await router.assignments("lead-1")
+    assert (first["status"], second["status"]) == ("disqualified", "offered")
+    [routed] = await router.rows(lead)
+    assert routed["status"] == "routed"
+
+
 async def test_contact_without_acceptance_is_refused(router: Router) -> None:
     await router.add_sdr("Ada")
     await router.consume(scored("lead-1", clock=router.clock))
