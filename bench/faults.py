@@ -90,7 +90,7 @@ class Fault:
 def kill_and_restart(process: ServiceProcess, pause: float,
                      turn: threading.Lock) -> Callable[[], None]:
     """kill -9 the instance, start it again `pause` seconds later, wait until it is ready (an
-    instance that cannot start, say its port was taken meanwhile, is a fault never repaired).
+    instance that exits `RESTARTS` times while starting is a fault never repaired).
     `turn` is the instance's: a second kill due while the first is being repaired waits."""
     def act() -> None:
         with turn:
@@ -98,17 +98,32 @@ def kill_and_restart(process: ServiceProcess, pause: float,
     return act
 
 
+RESTARTS = 3
+"""Starts an exited instance gets, as an orchestrator's restart policy would give it (a start
+can fail on its own: `serve` exits at once when PostgreSQL refuses connections, as it does for a
+moment while it restarts)."""
+
+
 def kill_wait_and_start(process: ServiceProcess, pause: float) -> None:
     process.kill()
     time.sleep(pause)
-    process.start()
     deadline = time.monotonic() + READY_TIMEOUT
-    while not process.ready():
-        if not process.alive():
-            raise TimeoutError(f"exited while starting again; see {process.log_path}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not ready {READY_TIMEOUT:g} s after starting again")
-        time.sleep(0.1)
+    for start in range(1, RESTARTS + 1):
+        process.start()
+        while not process.ready():
+            if not process.alive():
+                if start == RESTARTS:
+                    raise TimeoutError(f"exited {start} times while starting again; "
+                                       f"see {process.log_path}")
+                print(f"  {process.name} exited while starting again; starting it again",
+                      flush=True)
+                time.sleep(1.0)
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready {READY_TIMEOUT:g} s after starting again")
+            time.sleep(0.1)
+        else:
+            return
 
 
 def service_faults(system: RunningSystem, kills_each: int, seconds: float,

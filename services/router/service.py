@@ -116,7 +116,7 @@ HELD_STATUSES = frozenset({"queued", "qualified", "disqualified", "erased"})
 """Lead statuses a new score does not route from (nor send to nurture)."""
 
 
-def held_status(current: Mapping[str, Any], event: LeadScored) -> bool:
+def held_status(current: Mapping[Any, Any], event: LeadScored) -> bool:
     """Whether the lead's status holds it from routing when `event` comes.
 
     A lead an SDR disqualified went back to marketing: the scorer recycled it. It is held until
