@@ -3,7 +3,6 @@ doubled, stuck or undelivered while brokers, service instances and PostgreSQL ar
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,10 +40,6 @@ def test_the_embedded_broker_killed_twice_and_every_service_once_loses_nothing()
 
 @pytest.mark.postgres
 @pytest.mark.kafka
-@pytest.mark.skipif(
-    os.environ.get("LEADRELAY_FAULTS_KAFKA") != "1",
-    reason="opt-in (LEADRELAY_FAULTS_KAFKA=1): one CI run in three or four still ends with "
-           "some acknowledged leads' lead.received pending in ingest's outbox (issue 18)")
 def test_apache_kafka_and_postgresql_under_every_fault_lose_nothing() -> None:
     reason = kafka_unavailable()
     if reason:
