@@ -11,8 +11,10 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -25,6 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.slow]
 CHROMIUM = Path(os.environ.get("LEADRELAY_CHROMIUM", "/usr/bin/chromium"))
 SLA_SECONDS = 6.0
 SCREENSHOTS = os.environ.get("LEADRELAY_SCREENSHOTS_DIR")
+REP_ZONE = "Asia/Kolkata"
+"""The reps' browsers' time zone: half an hour off UTC's, so a time shown in UTC is told apart."""
 """When set, each main page's screenshot is saved there (the README's come from this)."""
 
 try:
@@ -172,7 +176,8 @@ def test_a_rep_sees_a_new_offer_live_watches_its_countdown_and_accepts(
     system: RunningSystem, receiver: WebhookReceiver, browser: Browser
 ) -> None:
     team = Team(system, receiver, "Inbox", reps=["Ann", "Ben"], managers=["Mia"])
-    ann, ben = signed_in_page(browser, team, "Ann"), signed_in_page(browser, team, "Ben")
+    ann, ben = (signed_in_page(browser, team, name, timezone_id=REP_ZONE)
+                for name in ("Ann", "Ben"))
     expect(ann.get_by_text("No open leads")).to_be_visible()
     lead_id = team.send_lead("Grace Hopper")
     holder_id = wait_for(lambda: team.assignments(lead_id))[0]["sdr_id"]
@@ -185,6 +190,11 @@ def test_a_rep_sees_a_new_offer_live_watches_its_countdown_and_accepts(
     first = countdown.inner_text()
     expect(countdown).not_to_have_text(first, timeout=5_000)
     expect(card.get_by_text("Why you:")).to_be_visible()
+    # The deadline's time of day is the rep's own, not the server's UTC.
+    deadline = card.locator("p.clock time.clock-time")
+    at = datetime.fromisoformat(str(deadline.get_attribute("datetime")))
+    expect(deadline).to_have_text(f"{at.astimezone(ZoneInfo(REP_ZONE)):%H:%M:%S}")
+    expect(deadline).to_have_attribute("title", f"{at:%H:%M:%S} UTC")
     screenshot(holder, "inbox")
     card.get_by_role("button", name="Accept Grace Hopper").click()
     expect(holder.get_by_role("status")).to_contain_text("Lead accepted")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import assignment_actions, roster_repository
@@ -23,8 +24,16 @@ def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment is not None else ""
 
 
+def _clock_time(moment: datetime | None) -> Markup:
+    """A time of day in UTC, which the page's script rewrites in the viewer's own time zone."""
+    if moment is None:
+        return Markup("")
+    return Markup('<time class="clock-time" datetime="{}">{} UTC</time>').format(
+        moment.isoformat(), f"{moment:%H:%M:%S}")
+
+
 templates.env.filters["iso"] = _iso
-templates.env.filters["hhmm"] = lambda moment: f"{moment:%H:%M:%S} UTC" if moment else ""
+templates.env.filters["hhmm"] = _clock_time
 
 
 def fragment(name: str, **values: Any) -> str:

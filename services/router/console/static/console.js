@@ -1,5 +1,6 @@
 // Countdowns: every element with data-deadline shows the time left and its offer card turns
 // at-risk (under a quarter of the time left) or breached. The server's clock is the reference.
+// Times of day (time.clock-time, written in UTC) are shown in the viewer's own time zone.
 (function () {
   "use strict";
   // The server wrote its time as it answered: compare it with when the answer began to arrive.
@@ -32,7 +33,23 @@
     });
   }
 
-  tick();
+  // Times of day arrive in UTC; each viewer reads them in the time zone of their own device.
+  function two(number) { return String(number).padStart(2, "0"); }
+
+  function localTimes() {
+    document.querySelectorAll("time.clock-time:not([data-local])").forEach(function (element) {
+      var moment = new Date(element.getAttribute("datetime"));
+      if (isNaN(moment.getTime())) { return; }
+      element.title = element.textContent;
+      element.textContent = two(moment.getHours()) + ":" + two(moment.getMinutes()) + ":" +
+        two(moment.getSeconds());
+      element.dataset.local = "";
+    });
+  }
+
+  function refresh() { localTimes(); tick(); }
+
+  refresh();
   setInterval(tick, 250);
-  document.addEventListener("htmx:afterSwap", tick);
+  document.addEventListener("htmx:afterSwap", refresh);
 })();
