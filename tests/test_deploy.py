@@ -661,3 +661,16 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
         "shared/settings.py",
     ):
         assert not _dockerignored(module, patterns), f"{module} is left out of the image"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_compose_passes_the_trace_exporter_through_and_exports_nothing_by_default(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    from shared.tracing import export_configured
+
+    environment = _environment(services[name])
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in environment, "compose drops the OTLP endpoint"
+    assert export_configured(environment) is False, "no collector set: no spans"
+    assert export_configured({**environment,
+                              "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
