@@ -12,11 +12,13 @@ never JSON. The pages are self-contained (inline CSS, no script, no external ass
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from html import escape
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.router import assignment_actions, repository
 from services.router.action_links import LinkCheck, check_link, claim_subject
@@ -98,17 +100,27 @@ def _context(request: Request) -> RouterContext:
     return context
 
 
-async def _checked(request: Request, runtime: RuntimeDep, assignment_id: str, action: str,
-                   token: str) -> tuple[Any, HTMLResponse | None]:
+async def _checked(
+    request: Request, runtime: RuntimeDep, subject: str, action: str, token: str,
+    load: Callable[[AsyncSession], Awaitable[Any]],
+) -> tuple[Any, HTMLResponse | None]:
+    """The row `load` reads (the assignment a link names, for its facts) when the link for
+    `subject` and `action` is valid; else the page saying why it is not."""
     context = _context(request)
-    check = check_link(context.action_keys, assignment_id, action, token, context.clock.now())
+    check = check_link(context.action_keys, subject, action, token, context.clock.now())
     if check is not LinkCheck.VALID:
         return None, refused_page(check)
     async with runtime.db.reading() as session:
-        row = await repository.find_assignment(session, assignment_id)
+        row = await load(session)
     if row is None:
         return None, refused_page(LinkCheck.INVALID)
     return row, None
+
+
+async def _checked_accept(request: Request, runtime: RuntimeDep, assignment_id: str,
+                          token: str) -> tuple[Any, HTMLResponse | None]:
+    return await _checked(request, runtime, assignment_id, "accept", token,
+                          lambda session: repository.find_assignment(session, assignment_id))
 
 
 @routes.get("/assignments/{assignment_id}/accept", response_class=HTMLResponse, responses=PAGES,
@@ -117,7 +129,7 @@ async def accept_page(
     request: Request, runtime: RuntimeDep, assignment_id: str,
     token: Annotated[str, Query(max_length=200)] = "",
 ) -> HTMLResponse:
-    row, refused = await _checked(request, runtime, assignment_id, "accept", token)
+    row, refused = await _checked_accept(request, runtime, assignment_id, token)
     if refused is not None:
         return refused
     title, button, _ = ACTION_WORDS["accept"]
@@ -136,7 +148,7 @@ async def confirm_accept(
     request: Request, runtime: RuntimeDep, assignment_id: str,
     token: Annotated[str, Form(max_length=200)] = "",
 ) -> HTMLResponse:
-    row, refused = await _checked(request, runtime, assignment_id, "accept", token)
+    row, refused = await _checked_accept(request, runtime, assignment_id, token)
     if refused is not None:
         return refused
     try:
@@ -155,16 +167,8 @@ async def confirm_accept(
 async def _checked_claim(request: Request, runtime: RuntimeDep, lead_id: str, person_id: str,
                          token: str) -> tuple[Any, HTMLResponse | None]:
     """The lead's latest assignment (for its facts) when the claim link is valid."""
-    context = _context(request)
-    check = check_link(context.action_keys, claim_subject(lead_id, person_id), "claim", token,
-                       context.clock.now())
-    if check is not LinkCheck.VALID:
-        return None, refused_page(check)
-    async with runtime.db.reading() as session:
-        latest = await repository.latest_assignment(session, lead_id)
-    if latest is None:
-        return None, refused_page(LinkCheck.INVALID)
-    return latest, None
+    return await _checked(request, runtime, claim_subject(lead_id, person_id), "claim", token,
+                          lambda session: repository.latest_assignment(session, lead_id))
 
 
 @routes.get("/queue/{lead_id}/claim", response_class=HTMLResponse, responses=PAGES,
