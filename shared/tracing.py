@@ -217,6 +217,34 @@ def consuming(
                 by_lead[lead_id] = LogContext(correlation_id, lead_id, traceparent)
             if log_each:
                 _log_consumed(message, event_type, LogContext(correlation_id, lead_id, traceparent))
+    with _leads_in(by_lead, spans):
+        yield
+
+
+@contextmanager
+def continuing(name: str, parents: Mapping[str, str | None]) -> Iterator[None]:
+    """Around work a timer does for leads whose traces began elsewhere (an offer lapsing, a
+    reminder due): per lead, a span `name`, child of the traceparent in `parents` (the one its
+    offer was made in), while tracing; and that lead's context for the outbox rows and
+    notifications the work writes, so they stay in the lead's trace."""
+    by_lead: dict[str, LogContext] = {}
+    spans: list[Span] = []
+    for lead_id, parent in parents.items():
+        traceparent = checked_traceparent(parent)
+        span = start_span(name, traceparent, SpanKind.INTERNAL, {"leadrelay.lead_id": lead_id})
+        if span is not None:
+            spans.append(span)
+            traceparent = traceparent_of(span)
+        if traceparent:
+            by_lead[lead_id] = LogContext(None, lead_id, traceparent)
+    with _leads_in(by_lead, spans):
+        yield
+
+
+@contextmanager
+def _leads_in(by_lead: dict[str, LogContext], spans: Sequence[Span]) -> Iterator[None]:
+    """`by_lead` is each lead's context within the block; `spans` end with it (failed if it
+    raised)."""
     token = _BY_LEAD.set(by_lead)
     previous = current_context()
     failure: BaseException | None = None

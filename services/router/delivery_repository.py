@@ -140,6 +140,21 @@ async def cancel_pending_notifications(session: AsyncSession, assignment_id: str
     )
 
 
+async def offer_traceparents(
+    session: AsyncSession, assignment_ids: Sequence[str]
+) -> dict[str, str]:
+    """The traceparent each assignment's offer was notified in (the lead's trace), by id."""
+    if not assignment_ids:
+        return {}
+    rows = await session.execute(
+        select(notification.c.assignment_id, notification.c.traceparent).where(
+            notification.c.assignment_id.in_(assignment_ids),
+            notification.c.kind == "offer",
+            notification.c.traceparent.is_not(None),
+        ))
+    return {assignment_id: traceparent for assignment_id, traceparent in rows}
+
+
 async def next_notification_due(session: AsyncSession) -> datetime | None:
     found: datetime | None = await session.scalar(
         select(func.min(notification.c.next_attempt_at)).where(

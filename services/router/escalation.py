@@ -14,6 +14,8 @@ due. Tests hand it their injected clock instead (`InjectedClock`).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -31,6 +33,7 @@ from services.router import (
 )
 from services.router.handover import retry_handovers
 from services.router.service import Offer, RouterContext
+from shared import tracing
 from shared.clock import Clock
 from shared.db import Database, database_now, new_id
 from shared.events import AssignmentEscalated, AssignmentEscalatedData
@@ -107,6 +110,13 @@ async def escalate_due(
     if not lapsed:
         return []
     await repository.lock_routing(session)
+    async with _in_leads_traces(session, "router escalate", lapsed):
+        return await _escalate(session, context, lapsed, now)
+
+
+async def _escalate(
+    session: AsyncSession, context: RouterContext, lapsed: Sequence[RowMapping], now: datetime
+) -> list[Escalation]:
     escalations: list[Escalation] = []
     settings = context.settings
     snapshot = service.RosterSnapshot()
@@ -172,6 +182,19 @@ async def escalate_due(
     return escalations
 
 
+@asynccontextmanager
+async def _in_leads_traces(
+    session: AsyncSession, name: str, assignments: Sequence[RowMapping]
+) -> AsyncIterator[None]:
+    """What the timer writes for these assignments' leads continues each lead's trace (the
+    one its offer was made in) instead of starting a new one."""
+    parents = await delivery_repository.offer_traceparents(
+        session, [row["id"] for row in assignments])
+    with tracing.continuing(name, {row["lead_id"]: parents.get(row["id"])
+                                   for row in assignments}):
+        yield
+
+
 async def _to_queue(
     session: AsyncSession, context: RouterContext, lead: RowMapping, offer: RowMapping,
     now: datetime,
@@ -206,15 +229,17 @@ async def send_reminders(
 ) -> int:
     """Remind reps of offers whose deadline is near."""
     due = await repository.claim_due_reminders(session, now, limit)
-    for row in due:
-        person = await roster_repository.find_sdr(session, row["sdr_id"])
-        lead = await repository.find_lead(session, row["lead_id"])
-        if person is None or lead is None:
-            continue
-        offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"], row["deadline_at"])
-        await offers.notify_person(session, context, person, lead, offer, kind="reminder",
-                                   now=now, role=row["role"],
-                                   why_you=(row["decision"] or {}).get("summary"))
+    async with _in_leads_traces(session, "router remind", due):
+        for row in due:
+            person = await roster_repository.find_sdr(session, row["sdr_id"])
+            lead = await repository.find_lead(session, row["lead_id"])
+            if person is None or lead is None:
+                continue
+            offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"],
+                          row["deadline_at"])
+            await offers.notify_person(session, context, person, lead, offer, kind="reminder",
+                                       now=now, role=row["role"],
+                                       why_you=(row["decision"] or {}).get("summary"))
     return len(due)
 
 
@@ -223,22 +248,29 @@ async def report_contact_breaches(
 ) -> int:
     """Accepted leads nobody contacted in time: counted, and the team's manager told."""
     due = await repository.claim_contact_breaches(session, now, limit)
-    for row in due:
-        count_after_commit(session, context.metrics.sla_breaches.labels(deadline="contact"))
-        if row["team_id"] is None:
-            continue
-        team = await roster_repository.find_team(session, row["team_id"])
-        if team is None or team["manager_id"] is None:
-            continue
-        manager = await roster_repository.find_sdr(session, team["manager_id"])
-        lead = await repository.find_lead(session, row["lead_id"])
-        if manager is None or lead is None:
-            continue
-        offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"],
-                      row["contact_deadline_at"])
-        await offers.notify_person(session, context, manager, lead, offer,
-                                    kind="contact_overdue", now=now, role=row["role"])
+    async with _in_leads_traces(session, "router contact overdue", due):
+        for row in due:
+            await _report_contact_breach(session, context, row, now)
     return len(due)
+
+
+async def _report_contact_breach(
+    session: AsyncSession, context: RouterContext, row: RowMapping, now: datetime
+) -> None:
+    count_after_commit(session, context.metrics.sla_breaches.labels(deadline="contact"))
+    if row["team_id"] is None:
+        return
+    team = await roster_repository.find_team(session, row["team_id"])
+    if team is None or team["manager_id"] is None:
+        return
+    manager = await roster_repository.find_sdr(session, team["manager_id"])
+    lead = await repository.find_lead(session, row["lead_id"])
+    if manager is None or lead is None:
+        return
+    offer = Offer(row["id"], row["lead_id"], row["sdr_id"], row["attempt"],
+                  row["contact_deadline_at"])
+    await offers.notify_person(session, context, manager, lead, offer,
+                                kind="contact_overdue", now=now, role=row["role"])
 
 
 class EscalationTimer:

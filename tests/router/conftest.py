@@ -19,6 +19,7 @@ from services.router.rules import RuleSet
 from services.router.schemas import PersonCreate, SdrCreate, TeamCreate
 from services.router.service import RouterContext
 from services.router.settings import RouterSettings
+from shared import tracing
 from shared.clock import ManualClock
 from shared.consumer import EventConsumer
 from shared.db import Database
@@ -85,18 +86,23 @@ class Router:
             )
         return str(row["version"])
 
-    async def consume(self, *events: Envelope, consumer: EventConsumer | None = None) -> None:
-        """Apply `events` as one batch through the shared consumer loop, as Kafka would."""
+    async def consume(self, *events: Envelope, consumer: EventConsumer | None = None,
+                      headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Apply `events` as one batch through the shared consumer loop, as Kafka would, each
+        record with `headers`."""
         consumer = consumer or self.consumer()
         records = [
             ConsumerRecord(
                 topic=SCORES_TOPIC, partition=0, offset=offset, timestamp=0, timestamp_type=0,
                 key=event.lead_id.encode(), value=encode_event(event), checksum=None,
-                serialized_key_size=len(event.lead_id), serialized_value_size=0, headers=[],
+                serialized_key_size=len(event.lead_id), serialized_value_size=0,
+                headers=list(headers),
             )
             for offset, event in enumerate(events)
         ]
-        await consumer.apply({TopicPartition(SCORES_TOPIC, 0): records})
+        batch = {TopicPartition(SCORES_TOPIC, 0): records}
+        with tracing.consuming("router", batch):
+            await consumer.apply(batch)
 
     def consumer(self, *, one_by_one: bool = False) -> EventConsumer:
         """The router's consumer (its batch path), or with `one_by_one` the shared loop

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
 from services.router import assignment_actions, roster, service
 from services.router.escalation import EscalationTimer, escalate_due
@@ -407,3 +407,33 @@ async def test_the_accept_clock_holds_until_the_reps_next_opening(router: Router
     router.clock.advance(HOT_ACCEPT)
     await escalate(router)
     assert (await offer_of(router, "lead-1"))["status"] == "offered"
+
+
+async def test_what_the_timer_writes_for_a_lead_stays_in_the_lead_s_trace(router: Router) -> None:
+    """The reminder, the re-offer, its notification and the escalation event continue the trace
+    the lead's offer was made in (its consumed score's `traceparent`), not a new one each."""
+    settings = router.settings.model_copy(update={"sla_reminder_fraction": 0.5,
+                                                  "max_reoffers": 1})
+    context = service.RouterContext.build(settings, router.context.outbox, router.clock)
+    router = Router(router.db, router.clock, settings, context)
+    timer = EscalationTimer(router.db, context, interval=1, batch_size=10)
+    for name in ("Ann", "Ben"):
+        router.clock.advance(1)
+        await router.add_sdr(name)
+    lead_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    await router.consume(scored("lead-1", clock=router.clock),
+                         headers=[("traceparent", lead_trace.encode())])
+    start = router.clock.now()
+    router.clock.set(start + HOT_ACCEPT / 2)
+    assert (await timer.tick()).reminders == 1
+    router.clock.set(start + HOT_ACCEPT)
+    assert len((await timer.tick()).escalations) == 1
+    notices = sorted(await notifications(router), key=lambda row: row["created_at"])
+    assert [row["kind"] for row in notices] == ["offer", "reminder", "offer"]
+    assert {row["traceparent"] for row in notices} == {lead_trace}
+    async with router.db.reading() as session:
+        rows = (await session.execute(select(OUTBOX.events.c.event_type,
+                                             OUTBOX.events.c.traceparent))).all()
+    assert ("assignment.escalated", lead_trace) in rows
+    assert [traceparent for kind, traceparent in rows if kind == "assignment.offered"] == [
+        lead_trace, lead_trace]
