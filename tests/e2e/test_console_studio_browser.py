@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+import yaml
 from playwright.sync_api import Browser, Page, expect
 
 from leadrelay.local_system import RunningSystem, WebhookReceiver
@@ -60,6 +62,15 @@ def first_offers_by_rep(system: RunningSystem,  # noqa: F811
         engine.dispose()
     counted = {sdr_id: count for sdr_id, count in rows}
     return {rep_id: counted.get(rep_id, 0) for rep_id in rep_ids}
+
+
+def scorer_model(system: RunningSystem) -> dict[str, Any]:  # noqa: F811
+    """The scoring model in force, as the scorer's API says."""
+    answer = httpx.get(f"{system.url('scorer')}/v1/scoring-model", headers=system.admin_headers,
+                       timeout=10)
+    answer.raise_for_status()
+    found: dict[str, Any] = answer.json()
+    return found
 
 
 def replay_table(page: Page) -> dict[str, tuple[int, int, int]]:
@@ -125,12 +136,25 @@ def test_a_draft_rule_set_is_replayed_over_the_seeded_leads_then_published(
     expect(page.locator("#model-replay")).to_be_visible()
     expect(page.locator("#model-replay")).to_contain_text("Draft")
 
-    page.get_by_role("button", name="Publish the draft").click()
+
+    page.get_by_role("button", name="Publish the draft", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("is in force")
     published = seeded.admin.get("/v1/rules").json()
     assert published["version"] != current["version"]
     assert [rule.get("pool") for rule in published["rules"]] == [
         rule.get("pool") for rule in draft_rules]
+
+    # The model in force, published again unchanged: its version is taken.
+    page.get_by_role("button", name="Publish the draft model").click()
+    expect(page.locator("#model-problems")).to_contain_text("was published before")
+    in_force = scorer_model(system)
+    drafted = yaml.safe_load(page.get_by_label("Scoring model (YAML or JSON)").input_value())
+    drafted["version"] = f"{in_force['version']}-studio"
+    page.get_by_label("Scoring model (YAML or JSON)").fill(yaml.safe_dump(drafted))
+    page.get_by_role("button", name="Publish the draft model").click()
+    expect(page.get_by_role("status")).to_contain_text(
+        f"scoring model {drafted['version']} is in force")
+    assert scorer_model(system)["version"] == drafted["version"]
 
 
 def test_the_keyboard_alone_reaches_the_reports_and_the_studio_actions(
@@ -141,9 +165,10 @@ def test_the_keyboard_alone_reaches_the_reports_and_the_studio_actions(
     tab_until(page, "A:Last 30 days", reached)
     assert "A:Rules studio" in reached, reached
     page.goto(f"{system.url('router')}/console/rules")
-    tab_until(page, "BUTTON:Replay the draft model", reached, limit=60)
+    tab_until(page, "BUTTON:Publish the draft model", reached, limit=60)
     expected = ["A:The rules reference", "TEXTAREA:Draft rule set", "BUTTON:Replay the draft",
-                "BUTTON:Publish the draft", "BUTTON:Replay the draft model"]
+                "BUTTON:Publish the draft", "BUTTON:Replay the draft model",
+                "BUTTON:Publish the draft model"]
     missing = [name for name in expected if name not in reached]
     assert not missing, f"not reached by Tab: {missing}; reached: {reached}"
     page.get_by_role("link", name="The rules reference").focus()

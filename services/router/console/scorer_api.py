@@ -1,6 +1,7 @@
-"""The scorer's public HTTP API as the console uses it: the funnel report and the replay of a
-draft scoring model. Over HTTP with the router's first admin token (services never import
-each other); a scorer that does not answer is a `ScorerUnavailableError` the page words."""
+"""The scorer's public HTTP API as the console uses it: the funnel report, and the replay and
+publication of a draft scoring model. Over HTTP with the router's first admin token (services
+never import each other); a scorer that does not answer is a `ScorerUnavailableError` the page
+words."""
 
 from __future__ import annotations
 
@@ -62,3 +63,10 @@ async def replay_model(settings: RouterSettings, model: Any, days: int) -> tuple
     model, or 422 with the problem details saying what is wrong with the draft."""
     return await call(settings, "POST", "/v1/scoring-model/replay",
                       json={"model": model, "days": days})
+
+
+async def publish_model(settings: RouterSettings, model: Any) -> tuple[int, Any]:
+    """(status, body) of publishing a draft model (`PUT /v1/scoring-model`): 200 with the
+    version now in force, 409 when that version was published before, 422 with the problems
+    of an invalid document."""
+    return await call(settings, "PUT", "/v1/scoring-model", json=model)

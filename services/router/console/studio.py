@@ -1,14 +1,17 @@
 """The rules studio (`/console/rules`, the admin only): edit the rule set as YAML or JSON,
 see the validation errors inline, replay the draft over the last days' leads against the
 rules in force (`POST /v1/rules/replay`'s computation), then publish it as the next version;
-and replay a draft scoring model through the scorer's `POST /v1/scoring-model/replay`.
+and replay a draft scoring model through the scorer's `POST /v1/scoring-model/replay`, then
+publish it through its `PUT /v1/scoring-model`.
 
 Nothing is stored until Publish; the draft travels in the form.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import yaml
 from fastapi import APIRouter, Form, Request
@@ -63,16 +66,20 @@ def _admin_only(request: Request, viewer: Viewer | None) -> Response | None:
 
 
 @routes.get("/rules", response_class=HTMLResponse)
-async def studio(request: Request, runtime: RuntimeDep, done: str = "") -> Response:
+async def studio(request: Request, runtime: RuntimeDep, done: str = "",
+                 model_done: str = "") -> Response:
     viewer = await signed_in(request, runtime)
     if (stop := _admin_only(request, viewer)) is not None:
         return stop
     version, draft = await current_draft(request, runtime)
     model, model_error = await current_model(request)
+    notice = (f"Published: version {done} is in force." if done else
+              f"Published: scoring model {model_done} is in force; the scorer rescores every "
+              "lead against it." if model_done else "")
     return page(request, "rules.html", {
         "viewer": viewer, "title": "Rules studio", "version": version, "draft": draft,
         "days": 30, "model": model, "model_problems": [model_error] if model_error else [],
-        "notice": f"Published: version {done} is in force." if done else ""})
+        "notice": notice})
 
 
 @routes.get("/rules/reference", response_class=HTMLResponse)
@@ -132,22 +139,50 @@ async def replay_model(request: Request, runtime: RuntimeDep, draft: Draft = "",
     if (stop := _admin_only(request, viewer) or refused(request, viewer, csrf)) is not None:
         return stop
     values = await _studio_values(request, runtime, viewer, draft, model, days)
+    status, body = await _with_model(
+        model, lambda document: scorer_api.replay_model(context_of(request).settings,
+                                                        document, days))
+    if status == 200:
+        values["model_replay"] = body
+    else:
+        values["model_problems"] = body
+    return page(request, "rules.html", values, 422 if values["model_problems"] else 200)
+
+
+@routes.post("/rules/model-publish")
+async def publish_model(request: Request, runtime: RuntimeDep, draft: Draft = "",
+                        model: Draft = "", csrf: Csrf = "", days: Days = 30) -> Response:
+    """The draft scoring model becomes the one in force (the scorer's `PUT /v1/scoring-model`),
+    when the scorer finds it valid and its version new."""
+    viewer = await signed_in(request, runtime)
+    if (stop := _admin_only(request, viewer) or refused(request, viewer, csrf)) is not None:
+        return stop
+    status, body = await _with_model(
+        model, lambda document: scorer_api.publish_model(context_of(request).settings,
+                                                         document))
+    if status == 200:
+        return to(f"/console/rules?model_done={quote(str(body.get('version', '')))}")
+    values = await _studio_values(request, runtime, viewer, draft, model, days)
+    return page(request, "rules.html", {**values, "model_problems": body}, 422)
+
+
+async def _with_model(
+    model: str, call: Callable[[Any], Awaitable[tuple[int, Any]]]
+) -> tuple[int, Any]:
+    """(200, the scorer's answer) of `call` with the draft model's document, or (422, the
+    problems to show: unreadable YAML, an unreachable scorer, what the scorer refused)."""
     try:
         document = yaml.safe_load(model) if model.strip() else {}
-        status, body = await scorer_api.replay_model(context_of(request).settings, document,
-                                                     days)
+        status, body = await call(document)
     except yaml.YAMLError as error:
-        values["model_problems"] = [f"Not valid YAML or JSON: {error}"]
+        return 422, [f"Not valid YAML or JSON: {error}"]
     except scorer_api.ScorerUnavailableError as error:
-        values["model_problems"] = [str(error)]
-    else:
-        if status == 200:
-            values["model_replay"] = body
-        else:
-            values["model_problems"] = [str(body.get("detail") or body.get("title"))] + [
-                f"{error.get('field')}: {error.get('message')}"
-                for error in body.get("errors") or [] if isinstance(error, dict)]
-    return page(request, "rules.html", values, 422 if values["model_problems"] else 200)
+        return 422, [str(error)]
+    if status == 200:
+        return status, body
+    return status, [str(body.get("detail") or body.get("title"))] + [
+        f"{error.get('field')}: {error.get('message')}"
+        for error in body.get("errors") or [] if isinstance(error, dict)]
 
 
 @routes.post("/rules/publish")
