@@ -27,6 +27,7 @@ from services.scorer import repository, service
 from services.scorer.context import ScorerContext
 from services.scorer.score_result import Signal
 from services.scorer.service import Rescoring
+from services.scorer.signal_tally import SignalTally
 from shared.consumer import BatchEventConsumer
 from shared.events import (
     Event,
@@ -44,9 +45,13 @@ class _Lead:
     """One lead of the batch: its stored row, and its events since that row was read."""
 
     row: dict[str, Any] | None
-    signals: dict[str, Signal]
+    signal_ids: set[str]
+    """The ids of the lead's signals known to be stored or taken in: its whole history, or
+    (with a stored tally) those of the batch's signals it had already."""
     profile: LeadProfile | None
     """The profile as the events seen so far leave it; None while the lead is not received."""
+    tally: SignalTally | None = None
+    """The stored tally `signal_list` adds to; None: `signal_list` is the whole history."""
     new_signals: list[dict[str, Any]] = field(default_factory=list)
     steps: list[Rescoring] = field(default_factory=list)
     """The events that rescore the lead, decided together when the lead is written."""
@@ -65,13 +70,17 @@ class ScorerConsumer(BatchEventConsumer):
         self.context = context
 
     async def apply_fresh(self, session: AsyncSession, events: list[Event]) -> None:
+        signal_ids = [
+            (event.lead_id, event.data.signal_id)
+            for event in events if isinstance(event, SignalRecorded)
+        ]
         leads = await self._read_leads(
-            session, {event.lead_id for event in events if event.type in IN_MEMORY}
+            session, {event.lead_id for event in events if event.type in IN_MEMORY}, signal_ids
         )
         for event in events:
             if isinstance(event, LeadReceived | LeadUpdated | SignalRecorded):
                 if event.lead_id not in leads:  # its handler-applied event came before
-                    leads.update(await self._read_leads(session, {event.lead_id}))
+                    leads.update(await self._read_leads(session, {event.lead_id}, signal_ids))
                 self._note(leads[event.lead_id], event)
                 continue
             pending = leads.pop(event.lead_id, None)
@@ -80,20 +89,40 @@ class ScorerConsumer(BatchEventConsumer):
             await self.handlers[event.type](session, event)
         await self._write(session, leads)
 
-    async def _read_leads(self, session: AsyncSession, lead_ids: set[str]) -> dict[str, _Lead]:
+    async def _read_leads(
+        self, session: AsyncSession, lead_ids: set[str], signal_ids: list[tuple[str, str]]
+    ) -> dict[str, _Lead]:
+        """The leads' rows, each with its stored tally when current, else its whole history;
+        `signal_ids`: the batch's (lead id, signal id), to tell which a tallied lead has."""
         if not lead_ids:
             return {}
+        model = self.context.models.current
         rows = await repository.find_scores_for_update(session, sorted(lead_ids))
-        signals = await repository.signals_of_leads(session, sorted(lead_ids))
         leads: dict[str, _Lead] = {}
-        for lead_id in lead_ids:
-            row = dict(rows[lead_id]) if lead_id in rows else None
-            known = {item["signal_id"]: service.signal_of(item) for item in signals[lead_id]}
-            profile = (
-                LeadProfile.model_validate(row["profile"])
-                if row is not None and row["erased_at"] is None else None
+        for lead_id, stored in rows.items():
+            row = dict(stored)
+            if row["erased_at"] is not None:
+                leads[lead_id] = _Lead(row, set(), None)
+                continue
+            tally = SignalTally.stored(row, model)
+            if tally is not None:
+                leads[lead_id] = _Lead(
+                    row, set(), LeadProfile.model_validate(row["profile"]), tally
+                )
+        untallied = sorted(lead_ids - leads.keys())
+        history = await repository.signals_of_leads(session, untallied)
+        for lead_id in untallied:
+            known_row = dict(rows[lead_id]) if lead_id in rows else None
+            signals = [service.signal_of(item) for item in history[lead_id]]
+            profile = (LeadProfile.model_validate(known_row["profile"])
+                       if known_row is not None else None)
+            leads[lead_id] = _Lead(
+                known_row, {signal.signal_id for signal in signals}, profile, signal_list=signals
             )
-            leads[lead_id] = _Lead(row, known, profile, signal_list=list(known.values()))
+        tallied = [pair for pair in signal_ids
+                   if pair[0] in leads and leads[pair[0]].tally is not None]
+        for lead_id, signal_id in await repository.known_signals(session, tallied):
+            leads[lead_id].signal_ids.add(signal_id)
         return leads
 
     def _note(self, lead: _Lead, event: LeadReceived | LeadUpdated | SignalRecorded) -> None:
@@ -103,12 +132,13 @@ class ScorerConsumer(BatchEventConsumer):
         now = self.clock.now()
         if isinstance(event, SignalRecorded):
             data = event.data
-            if data.signal_id in lead.signals:
+            if data.signal_id in lead.signal_ids:
                 return
             lead.new_signals.append(service.signal_row(event.lead_id, data, now))
-            signal = Signal(data.signal_id, data.signal_type, data.signal_at, data.url)
-            lead.signals[data.signal_id] = signal
-            lead.signal_list.append(signal)
+            lead.signal_ids.add(data.signal_id)
+            lead.signal_list.append(
+                Signal(data.signal_id, data.signal_type, data.signal_at, data.url)
+            )
             if lead.profile is None:  # not received yet: the signal counts when it is
                 return
             cause, active = "signal", True
@@ -125,7 +155,7 @@ class ScorerConsumer(BatchEventConsumer):
             session, [row for lead in leads.values() for row in lead.new_signals]
         )
         await service.write_rescored(session, self.context, [
-            service.rescore_all(self.context, lead_id, lead.row, lead.steps)
+            service.rescore_all(self.context, lead_id, lead.row, lead.steps, tally=lead.tally)
             for lead_id, lead in leads.items()
             if lead.steps
         ])

@@ -42,7 +42,7 @@ def score_and_next_change(
 ) -> tuple[ScoreResult, datetime | None]:
     """`score()` and `next_change_at()` at once, sharing the work that does not depend on time."""
     scorer = LeadScorer(profile, tally_of(signals, model), model)
-    return scorer.at(now), _next_change(scorer, now)
+    return scorer.at(now), next_change_of(scorer, now)
 
 
 def makes_mql(
@@ -79,19 +79,20 @@ def next_change_at(
     (a negative signal fading while a positive one fades too) may be missed; the next event
     about the lead corrects it.
     """
-    return _next_change(
+    return next_change_of(
         LeadScorer(profile, tally_of(signals, model), model), now,
         horizon=horizon, precision=precision,
     )
 
 
-def _next_change(
+def next_change_of(
     scorer: LeadScorer,
     now: datetime,
     *,
     horizon: timedelta = timedelta(days=400),
     precision: timedelta = timedelta(minutes=1),
 ) -> datetime | None:
+    """`next_change_at()` of a lead already taken into a `LeadScorer`."""
     if not scorer.fades:
         return None
     temperature = scorer.timeline(now)

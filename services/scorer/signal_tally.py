@@ -55,7 +55,8 @@ class RuleTally:
     the newest (ties broken by id, as the breakdown orders them); at most `EVIDENCE_LIMIT`, or
     one for a rule that counts its freshest signal only."""
     days: list[float] = field(default_factory=list)
-    """`Signal.day` of each signal the rule counts, when its points fade (any order)."""
+    """`Signal.day` of each signal the rule counts, when its points fade, in order: the same
+    tally whatever order the signals came in."""
 
     def counted(self, rule: SignalRule) -> int:
         """How many signals count towards the rule's points."""
@@ -80,7 +81,7 @@ class RuleTally:
         if rule.half_life_days is None:
             return
         if rule.repeatable:
-            self.days.append(signal.day)
+            insort(self.days, signal.day)
         elif newer:
             self.days = [signal.day]
 
