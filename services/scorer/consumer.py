@@ -18,7 +18,7 @@ which dead-letters what cannot be applied: the fast path never loses a message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,8 +46,8 @@ class _Lead:
 
     row: dict[str, Any] | None
     signal_ids: set[str]
-    """The ids of the lead's signals known to be stored or taken in: its whole history, or
-    (with a stored tally) those of the batch's signals it had already."""
+    """The ids of the lead's signals known: its whole history (without a stored tally) and the
+    batch's signals taken in."""
     profile: LeadProfile | None
     """The profile as the events seen so far leave it; None while the lead is not received."""
     tally: SignalTally | None = None
@@ -61,6 +61,23 @@ class _Lead:
     def erased(self) -> bool:
         return self.row is not None and self.row["erased_at"] is not None
 
+    def forget(self, known: set[str]) -> None:
+        """Take back the signals the lead turned out to have already (ids in `known`), and the
+        steps they made, as if they had been dropped when noted."""
+        if not known:
+            return
+        kept_before = [0]
+        for signal in self.signal_list:
+            kept_before.append(kept_before[-1] + (signal.signal_id not in known))
+        kept = [signal for signal in self.signal_list if signal.signal_id not in known]
+        steps = []
+        for step in self.steps:
+            seen = len(self.signal_list) if step.seen is None else step.seen
+            if step.cause == "signal" and self.signal_list[seen - 1].signal_id in known:
+                continue
+            steps.append(replace(step, signals=kept, seen=kept_before[seen]))
+        self.signal_list, self.steps = kept, steps
+
 
 class ScorerConsumer(BatchEventConsumer):
     """`BatchEventConsumer` that takes a whole batch in a few statements."""
@@ -70,17 +87,13 @@ class ScorerConsumer(BatchEventConsumer):
         self.context = context
 
     async def apply_fresh(self, session: AsyncSession, events: list[Event]) -> None:
-        signal_ids = [
-            (event.lead_id, event.data.signal_id)
-            for event in events if isinstance(event, SignalRecorded)
-        ]
         leads = await self._read_leads(
-            session, {event.lead_id for event in events if event.type in IN_MEMORY}, signal_ids
+            session, {event.lead_id for event in events if event.type in IN_MEMORY}
         )
         for event in events:
             if isinstance(event, LeadReceived | LeadUpdated | SignalRecorded):
                 if event.lead_id not in leads:  # its handler-applied event came before
-                    leads.update(await self._read_leads(session, {event.lead_id}, signal_ids))
+                    leads.update(await self._read_leads(session, {event.lead_id}))
                 self._note(leads[event.lead_id], event)
                 continue
             pending = leads.pop(event.lead_id, None)
@@ -89,11 +102,8 @@ class ScorerConsumer(BatchEventConsumer):
             await self.handlers[event.type](session, event)
         await self._write(session, leads)
 
-    async def _read_leads(
-        self, session: AsyncSession, lead_ids: set[str], signal_ids: list[tuple[str, str]]
-    ) -> dict[str, _Lead]:
-        """The leads' rows, each with its stored tally when current, else its whole history;
-        `signal_ids`: the batch's (lead id, signal id), to tell which a tallied lead has."""
+    async def _read_leads(self, session: AsyncSession, lead_ids: set[str]) -> dict[str, _Lead]:
+        """The leads' rows, each with its stored tally when current, else its whole history."""
         if not lead_ids:
             return {}
         model = self.context.models.current
@@ -119,10 +129,6 @@ class ScorerConsumer(BatchEventConsumer):
             leads[lead_id] = _Lead(
                 known_row, {signal.signal_id for signal in signals}, profile, signal_list=signals
             )
-        tallied = [pair for pair in signal_ids
-                   if pair[0] in leads and leads[pair[0]].tally is not None]
-        for lead_id, signal_id in await repository.known_signals(session, tallied):
-            leads[lead_id].signal_ids.add(signal_id)
         return leads
 
     def _note(self, lead: _Lead, event: LeadReceived | LeadUpdated | SignalRecorded) -> None:
@@ -151,9 +157,13 @@ class ScorerConsumer(BatchEventConsumer):
         ))
 
     async def _write(self, session: AsyncSession, leads: dict[str, _Lead]) -> None:
-        await repository.insert_signals(
+        stored = await repository.insert_new_signals(
             session, [row for lead in leads.values() for row in lead.new_signals]
         )
+        for lead_id, lead in leads.items():
+            # A lead read with its tally, not its history, learns here which signals it had.
+            lead.forget({row["signal_id"] for row in lead.new_signals
+                         if (lead_id, row["signal_id"]) not in stored})
         await service.write_rescored(session, self.context, [
             service.rescore_all(self.context, lead_id, lead.row, lead.steps, tally=lead.tally)
             for lead_id, lead in leads.items()

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,9 +42,6 @@ _UPDATE_WHOLE_SCORES = _UPDATE_SCORE.values(
 _SIGNALS_OF_LEADS = select(
     signal.c.lead_id, signal.c.signal_id, signal.c.signal_type, signal.c.signal_at, signal.c.url
 ).where(signal.c.lead_id.in_(bindparam("lead_ids", expanding=True)))
-_KNOWN_SIGNALS = select(signal.c.lead_id, signal.c.signal_id).where(
-    tuple_(signal.c.lead_id, signal.c.signal_id).in_(bindparam("pairs", expanding=True))
-)
 _INSERT_STAGE_CHANGE = insert(stage_change)
 
 
@@ -149,22 +146,21 @@ async def signals_of_leads(
     return by_lead
 
 
-async def known_signals(
-    session: AsyncSession, pairs: Sequence[tuple[str, str]]
+async def insert_new_signals(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
 ) -> set[tuple[str, str]]:
-    """Which of these (lead id, signal id) the table holds already."""
-    if not pairs:
-        return set()
-    result = await session.execute(_KNOWN_SIGNALS, {"pairs": list(pairs)})
-    return {(lead_id, signal_id) for lead_id, signal_id in result.all()}
-
-
-async def insert_signals(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Store signals, skipping those a lead already has; one statement, executed for many rows."""
+    """Store signals, skipping those a lead has already; returns (lead id, signal id) of each
+    one stored. One statement of many rows (SQLAlchemy's "insertmanyvalues")."""
     if not rows:
-        return
+        return set()
     dialect: Any = postgresql if _dialect(session) == "postgresql" else sqlite
-    await session.execute(dialect.insert(signal).on_conflict_do_nothing(), list(rows))
+    result = await session.execute(
+        dialect.insert(signal).on_conflict_do_nothing().returning(
+            signal.c.lead_id, signal.c.signal_id
+        ),
+        list(rows),
+    )
+    return {(lead_id, signal_id) for lead_id, signal_id in result.all()}
 
 
 async def delete_signals(session: AsyncSession, lead_id: str) -> None:
