@@ -26,7 +26,7 @@ from shared.events import LeadProfile, Temperature
 
 def facts_of(profile: LeadProfile, model: ScoringModel) -> dict[str, object]:
     """The values fit rules look at: the profile's fields plus `email_domain` and `region`."""
-    facts: dict[str, object] = dict(profile)
+    facts: dict[str, object] = dict(iter(profile))  # dict(profile) asks pydantic for `keys`
     email = profile.email
     facts["email_domain"] = email.rpartition("@")[2].lower() if "@" in email else None
     facts["region"] = model.region_of(profile.country)

@@ -132,6 +132,8 @@ class Rescored:
     events: list[LeadScored | LeadStageChanged]
     cause: str
     """What had the lead rescored last (`Rescoring.cause`)."""
+    profile_kept: bool = False
+    """Only signals rescored the lead: its profile and `received_at` are as stored."""
 
 
 @dataclass(frozen=True)
@@ -258,8 +260,10 @@ def rescore_all(
     row: dict[str, Any] = dict(current) if current is not None else {
         "lead_id": lead_id, "erased_at": None, "scored_at": last.now,
     }
+    profile_kept = current is not None and all(step.cause == "signal" for step in steps)
     row.update(
-        profile=last.profile.model_dump(mode="json"),
+        profile=current["profile"] if current is not None and profile_kept
+        else last.profile.model_dump(mode="json"),
         score=result.total,
         fit=result.fit,
         engagement=result.engagement,
@@ -276,15 +280,15 @@ def rescore_all(
         signal_tally=running.stored_form(last.now),
     )
     if current is not None and not events and _same_score(current, row):
-        return Rescored("unchanged", row, False, history, events, last.cause)
+        return Rescored("unchanged", row, False, history, events, last.cause, profile_kept)
     if current is not None and not events and _engagement_only(current, row, steps):
-        return Rescored("rescored", row, False, history, events, last.cause)
+        return Rescored("rescored", row, False, history, events, last.cause, profile_kept)
     row["scored_at"] = last.now
     events.append(_scored_event(
         lead_id, last.profile, result, stage, last.correlation_id, last.now, received_at
     ))
     return Rescored("scored" if current is None else "rescored", row, current is None,
-                    history, events, last.cause)
+                    history, events, last.cause, profile_kept)
 
 
 async def _rescore(
@@ -316,14 +320,16 @@ async def write_rescored(
 ) -> None:
     """Write what `rescore` decided for one or more leads, in a few statements."""
     await repository.insert_scores(session, [done.row for done in rescored if done.is_new])
-    await repository.update_scores(session, [done.row for done in rescored if not done.is_new])
+    for profile_kept in (False, True):
+        await repository.update_scores(session, [
+            done.row for done in rescored if not done.is_new and done.profile_kept == profile_kept
+        ], scores_only=profile_kept)
     await repository.insert_stage_changes(
         session, [entry for done in rescored for entry in done.history]
     )
     for done in rescored:
         count_published(session, context, done.cause, done.events)
     await context.outbox.add(session, *(event for done in rescored for event in done.events))
-
 
 
 def _same_score(stored: Row, fresh: Row) -> bool:
