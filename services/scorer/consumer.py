@@ -3,8 +3,12 @@
 Signals and profile changes are most of what the scorer consumes. Applied one by one (as the
 shared `EventConsumer` does), each costs about ten statements: a savepoint, the processed-event
 record, the lead, its signals, the new signal, the score, the outbox. `ScorerConsumer.apply_fresh`
-instead reads every lead of the batch and their signals in two statements, takes the events
-into each lead's state in their order, and decides each lead once (`service.rescore_all`):
+instead reads every lead of the batch in one statement, with the tally of its signals kept in
+its row (`services.scorer.signal_tally`; the signals of the leads without a current tally in a
+second one), takes the events into each lead's state in their order, stores the new signals in
+one statement that says which ones a lead had already (those count once: their events are
+taken back), and decides each lead once (`service.rescore_all`, from the tally plus the new
+signals, which scores exactly as the whole history would):
 the stage moves exactly as one event at a time would move it (an MQL transition is kept and
 published at the event that caused it), the stored row is the one the last event would leave,
 and one `lead.scored` carries that final state if it changed. Everything is written back in a
