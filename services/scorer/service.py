@@ -142,6 +142,7 @@ class Rescoring:
 
     profile: LeadProfile
     signals: Sequence[Signal]
+    """The lead's whole history, or the signals added to its stored tally (`rescore_all`)."""
     now: datetime
     cause: str
     correlation_id: str | None = None
