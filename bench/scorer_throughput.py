@@ -21,6 +21,10 @@ the thread CPU time of each scoring call.
     python bench/scorer_throughput.py                      # SQLite
     python bench/scorer_throughput.py --database postgres  # PostgreSQL on 127.0.0.1:5432
     python bench/scorer_throughput.py --leads 500 --signals-per-lead 19
+    python bench/scorer_throughput.py --leads 2000 --signals-per-lead 30 \
+        --signal-types email_open --throughput-only          # a campaign's storm
+
+The scorer's heap is frozen after its start-up, as `leadrelay serve` does (`leadrelay.heap`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.throwaway_db import create_database, drop_database, pg_url
 from leadrelay.broker import EmbeddedBroker, free_port
 from leadrelay.catalog import SERVICES
+from leadrelay.heap import freeze_after_startup
 from services.scorer.app import create_app
 from services.scorer.context import ScorerContext
 from services.scorer.models import OUTBOX
@@ -75,7 +80,9 @@ SIGNAL_TYPES = ["email_open", "email_click", "content_download", "page_view", "w
 NOW = datetime.now(UTC)
 
 
-def backlog(leads: int, signals_per_lead: int) -> list[tuple[str, bytes]]:
+def backlog(
+    leads: int, signals_per_lead: int, signal_types: list[str] = SIGNAL_TYPES
+) -> list[tuple[str, bytes]]:
     """(key, value) of every event: each lead, then its signals, interleaved across leads."""
     rng = random.Random(7)
     lead_ids = [str(uuid.uuid4()) for _ in range(leads)]
@@ -91,7 +98,7 @@ def backlog(leads: int, signals_per_lead: int) -> list[tuple[str, bytes]]:
         events.append((lead_id, encode_event(event)))
     for round_number in range(signals_per_lead):
         for lead_id in lead_ids:
-            signal_type = rng.choice(SIGNAL_TYPES)
+            signal_type = rng.choice(signal_types)
             event = SignalRecorded(
                 producer="bench", lead_id=lead_id,
                 data=SignalRecordedData(
@@ -150,7 +157,7 @@ async def raw_consume_rate(settings: ScorerSettings, total: int) -> tuple[float,
 async def scorer_rate(settings: ScorerSettings, total: int) -> tuple[float, float, float]:
     """Events/s the scorer applies, from its first applied event to the last; the seconds; and
     the CPU seconds per event of this process meanwhile (consumer, relay, all of the scorer)."""
-    app = create_app(settings)
+    app = freeze_after_startup(create_app(settings))  # as `leadrelay serve` runs it
     async with app.router.lifespan_context(app):
         runtime: ServiceRuntime = app.state.runtime
 
@@ -265,7 +272,7 @@ def scoring_latency(samples: int = 5000) -> dict[str, Timings]:
 
 async def measure(settings: ScorerSettings, args: argparse.Namespace) -> None:
     await ensure_topics(settings, settings.topics.all)
-    events = backlog(args.leads, args.signals_per_lead)
+    events = backlog(args.leads, args.signals_per_lead, args.signal_types.split(","))
     await produce(settings.kafka_bootstrap_servers, settings.topics.leads, events[:args.leads])
     await produce(settings.kafka_bootstrap_servers, settings.topics.signals,
                   events[args.leads:])
@@ -293,6 +300,8 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--leads", type=int, default=500)
     parser.add_argument("--signals-per-lead", type=int, default=19)
+    parser.add_argument("--signal-types", default=",".join(SIGNAL_TYPES),
+                        help="comma-separated; email_open alone is a campaign's storm")
     parser.add_argument("--throughput-only", action="store_true",
                         help="skip the scoring-latency figures (3)")
     args = parser.parse_args()

@@ -43,6 +43,7 @@ async def erase_lead(
         "buying_signal": False,
         "active_at": None,
         "next_check_at": None,
+        "signal_tally": None,
         "erased_at": now,
         "updated_at": now,
     }

@@ -1,5 +1,7 @@
 """`LeadScorer`: one lead against one scoring model, with what does not depend on time
 worked out once, then scored at any moment, checked for MQL, and followed along its decay.
+The lead's signals come as their tally (`services.scorer.signal_tally`), so a lead scores the
+same from its whole history and from its stored tally plus its new signals.
 
 The facts fit rules look at (`facts_of`) and the rounding of points are here too."""
 
@@ -14,20 +16,17 @@ from services.scorer.rule_index import rule_index
 from services.scorer.score_result import (
     SECONDS_PER_DAY,
     ScoreResult,
-    Signal,
     SignalLine,
     temperature_of,
 )
 from services.scorer.scoring_model import BuyingSignalRule, ScoringModel, SignalRule
+from services.scorer.signal_tally import SignalTally
 from shared.events import LeadProfile, Temperature
-
-EVIDENCE_LIMIT = 50
-"""At most this many signal ids are quoted as a line's evidence (the most recent ones)."""
 
 
 def facts_of(profile: LeadProfile, model: ScoringModel) -> dict[str, object]:
     """The values fit rules look at: the profile's fields plus `email_domain` and `region`."""
-    facts: dict[str, object] = dict(profile)
+    facts: dict[str, object] = dict(iter(profile))  # dict(profile) asks pydantic for `keys`
     email = profile.email
     facts["email_domain"] = email.rpartition("@")[2].lower() if "@" in email else None
     facts["region"] = model.region_of(profile.country)
@@ -35,49 +34,43 @@ def facts_of(profile: LeadProfile, model: ScoringModel) -> dict[str, object]:
 
 
 class _Match(NamedTuple):
-    """A signal rule and the lead's signals it counts, with what does not depend on time."""
+    """A signal rule that matched some of the lead's signals, with what does not depend on
+    time."""
 
     rule: SignalRule
-    newest_first: Sequence[Signal]
-    counted: Sequence[Signal]
+    newest_at: datetime
+    counted: int
+    days: Sequence[float]
+    """The day of each counted signal, when the rule's points fade."""
     raw_points: float
     evidence: list[str]
 
 
 class LeadScorer:
-    """One lead against one model: what does not depend on time is worked out once."""
+    """One lead against one model: what does not depend on time is worked out once.
 
-    def __init__(self, profile: LeadProfile, signals: Iterable[Signal], model: ScoringModel):
+    The lead's signals come as their `SignalTally` under the model (`tally_of` a history)."""
+
+    def __init__(self, profile: LeadProfile, tally: SignalTally, model: ScoringModel):
         self.model = model
         index = rule_index(model)
         facts = facts_of(profile, model)
         self.fit_lines, self.fit = index.fit.lines_and_total(facts)
         self.buying_field_lines = index.buying_fields.lines(facts)
-        found: list[tuple[int, SignalRule, list[Signal]]] = []
-        for signal_type, group in _by_type(signals).items():
-            for position, rule in index.signal_rules(signal_type):
-                matching = (
-                    group if rule.url is None else [s for s in group if rule.accepts(s.url)]
-                )
-                if matching:
-                    found.append((position, rule, matching))
-        found.sort(key=lambda item: item[0])  # the model's order, as the breakdown shows it
-        # Rules on the same signals count the same ones: share what they quote as evidence.
-        shared: dict[tuple[int, bool], tuple[Sequence[Signal], list[str]]] = {}
         self.matches: list[_Match] = []
-        for _, rule, matching in found:
-            known = shared.get((id(matching), rule.repeatable))
-            if known is None:
-                first: Sequence[Signal] = matching if rule.repeatable else matching[:1]
-                known = (first, [signal.signal_id for signal in first[:EVIDENCE_LIMIT]])
-                shared[(id(matching), rule.repeatable)] = known
-            counted, evidence = known
-            raw = rule.points * len(counted)
+        for rule in model.signal_rules:  # the model's order, as the breakdown shows it
+            found = tally.rules.get(rule.id)
+            if found is None:
+                continue
+            counted = found.counted(rule)
+            raw = rule.points * counted
             if rule.cap is not None:
                 raw = _capped(raw, rule.cap)
-            self.matches.append(_Match(rule, matching, counted, _round(raw), evidence))
-        # Buying signals keep the lead hot for a while: (their newest signal, their rule).
-        self.buying = [(match.newest_first[0], match.rule) for match in self.matches
+            self.matches.append(_Match(
+                rule, found.newest_at(), counted, found.days, _round(raw), found.evidence()
+            ))
+        # Buying signals keep the lead hot for a while: (their newest signal's time, their rule).
+        self.buying = [(match.newest_at, match.rule) for match in self.matches
                        if isinstance(match.rule, BuyingSignalRule)]
         self.fades = any(
             match.rule.half_life_days is not None for match in self.matches
@@ -87,26 +80,20 @@ class LeadScorer:
     def faded(self, now: datetime) -> list[float]:
         """Each matching rule's points at `now`, after decay and before its cap.
 
-        Rules on the same signals with the same half-life share one sum of decay factors.
         """
         if self._faded is not None and self._faded[0] == now:
             return self._faded[1]
         today = now.timestamp() / SECONDS_PER_DAY
-        sums: dict[tuple[int, bool, float], float] = {}
         points: list[float] = []
         for match in self.matches:
             rule = match.rule
             half_life = rule.half_life_days
             if half_life is None:
-                points.append(rule.points * len(match.counted))
+                points.append(rule.points * match.counted)
                 continue
-            key = (id(match.newest_first), rule.repeatable, half_life)
-            factors = sums.get(key)
-            if factors is None:
-                factors = math.fsum(
-                    0.5 ** (max(today - signal.day, 0.0) / half_life) for signal in match.counted
-                )
-                sums[key] = factors
+            factors = math.fsum(
+                0.5 ** (max(today - day, 0.0) / half_life) for day in match.days
+            )
             points.append(rule.points * factors)
         self._faded = (now, points)
         return points
@@ -169,9 +156,9 @@ class LeadScorer:
                 if at_origin > 0:
                     halvings = math.log2(max(at_origin, 1.0) / 0.004)
                     latest_days = max(latest_days, rule.half_life_days * halvings)
-        for newest, rule in self.buying:
+        for newest_at, rule in self.buying:
             if rule.hot_for_days is not None:
-                latest = max(latest, newest.signal_at + timedelta(days=rule.hot_for_days))
+                latest = max(latest, newest_at + timedelta(days=rule.hot_for_days))
         return max(latest, origin + timedelta(days=latest_days)) + timedelta(seconds=1)
 
     def timeline(self, origin: datetime) -> Callable[[datetime], Temperature]:
@@ -189,14 +176,13 @@ class LeadScorer:
         hot_for_good = bool(fixed) or any(rule.hot_for_days is None for _, rule in self.buying)
         hot_until = max(
             (
-                newest.signal_at + timedelta(days=rule.hot_for_days)
-                for newest, rule in self.buying
+                newest_at + timedelta(days=rule.hot_for_days)
+                for newest_at, rule in self.buying
                 if rule.hot_for_days is not None
             ),
             default=None,
         )
-        # Each match's signals are newest first: its first one is the latest.
-        if any(match.newest_first[0].signal_at > origin for match in self.matches):
+        if any(match.newest_at > origin for match in self.matches):
             return lambda moment: self.at(moment).temperature
         half_lives = sorted(
             {match.rule.half_life_days for match in self.matches
@@ -257,20 +243,9 @@ class LeadScorer:
     def _buying_signal(self, now: datetime) -> bool:
         return bool(self.buying_field_lines) or any(
             rule.hot_for_days is None
-            or now - newest.signal_at < timedelta(days=rule.hot_for_days)
-            for newest, rule in self.buying
+            or now - newest_at < timedelta(days=rule.hot_for_days)
+            for newest_at, rule in self.buying
         )
-
-
-def _by_type(signals: Iterable[Signal]) -> dict[str, list[Signal]]:
-    """Signals grouped by type, each group newest first; a repeated id counts once."""
-    unique = {signal.signal_id: signal for signal in signals}
-    by_type: dict[str, list[Signal]] = {}
-    for signal in unique.values():
-        by_type.setdefault(signal.signal_type, []).append(signal)
-    for group in by_type.values():
-        group.sort(key=lambda signal: (signal.signal_at, signal.signal_id), reverse=True)
-    return by_type
 
 
 def _capped(points: float, cap: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -43,12 +44,15 @@ lead_score = Table(
     Column("next_check_at", UTCDateTime, nullable=True),
     Column("erased_at", UTCDateTime, nullable=True),
     Column("received_at", UTCDateTime, nullable=True),
+    Column("signal_tally", JSON, nullable=True),
 )
 """One row per lead: its latest profile, score and stage. `scored_at` moves only when a
 `lead.scored` is published; `updated_at` with every event applied; `active_at` with the lead's
 latest signal or profile change; `next_check_at` is when decay alone will change its
 temperature (the sweep looks at it then); `received_at` is when ingest received the lead (its
-first `lead.received`), never changed afterwards, and carried by every `lead.scored`. An
+first `lead.received`), never changed afterwards, and carried by every `lead.scored`.
+`signal_tally` is what scoring needs of the lead's signals (`services.scorer.signal_tally`;
+plain JSON, never queried into), valid only with the row it was written with. An
 erased lead keeps a row without personal data (`erased_at` set) so that later events about it
 are ignored."""
 Index("ix_scorer_lead_score_next_check_at", lead_score.c.next_check_at)

@@ -39,6 +39,11 @@ _UPDATE_SCORE = update(lead_score).where(lead_score.c.lead_id == bindparam("key"
 _SCORE_COLUMNS = [column.name for column in lead_score.columns if column.name != "lead_id"]
 _UPDATE_WHOLE_SCORES = _UPDATE_SCORE.values(
     {name: bindparam(f"new_{name}") for name in _SCORE_COLUMNS})
+_SCORING_COLUMNS = [
+    name for name in _SCORE_COLUMNS if name not in ("profile", "received_at", "erased_at")
+]
+_UPDATE_SCORING = _UPDATE_SCORE.values(
+    {name: bindparam(f"new_{name}") for name in _SCORING_COLUMNS})
 _SIGNALS_OF_LEADS = select(
     signal.c.lead_id, signal.c.signal_id, signal.c.signal_type, signal.c.signal_at, signal.c.url
 ).where(signal.c.lead_id.in_(bindparam("lead_ids", expanding=True)))
@@ -75,13 +80,22 @@ async def insert_scores(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
         await session.execute(_INSERT_SCORE, list(rows))
 
 
-async def update_scores(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write whole rows back, one statement for all of them (every row has every column)."""
+async def update_scores(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]], *, scores_only: bool = False
+) -> None:
+    """Write whole rows back, one statement for all of them (every row has every column).
+
+    `scores_only`: the rows' profile, `received_at` and `erased_at` are as stored; the other
+    columns alone are written."""
     if not rows:
         return
+    statement, columns = (
+        (_UPDATE_SCORING, _SCORING_COLUMNS) if scores_only
+        else (_UPDATE_WHOLE_SCORES, _SCORE_COLUMNS)
+    )
     await session.execute(
-        _UPDATE_WHOLE_SCORES,
-        [{"key": row["lead_id"], **{f"new_{name}": row[name] for name in _SCORE_COLUMNS}}
+        statement,
+        [{"key": row["lead_id"], **{f"new_{name}": row[name] for name in columns}}
          for row in rows],
         execution_options={"synchronize_session": False},
     )
@@ -146,12 +160,21 @@ async def signals_of_leads(
     return by_lead
 
 
-async def insert_signals(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Store signals, skipping those a lead already has; one statement, executed for many rows."""
+async def insert_new_signals(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> set[tuple[str, str]]:
+    """Store signals, skipping those a lead has already; returns (lead id, signal id) of each
+    one stored. One statement of many rows (SQLAlchemy's "insertmanyvalues")."""
     if not rows:
-        return
+        return set()
     dialect: Any = postgresql if _dialect(session) == "postgresql" else sqlite
-    await session.execute(dialect.insert(signal).on_conflict_do_nothing(), list(rows))
+    result = await session.execute(
+        dialect.insert(signal).on_conflict_do_nothing().returning(
+            signal.c.lead_id, signal.c.signal_id
+        ),
+        list(rows),
+    )
+    return {(lead_id, signal_id) for lead_id, signal_id in result.all()}
 
 
 async def delete_signals(session: AsyncSession, lead_id: str) -> None:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from services.scorer.lead_scorer import LeadScorer
 from services.scorer.score_result import SECONDS_PER_DAY, ScoreResult, Signal
 from services.scorer.scoring_model import ScoringModel
+from services.scorer.signal_tally import tally_of
 from shared.events import LeadProfile
 
 
@@ -30,7 +31,7 @@ def score(
     model: ScoringModel,
     now: datetime,
 ) -> ScoreResult:
-    return LeadScorer(profile, signals, model).at(now)
+    return LeadScorer(profile, tally_of(signals, model), model).at(now)
 
 
 def score_and_next_change(
@@ -40,15 +41,15 @@ def score_and_next_change(
     now: datetime,
 ) -> tuple[ScoreResult, datetime | None]:
     """`score()` and `next_change_at()` at once, sharing the work that does not depend on time."""
-    scorer = LeadScorer(profile, signals, model)
-    return scorer.at(now), _next_change(scorer, now)
+    scorer = LeadScorer(profile, tally_of(signals, model), model)
+    return scorer.at(now), next_change_of(scorer, now)
 
 
 def makes_mql(
     profile: LeadProfile, signals: Iterable[Signal], model: ScoringModel, now: datetime
 ) -> bool:
     """`score(...).mql` alone: whether the model hands the lead to sales at `now`."""
-    return LeadScorer(profile, signals, model).mql_at(now)
+    return LeadScorer(profile, tally_of(signals, model), model).mql_at(now)
 
 
 def decayed(points: float, age: timedelta, half_life_days: float | None) -> float:
@@ -78,18 +79,20 @@ def next_change_at(
     (a negative signal fading while a positive one fades too) may be missed; the next event
     about the lead corrects it.
     """
-    return _next_change(
-        LeadScorer(profile, signals, model), now, horizon=horizon, precision=precision
+    return next_change_of(
+        LeadScorer(profile, tally_of(signals, model), model), now,
+        horizon=horizon, precision=precision,
     )
 
 
-def _next_change(
+def next_change_of(
     scorer: LeadScorer,
     now: datetime,
     *,
     horizon: timedelta = timedelta(days=400),
     precision: timedelta = timedelta(minutes=1),
 ) -> datetime | None:
+    """`next_change_at()` of a lead already taken into a `LeadScorer`."""
     if not scorer.fades:
         return None
     temperature = scorer.timeline(now)

@@ -29,13 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scorer import repository
 from services.scorer.context import PRODUCER, ScorerContext, count_published
+from services.scorer.lead_scorer import LeadScorer
 from services.scorer.lifecycle import model_makes_mql
 from services.scorer.score_result import ScoreResult, Signal
-from services.scorer.scoring import (
-    makes_mql,
-    score,
-    score_and_next_change,
-)
+from services.scorer.scoring import next_change_of
+from services.scorer.signal_tally import SignalTally
 from services.scorer.stage_moves import stage_transition
 from shared.events import (
     LeadProfile,
@@ -134,6 +132,8 @@ class Rescored:
     events: list[LeadScored | LeadStageChanged]
     cause: str
     """What had the lead rescored last (`Rescoring.cause`)."""
+    profile_kept: bool = False
+    """Only signals rescored the lead: its profile and `received_at` are as stored."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,7 @@ class Rescoring:
 
     profile: LeadProfile
     signals: Sequence[Signal]
+    """The lead's whole history, or the signals added to its stored tally (`rescore_all`)."""
     now: datetime
     cause: str
     correlation_id: str | None = None
@@ -180,8 +181,17 @@ def rescore(
     ])
 
 
+class StaleTallyError(RuntimeError):
+    """A stored tally was read under another scoring model than the one now in force."""
+
+
 def rescore_all(
-    context: ScorerContext, lead_id: str, current: Row | None, steps: Sequence[Rescoring]
+    context: ScorerContext,
+    lead_id: str,
+    current: Row | None,
+    steps: Sequence[Rescoring],
+    *,
+    tally: SignalTally | None = None,
 ) -> Rescored:
     """`rescore` after several events of one lead at once, publishing only where they lead.
 
@@ -191,8 +201,24 @@ def rescore_all(
     event only, and `lead.scored` is published once, with that final state, when it differs
     from `current` or the stage moved: the states in between are superseded before anyone
     could act on them.
+
+    The steps' signals are one list each step sees more of (`Rescoring.seen`). With `tally`
+    (the lead's stored tally under the model in force, `SignalTally.stored`), they are the
+    signals the lead got since, none of them already in it; without, its whole history. The
+    row keeps the tally they lead to.
     """
     model = context.models.current
+    if tally is not None and tally.model_version != model.version:
+        raise StaleTallyError(f"lead {lead_id}: tally of model {tally.model_version}")
+    running = tally.copy() if tally is not None else SignalTally(model.version)
+    tallied = 0
+
+    def scorer_at(step: Rescoring) -> LeadScorer:
+        nonlocal tallied
+        then = step.signals_then()
+        running.add(model, then[tallied:])
+        tallied = len(then)
+        return LeadScorer(step.profile, running, model)
     stage: Stage = current["stage"] if current is not None else "lead"
     active_at: datetime | None = current["active_at"] if current is not None else None
     changed_at: datetime | None = current["stage_changed_at"] if current is not None else None
@@ -219,15 +245,14 @@ def rescore_all(
     for step in steps[:-1]:
         if step.active:
             active_at = step.now
-        if model_makes_mql(stage, mql=True, fresh_activity=fresh()) and makes_mql(
-            step.profile, step.signals_then(), model, step.now
-        ):
-            move_to_mql(step, score(step.profile, step.signals_then(), model, step.now))
+        if model_makes_mql(stage, mql=True, fresh_activity=fresh()):
+            scorer = scorer_at(step)
+            if scorer.mql_at(step.now):
+                move_to_mql(step, scorer.at(step.now))
     last = steps[-1]
     started = time.perf_counter()
-    result, next_check_at = score_and_next_change(
-        last.profile, last.signals_then(), model, last.now
-    )
+    scorer = scorer_at(last)
+    result, next_check_at = scorer.at(last.now), next_change_of(scorer, last.now)
     context.metrics.scoring_seconds.observe(time.perf_counter() - started)
     if last.active:
         active_at = last.now
@@ -236,8 +261,10 @@ def rescore_all(
     row: dict[str, Any] = dict(current) if current is not None else {
         "lead_id": lead_id, "erased_at": None, "scored_at": last.now,
     }
+    profile_kept = current is not None and all(step.cause == "signal" for step in steps)
     row.update(
-        profile=last.profile.model_dump(mode="json"),
+        profile=current["profile"] if current is not None and profile_kept
+        else last.profile.model_dump(mode="json"),
         score=result.total,
         fit=result.fit,
         engagement=result.engagement,
@@ -251,17 +278,18 @@ def rescore_all(
         next_check_at=next_check_at,
         updated_at=last.now,
         received_at=received_at,
+        signal_tally=running.stored_form(last.now),
     )
     if current is not None and not events and _same_score(current, row):
-        return Rescored("unchanged", row, False, history, events, last.cause)
+        return Rescored("unchanged", row, False, history, events, last.cause, profile_kept)
     if current is not None and not events and _engagement_only(current, row, steps):
-        return Rescored("rescored", row, False, history, events, last.cause)
+        return Rescored("rescored", row, False, history, events, last.cause, profile_kept)
     row["scored_at"] = last.now
     events.append(_scored_event(
         lead_id, last.profile, result, stage, last.correlation_id, last.now, received_at
     ))
     return Rescored("scored" if current is None else "rescored", row, current is None,
-                    history, events, last.cause)
+                    history, events, last.cause, profile_kept)
 
 
 async def _rescore(
@@ -293,14 +321,16 @@ async def write_rescored(
 ) -> None:
     """Write what `rescore` decided for one or more leads, in a few statements."""
     await repository.insert_scores(session, [done.row for done in rescored if done.is_new])
-    await repository.update_scores(session, [done.row for done in rescored if not done.is_new])
+    for profile_kept in (False, True):
+        await repository.update_scores(session, [
+            done.row for done in rescored if not done.is_new and done.profile_kept == profile_kept
+        ], scores_only=profile_kept)
     await repository.insert_stage_changes(
         session, [entry for done in rescored for entry in done.history]
     )
     for done in rescored:
         count_published(session, context, done.cause, done.events)
     await context.outbox.add(session, *(event for done in rescored for event in done.events))
-
 
 
 def _same_score(stored: Row, fresh: Row) -> bool:
