@@ -188,6 +188,28 @@ def test_aiokafka_connection_and_protocol_classes_the_start_up_check_uses() -> N
     assert for_code(TopicAlreadyExistsError.errno) is TopicAlreadyExistsError
 
 
+# --- httpx: the lean transport replaces AsyncHTTPTransport._pool ---------------------------------
+
+
+async def test_httpx_transport_sends_through_the_pool_the_lean_transport_replaces() -> None:
+    import httpcore
+    import httpx
+
+    from shared.http_transport import AsyncioBackend, lean_transport
+
+    for method in (httpx.AsyncHTTPTransport.handle_async_request,
+                   httpx.AsyncHTTPTransport.aclose):
+        assert "self._pool." in inspect.getsource(method), moved(
+            "httpx", f"AsyncHTTPTransport.{method.__name__} no longer uses self._pool",
+            "shared/http_transport.py")
+    transport = lean_transport()
+    assert isinstance(transport._pool, httpcore.AsyncConnectionPool)
+    assert isinstance(transport._pool._network_backend, AsyncioBackend), moved(
+        "httpcore", "AsyncConnectionPool(network_backend=...) is not kept",
+        "shared/http_transport.py")
+    await transport.aclose()
+
+
 # --- uvicorn: serve binds its socket itself ------------------------------------------------------
 
 
@@ -203,7 +225,7 @@ def test_uvicorn_server_runs_on_sockets_it_is_given() -> None:
 
 
 @pytest.mark.parametrize("library", ["fastapi", "starlette", "uvicorn", "sqlalchemy", "aiokafka",
-                                     "aiosqlite", "pydantic-settings"])
+                                     "aiosqlite", "pydantic-settings", "httpx", "httpcore"])
 def test_installed_versions_are_within_pyproject_bounds(library: str) -> None:
     """The bounds and the lock agree: what is installed is what pyproject.toml allows."""
     import tomllib

@@ -54,6 +54,7 @@ from shared import outbound, tracing
 from shared.clock import Clock
 from shared.db import Database
 from shared.encryption import SecretBox, UndecryptableSecretError
+from shared.http_transport import lean_transport
 from shared.outages import OutageLog, is_outage
 from shared.outbound import DestinationPolicy, RefusedDestinationError
 
@@ -113,8 +114,9 @@ class Notifier:
     def http_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.settings.notify_timeout_seconds),
-            limits=httpx.Limits(max_connections=self.settings.notify_concurrency,
-                                max_keepalive_connections=self.settings.notify_concurrency),
+            transport=lean_transport(limits=httpx.Limits(
+                max_connections=self.settings.notify_concurrency,
+                max_keepalive_connections=self.settings.notify_concurrency)),
             follow_redirects=False,
             headers={"User-Agent": "leadrelay-router"},
         )
