@@ -10,11 +10,14 @@ swaps only the network layer, httpcore's documented `AsyncNetworkBackend`, for a
 - what httpcore writes is gathered and sent in one write when it first reads the answer (or
   once 64 KiB are waiting), so a request is one packet, not two;
 - an idle connection counts as closed by the server once its reader has seen the end of the
-  stream, which the event loop notes as it happens: no system call to find out.
+  stream, which the event loop notes as it happens: no system call to find out;
+- the pool's bookkeeping at each request is linear in its connections (`LinearPool`), not
+  quadratic.
 
 httpx's `AsyncHTTPTransport` takes no network backend: `lean_transport` builds one and gives
-it an httpcore pool on `AsyncioBackend` instead of its own (its `_pool` attribute, checked by
-tests/test_library_internals.py).
+it an httpcore pool on `AsyncioBackend` instead of its own (its `_pool` attribute). That and
+`LinearPool` are the two places that touch the libraries' internals, both checked by
+tests/test_library_internals.py.
 """
 
 # ruff: noqa: ASYNC109 - the `timeout` parameters are httpcore's interface, not our choice
@@ -160,6 +163,49 @@ def _set_options(writer: asyncio.StreamWriter,
         sock.setsockopt(*option)
 
 
+class LinearPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool with its bookkeeping linear in its connections.
+
+    httpcore 1.0 runs `_assign_requests_to_connections` at each request's start and end, and
+    for every idle connection it counts the whole pool again (`len([... for connection in
+    self._connections])`, which is `len(self._connections)`): a hundred kept connections
+    made each webhook cost twenty thousand calls. This is the same method, that count read
+    once per connection; nothing else differs (tests/test_library_internals.py checks the
+    original still reads as copied here)."""
+
+    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
+        closing_connections: list[httpcore.AsyncConnectionInterface] = []
+        for connection in list(self._connections):
+            if connection.is_closed():
+                self._connections.remove(connection)
+            elif connection.has_expired() or (connection.is_idle()
+                  and len(self._connections) > self._max_keepalive_connections):
+                self._connections.remove(connection)
+                closing_connections.append(connection)
+        queued_requests = [request for request in self._requests if request.is_queued()]
+        for pool_request in queued_requests:
+            origin = pool_request.request.url.origin
+            available = next((connection for connection in self._connections
+                              if connection.can_handle_request(origin)
+                              and connection.is_available()), None)
+            if available is not None:
+                pool_request.assign_to_connection(available)
+            elif len(self._connections) < self._max_connections:
+                connection = self.create_connection(origin)
+                self._connections.append(connection)
+                pool_request.assign_to_connection(connection)
+            else:
+                idle = next((connection for connection in self._connections
+                             if connection.is_idle()), None)
+                if idle is not None:
+                    self._connections.remove(idle)
+                    closing_connections.append(idle)
+                    connection = self.create_connection(origin)
+                    self._connections.append(connection)
+                    pool_request.assign_to_connection(connection)
+        return closing_connections
+
+
 def lean_transport(
     *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True,
     retries: int = 0,
@@ -167,7 +213,7 @@ def lean_transport(
     """httpx's transport, its connections on `AsyncioBackend` (HTTP/1.1; no proxy)."""
     limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
     transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, retries=retries)
-    transport._pool = httpcore.AsyncConnectionPool(  # the seam: see the module's docstring
+    transport._pool = LinearPool(  # the seam: see the module's docstring
         ssl_context=httpx.create_ssl_context(verify=verify),
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,

@@ -202,6 +202,18 @@ async def test_httpx_transport_sends_through_the_pool_the_lean_transport_replace
         assert "self._pool." in inspect.getsource(method), moved(
             "httpx", f"AsyncHTTPTransport.{method.__name__} no longer uses self._pool",
             "shared/http_transport.py")
+    from httpcore._async import connection_pool
+
+    source = inspect.getsource(connection_pool)
+    for line in ("closing = self._assign_requests_to_connections()",
+                 "len([connection.is_idle() for connection in self._connections])",
+                 "queued_requests = [request for request in self._requests if request.is_queued()]",
+                 "pool_request.assign_to_connection(connection)",
+                 "connection = self.create_connection(origin)",
+                 "elif len(self._connections) < self._max_connections:"):
+        assert line in source, moved(
+            "httpcore", f"AsyncConnectionPool no longer reads {line!r}; LinearPool copies "
+            "_assign_requests_to_connections", "shared/http_transport.py")
     transport = lean_transport()
     assert isinstance(transport._pool, httpcore.AsyncConnectionPool)
     assert isinstance(transport._pool._network_backend, AsyncioBackend), moved(

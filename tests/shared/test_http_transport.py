@@ -108,3 +108,15 @@ async def test_timeouts_and_refused_connections_raise_httpx_errors() -> None:
     async with httpx.AsyncClient(transport=lean_transport(), timeout=1.0) as client:
         with pytest.raises(httpx.ConnectError):
             await client.post(f"http://127.0.0.1:{port}/gone", content=b"{}")
+
+
+async def test_concurrent_requests_share_a_bounded_pool_and_idle_connections_are_reused() -> None:
+    server = Server(delay=0.05)
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+    async with serving(server) as url, httpx.AsyncClient(
+            transport=lean_transport(limits=limits)) as client:
+        for _ in range(2):
+            answers = await asyncio.gather(*(client.post(f"{url}/hook", content=b"{}")
+                                             for _ in range(12)))
+            assert [answer.status_code for answer in answers] == [200] * 12
+    assert server.connections == 4, "at most four at once, kept for the second round"
