@@ -212,9 +212,12 @@ def lean_transport(
 ) -> httpx.AsyncHTTPTransport:
     """httpx's transport, its connections on `AsyncioBackend` (HTTP/1.1; no proxy)."""
     limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, retries=retries)
+    # Made once: loading the certificate authorities costs milliseconds.
+    context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(
+        verify=verify)
+    transport = httpx.AsyncHTTPTransport(verify=context, limits=limits, retries=retries)
     transport._pool = LinearPool(  # the seam: see the module's docstring
-        ssl_context=httpx.create_ssl_context(verify=verify),
+        ssl_context=context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
