@@ -15,9 +15,11 @@ it, and the call connects to the address that was checked. Secrets are decrypted
 (`services.router.channels`).
 
 The loop sleeps until the next row is due, at most `notify_poll_seconds`; `DeliverySignal`
-wakes it as soon as a transaction that queued a notification commits. Outcomes of deliveries
-that finish together are recorded together (one transaction, one statement per table), and
-the endpoints disabled by a `410` are looked up once per claimed batch.
+wakes it as soon as a transaction that queued a notification commits. When the poll, not a
+wake-up, ends the sleep, it claims (a write) only if the read of the next due row says one
+is. Outcomes of deliveries that finish together are recorded together (one transaction, one
+statement per table), and the endpoints disabled by a `410` are looked up once per claimed
+batch.
 
 When an attempt is retried and how long a claim lasts is `services.router.delivery_policy`;
 the Slack message `services.router.slack_messages`.
@@ -137,12 +139,18 @@ class Notifier:
                         ):
                             self._start(client, row, in_flight)
                         if self.signal.claim_requested or loop.time() >= claim_at:
+                            requested = self.signal.claim_requested
                             self.signal.claim_requested = False
                             room = self.settings.notify_concurrency - len(in_flight)
-                            if room > 0:
+                            # Polled, not woken: claim (a write) only once a row is due.
+                            wait = None if requested else await self._seconds_until_due()
+                            if room > 0 and (wait is None or wait <= 0):
                                 for row in await self.claim(room):
                                     self._start(client, row, in_flight)
-                            claim_at = loop.time() + await self._seconds_until_due()
+                                wait = None
+                            if wait is None:
+                                wait = await self._seconds_until_due()
+                            claim_at = loop.time() + wait
                         outage.recovered()
                         pause = max(0.0, claim_at - loop.time())
                     except Exception as error:
