@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from asyncio.selector_events import _SelectorSocketTransport
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from shared.http_transport import lean_transport
 
@@ -120,3 +127,50 @@ async def test_concurrent_requests_share_a_bounded_pool_and_idle_connections_are
                                              for _ in range(12)))
             assert [answer.status_code for answer in answers] == [200] * 12
     assert server.connections == 4, "at most four at once, kept for the second round"
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for `name` signed by its own key: (certificate, key) as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    certificate_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return certificate_file, key_file
+
+
+async def test_https_goes_through_tls_with_the_server_name_checked(tmp_path: Path) -> None:
+    """Connected to the address, the certificate checked against the name (as
+    `shared.outbound` pins a checked address and keeps the name for TLS)."""
+    certificate, key = _self_signed(tmp_path, "hooks.example.test")
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(certificate, key)
+    trusting = ssl.create_default_context(cafile=str(certificate))
+    server = Server()
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=server_side)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(transport=lean_transport(verify=trusting)) as client:
+            answer = await client.post(
+                f"https://127.0.0.1:{port}/hook", content=b"{}",
+                headers={"Host": "hooks.example.test"},
+                extensions={"sni_hostname": "hooks.example.test"})
+            assert (answer.status_code, answer.text) == (200, "ok")
+        async with httpx.AsyncClient(transport=lean_transport(verify=trusting)) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.post(f"https://127.0.0.1:{port}/hook", content=b"{}",
+                                  extensions={"sni_hostname": "other.example.test"})
+    finally:
+        for writer in server.writers:
+            writer.close()
+        listener.close()
