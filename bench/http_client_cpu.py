@@ -1,8 +1,9 @@
-"""CPU per webhook call of httpx's own transport against `shared.http_transport.lean_transport`.
+"""CPU per webhook call: httpx as it comes, on `shared.http_transport.lean_transport`, and
+`DirectClient` on it (what the router's notifier uses).
 
 A receiver in a process of its own answers `200` to every POST; this process sends `--calls`
 POSTs of a 1-KiB JSON body, `--in-flight` at a time, over a pool of `--pool` connections (the
-router's `notify_concurrency` is 100), with each transport in turn, and prints the CPU this
+router's `notify_concurrency` is 100), with each client in turn, and prints the CPU this
 process spent per call (user + system).
 
     python bench/http_client_cpu.py
@@ -24,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.http_transport import lean_transport
+from shared.http_transport import DirectClient, HttpClient, lean_transport
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
@@ -49,16 +50,15 @@ def serve(port: int, ready: Any) -> None:
     asyncio.run(main())
 
 
-async def calls(url: str, transport: httpx.AsyncBaseTransport, count: int,
-                in_flight: int) -> float:
+async def calls(url: str, client: HttpClient, count: int, in_flight: int) -> float:
     body = json.dumps({"type": "assignment.offered", "padding": "x" * 1000}).encode()
     gate = asyncio.Semaphore(in_flight)
-    async with httpx.AsyncClient(transport=transport, timeout=10) as client:
+    async with client:  # type: ignore[attr-defined]
 
         async def one() -> None:
             async with gate:
-                answer = await client.post(url, content=body,
-                                           headers={"Content-Type": "application/json"})
+                answer = await client.request("POST", url, content=body,
+                                              headers={"Content-Type": "application/json"})
                 answer.raise_for_status()
 
         await asyncio.gather(*(one() for _ in range(100)))  # warm the pool
@@ -85,8 +85,14 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/hook"
     try:
         for _ in range(args.rounds):
-            for name, make in (("httpx", lambda: httpx.AsyncHTTPTransport(limits=limits)),
-                               ("lean", lambda: lean_transport(limits=limits))):
+            for name, make in (
+                ("httpx", lambda: httpx.AsyncClient(
+                    transport=httpx.AsyncHTTPTransport(limits=limits), timeout=10)),
+                ("lean", lambda: httpx.AsyncClient(
+                    transport=lean_transport(limits=limits), timeout=10)),
+                ("direct", lambda: DirectClient(lean_transport(limits=limits),
+                                                timeout=httpx.Timeout(10))),
+            ):
                 per_call = asyncio.run(calls(url, make(), args.calls, args.in_flight))
                 print(f"{name:>6}: {per_call * 1e6:6.0f} us CPU per call "
                       f"({args.in_flight} in flight, pool of {args.pool})", flush=True)

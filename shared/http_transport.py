@@ -14,6 +14,10 @@ swaps only the network layer, httpcore's documented `AsyncNetworkBackend`, for a
 - the pool's bookkeeping at each request is linear in its connections (`LinearPool`), not
   quadratic.
 
+`DirectClient` sends requests straight to such a transport, without `httpx.AsyncClient`'s
+layer (request building, cookies, redirects), for callers that need none of it: the router's
+webhooks.
+
 httpx's `AsyncHTTPTransport` takes no network backend: `lean_transport` builds one and gives
 it an httpcore pool on `AsyncioBackend` instead of its own (its `_pool` attribute). That and
 `LinearPool` are the two places that touch the libraries' internals, both checked by
@@ -26,8 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, Self
 
 import httpcore
 import httpx
@@ -225,3 +229,49 @@ def lean_transport(
         network_backend=AsyncioBackend(),
     )
     return transport
+
+
+class HttpClient(Protocol):
+    """What `shared.outbound` calls: `httpx.AsyncClient`, or `DirectClient`."""
+
+    async def request(
+        self, method: str, url: httpx.URL | str, *, content: bytes | None = None,
+        headers: Mapping[str, str] | None = None, extensions: dict[str, Any] | None = None,
+    ) -> httpx.Response: ...
+
+
+class DirectClient:
+    """Requests sent straight to a transport, without `httpx.AsyncClient`'s layer around it
+    (request building, cookies, auth, redirects, event hooks: a quarter of a webhook call's
+    CPU). Redirects are never followed and cookies never kept, as the webhooks want; the
+    response is read whole and closed, as `AsyncClient.request` does."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, *, timeout: httpx.Timeout,
+                 headers: Mapping[str, str] | None = None) -> None:
+        self.transport = transport
+        self.headers = dict(headers or {})
+        self._timeout = timeout.as_dict()
+
+    async def request(
+        self, method: str, url: httpx.URL | str, *, content: bytes | None = None,
+        headers: Mapping[str, str] | None = None, extensions: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        request = httpx.Request(method, url, content=content,
+                                headers={**self.headers, **(headers or {})},
+                                extensions={"timeout": self._timeout, **(extensions or {})})
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

@@ -56,7 +56,7 @@ from shared import outbound, tracing
 from shared.clock import Clock
 from shared.db import Database
 from shared.encryption import SecretBox, UndecryptableSecretError
-from shared.http_transport import lean_transport
+from shared.http_transport import DirectClient, HttpClient, lean_transport
 from shared.outages import OutageLog, is_outage
 from shared.outbound import DestinationPolicy, RefusedDestinationError
 
@@ -113,13 +113,13 @@ class Notifier:
         self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
 
-    def http_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(self.settings.notify_timeout_seconds),
-            transport=lean_transport(limits=httpx.Limits(
+    def http_client(self) -> DirectClient:
+        """Redirects are not followed, cookies not kept (`shared.http_transport`)."""
+        return DirectClient(
+            lean_transport(limits=httpx.Limits(
                 max_connections=self.settings.notify_concurrency,
                 max_keepalive_connections=self.settings.notify_concurrency)),
-            follow_redirects=False,
+            timeout=httpx.Timeout(self.settings.notify_timeout_seconds),
             headers={"User-Agent": "leadrelay-router"},
         )
 
@@ -166,7 +166,7 @@ class Notifier:
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
     def _start(
-        self, client: httpx.AsyncClient, row: dict[str, Any], in_flight: set[asyncio.Task[Delivery]]
+        self, client: HttpClient, row: dict[str, Any], in_flight: set[asyncio.Task[Delivery]]
     ) -> None:
         task = asyncio.create_task(self.deliver(client, row))
         in_flight.add(task)
@@ -206,12 +206,12 @@ class Notifier:
             row["disabled"] = row["url"] in disabled
         return rows
 
-    async def deliver_due(self, client: httpx.AsyncClient) -> list[Delivery]:
+    async def deliver_due(self, client: HttpClient) -> list[Delivery]:
         """Claim what is due and deliver it all; returns once every attempt is recorded."""
         rows = await self.claim(self.settings.notify_concurrency)
         return list(await asyncio.gather(*(self.deliver(client, row) for row in rows)))
 
-    async def deliver(self, client: httpx.AsyncClient, row: dict[str, Any]) -> Delivery:
+    async def deliver(self, client: HttpClient, row: dict[str, Any]) -> Delivery:
         """POST one claimed notification and record the outcome, in a span that is a child
         of the one that queued it (`shared.tracing`)."""
         span = tracing.start_span(
@@ -229,7 +229,7 @@ class Notifier:
         return delivery
 
     async def _deliver(
-        self, client: httpx.AsyncClient, row: dict[str, Any], span: Span | None
+        self, client: HttpClient, row: dict[str, Any], span: Span | None
     ) -> Delivery:
         started = asyncio.get_running_loop().time()
         attempted_at = self.clock.now()

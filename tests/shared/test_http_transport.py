@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from shared.http_transport import lean_transport
+from shared.http_transport import DirectClient, lean_transport
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Server:
     connections: int = 0
     delay: float = 0.0
     close_after_answer: bool = False
+    answer: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     port: int = 0
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
@@ -53,7 +54,7 @@ class Server:
                 continue
             buffered = rest[length:]
             await asyncio.sleep(self.delay)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            writer.write(self.answer)
             await writer.drain()
             if self.close_after_answer:
                 writer.close()
@@ -174,3 +175,24 @@ async def test_https_goes_through_tls_with_the_server_name_checked(tmp_path: Pat
         for writer in server.writers:
             writer.close()
         listener.close()
+
+
+async def test_the_direct_client_follows_no_redirect_keeps_no_cookie_and_times_out() -> None:
+    server = Server(answer=b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\n"
+                           b"Set-Cookie: session=abc\r\nContent-Length: 5\r\n\r\nmoved")
+    async with serving(server) as url, DirectClient(
+            lean_transport(), timeout=httpx.Timeout(0.3),
+            headers={"User-Agent": "leadrelay-test"}) as client:
+        for _ in range(2):
+            answer = await client.request("POST", f"{url}/hook", content=b"{}",
+                                          headers={"X-Event": "offer"})
+            assert (answer.status_code, answer.text) == (302, "moved")
+        assert answer.request.url.path == "/hook"
+        server.delay = 1.0
+        with pytest.raises(httpx.ReadTimeout):
+            await client.request("POST", f"{url}/slow", content=b"{}")
+    heads = [read.split(b"\r\n\r\n")[0].lower() for read in server.reads]
+    assert len(heads) == 3, "the redirect was not followed"
+    assert all(b"user-agent: leadrelay-test" in head and b"x-event: offer" in head
+               for head in heads[:2])
+    assert not any(b"cookie" in head for head in heads), "no cookie was kept"
