@@ -21,6 +21,13 @@ either way with idempotent producers and Kafka's fetch wait.
 
 A run longer than one window also prints 202 -> webhook per window of sending time, so a
 system that slows down as it runs (a broker whose fetches cost more as its log grows) shows.
+
+CPU per routed lead: before the load, each process's CPU is read over `--idle-seconds` with
+nothing to do; the figure printed as "net" is the CPU used while the load ran less that idle
+rate over the same time, divided by the leads notified (what a lead costs, not the polling
+between leads). `--profile DIR` records each service with py-spy (raw stacks) during the load.
+
+    python bench/speed_to_route.py --rate 250 --seconds 30 --profile /tmp/prof
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import json
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -229,6 +237,8 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
                 "webhook_url": receiver.new_endpoint(),
             })).raise_for_status()
     await asyncio.sleep(1.0)
+    await cpu.measure_idle(getattr(args, "idle_seconds", 0.0))
+    profilers = start_profilers(getattr(args, "profile", None), cpu.pids, args.seconds)
     # The load comes from a process of its own: in this one, the receiver's thread would
     # compete with it for the GIL, and the 202s would be read late.
     spawn = multiprocessing.get_context("spawn")
@@ -240,10 +250,12 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
                 pool, generate_load, system.url("ingest"), system.admin_token, args.rate,
                 args.seconds))
         cpu.used_by_harness = load_cpu + time.process_time() - harness_at_start
-        cpu.stop()
     deadline = time.monotonic() + args.drain_seconds
     while time.monotonic() < deadline and not set(accepted_at) <= set(receiver.arrived_at):
         await asyncio.sleep(0.1)
+    cpu.stop()  # once the last lead arrived: the work of a backlog counts too
+    for profiler in profilers:
+        profiler.wait()
     with receiver.lock:
         arrived_at = dict(receiver.arrived_at)
     latencies = {
@@ -267,16 +279,31 @@ class CpuUse:
     machine: tuple[int, int] = (0, 0)
     busy_fraction: float | None = None
     used_by_harness: float = 0.0
+    idle_rate: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per second of each process with nothing to do (`measure_idle`)."""
+    seconds: float = 0.0
+    _at: float = 0.0
+
+    async def measure_idle(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with contextlib.suppress(OSError):
+            before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+            await asyncio.sleep(seconds)
+            self.idle_rate = {name: (cpu_seconds(pid) - before[name]) / seconds
+                              for name, pid in self.pids.items()}
 
     def start(self) -> None:
         with contextlib.suppress(OSError):
             self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
             self.machine = machine_ticks()
+            self._at = time.monotonic()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
             self.used = {name: cpu_seconds(self.pids[name]) - before
                          for name, before in self.started.items()}
+            self.seconds = time.monotonic() - self._at
             busy, total = machine_ticks()
             if self.started and total > self.machine[1]:
                 self.busy_fraction = (busy - self.machine[0]) / (total - self.machine[1])
@@ -289,8 +316,32 @@ class CpuUse:
         busy = ("" if self.busy_fraction is None else
                 f"; the {os.cpu_count()} cores were {self.busy_fraction:.0%} busy")
         harness = self.used_by_harness * 1000 / leads
-        return (f"  CPU ms per lead while the load ran: {each}{busy}\n"
+        text = (f"  CPU ms per lead while the load ran: {each}{busy}\n"
                 f"  (this benchmark's own load and receiver: {harness:.1f} ms per lead)")
+        if self.idle_rate:
+            net = {name: (seconds - self.idle_rate.get(name, 0.0) * self.seconds) * 1000 / leads
+                   for name, seconds in self.used.items()}
+            idle = sum(self.idle_rate.values())
+            text += ("\n  CPU ms per routed lead, net of idle: " + "   ".join(
+                f"{name} {net[name]:.2f}" for name in sorted(net)) +
+                f"   all {sum(net.values()):.2f}\n"
+                f"  idle before the load: {idle:.1%} of one core (" + ", ".join(
+                    f"{name} {rate:.1%}" for name, rate in sorted(self.idle_rate.items())) + ")")
+        return text
+
+
+def start_profilers(out: str | None, pids: dict[str, int],
+                    seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording each service (not the broker) for `seconds`, raw stacks in `out`."""
+    if not out:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    return [subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
+         "--format", "raw", "--output", str(Path(out) / f"{name}.txt"), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for name, pid in pids.items() if name in ("ingest", "scorer", "router")]
 
 
 def figures(values: list[float]) -> str:
@@ -365,7 +416,7 @@ def run(database: str, args: argparse.Namespace) -> None:
     print(f"  202 -> webhook         {figures(list(latencies.values()))}")
     for hop, values in per_hop.items():
         print(f"  {hop:<22} {figures(values)}")
-    print(cpu.report(len(accepted_at)))
+    print(cpu.report(len(latencies)))
     windows = by_window(accepted_at, latencies, args.window, args.seconds)
     if len(windows) > 1:
         print(f"  202 -> webhook by {args.window:g}-s window of sending time:")
@@ -384,6 +435,9 @@ def main() -> None:
     parser.add_argument("--drain-seconds", type=float, default=30.0)
     parser.add_argument("--window", type=float, default=30.0,
                         help="seconds per window in the per-window figures")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="idle CPU read before the load, subtracted in the net figure")
+    parser.add_argument("--profile", help="directory for py-spy profiles of the load")
     run(parser.parse_args().database, parser.parse_args())
 
 

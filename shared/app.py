@@ -101,7 +101,9 @@ def service_app(
     return app
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
+    # A coroutine: FastAPI runs a plain function dependency on a worker thread, a thread
+    # hand-off per request (ingest's lean handler then takes the route, too).
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
 

@@ -105,15 +105,21 @@ class BrokerEpochs:
 
     async def _read_first_marker(self) -> BrokerEpoch | None:
         reader = await self._started_reader()
-        await reader.seek_to_beginning(self.partition)
-        while True:
-            batch = await reader.getmany(self.partition, timeout_ms=200, max_records=1)
-            records = batch.get(self.partition)
-            if records:
-                return _decode(records[0].value)
-            highwater = reader.highwater(self.partition)
-            if highwater is not None and highwater <= await reader.position(self.partition):
-                return None
+        # Paused between reads: an assigned partition is fetched again and again in the
+        # background, which kept every idle service polling the broker 50 times a second.
+        reader.resume(self.partition)
+        try:
+            await reader.seek_to_beginning(self.partition)
+            while True:
+                batch = await reader.getmany(self.partition, timeout_ms=200, max_records=1)
+                records = batch.get(self.partition)
+                if records:
+                    return _decode(records[0].value)
+                highwater = reader.highwater(self.partition)
+                if highwater is not None and highwater <= await reader.position(self.partition):
+                    return None
+        finally:
+            reader.pause(self.partition)
 
     async def _started_reader(self) -> AIOKafkaConsumer:
         if self._reader is None:

@@ -25,6 +25,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.events import Envelope, encode_event
+from shared.http_transport import lean_transport
 from shared.sealing import is_sealable, key_bytes, seal_document
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class KeyRing:
 
     async def _ask(self, url: str, lead_ids: list[str]) -> dict[str, str]:
         if self.client is None:
-            self.client = httpx.AsyncClient(timeout=self.timeout)
+            self.client = httpx.AsyncClient(timeout=self.timeout, transport=lean_transport())
         answer = await self.client.post(url, json={"lead_ids": lead_ids}, headers=self.headers)
         if answer.status_code in (401, 403):
             # A configuration error, retried like an outage so no event is skipped, but said

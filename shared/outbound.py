@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from shared.http_transport import HttpClient
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """`(host, port) -> addresses`: the system resolver unless a test gives its own."""
@@ -161,7 +163,7 @@ class DestinationPolicy:
 
 
 async def post(
-    client: httpx.AsyncClient, destination: Destination, *, content: bytes,
+    client: HttpClient, destination: Destination, *, content: bytes,
     headers: Mapping[str, str],
 ) -> httpx.Response:
     """POST `content` to `destination`, connecting to its checked address only."""
@@ -169,14 +171,14 @@ async def post(
 
 
 async def get(
-    client: httpx.AsyncClient, destination: Destination, *, headers: Mapping[str, str],
+    client: HttpClient, destination: Destination, *, headers: Mapping[str, str],
 ) -> httpx.Response:
     """GET `destination` (its query included), connecting to its checked address only."""
     return await _send(client, "GET", destination, content=None, headers=headers)
 
 
 async def _send(
-    client: httpx.AsyncClient, method: str, destination: Destination, *,
+    client: HttpClient, method: str, destination: Destination, *,
     content: bytes | None, headers: Mapping[str, str],
 ) -> httpx.Response:
     url = destination.url

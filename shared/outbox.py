@@ -82,6 +82,10 @@ class OutboxRow:
 
 _NONE_HANDED: tuple[OutboxRow, ...] = ()
 
+IDLE_POLL_SECONDS = 2.0
+"""Longest wait of a quiet relay on SQLite between two looks at its table (a commit of this
+process wakes it at once; the look finds what another process wrote)."""
+
 _READ_THE_TABLE = -1
 """A last published id no row id follows: the relay reads the table instead of taking the
 rows handed over."""
@@ -266,12 +270,14 @@ class OutboxRelay:
             await self._mark_before_stopping()
 
     async def _relay_forever(self) -> None:
-        failures = unreadable_marker = 0
+        failures = unreadable_marker = quiet_rounds = 0
         outage = OutageLog("outbox relay")
         while True:
             try:
-                while await self.relay_once() == self.batch_size:
-                    pass
+                sent = await self.relay_once()
+                quiet_rounds = 0 if sent else quiet_rounds + 1
+                while sent == self.batch_size:
+                    sent = await self.relay_once()
                 await self._purge_now_and_then()
                 failures = unreadable_marker = 0
             except asyncio.CancelledError:
@@ -297,7 +303,17 @@ class OutboxRelay:
                 await asyncio.sleep(min(0.2 * 2**failures, 5.0))
                 continue
             outage.recovered()
-            await self.outbox.wait_for_work(self.poll_seconds)
+            await self.outbox.wait_for_work(self._poll_after(quiet_rounds))
+
+    def _poll_after(self, quiet_rounds: int) -> float:
+        """Seconds to the next look unless a commit wakes the relay first. On SQLite, where
+        this process's commits hand their rows over, a quiet relay looks less and less often
+        (up to `IDLE_POLL_SECONDS`); on PostgreSQL every `poll_seconds`, since rows of shards
+        another instance held are found by looking."""
+        if not self.outbox.hand_over or quiet_rounds <= 1:
+            return self.poll_seconds
+        return max(self.poll_seconds, min(self.poll_seconds * 2.0 ** (quiet_rounds - 1),
+                                          IDLE_POLL_SECONDS))
 
     async def relay_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""

@@ -230,6 +230,40 @@ async def test_a_stale_leader_answering_an_offset_reset_refreshes_the_metadata()
     assert refreshes == [True]
 
 
+# --- httpx: the lean transport replaces AsyncHTTPTransport._pool ---------------------------------
+
+
+async def test_httpx_transport_sends_through_the_pool_the_lean_transport_replaces() -> None:
+    import httpcore
+    import httpx
+
+    from shared.http_transport import AsyncioBackend, lean_transport
+
+    for method in (httpx.AsyncHTTPTransport.handle_async_request,
+                   httpx.AsyncHTTPTransport.aclose):
+        assert "self._pool." in inspect.getsource(method), moved(
+            "httpx", f"AsyncHTTPTransport.{method.__name__} no longer uses self._pool",
+            "shared/http_transport.py")
+    from httpcore._async import connection_pool
+
+    source = inspect.getsource(connection_pool)
+    for line in ("closing = self._assign_requests_to_connections()",
+                 "len([connection.is_idle() for connection in self._connections])",
+                 "queued_requests = [request for request in self._requests if request.is_queued()]",
+                 "pool_request.assign_to_connection(connection)",
+                 "connection = self.create_connection(origin)",
+                 "elif len(self._connections) < self._max_connections:"):
+        assert line in source, moved(
+            "httpcore", f"AsyncConnectionPool no longer reads {line!r}; LinearPool copies "
+            "_assign_requests_to_connections", "shared/http_transport.py")
+    transport = lean_transport()
+    assert isinstance(transport._pool, httpcore.AsyncConnectionPool)
+    assert isinstance(transport._pool._network_backend, AsyncioBackend), moved(
+        "httpcore", "AsyncConnectionPool(network_backend=...) is not kept",
+        "shared/http_transport.py")
+    await transport.aclose()
+
+
 # --- uvicorn: serve binds its socket itself ------------------------------------------------------
 
 
@@ -245,7 +279,7 @@ def test_uvicorn_server_runs_on_sockets_it_is_given() -> None:
 
 
 @pytest.mark.parametrize("library", ["fastapi", "starlette", "uvicorn", "sqlalchemy", "aiokafka",
-                                     "aiosqlite", "pydantic-settings"])
+                                     "aiosqlite", "pydantic-settings", "httpx", "httpcore"])
 def test_installed_versions_are_within_pyproject_bounds(library: str) -> None:
     """The bounds and the lock agree: what is installed is what pyproject.toml allows."""
     import tomllib

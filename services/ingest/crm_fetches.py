@@ -121,7 +121,7 @@ class CrmFetcher:
         """Work the fetches due now; with none, wait to be woken or for the next poll."""
         due = self.context.crm_fetch_due
         due.clear()
-        claims = await self.claim()
+        claims = await self.claim() if await self.any_due() else []
         if claims:
             async with asyncio.TaskGroup() as group:
                 for claim in claims:
@@ -130,6 +130,17 @@ class CrmFetcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(due.wait(), self.context.settings.crm_fetch_poll_seconds)
         return True
+
+    async def any_due(self) -> bool:
+        """Whether a fetch is due and unclaimed, read without the write lock `claim` takes:
+        an idle loop polls with a read."""
+        now = self.context.clock.now()
+        async with self.db.reading() as session:
+            found = await session.scalar(
+                select(crm_fetch.c.id)
+                .where(crm_fetch.c.status == PENDING, crm_fetch.c.due_at <= now, _unclaimed(now))
+                .limit(1))
+        return found is not None
 
     async def claim(self) -> list[Claim]:
         now = self.context.clock.now()

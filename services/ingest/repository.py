@@ -52,13 +52,25 @@ async def find_leads_by_email_for_update(
     return {row["email"]: row for row in result.mappings().all()}
 
 
+_KEYS_WRITTEN = "ingest.data_keys_written"
+"""`session.info` key: the data keys of the leads this transaction inserted, by lead id, so
+that sealing their events needs no query (`data_keys`)."""
+
+
+def _remember_keys(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    written: dict[str, str] = session.info.setdefault(_KEYS_WRITTEN, {})
+    written.update((row["id"], row["data_key"]) for row in rows if row.get("data_key"))
+
+
 async def insert_lead(session: AsyncSession, values: Mapping[str, Any]) -> None:
     await session.execute(_INSERT_LEAD, dict(values))
+    _remember_keys(session, [values])
 
 
 async def insert_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert several leads in one statement (every row gets every column)."""
     await session.execute(_INSERT_LEAD, [_full_row(row) for row in rows])
+    _remember_keys(session, rows)
 
 
 async def update_leads(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -205,9 +217,15 @@ async def erase_lead(session: AsyncSession, lead_id: str) -> None:
 
 
 async def data_keys(session: AsyncSession, lead_ids: Sequence[str]) -> dict[str, str]:
-    """The data keys of those of `lead_ids` that exist (an erased lead has none)."""
-    result = await session.execute(_DATA_KEYS, {"lead_ids": list(lead_ids)})
-    return {lead_id: key for lead_id, key in result if key is not None}
+    """The data keys of those of `lead_ids` that exist (an erased lead has none); those of
+    leads this transaction inserted without a query."""
+    written: dict[str, str] = session.info.get(_KEYS_WRITTEN, {})
+    found = {lead_id: written[lead_id] for lead_id in lead_ids if lead_id in written}
+    missing = [lead_id for lead_id in lead_ids if lead_id not in written]
+    if missing:
+        result = await session.execute(_DATA_KEYS, {"lead_ids": missing})
+        found.update((lead_id, key) for lead_id, key in result if key is not None)
+    return found
 
 
 async def deliveries_of_lead(session: AsyncSession, lead_id: str) -> dict[str, set[int]]:

@@ -15,9 +15,11 @@ it, and the call connects to the address that was checked. Secrets are decrypted
 (`services.router.channels`).
 
 The loop sleeps until the next row is due, at most `notify_poll_seconds`; `DeliverySignal`
-wakes it as soon as a transaction that queued a notification commits. Outcomes of deliveries
-that finish together are recorded together (one transaction, one statement per table), and
-the endpoints disabled by a `410` are looked up once per claimed batch.
+wakes it as soon as a transaction that queued a notification commits. When the poll, not a
+wake-up, ends the sleep, it claims (a write) only if the read of the next due row says one
+is. Outcomes of deliveries that finish together are recorded together (one transaction, one
+statement per table), and the endpoints disabled by a `410` are looked up once per claimed
+batch.
 
 When an attempt is retried and how long a claim lasts is `services.router.delivery_policy`;
 the Slack message `services.router.slack_messages`.
@@ -54,6 +56,7 @@ from shared import outbound, tracing
 from shared.clock import Clock
 from shared.db import Database
 from shared.encryption import SecretBox, UndecryptableSecretError
+from shared.http_transport import DirectClient, HttpClient, lean_transport
 from shared.outages import OutageLog, is_outage
 from shared.outbound import DestinationPolicy, RefusedDestinationError
 
@@ -110,12 +113,13 @@ class Notifier:
         self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
 
-    def http_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
+    def http_client(self) -> DirectClient:
+        """Redirects are not followed, cookies not kept (`shared.http_transport`)."""
+        return DirectClient(
+            lean_transport(limits=httpx.Limits(
+                max_connections=self.settings.notify_concurrency,
+                max_keepalive_connections=self.settings.notify_concurrency)),
             timeout=httpx.Timeout(self.settings.notify_timeout_seconds),
-            limits=httpx.Limits(max_connections=self.settings.notify_concurrency,
-                                max_keepalive_connections=self.settings.notify_concurrency),
-            follow_redirects=False,
             headers={"User-Agent": "leadrelay-router"},
         )
 
@@ -135,12 +139,18 @@ class Notifier:
                         ):
                             self._start(client, row, in_flight)
                         if self.signal.claim_requested or loop.time() >= claim_at:
+                            requested = self.signal.claim_requested
                             self.signal.claim_requested = False
                             room = self.settings.notify_concurrency - len(in_flight)
-                            if room > 0:
+                            # Polled, not woken: claim (a write) only once a row is due.
+                            wait = None if requested else await self._seconds_until_due()
+                            if room > 0 and (wait is None or wait <= 0):
                                 for row in await self.claim(room):
                                     self._start(client, row, in_flight)
-                            claim_at = loop.time() + await self._seconds_until_due()
+                                wait = None
+                            if wait is None:
+                                wait = await self._seconds_until_due()
+                            claim_at = loop.time() + wait
                         outage.recovered()
                         pause = max(0.0, claim_at - loop.time())
                     except Exception as error:
@@ -156,7 +166,7 @@ class Notifier:
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
     def _start(
-        self, client: httpx.AsyncClient, row: dict[str, Any], in_flight: set[asyncio.Task[Delivery]]
+        self, client: HttpClient, row: dict[str, Any], in_flight: set[asyncio.Task[Delivery]]
     ) -> None:
         task = asyncio.create_task(self.deliver(client, row))
         in_flight.add(task)
@@ -196,12 +206,12 @@ class Notifier:
             row["disabled"] = row["url"] in disabled
         return rows
 
-    async def deliver_due(self, client: httpx.AsyncClient) -> list[Delivery]:
+    async def deliver_due(self, client: HttpClient) -> list[Delivery]:
         """Claim what is due and deliver it all; returns once every attempt is recorded."""
         rows = await self.claim(self.settings.notify_concurrency)
         return list(await asyncio.gather(*(self.deliver(client, row) for row in rows)))
 
-    async def deliver(self, client: httpx.AsyncClient, row: dict[str, Any]) -> Delivery:
+    async def deliver(self, client: HttpClient, row: dict[str, Any]) -> Delivery:
         """POST one claimed notification and record the outcome, in a span that is a child
         of the one that queued it (`shared.tracing`)."""
         span = tracing.start_span(
@@ -219,7 +229,7 @@ class Notifier:
         return delivery
 
     async def _deliver(
-        self, client: httpx.AsyncClient, row: dict[str, Any], span: Span | None
+        self, client: HttpClient, row: dict[str, Any], span: Span | None
     ) -> Delivery:
         started = asyncio.get_running_loop().time()
         attempted_at = self.clock.now()

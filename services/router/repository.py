@@ -430,6 +430,29 @@ async def escalate_offer(session: AsyncSession, assignment_id: str, at: datetime
     return affected_rows(result) == 1
 
 
+_EARLIEST_TIMER = select(
+    select(func.min(assignment.c.deadline_at))
+    .where(assignment.c.status == "offered").scalar_subquery(),
+    select(func.min(assignment.c.reminder_at))
+    .where(assignment.c.status == "offered").scalar_subquery(),
+    select(func.min(assignment.c.contact_deadline_at))
+    .where(assignment.c.status == "accepted", assignment.c.contact_breached_at.is_(None))
+    .scalar_subquery(),
+    select(func.min(handover.c.next_attempt_at))
+    .where(handover.c.status == "waiting").scalar_subquery(),
+    select(lead.c.id).where(lead.c.status == "waiting").limit(1).scalar_subquery(),
+)
+
+
+async def earliest_timer(session: AsyncSession) -> tuple[datetime | None, bool]:
+    """What the timer loop has pending, in one statement (each term reads a partial index):
+    the earliest offer deadline, reminder, first-contact deadline and hand-over retry (None:
+    none), and whether a lead is waiting for a rep (tried on every tick)."""
+    row = (await session.execute(_EARLIEST_TIMER)).one()
+    times = [moment for moment in row[:4] if moment is not None]
+    return (min(times) if times else None), row[4] is not None
+
+
 async def claim_lapsed_offers(
     session: AsyncSession, now: datetime, limit: int
 ) -> Sequence[RowMapping]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,17 @@ import httpx
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from fastapi import FastAPI
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from leadrelay.broker import free_port
+from services.ingest import repository
 from services.ingest.app import create_app
 from services.ingest.models import INBOX, OUTBOX, submission
+from services.ingest.service import new_lead_row
 from services.ingest.settings import IngestSettings
 from shared.clock import SystemClock
 from shared.consumer import EventConsumer
-from shared.db import Database
+from shared.db import Database, new_id
 from shared.lead_keys import KeyRing, KeysUnavailableError
 from shared.sealing import key_bytes
 from tests.ingest import signing
@@ -227,3 +230,29 @@ async def test_no_sqlite_file_holds_an_erased_person_once_committed(
         return [path.name for path in files if path.exists() and needle in path.read_bytes()]
 
     assert await eventually(holding, until=lambda found: not found, timeout=10) == []
+
+
+async def test_the_keys_of_leads_a_transaction_inserted_are_known_without_a_query(
+    settings: IngestSettings,
+) -> None:
+    """Sealing a new lead's `lead.received` reads its key from what the transaction wrote."""
+    db = Database(settings.database_url)
+    statements: list[str] = []
+
+    def record(*arguments: Any) -> None:
+        statements.append(str(arguments[2]))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    row = new_lead_row(new_id(), {"email": "new.key@acme.example"}, datetime.now(UTC))
+    try:
+        async with db.transaction() as session:
+            await repository.insert_lead(session, row)
+            statements.clear()
+            assert await repository.data_keys(session, [row["id"]]) == {
+                row["id"]: row["data_key"]}
+            assert statements == []
+        async with db.reading() as session:
+            assert await repository.data_keys(session, [row["id"], "no-such-lead"]) == {
+                row["id"]: row["data_key"]}
+    finally:
+        await db.dispose()

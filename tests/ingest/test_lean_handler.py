@@ -107,3 +107,15 @@ async def test_dependency_overrides_still_apply(settings: IngestSettings) -> Non
         answer = await client.post("/v1/leads", json=LEAD)
     assert answer.status_code == 202
     assert seen == [context]
+
+
+async def test_the_lead_key_route_is_answered_without_fastapi_solving_its_parameters(
+    settings: IngestSettings, solved: list[str]
+) -> None:
+    """The scorer and the router ask for keys once per batch: as often as leads come in."""
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
+        lead_id = (await client.post("/v1/leads", json=LEAD)).json()["lead_id"]
+        answer = await client.post("/v1/internal/lead-keys", json={"lead_ids": [lead_id]})
+    assert answer.status_code == 200
+    assert list(answer.json()["keys"]) == [lead_id]
+    assert "/v1/internal/lead-keys" not in solved

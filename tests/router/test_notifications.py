@@ -304,14 +304,16 @@ async def test_an_offer_due_now_goes_to_the_running_loop_without_a_claim(router:
         await live.add_sdr("Ada", webhook_url=receiver.url())
         loop = asyncio.create_task(notifier.run())
         try:
-            await eventually(lambda: asyncio.sleep(0, claims), until=[0].__eq__, timeout=3)
+            await eventually(lambda: asyncio.sleep(0, notifier.signal.loop_running),
+                             until=True.__eq__, timeout=3)
+            await asyncio.sleep(0.2)  # the loop's first look: a read, nothing is due
             await live.consume(scored("lead-1", clock=router.clock))
             await eventually(lambda: status_of(router), until="delivered".__eq__, timeout=3,
                              interval=0.01)
         finally:
             loop.cancel()
             await asyncio.gather(loop, return_exceptions=True)
-    assert claims == [0]  # only the loop's first look; the offer came without one
+    assert claims == []  # nothing was due when the loop looked; the offer came without one
     assert len(receiver.received) == 1
     assert (await stored(router))["attempts"] == 1
     assert await attempts(router) == [("delivered", 200)]
@@ -423,3 +425,33 @@ async def test_endpoints_gone_together_are_disabled_once_each_in_url_order(
         ])
     assert disabled == ["http://a.example/", "http://b.example/"]
     assert {found["url"] for found in await router.rows(disabled_endpoint)} == set(disabled)
+
+
+async def test_an_idle_loop_reads_and_claims_only_once_a_row_is_due(router: Router) -> None:
+    """Polled with nothing due, the loop only reads (a claim is a write); a row nobody woke
+    it for (its lease, taken by a process that died, ends) is claimed at the next poll."""
+    router.context.deliveries.loop_running = True  # a loop that dies before sending anything
+    notifier = notifier_for(router, notify_poll_seconds=0.05)
+    claims: list[int] = []
+    claim = notifier.claim
+
+    async def counted_claim(limit: int) -> list[dict[str, Any]]:
+        rows = await claim(limit)
+        claims.append(len(rows))
+        return rows
+
+    notifier.claim = counted_claim  # type: ignore[method-assign]
+    async with WebhookReceiver() as receiver:
+        await offer_to(router, receiver)
+        assert len(router.context.deliveries.take_leased(10, oldest=0.0)) == 1
+        router.context.deliveries.loop_running = False
+        loop = asyncio.create_task(notifier.run())
+        try:
+            await asyncio.sleep(0.5)  # some ten polls, the row still leased
+            assert claims == []
+            router.clock.advance(timedelta(seconds=router.settings.notify_timeout_seconds + 11))
+            await eventually(lambda: status_of(router), until="delivered".__eq__, timeout=5)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    assert claims == [1], "one claim, once the row was due"

@@ -96,3 +96,22 @@ async def test_an_injected_clock_drives_the_timer_in_tests(router_url: str) -> N
         [lapsed] = await router.rows(assignment)
         assert lapsed["closed_at"] == clock.now()
         assert escalated.from_assignment_id == lapsed["id"]
+
+
+async def test_the_timer_loop_reads_whether_anything_is_due_before_it_ticks(
+    router: Router,
+) -> None:
+    timer = EscalationTimer(router.db, router.context, interval=1, batch_size=10,
+                            clock=InjectedClock(router.clock))
+    assert not await timer.due(), "nothing pending"
+    await router.consume(scored("waiting-lead", clock=router.clock))
+    assert await timer.due(), "a lead waits for a rep: tried on every tick"
+    await router.add_sdr("Ada")
+    await timer.tick()
+    [offer] = await router.assignments("waiting-lead")
+    assert not await timer.due(), "the offer's deadline is still to come"
+    router.clock.advance(offer["deadline_at"] - router.clock.now() - timedelta(seconds=1))
+    assert not await timer.due()
+    router.clock.advance(timedelta(seconds=1))
+    assert await timer.due(), "the deadline has come"
+    assert len((await timer.tick()).escalations) == 1

@@ -81,3 +81,14 @@ async def test_a_broker_that_does_not_answer_is_no_sign_of_a_new_one(
     own_broker.start()  # empty: memory storage
     assert not await epochs.unchanged(epoch)
     assert epochs.current is None
+
+
+async def test_the_marker_reader_fetches_nothing_between_reads(epochs: BrokerEpochs) -> None:
+    """Its partition is paused once read: an assigned partition left running is fetched
+    again at every fetch wait, in the background, for as long as the service runs."""
+    first = await epochs.establish()
+    for _ in range(3):
+        assert await epochs.unchanged(first)
+        reader = epochs._reader
+        assert reader is not None
+        assert reader.paused() == {epochs.partition}

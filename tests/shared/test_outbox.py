@@ -17,7 +17,7 @@ from shared.clock import ManualClock
 from shared.db import Database
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData
 from shared.kafka import build_producer, ensure_topics
-from shared.outbox import Outbox, OutboxRelay, OutboxRow
+from shared.outbox import IDLE_POLL_SECONDS, Outbox, OutboxRelay, OutboxRow
 from shared.settings import ServiceSettings
 from tests.shared.conftest import OUTBOX
 from tests.support import read_topic
@@ -372,3 +372,35 @@ async def test_a_new_lead_goes_out_before_a_backlog_of_signals(
     await relay.flush_marks()
     assert await relay.backlog() == 0
     assert relay.published == 20_001
+
+
+async def test_a_quiet_relay_looks_less_often_yet_finds_what_another_process_wrote(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """On SQLite a quiet relay backs off to IDLE_POLL_SECONDS between looks (its own
+    process's commits wake it); on PostgreSQL it keeps `poll_seconds`."""
+    topic = settings_for(broker, topic_prefix).topics.leads
+    outbox = Outbox(TABLES, topic=topic, shards=4)
+    relay = OutboxRelay(database, outbox, producer, poll_seconds=0.1)
+    looks = 0
+    relay_once = relay.relay_once
+
+    async def counted() -> int:
+        nonlocal looks
+        looks += 1
+        return await relay_once()
+
+    relay.relay_once = counted  # type: ignore[method-assign]
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(3.0)
+        sqlite = database.dialect == "sqlite"
+        assert looks <= 10 if sqlite else looks >= 20, f"{looks} looks in 3 s"
+        elsewhere = Outbox(TABLES, topic=topic, shards=4)  # another process's: wakes nobody
+        await write(database, elsewhere, [event("lead-elsewhere", 1)])
+        received = await read_topic(broker.bootstrap_servers, topic, 1,
+                                    timeout=IDLE_POLL_SECONDS + 1.5)
+        assert [item["lead_id"] for item in received] == ["lead-elsewhere"]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

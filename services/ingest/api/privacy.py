@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from services.ingest import erasure, repository
@@ -62,8 +63,9 @@ async def erase_by_email(
 
 @routes.post("/internal/lead-keys", response_model=LeadKeys, tags=["internal"],
              summary="Data keys of leads (for the scorer and the router)")
-async def lead_keys(request: LeadKeysRequest, runtime: RuntimeDep) -> LeadKeys:
+async def lead_keys(request: LeadKeysRequest, runtime: RuntimeDep) -> JSONResponse:
     """The keys that open the leads' sealed events; an erased lead has none."""
+    # A response, not the model: the lean handler answers (a request per consumer batch).
     async with runtime.db.reading() as session:
         found = await repository.data_keys(session, request.lead_ids)
-    return LeadKeys(keys=found)
+    return JSONResponse({"keys": found})
