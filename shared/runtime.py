@@ -34,7 +34,8 @@ from shared.kafka import build_consumer, build_producer, ensure_topics
 from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog, is_outage
-from shared.outbox import Outbox, OutboxRelay, OutboxTables
+from shared.outbox import Outbox, OutboxTables
+from shared.outbox_relay import OutboxRelay
 from shared.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class ServiceRuntime:
         )
         self.inbox_tables = inbox_tables
         self.relay_fast_topics = tuple(relay_fast_topics)
-        """Topics whose outbox rows the relay publishes before any other (`shared.outbox`)."""
+        """Topics whose outbox rows the relay publishes before any other (`shared.outbox_relay`)."""
         self.scrubber = WalScrubber(self.db)
         """Empties SQLite's write-ahead log after an erasure (`shared.erasure`)."""
         self.metrics = ServiceMetrics(settings.service_name)

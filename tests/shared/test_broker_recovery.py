@@ -24,7 +24,8 @@ from shared.consumer import EventConsumer
 from shared.db import Database
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData
 from shared.kafka import build_consumer, build_producer
-from shared.outbox import BrokerChangedError, Outbox, OutboxRelay
+from shared.outbox import Outbox
+from shared.outbox_relay import BrokerChangedError, OutboxRelay
 from shared.settings import ServiceSettings
 from tests.shared.conftest import INBOX, OUTBOX
 from tests.support import eventually

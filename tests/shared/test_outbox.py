@@ -17,7 +17,8 @@ from shared.clock import ManualClock
 from shared.db import Database
 from shared.events import LeadProfile, LeadReceived, LeadReceivedData
 from shared.kafka import build_producer, ensure_topics
-from shared.outbox import IDLE_POLL_SECONDS, Outbox, OutboxRelay, OutboxRow
+from shared.outbox import Outbox, OutboxRow
+from shared.outbox_relay import IDLE_POLL_SECONDS, OutboxRelay
 from shared.settings import ServiceSettings
 from tests.shared.conftest import OUTBOX
 from tests.support import read_topic
