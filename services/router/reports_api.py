@@ -44,14 +44,21 @@ def _period(context: RouterContext, since: datetime | None,
     return start, end
 
 
+async def _assignments_of_period(
+    runtime: RuntimeDep, context: RouterContext, since: datetime | None, until: datetime | None
+) -> tuple[datetime, datetime, list[dict[str, Any]]]:
+    """The period (`_period`) and the assignments offered in it."""
+    start, end = _period(context, since, until)
+    async with runtime.db.reading() as session:
+        rows = await repository.assignments_between(session, start, end)
+    return start, end, [dict(row) for row in rows]
+
+
 @routes.get("/reports/speed-to-lead", tags=["reports"], responses=ERRORS,
             summary="p50/p90/p99 per hop, overall and per team, rep and source")
 async def speed_to_lead(runtime: RuntimeDep, context: ContextDep, _: AdminDep,
                         since: Since = None, until: Until = None) -> dict[str, Any]:
-    start, end = _period(context, since, until)
-    async with runtime.db.reading() as session:
-        rows = await repository.assignments_between(session, start, end)
-    plain = [dict(row) for row in rows]
+    start, end, plain = await _assignments_of_period(runtime, context, since, until)
     return {"since": start, "until": end, **reports.speed_to_lead(plain)}
 
 
@@ -59,10 +66,7 @@ async def speed_to_lead(runtime: RuntimeDep, context: ContextDep, _: AdminDep,
             summary="SLA met / breached / escalated counts and rates")
 async def sla_report(runtime: RuntimeDep, context: ContextDep, _: AdminDep,
                      since: Since = None, until: Until = None) -> dict[str, Any]:
-    start, end = _period(context, since, until)
-    async with runtime.db.reading() as session:
-        rows = await repository.assignments_between(session, start, end)
-    plain = [dict(row) for row in rows]
+    start, end, plain = await _assignments_of_period(runtime, context, since, until)
     return {"since": start, "until": end, **reports.sla(plain)}
 
 
