@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.process_cpu import cpu_seconds
 from bench.speed_to_route import (
     KeepAliveClient,
+    broker_hops,
     figures,
     generate_load,
     hops,
@@ -323,6 +324,8 @@ async def run_phase(system: RunningSystem, receiver: WebhookReceiver, args: argp
                  if lead in arrived]
     phase.hot_routed = len(phase.hot)
     phase.hot_hops = await hops(system.database_urls["router"], accepted_at, arrived, sent_at)
+    phase.hot_hops |= await broker_hops(args.bootstrap_servers, "storm",
+                                        system.database_urls["router"], accepted_at)
     phase.cpu_per_lead = cpu.per_event(phase.hot_routed)
     if phase.storm is not None:
         phase.cpu_per_signal = cpu.per_event(phase.storm.accepted)
@@ -389,8 +392,10 @@ def report(args: argparse.Namespace, phases: list[Phase], idle: Cpu, database: s
     row("hot leads routed / sent", [f"{p.hot_routed} / {p.hot_sent}" for p in phases])
     row("hot 202 -> webhook p50/p99/max", [pct(p.hot) for p in phases])
     row("  (p90)", [figures(p.hot).split("   ")[1].strip() if p.hot else "-" for p in phases])
-    for hop in ("202 -> scored", "scored -> assigned", "assigned -> notified"):
-        row(f"  hot {hop}", [pct(p.hot_hops.get(hop, [])) for p in phases])
+    for hop in ("202 -> scored", "  202 -> ingest sent", "  ingest sent -> scored",
+                "scored -> assigned", "  scored -> scorer sent", "  scorer sent -> assigned",
+                "assigned -> notified"):
+        row(f"  hot {hop}", [pct(p.hot_hops.get(hop.strip(), [])) for p in phases])
     row("ingest signals/s accepted", [
         "-" if p.storm is None else f"{p.storm.rate:,.0f} ({p.storm.accepted:,} of "
         f"{p.storm.sent:,})" for p in phases])
@@ -426,6 +431,7 @@ def run(args: argparse.Namespace) -> None:
         with ExitStack() as stack:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             bootstrap_servers, broker_env, broker_pids = start_broker(stack, args.broker)
+            args.bootstrap_servers = bootstrap_servers
             if args.env:
                 broker_env = {**(embedded_consumer_env() if broker_env is None else broker_env),
                               **dict(item.split("=", 1) for item in args.env)}

@@ -52,6 +52,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -223,6 +224,60 @@ async def hops(database_url: str, accepted_at: dict[str, float], arrived_at: dic
             found["  assigned -> POST"].append(
                 (attempted_at - offered_at).total_seconds() * 1000)
             found["  POST round trip"].append(float(duration_ms))
+    return found
+
+
+async def handed_to_broker(bootstrap_servers: str, topic: str,
+                           event_type: str) -> dict[str, float]:
+    """When each lead's first `event_type` on `topic` was handed to the producer (the record's
+    timestamp, epoch seconds), read from the topic's beginning without a consumer group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, number)
+                      for number in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return {}
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: dict[str, float] = {}
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if (record.key is not None
+                            and ("event_type", event_type.encode()) in record.headers):
+                        found.setdefault(record.key.decode(), record.timestamp / 1000)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def broker_hops(bootstrap_servers: str, prefix: str, database_url: str,
+                      accepted_at: dict[str, float]) -> dict[str, list[float]]:
+    """Each service's share of 202 -> assigned (ms): ingest until its relay hands `lead.received`
+    to the producer, the scorer until it decides, its relay until it hands `lead.scored` on, the
+    router until it offers."""
+    received = await handed_to_broker(bootstrap_servers, f"{prefix}.leads", "lead.received")
+    scored_sent = await handed_to_broker(bootstrap_servers, f"{prefix}.scores", "lead.scored")
+    db = Database(database_url)
+    try:
+        async with db.reading() as session:
+            rows = (await session.execute(
+                select(assignment.c.lead_id, assignment.c.scored_at, assignment.c.offered_at)
+                .where(assignment.c.attempt == 1)
+            )).all()
+    finally:
+        await db.dispose()
+    found: dict[str, list[float]] = {"202 -> ingest sent": [], "ingest sent -> scored": [],
+                                     "scored -> scorer sent": [], "scorer sent -> assigned": []}
+    for lead_id, scored_at, offered_at in rows:
+        if lead_id not in accepted_at or lead_id not in received or lead_id not in scored_sent:
+            continue
+        steps = [accepted_at[lead_id], received[lead_id], scored_at.timestamp(),
+                 scored_sent[lead_id], offered_at.timestamp()]
+        for hop, start, end in zip(found.values(), steps, steps[1:], strict=False):
+            hop.append((end - start) * 1000)
     return found
 
 

@@ -37,7 +37,12 @@ from leadrelay.preflight import (
     check_database,
     check_port_free,
 )
-from leadrelay.processes import ServiceProcess, wait_until_ready
+from leadrelay.processes import (
+    SCORER_SIGNALS_PORT,
+    ServiceProcess,
+    scorer_signals_beside,
+    wait_until_ready,
+)
 from shared.settings import DEFAULT_DATA_DIR, EMBEDDED_BROKER_PORT
 
 DEMO_RECEIVER_PORT = 8709
@@ -354,6 +359,8 @@ def _up(args: argparse.Namespace) -> int:
             ServiceProcess(spec.name, spec.port, env, logs / f"{spec.name}.log")
             for spec in SERVICES.values()
         ]
+        services.append(scorer_signals_beside(services[1], SCORER_SIGNALS_PORT,
+                                              logs / "scorer-signals.log"))
         for service in services:
             service.start()
         wait_until_ready(services)
@@ -415,7 +422,11 @@ def _print_banner(
     broker_kind = "embedded tansu, memory storage" if embedded else "external"
     print(f"  broker   {bootstrap} ({broker_kind})")
     for service in services:
-        print(f"  {service.name:<8} {service.url}  (API docs: {service.url}/docs)")
+        if service.service:
+            print(f"  {service.name:<8} {service.url}  (runs the {service.service}'s lane of "
+                  "the campaigns' signals)")
+        else:
+            print(f"  {service.name:<8} {service.url}  (API docs: {service.url}/docs)")
     print(f"  data     {data_dir}  (SQLite files; logs in {data_dir / 'logs'})")
     accept = f"{sla:g} s" if sla is not None else "2 min for hot leads, 15 min for warm"
     print(f"  SLA      {accept} to accept an assignment")

@@ -18,13 +18,15 @@ from leadrelay.preflight import StartupError
 
 @dataclass
 class ServiceProcess:
-    """One service running as `python -m leadrelay serve NAME`, its output in a log file."""
+    """One service running as `python -m leadrelay serve SERVICE`, its output in a log file."""
 
     name: str
     port: int
     env: Mapping[str, str]
     log_path: Path
     host: str = "127.0.0.1"
+    service: str = ""
+    """The service it runs, when `name` is not one (`scorer-signals` runs the scorer)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -35,7 +37,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "leadrelay", "serve", self.name,
+                [sys.executable, "-m", "leadrelay", "serve", self.service or self.name,
                  "--host", self.host, "--port", str(self.port)],
                 env={**os.environ, **self.env},
                 stdout=log,
@@ -78,6 +80,20 @@ class ServiceProcess:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+SCORER_SIGNALS_PORT = 8704
+"""Where `leadrelay up` serves the scorer's `signals` process (health and metrics)."""
+
+
+def scorer_signals_beside(scorer: ServiceProcess, port: int, log_path: Path) -> ServiceProcess:
+    """Make `scorer` the scorer's `leads` process and return the `signals` process to run beside
+    it (`LEADRELAY_SCORER_LANES`): a campaign's signals then never take the CPU, nor the event
+    loop, that new leads and buying signals need."""
+    scorer.env = {**scorer.env, "LEADRELAY_SCORER_LANES": "leads"}
+    return ServiceProcess("scorer-signals", port,
+                          {**scorer.env, "LEADRELAY_SCORER_LANES": "signals"}, log_path,
+                          service="scorer")
 
 
 def wait_until_ready(services: list[ServiceProcess], timeout: float = 60.0) -> None:

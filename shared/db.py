@@ -10,6 +10,7 @@ thread (`shared.sqlite_driver`); on PostgreSQL rows are claimed with `FOR UPDATE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -35,7 +36,8 @@ from sqlalchemy.types import TypeDecorator
 
 from shared import sqlite_driver
 from shared.clock import as_utc
-from shared.outages import is_outage as is_outage  # where the services import it from
+from shared.outages import is_outage as is_outage
+from shared.sqlite_writers import writer_turn  # where the services import it from
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(column_0_label)s",
@@ -229,8 +231,15 @@ class Database:
             async with self.sessions() as session, session.begin():
                 yield session
             return
-        async with _writer_lock(self._sqlite_file), self.sessions() as session, session.begin():
+        async with _writer_lock(self._sqlite_file), self._other_writers(), \
+                self.sessions() as session, session.begin():
             yield session
+
+    def _other_writers(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The turn among the processes writing this SQLite file (`shared.sqlite_writers`)."""
+        if self._sqlite_file is None or self._sqlite_file.endswith(":memory:"):
+            return contextlib.nullcontext()
+        return writer_turn(self._sqlite_file)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
@@ -248,7 +257,7 @@ class Database:
         it from finishing (try again later). Nothing to do on PostgreSQL."""
         if self._sqlite_file is None or self._sqlite_file.endswith(":memory:"):
             return True
-        async with _writer_lock(self._sqlite_file):
+        async with _writer_lock(self._sqlite_file), self._other_writers():
             return await asyncio.to_thread(_truncate_wal, self._sqlite_file)
 
     async def dispose(self) -> None:

@@ -13,6 +13,9 @@ connection exceptions...), SQLite's result code (`SQLITE_CANTOPEN`, `SQLITE_IOER
 wraps the driver's error (`orig`), and the driver wraps the socket's (`__cause__`): the whole
 chain is looked at.
 
+A transaction aborted for a deadlock or a serialization failure counts as one too: for the
+caller it is the same, the work was not done and may be tried again as it is.
+
 `OutageLog` gives a background loop one warning when an outage starts, one info line when it
 ends, and a growing pause between attempts while it lasts.
 """
@@ -35,6 +38,9 @@ OUTAGE_SQLSTATES = frozenset({
     "57P01", "57P02", "57P03",  # admin shutdown, crash shutdown, cannot connect now
     "57P05",  # idle_session_timeout: the server closed the connection
     "58000", "58030",  # system error, I/O error
+    # A transaction PostgreSQL aborted to let another through: nothing wrong with it, try again.
+    # Two consumers of one service (the scorer's lanes) may lock the same leads.
+    "40001", "40P01",  # serialization failure, deadlock detected
 })
 """SQLSTATEs of an outage, besides class 08 (connection exception), which is one whole."""
 

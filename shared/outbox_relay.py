@@ -93,8 +93,12 @@ class OutboxRelay:
         metrics: ServiceMetrics | None = None,
         guard: BrokerGuard | None = None,
         fast_topics: Collection[str] = (),
+        written_elsewhere: bool = False,
     ) -> None:
         self.db = db
+        self.written_elsewhere = written_elsewhere
+        """Another process writes rows to this outbox (and relays none): on SQLite, where
+        nothing wakes this relay for them, it keeps looking every `poll_seconds`."""
         self.guard = guard
         self._epoch: BrokerEpoch | None = None
         """The epoch the rows in flight and in `_unmarked` were sent in."""
@@ -194,7 +198,7 @@ class OutboxRelay:
         this process's commits hand their rows over, a quiet relay looks less and less often
         (up to `IDLE_POLL_SECONDS`); on PostgreSQL every `poll_seconds`, since rows of shards
         another instance held are found by looking."""
-        if not self.outbox.hand_over or quiet_rounds <= 1:
+        if not self.outbox.hand_over or self.written_elsewhere or quiet_rounds <= 1:
             return self.poll_seconds
         return max(self.poll_seconds, min(self.poll_seconds * 2.0 ** (quiet_rounds - 1),
                                           IDLE_POLL_SECONDS))

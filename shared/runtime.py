@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -47,6 +49,17 @@ BackgroundLoop = Callable[[], Awaitable[None]]
 PROCESSED_PURGE_SECONDS = 3600.0
 
 
+@dataclass(frozen=True)
+class Subscription:
+    """Topics one consumer reads and what it does with their events (`ServiceRuntime.subscribe`)."""
+
+    topics: tuple[str, ...]
+    handlers: Mapping[str, Handler]
+    consumer_factory: Callable[..., EventConsumer]
+    slow_topics: tuple[str, ...]
+    lane: str
+
+
 class ServiceRuntime:
     """Owns a service's connections and background tasks for the lifetime of its process."""
 
@@ -60,6 +73,8 @@ class ServiceRuntime:
         clock: Clock | None = None,
         database: Database | None = None,
         relay_fast_topics: Sequence[str] = (),
+        relay: bool = True,
+        outbox_shared: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -69,14 +84,16 @@ class ServiceRuntime:
         )
         self.inbox_tables = inbox_tables
         self.relay_fast_topics = tuple(relay_fast_topics)
+        self.relays = relay
+        """False: this process publishes nothing itself; another process of the service relays
+        the rows it writes to the outbox."""
+        self.outbox_shared = outbox_shared
+        """True: another process writes to the outbox this one relays (`relay=False` there)."""
         """Topics whose outbox rows the relay publishes before any other (`shared.outbox_relay`)."""
         self.scrubber = WalScrubber(self.db)
         """Empties SQLite's write-ahead log after an erasure (`shared.erasure`)."""
         self.metrics = ServiceMetrics(settings.service_name)
-        self.subscriptions: tuple[str, ...] = ()
-        self.slow_topics: tuple[str, ...] = ()
-        self.handlers: dict[str, Handler] = {}
-        self.consumer_factory: Callable[..., EventConsumer] = EventConsumer
+        self.subscriptions: list[Subscription] = []
         self.keyring: KeyRing | None = None
         """The leads' data keys, for a service that consumes or re-publishes sealed events
         (`use_lead_keys`)."""
@@ -84,7 +101,8 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         self.epochs: BrokerEpochs | None = None
         self.recovery: BrokerRecovery | None = None
-        self.consumer: EventConsumer | None = None
+        self.consumers: dict[str, EventConsumer] = {}
+        """The running consumers by lane ("" for the first subscription's)."""
         self._loops: dict[str, BackgroundLoop] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -95,6 +113,7 @@ class ServiceRuntime:
         *,
         consumer_factory: Callable[..., EventConsumer] = EventConsumer,
         slow_topics: Sequence[str] = (),
+        lane: str = "",
     ) -> None:
         """Consume `topics` into `handlers` (event type -> handler) once the runtime starts.
 
@@ -102,11 +121,13 @@ class ServiceRuntime:
         `consumer_factory` takes `EventConsumer`'s keyword arguments: a service may pass a
         subclass that applies its batches faster. `slow_topics` (some of `topics`) are fetched
         in short visits every `kafka_slow_topic_interval_ms`, not in every fetch.
+
+        `lane`: a second subscription's name. Each lane is a consumer of its own, in the
+        consumer group `<group>-<lane>`, with its own fetches: a topic read in bulk never holds
+        up the records of the first subscription's topics.
         """
-        self.subscriptions = tuple(topics)
-        self.slow_topics = tuple(slow_topics)
-        self.handlers = dict(handlers)
-        self.consumer_factory = consumer_factory
+        self.subscriptions.append(Subscription(
+            tuple(topics), dict(handlers), consumer_factory, tuple(slow_topics), lane))
 
     def use_lead_keys(self) -> KeyRing | None:
         """Open the sealed events this service consumes and seal those it publishes with
@@ -146,27 +167,46 @@ class ServiceRuntime:
             metrics=self.metrics,
             guard=self.recovery,
             fast_topics=self.relay_fast_topics,
+            written_elsewhere=self.outbox_shared,
         )
-        self._start("outbox-relay", self.relay.run)
+        if self.relays:
+            self._start("outbox-relay", self.relay.run)
         self._start("topic-keeper", self._keep_topics)
-        if self.handlers:
-            self._start("consumer", self._run_consumer)
+        for subscription in self.subscriptions:
+            self._start(f"consumer {subscription.lane}".strip(),
+                        partial(self._run_consumer, subscription))
+        if self.subscriptions:
             self._start("processed-event-retention", self._purge_processed_events)
         for name, loop in self._loops.items():
             self._start(name, loop)
         return self
 
-    async def _run_consumer(self) -> None:
-        self.consumer = self.consumer_factory(
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        """Every subscription's handlers, by event type (a dead letter is applied again with
+        its type's)."""
+        return {event_type: handler for subscription in self.subscriptions
+                for event_type, handler in subscription.handlers.items()}
+
+    @property
+    def consumer(self) -> EventConsumer | None:
+        """The first subscription's consumer, once running."""
+        return self.consumers.get(self.subscriptions[0].lane) if self.subscriptions else None
+
+    async def _run_consumer(self, subscription: Subscription) -> None:
+        group = self.settings.consumer_group
+        consumer = subscription.consumer_factory(
             name=self.settings.service_name,
             db=self.db,
             inbox=self.inbox_tables,
-            consumer=build_consumer(self.settings, self.subscriptions),
-            handlers=self.handlers,
+            consumer=build_consumer(
+                self.settings, subscription.topics,
+                group_id=f"{group}-{subscription.lane}" if subscription.lane else group),
+            handlers=subscription.handlers,
             clock=self.clock,
             metrics=self.metrics,
             commit_interval=self.settings.kafka_commit_interval_ms / 1000,
-            slow_topics=self.slow_topics,
+            slow_topics=subscription.slow_topics,
             slow_interval=self.settings.kafka_slow_topic_interval_ms / 1000,
             # Long enough for the fetch in flight to end and one more to name the partitions.
             slow_window=3 * self.settings.kafka_fetch_max_wait_ms / 1000,
@@ -174,7 +214,8 @@ class ServiceRuntime:
             fetch_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             idle_fetch_wait_ms=self.settings.kafka_idle_fetch_max_wait_ms,
         )
-        await self.consumer.run()
+        self.consumers[subscription.lane] = consumer
+        await consumer.run()
 
     async def purge_processed_events(self) -> int:
         """Delete processed-event records past `processed_event_retention_hours`."""
@@ -202,8 +243,8 @@ class ServiceRuntime:
                 logger.warning("cannot check topics: %s", type(error).__name__)
 
     def _new_broker(self, epoch: BrokerEpoch) -> None:
-        if self.consumer is not None:
-            self.consumer.start_over()
+        for consumer in self.consumers.values():
+            consumer.start_over()
 
     def _start(self, name: str, loop: BackgroundLoop) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(name, loop), name=name))
@@ -244,8 +285,8 @@ class ServiceRuntime:
         """Update the gauges that need a query; called when `/metrics` is scraped."""
         if self.relay is not None:
             self.metrics.outbox_backlog.set(await self.relay.backlog())
-        if self.consumer is not None:
-            for (topic, partition), lag in (await self.consumer.lag()).items():
+        for consumer in self.consumers.values():
+            for (topic, partition), lag in (await consumer.lag()).items():
                 self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
 
     async def _wait_for_database(self, outage: OutageLog, error: BaseException) -> None:
@@ -278,8 +319,11 @@ class ServiceRuntime:
         """What /readyz reports: each dependency and loop, True when it is working."""
         checks: dict[str, bool] = {"database": await self._database_answers()}
         checks["loops"] = all(not task.done() for task in self._tasks)
-        if self.handlers:
-            checks["consumer"] = self.consumer is not None and self.consumer.ready.is_set()
+        if self.subscriptions:
+            checks["consumer"] = all(
+                subscription.lane in self.consumers
+                and self.consumers[subscription.lane].ready.is_set()
+                for subscription in self.subscriptions)
         return checks
 
 

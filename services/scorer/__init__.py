@@ -3,8 +3,9 @@
 Consumes (topic `leadrelay.leads`): `lead.received` and `lead.updated` (the whole profile, scored
 for fit), `signal.recorded` (kept once per signal id, scored for engagement with decay) and
 `lead.erased` (the lead's personal data and signals are deleted here); (topic
-`leadrelay.signals`, the bulk lane) `signal.recorded`, fetched only when `leadrelay.leads` has
-nothing waiting (`shared.lanes`). Personal fields come
+`leadrelay.signals`, the campaigns' lane) `signal.recorded`, by a consumer of its own (group
+`<prefix>-scorer-signals`) that `LEADRELAY_SCORER_LANES` may run in a process of its own, so a
+campaign never holds up a new lead's fetch, event loop or CPU. Personal fields come
 sealed; they are opened with the leads' keys from ingest, and `lead.scored` seals them again.
 From the router (topic `leadrelay.assignments`): `assignment.accepted` (-> SAL),
 `assignment.qualified` (-> SQL), `assignment.rejected` (-> recycled) and

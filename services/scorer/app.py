@@ -28,6 +28,8 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
     config = settings or load_settings(ScorerSettings)
     model = load_scoring_model(config.scoring_model_path)
 
+    lanes = config.scorer_lanes
+
     def runtime() -> ServiceRuntime:
         built = ServiceRuntime(
             config,
@@ -35,32 +37,41 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             inbox_tables=INBOX,
             publish_topic=config.topics.scores,
             clock=clock,
+            relay=lanes != "signals",
+            outbox_shared=lanes == "leads",
         )
         context = ScorerContext.build(
             built.outbox, built.clock, model, built.metrics,
             refresh_seconds=config.scoring_model_refresh_seconds,
             keyring=built.use_lead_keys(), scrubber=built.scrubber,
         )
-        built.subscribe(
-            [config.topics.leads, config.topics.signals, config.topics.assignments],
-            handler_table(context),
-            # The campaigns' signals wait while new leads and buying signals are there.
-            consumer_factory=partial(ScorerConsumer, context=context,
-                                     bulk_topics=[config.topics.signals],
-                                     bulk_batch=config.signal_batch),
-            # Stage moves from the router's assignments are on nobody's clock; new leads are.
-            slow_topics=[config.topics.assignments],
-        )
-        sweep = DecaySweep(
-            built.db, context,
-            interval=config.decay_sweep_seconds, batch_size=config.decay_sweep_batch_size,
-        )
+        handlers = handler_table(context)
+        if lanes != "signals":
+            built.subscribe(
+                [config.topics.leads, config.topics.assignments], handlers,
+                consumer_factory=partial(ScorerConsumer, context=context),
+                # Stage moves from the router's assignments are on nobody's clock; new leads are.
+                slow_topics=[config.topics.assignments],
+            )
+            sweep = DecaySweep(
+                built.db, context,
+                interval=config.decay_sweep_seconds, batch_size=config.decay_sweep_batch_size,
+            )
+            built.add_loop("decay-sweep", sweep.run)
+        if lanes != "leads":
+            # The campaigns' signals: a consumer of their own, so a new lead or a buying
+            # signal never waits for their fetches, only for a batch holding the write lock.
+            built.subscribe(
+                [config.topics.signals], handlers, lane="signals",
+                consumer_factory=partial(ScorerConsumer, context=context,
+                                         bulk_topics=[config.topics.signals],
+                                         bulk_batch=config.signal_batch),
+            )
 
         async def keep_model_current() -> None:
             await context.models.run(built.db, built.clock)
 
         built.add_loop("scoring-model", keep_model_current)
-        built.add_loop("decay-sweep", sweep.run)
         app.state.scorer_context = context
         return built
 

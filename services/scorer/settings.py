@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,9 +35,17 @@ class ScorerSettings(ServiceSettings):
         "scorer decides each lead once per batch, so a backlog drains with fewer computations "
         "and statements; a batch holds its transaction (on SQLite the write lock) while applied",
     )
+    scorer_lanes: Literal["all", "leads", "signals"] = Field(
+        default="all",
+        description="What this process consumes. `all`: everything, the campaigns' signals "
+        "(`leadrelay.signals`) by a consumer of their own; `leads`: all but those signals (it "
+        "also relays the outbox and runs the decay sweep); `signals`: only those signals, "
+        "publishing nothing itself (the `leads` process relays what it writes). Run one `leads` "
+        "and one `signals` process so that a campaign never takes CPU from a new lead",
+    )
     signal_batch: int = Field(
-        default=100, ge=1,
-        description="Records of the bulk lane (`leadrelay.signals`) per batch, taken only when "
-        "new leads and buying signals have none waiting: a new lead waits at most for one such "
-        "batch to be applied",
+        default=50, ge=1,
+        description="Records of the campaigns' signals (`leadrelay.signals`) per batch. A "
+        "batch holds the write lock while applied (on SQLite, the whole file's): in the same "
+        "process or not, a new lead waits for at most one such batch",
     )

@@ -195,3 +195,33 @@ async def test_a_disqualified_lead_ends_recycled_to_nurturing_in_the_scorer(
         offers = await assignments(client, system, lead_id)
     assert history[-1][:2] == ("mql", "buying_signal")
     assert sorted(offer["status"] for offer in offers) == ["disqualified", "offered"]
+
+
+async def test_new_leads_are_scored_while_the_campaign_lane_is_down_and_its_signals_wait(
+    system: RunningSystem, receiver: WebhookReceiver
+) -> None:
+    """The scorer runs as two processes: `scorer` (new leads, buying signals) and
+    `scorer-signals` (the campaigns' signals, a consumer group of its own)."""
+    lane = system.services["scorer-signals"]
+
+    async def email_points(client: httpx.AsyncClient, lead_id: str) -> float:
+        score = (await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")).json()
+        return sum(line["points"] for line in score["breakdown"] if line["rule_id"] == "email-open")
+
+    lane.kill()
+    try:
+        async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
+            await add_sdrs(client, system, receiver, 1)
+            lead_id = await submit_hot_lead(client, system, "lanes@acme.example")
+            await notifications(receiver, lead_id, 1)
+            opened = await client.post(f"{system.url('ingest')}/v1/signals", json={
+                "lead_id": lead_id, "type": "email_open"})
+            assert opened.status_code == 202, opened.text
+            await asyncio.sleep(1.5)
+            assert await email_points(client, lead_id) == 0
+    finally:
+        system.restart("scorer-signals")
+    async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
+        points = await eventually(lambda: email_points(client, lead_id),
+                                  until=lambda got: got > 0, timeout=30)
+    assert round(points) == 10

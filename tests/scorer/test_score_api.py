@@ -57,7 +57,9 @@ async def test_a_received_lead_is_scored_served_and_published(settings: ScorerSe
             until=lambda response: response.status_code == 200,
             timeout=30,
         )
-        ready = await client.get("/readyz")
+        # Ready once both consumers (new leads; the campaigns' signals) have joined.
+        ready = await eventually(lambda: client.get("/readyz"),
+                                 until=lambda response: response.status_code == 200, timeout=30)
         published = await read_topic(
             settings.kafka_bootstrap_servers, settings.topics.scores, 2
         )

@@ -189,10 +189,36 @@ async def failure_of_session(session: AsyncSession) -> BaseException:
     raise AssertionError("SELECT 2 did not fail")
 
 
+async def deadlocked(cluster: PostgresCluster) -> BaseException:
+    """Two transactions locking two rows in opposite orders (two consumers of one service
+    taking the same leads): PostgreSQL aborts one of them, which may simply be tried again."""
+    db = await connected(cluster)
+    try:
+        async with db.transaction() as session:
+            await session.execute(text("CREATE TABLE pair (id int PRIMARY KEY)"))
+            await session.execute(text("INSERT INTO pair VALUES (1), (2)"))
+        both_hold_one = asyncio.Barrier(2)
+
+        async def lock(first: int, second: int) -> None:
+            async with db.transaction() as session:
+                for number, row in enumerate((first, second)):
+                    await session.execute(
+                        text("SELECT id FROM pair WHERE id = :id FOR UPDATE"), {"id": row})
+                    if number == 0:
+                        await both_hold_one.wait()
+
+        results = await asyncio.gather(lock(1, 2), lock(2, 1), return_exceptions=True)
+    finally:
+        await db.dispose()
+    failed = [result for result in results if isinstance(result, BaseException)]
+    assert len(failed) == 1, results
+    return failed[0]
+
+
 POSTGRES_OUTAGES: list[Scenario] = [
     nothing_listens, terminated_by_administrator, used_after_its_connection_died,
     fast_shutdown_mid_query, crash_mid_query,
-    crash_of_another_backend, starting_up, shutting_down, too_many_connections,
+    crash_of_another_backend, starting_up, shutting_down, too_many_connections, deadlocked,
 ]
 
 
@@ -224,6 +250,7 @@ async def test_postgresql_outages_and_bad_statements(
     assert causes["shutting_down"] == "CannotConnectNowError 57P03"
     assert causes["too_many_connections"] == "TooManyConnectionsError 53300"
     assert causes["used_after_its_connection_died"] == "PendingRollbackError"
+    assert causes["deadlocked"] == "DeadlockDetectedError 40P01"
 
 
 def test_sqlite_outages_and_bad_statements(tmp_path: Path) -> None:
