@@ -131,9 +131,12 @@ class RunningSystem:
 
     def adopted_broker_epochs(self) -> dict[str, float]:
         """How many broker epochs each service has adopted (`/metrics`): one more than before
-        a broker restart once the service has recovered from it (`shared.broker_recovery`)."""
+        a broker restart once the service has recovered from it (`shared.broker_recovery`).
+        The scorer's `signals` process publishes nothing, so it adopts none: not counted."""
         counts: dict[str, float] = {}
         for name, service in self.services.items():
+            if service.service:
+                continue
             found = _ADOPTED.search(httpx.get(f"{service.url}/metrics", timeout=5).text)
             counts[name] = float(found.group(1)) if found else 0.0
         return counts

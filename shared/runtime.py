@@ -171,6 +171,8 @@ class ServiceRuntime:
         )
         if self.relays:
             self._start("outbox-relay", self.relay.run)
+        else:
+            self._start("broker-epochs", self._follow_broker_epochs)
         self._start("topic-keeper", self._keep_topics)
         for subscription in self.subscriptions:
             self._start(f"consumer {subscription.lane}".strip(),
@@ -241,6 +243,16 @@ class ServiceRuntime:
                     self.outbox.wake()  # the relay recovers
             except Exception as error:  # noqa: BLE001 - the next round tries again
                 logger.warning("cannot check topics: %s", type(error).__name__)
+
+    async def _follow_broker_epochs(self) -> None:
+        """Without a relay, nothing else establishes the broker's epoch: establish it at start
+        and again whenever `_keep_topics` finds it over, so that a new broker still makes the
+        consumers read from the beginning."""
+        assert self.epochs is not None
+        while True:
+            if self.epochs.current is None:
+                await self.epochs.establish()
+            await asyncio.sleep(self.settings.kafka_topic_check_seconds)
 
     def _new_broker(self, epoch: BrokerEpoch) -> None:
         for consumer in self.consumers.values():
