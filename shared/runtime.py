@@ -84,12 +84,12 @@ class ServiceRuntime:
         )
         self.inbox_tables = inbox_tables
         self.relay_fast_topics = tuple(relay_fast_topics)
-        self.relays = relay
+        """Topics whose outbox rows the relay publishes before any other (`shared.outbox_relay`)."""
+        self.relaying = relay
         """False: this process publishes nothing itself; another process of the service relays
         the rows it writes to the outbox."""
         self.outbox_shared = outbox_shared
         """True: another process writes to the outbox this one relays (`relay=False` there)."""
-        """Topics whose outbox rows the relay publishes before any other (`shared.outbox_relay`)."""
         self.scrubber = WalScrubber(self.db)
         """Empties SQLite's write-ahead log after an erasure (`shared.erasure`)."""
         self.metrics = ServiceMetrics(settings.service_name)
@@ -155,21 +155,21 @@ class ServiceRuntime:
             self.epochs, self.db, self.outbox.tables, self.inbox_tables,
             window=republish_window, metrics=self.metrics, clock=self.clock,
         )
-        self.relay = OutboxRelay(
-            self.db,
-            self.outbox,
-            self.producer,
-            batch_size=self.settings.outbox_batch_size,
-            poll_seconds=self.settings.outbox_poll_seconds,
-            # Rows are kept at least as long as a new broker may need them again.
-            retention=max(timedelta(hours=self.settings.outbox_retention_hours),
-                          republish_window),
-            metrics=self.metrics,
-            guard=self.recovery,
-            fast_topics=self.relay_fast_topics,
-            written_elsewhere=self.outbox_shared,
-        )
-        if self.relays:
+        if self.relaying:
+            self.relay = OutboxRelay(
+                self.db,
+                self.outbox,
+                self.producer,
+                batch_size=self.settings.outbox_batch_size,
+                poll_seconds=self.settings.outbox_poll_seconds,
+                # Rows are kept at least as long as a new broker may need them again.
+                retention=max(timedelta(hours=self.settings.outbox_retention_hours),
+                              republish_window),
+                metrics=self.metrics,
+                guard=self.recovery,
+                fast_topics=self.relay_fast_topics,
+                written_elsewhere=self.outbox_shared,
+            )
             self._start("outbox-relay", self.relay.run)
         else:
             self._start("broker-epochs", self._follow_broker_epochs)

@@ -405,3 +405,33 @@ async def test_a_quiet_relay_looks_less_often_yet_finds_what_another_process_wro
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_relay_whose_outbox_another_process_writes_keeps_looking(
+    database: Database, producer: AIOKafkaProducer, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """The scorer's `leads` process relays what its `signals` process writes: on SQLite too,
+    its relay looks every `poll_seconds` instead of backing off."""
+    topic = settings_for(broker, topic_prefix).topics.leads
+    outbox = Outbox(TABLES, topic=topic, shards=4)
+    relay = OutboxRelay(database, outbox, producer, poll_seconds=0.1, written_elsewhere=True)
+    looks = 0
+    relay_once = relay.relay_once
+
+    async def counted() -> int:
+        nonlocal looks
+        looks += 1
+        return await relay_once()
+
+    relay.relay_once = counted  # type: ignore[method-assign]
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(3.0)
+        assert looks >= 20, f"{looks} looks in 3 s"
+        elsewhere = Outbox(TABLES, topic=topic, shards=4)
+        await write(database, elsewhere, [event("lead-elsewhere", 1)])
+        received = await read_topic(broker.bootstrap_servers, topic, 1, timeout=1.5)
+        assert [item["lead_id"] for item in received] == ["lead-elsewhere"]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
