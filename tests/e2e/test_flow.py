@@ -208,7 +208,7 @@ async def test_new_leads_are_scored_while_the_campaign_lane_is_down_and_its_sign
         score = (await client.get(f"{system.url('scorer')}/v1/leads/{lead_id}/score")).json()
         return sum(line["points"] for line in score["breakdown"] if line["rule_id"] == "email-open")
 
-    lane.kill()
+    lane.stop()  # SIGTERM: it leaves its consumer group, so the restart rejoins at once
     try:
         async with httpx.AsyncClient(timeout=10, headers=system.admin_headers) as client:
             await add_sdrs(client, system, receiver, 1)
