@@ -343,7 +343,7 @@ def start_profilers(args: argparse.Namespace, pids: dict[str, int]) -> list[Any]
          "--rate", "50", "--format", "raw", "--output", str(out / f"{name}.txt"),
          "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for name, pid in pids.items() if name in ("ingest", "scorer", "router")]
+        for name, pid in pids.items() if name != "broker" and not name.startswith("kafka")]
 
 
 async def idle_cpu(pids: dict[str, int], seconds: float) -> Cpu:

@@ -52,7 +52,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -231,15 +231,16 @@ async def handed_to_broker(bootstrap_servers: str, topic: str,
                            event_type: str) -> dict[str, float]:
     """When each lead's first `event_type` on `topic` was handed to the producer (the record's
     timestamp, epoch seconds), read from the topic's beginning without a consumer group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, number)
-                      for number in sorted(consumer.partitions_for_topic(topic) or ())]
+        deadline = time.monotonic() + 10
+        while not consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # without a group, every partition once the metadata came
+        partitions = sorted(consumer.assignment())
         if not partitions:
             return {}
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         found: dict[str, float] = {}
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
@@ -250,7 +251,10 @@ async def handed_to_broker(bootstrap_servers: str, topic: str,
                         found.setdefault(record.key.decode(), record.timestamp / 1000)
         return found
     finally:
-        await consumer.stop()
+        # aiokafka's coordinator without a group may await a task it cancelled before it
+        # ran (seen on Apache Kafka): that CancelledError is its own, not this task's.
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer.stop()
 
 
 async def broker_hops(bootstrap_servers: str, prefix: str, database_url: str,
