@@ -213,8 +213,11 @@ class Database:
     waiting for the busy handler would stop the loop.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, yield_writes: bool = False) -> None:
         self.engine = create_engine(url, echo=echo)
+        self.yield_writes = yield_writes
+        """SQLite: this process's writes let the other processes' waiting writes go first
+        (`shared.sqlite_writers`)."""
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self._sqlite_file = (
             str(Path(self.engine.url.database or ":memory:").resolve())
@@ -239,7 +242,7 @@ class Database:
         """The turn among the processes writing this SQLite file (`shared.sqlite_writers`)."""
         if self._sqlite_file is None or self._sqlite_file.endswith(":memory:"):
             return contextlib.nullcontext()
-        return writer_turn(self._sqlite_file)
+        return writer_turn(self._sqlite_file, yields=self.yield_writes)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

@@ -9,6 +9,12 @@ sleeps. Two processes write one file when a service runs a lane of its own (the 
 `flock` on `<file>-writers.lock`: a waiter sleeps in the kernel, off the event loop, and is
 woken as soon as the lock is released. The lock is only a queue: SQLite's own locking still
 guarantees that one writer is in at a time.
+
+A lock has no queue order, and a process that writes batch after batch would often take it
+again before a woken waiter does. So a process whose writes can wait (`yields`: the scorer's
+`signals` process) gives way: the others hold a shared `flock` on `<file>-writers.waiting`
+while they wait for their turn, and a yielding writer first waits until nobody holds that
+one. A new lead then waits for at most the one batch being written when it came.
 """
 
 from __future__ import annotations
@@ -25,12 +31,27 @@ def lock_path(sqlite_file: str) -> str:
     return f"{sqlite_file}-writers.lock"
 
 
+def waiting_path(sqlite_file: str) -> str:
+    """The file the writers that do not yield hold (shared) while they wait for their turn."""
+    return f"{sqlite_file}-writers.waiting"
+
+
 @contextlib.asynccontextmanager
-async def writer_turn(sqlite_file: str) -> AsyncIterator[None]:
-    """Hold the turn to write `sqlite_file` among processes for the block."""
-    descriptor = os.open(lock_path(sqlite_file), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+async def writer_turn(sqlite_file: str, *, yields: bool = False) -> AsyncIterator[None]:
+    """Hold the turn to write `sqlite_file` among processes for the block; `yields`: let every
+    writer already waiting that does not yield go first."""
+    descriptor = _open(lock_path(sqlite_file))
     try:
-        await _lock(descriptor)
+        if yields:
+            await _wait_until_nobody_waits(sqlite_file)
+            await _lock(descriptor, fcntl.LOCK_EX)
+        else:
+            waiting = _open(waiting_path(sqlite_file))
+            try:
+                await _lock(waiting, fcntl.LOCK_SH)  # blocks only for an instant, see above
+                await _lock(descriptor, fcntl.LOCK_EX)
+            finally:
+                os.close(waiting)
     except BaseException:
         os.close(descriptor)
         raise
@@ -40,13 +61,27 @@ async def writer_turn(sqlite_file: str) -> AsyncIterator[None]:
         os.close(descriptor)  # closing the only descriptor of the lock releases it
 
 
-async def _lock(descriptor: int) -> None:
+def _open(path: str) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+async def _wait_until_nobody_waits(sqlite_file: str) -> None:
+    """Return once no writer that does not yield waits for its turn (the exclusive lock is
+    granted then, and given back at once: a waiter's shared lock is held up for no longer)."""
+    waiting = _open(waiting_path(sqlite_file))
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        await _lock(waiting, fcntl.LOCK_EX)  # granted once no shared holder is left
+    finally:
+        os.close(waiting)
+
+
+async def _lock(descriptor: int, operation: int) -> None:
+    try:
+        fcntl.flock(descriptor, operation | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
-    waiting = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, descriptor, fcntl.LOCK_EX))
+    waiting = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, descriptor, operation))
     try:
         await asyncio.shield(waiting)
     except asyncio.CancelledError:

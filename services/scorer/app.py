@@ -19,6 +19,7 @@ from shared.app import service_app
 from shared.audit import audit_routes
 from shared.auth import require_admin
 from shared.clock import Clock
+from shared.db import Database
 from shared.runtime import ServiceRuntime
 from shared.settings import load_settings
 
@@ -39,6 +40,8 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             clock=clock,
             relay=lanes != "signals",
             outbox_shared=lanes == "leads",
+            # On SQLite, a batch of signals lets a new lead waiting to be written go first.
+            database=Database(config.database_url, yield_writes=lanes == "signals"),
         )
         context = ScorerContext.build(
             built.outbox, built.clock, model, built.metrics,

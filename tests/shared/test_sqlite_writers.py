@@ -1,8 +1,10 @@
-"""Two processes writing one SQLite file take turns without stopping each other's event loop."""
+"""Two processes writing one SQLite file take turns without stopping each other's event loop,
+and one that yields lets the other's waiting writes go first."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from shared.db import Database
+from shared.sqlite_writers import waiting_path, writer_turn
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +23,7 @@ HOLDER = """
 import asyncio, sys, time
 from sqlalchemy import text
 from shared.db import Database
+from shared.sqlite_writers import waiting_path, writer_turn
 
 async def main() -> None:
     db = Database(sys.argv[1])
@@ -114,3 +118,29 @@ async def test_a_writer_cancelled_while_waiting_leaves_the_turn_free(database: D
         order = (await session.scalars(text("SELECT who FROM note ORDER BY id"))).all()
     await database.dispose()
     assert order == ["other process", "after", "other process"]
+
+
+async def test_a_yielding_writer_waits_while_another_writer_waits_for_its_turn(
+    tmp_path: Path,
+) -> None:
+    sqlite_file = str(tmp_path / "turns.db")
+    # What a writer that does not yield holds while it waits for the turn.
+    waiting = os.open(waiting_path(sqlite_file), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(waiting, fcntl.LOCK_SH)
+    entered = asyncio.Event()
+
+    async def write_signals() -> None:
+        async with writer_turn(sqlite_file, yields=True):
+            entered.set()
+
+    writing = asyncio.create_task(write_signals())
+    try:
+        await asyncio.sleep(0.3)
+        assert not entered.is_set()  # the turn itself is free, yet it lets the other go first
+        async with asyncio.timeout(5), writer_turn(sqlite_file):
+            pass  # a writer that does not yield is not held up by one that waits
+    finally:
+        os.close(waiting)
+    async with asyncio.timeout(5):
+        await writing
+    assert entered.is_set()
