@@ -184,16 +184,18 @@ def wall(monotonic: float) -> float:
     return monotonic + (time.time() - time.monotonic())
 
 
+FIRST_OFFERS = (select(assignment.c.lead_id, assignment.c.scored_at, assignment.c.offered_at)
+                .where(assignment.c.attempt == 1))
+"""Each lead's first offer: when the scorer scored the lead, when the router offered it."""
+
+
 async def hops(database_url: str, accepted_at: dict[str, float], arrived_at: dict[str, float],
                sent_at: dict[str, float]) -> dict[str, list[float]]:
     """Per-hop latencies (ms) of the leads that arrived, from router's assignments."""
     db = Database(database_url)
     try:
         async with db.reading() as session:
-            rows = (await session.execute(
-                select(assignment.c.lead_id, assignment.c.scored_at, assignment.c.offered_at)
-                .where(assignment.c.attempt == 1)
-            )).all()
+            rows = (await session.execute(FIRST_OFFERS)).all()
             attempts = (await session.execute(
                 select(assignment.c.lead_id, assignment.c.offered_at,
                        notification_attempt.c.attempted_at, notification_attempt.c.duration_ms)
@@ -267,10 +269,7 @@ async def broker_hops(bootstrap_servers: str, prefix: str, database_url: str,
     db = Database(database_url)
     try:
         async with db.reading() as session:
-            rows = (await session.execute(
-                select(assignment.c.lead_id, assignment.c.scored_at, assignment.c.offered_at)
-                .where(assignment.c.attempt == 1)
-            )).all()
+            rows = (await session.execute(FIRST_OFFERS)).all()
     finally:
         await db.dispose()
     found: dict[str, list[float]] = {"202 -> ingest sent": [], "ingest sent -> scored": [],
