@@ -36,8 +36,8 @@ from sqlalchemy.types import TypeDecorator
 
 from shared import sqlite_driver
 from shared.clock import as_utc
-from shared.outages import is_outage as is_outage
-from shared.sqlite_writers import writer_turn  # where the services import it from
+from shared.outages import is_outage as is_outage  # where the services import it from
+from shared.sqlite_writers import writer_turn
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(column_0_label)s",
@@ -210,7 +210,8 @@ class Database:
     loop, shared by every `Database` of that file: SQLite has a single writer anyway, its busy
     handler polls with growing sleeps, which under concurrency costs far more than queueing
     in the event loop, and `shared.sqlite_driver` runs statements on the loop's thread, where
-    waiting for the busy handler would stop the loop.
+    waiting for the busy handler would stop the loop. Between processes (the scorer's two
+    lanes), they take turns on a `flock` as well (`shared.sqlite_writers`).
     """
 
     def __init__(self, url: str, *, echo: bool = False, yield_writes: bool = False) -> None:
