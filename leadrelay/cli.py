@@ -395,6 +395,9 @@ def _check_before_up(*, external_broker: bool) -> None:
         check_port_free("127.0.0.1", spec.port, advice=(
             f"{spec.name} listens there: is another `leadrelay up` or `leadrelay serve "
             f"{spec.name}` running? Stop it"))
+    check_port_free("127.0.0.1", SCORER_SIGNALS_PORT, advice=(
+        "the scorer's signals process listens there: is another `leadrelay up` running? "
+        "Stop it"))
     for url in dict.fromkeys(settings.database_url for settings in every):
         _run_async(check_database(next(s for s in every if s.database_url == url)))
     if external_broker:

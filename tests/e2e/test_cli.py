@@ -14,6 +14,7 @@ import pytest
 from leadrelay.broker import wait_for_port
 from leadrelay.catalog import SERVICES
 from leadrelay.cli import DEMO_RECEIVER_PORT
+from leadrelay.processes import SCORER_SIGNALS_PORT
 from shared.settings import EMBEDDED_BROKER_PORT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -21,7 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def ports_in_use() -> list[int]:
     taken = []
-    for port in (EMBEDDED_BROKER_PORT, DEMO_RECEIVER_PORT, *(s.port for s in SERVICES.values())):
+    for port in (EMBEDDED_BROKER_PORT, DEMO_RECEIVER_PORT, SCORER_SIGNALS_PORT,
+                 *(s.port for s in SERVICES.values())):
         try:
             wait_for_port("127.0.0.1", port, timeout=0.05)
         except TimeoutError:
