@@ -31,7 +31,8 @@ async def main() -> None:
         await session.execute(text("INSERT INTO note (who) VALUES ('other process')"))
         print("holding", flush=True)
         time.sleep(float(sys.argv[2]))  # a long batch, holding the write lock
-    print(f"released {time.time()!r}", flush=True)
+        ending = time.time()  # the commit and the turn's release come after this
+    print(f"released {ending!r}", flush=True)
     await db.dispose()
 
 asyncio.run(main())
