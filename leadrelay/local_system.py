@@ -147,7 +147,7 @@ def running_system(
     *, bootstrap_servers: str, data_dir: Path, topic_prefix: str, sla_seconds: float,
     database_url: str | None = None, allowed_webhook_urls: Sequence[str] = (),
     broker_env: Mapping[str, str] | None = None, instances: int | Mapping[str, int] = 1,
-    extra_env: Mapping[str, str] | None = None, scorer_lanes: bool = True,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningSystem]:
     """Migrate and start ingest, scorer and router; stop them all at the end. Webhooks may
     call `allowed_webhook_urls` (the local receiver's URL) besides public addresses.
@@ -157,8 +157,8 @@ def running_system(
     `broker_env` is the services' broker settings (security, idempotence, replication, fetch
     wait) beyond the bootstrap servers; by default those suited to the embedded broker.
     `extra_env` adds or overrides any other setting (tracing, log level).
-    `scorer_lanes`: the scorer runs as two processes, `scorer` (new leads, buying signals,
-    assignments) and `scorer-signals` (the campaigns' signals), as `leadrelay up` runs it.
+    The scorer runs as two processes, `scorer` (new leads, buying signals, assignments) and
+    `scorer-signals` (the campaigns' signals), as `leadrelay up` runs it.
     """
     counts = instances if isinstance(instances, Mapping) else dict.fromkeys(SERVICES, instances)
     instance_ports = {name: [free_port() for _ in range(counts.get(name, 1))]
@@ -197,11 +197,10 @@ def running_system(
                            data_dir / "logs" / f"{name}{'' if number == 1 else number}.log")
             for number, port in enumerate(instance_ports[name], start=1)
         ]
-    if scorer_lanes:
-        processes["scorer-signals"] = [
-            scorer_signals_beside(process, free_port(), data_dir / "logs" / f"{process.name}"
-                                  f"-signals{'' if number == 1 else number}.log")
-            for number, process in enumerate(processes["scorer"], start=1)]
+    processes["scorer-signals"] = [
+        scorer_signals_beside(process, free_port(), data_dir / "logs" / f"{process.name}"
+                              f"-signals{'' if number == 1 else number}.log")
+        for number, process in enumerate(processes["scorer"], start=1)]
     system = RunningSystem({name: each[0] for name, each in processes.items()}, urls,
                            admin_token, processes)
     try:

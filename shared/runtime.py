@@ -171,8 +171,6 @@ class ServiceRuntime:
                 written_elsewhere=self.outbox_shared,
             )
             self._start("outbox-relay", self.relay.run)
-        else:
-            self._start("broker-epochs", self._follow_broker_epochs)
         self._start("topic-keeper", self._keep_topics)
         for subscription in self.subscriptions:
             self._start(f"consumer {subscription.lane}".strip(),
@@ -232,27 +230,25 @@ class ServiceRuntime:
 
     async def _keep_topics(self) -> None:
         """Re-create the topics if the broker lost them (the embedded broker keeps no disk),
-        and see whether it is still the same broker even when nothing is being published."""
+        and see whether it is still the same broker even when nothing is being published. A
+        new one is recovered by the relay; a process that relays nothing establishes the epoch
+        itself (at start too), so that a new broker still makes its consumers start over."""
+        if not self.relaying and self.epochs is not None:
+            await self.epochs.establish()
         while True:
             await asyncio.sleep(self.settings.kafka_topic_check_seconds)
             try:
                 await ensure_topics(self.settings, self.settings.topics.all, attempts=1)
                 epochs = self.epochs
-                if epochs is not None and epochs.current is not None and not (
-                        await epochs.unchanged(epochs.current)):
-                    self.outbox.wake()  # the relay recovers
+                if epochs is None:
+                    continue
+                if self.relaying:
+                    if epochs.current is not None and not await epochs.unchanged(epochs.current):
+                        self.outbox.wake()  # the relay recovers
+                elif epochs.current is None or not await epochs.unchanged(epochs.current):
+                    await epochs.establish()
             except Exception as error:  # noqa: BLE001 - the next round tries again
                 logger.warning("cannot check topics: %s", type(error).__name__)
-
-    async def _follow_broker_epochs(self) -> None:
-        """Without a relay, nothing else establishes the broker's epoch: establish it at start
-        and again whenever `_keep_topics` finds it over, so that a new broker still makes the
-        consumers read from the beginning."""
-        assert self.epochs is not None
-        while True:
-            if self.epochs.current is None:
-                await self.epochs.establish()
-            await asyncio.sleep(self.settings.kafka_topic_check_seconds)
 
     def _new_broker(self, epoch: BrokerEpoch) -> None:
         for consumer in self.consumers.values():
