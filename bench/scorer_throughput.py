@@ -162,10 +162,8 @@ async def scorer_rate(settings: ScorerSettings, total: int) -> tuple[float, floa
         runtime: ServiceRuntime = app.state.runtime
 
         def done() -> int:
-            consumer = runtime.consumer
-            if consumer is None:
-                return 0
-            return consumer.applied + consumer.duplicates + consumer.dead_lettered
+            return sum(consumer.applied + consumer.duplicates + consumer.dead_lettered
+                       for consumer in runtime.consumers.values())
 
         first_count, first_at, first_cpu = 0, 0.0, 0.0
         while True:
@@ -177,7 +175,7 @@ async def scorer_rate(settings: ScorerSettings, total: int) -> tuple[float, floa
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - first_at
         cpu = time.process_time() - first_cpu
-        dead = runtime.consumer.dead_lettered if runtime.consumer else 0
+        dead = sum(consumer.dead_lettered for consumer in runtime.consumers.values())
         if dead:
             raise SystemExit(f"{dead} events were dead-lettered; the figures would be wrong")
     return (total - first_count) / elapsed, elapsed, cpu / (total - first_count)

@@ -148,6 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
     from uvicorn.importer import import_from_string
 
     from leadrelay.heap import freeze_after_startup
+    from leadrelay.quiet_server import QuietServer
     from shared.logs import configure_logging
 
     spec = SERVICES[args.service]
@@ -177,7 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
     def app() -> Any:
         return freeze_after_startup(import_from_string(spec.app_factory)())
 
-    server = uvicorn.Server(uvicorn.Config(
+    server = QuietServer(uvicorn.Config(
         app, factory=True, host=host, port=listener.getsockname()[1], log_config=None,
         access_log=False, timeout_graceful_shutdown=10,
     ))

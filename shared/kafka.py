@@ -60,6 +60,10 @@ def build_consumer(
         # Leadership that moved without the client noticing is found within this long at most
         # (aiokafka's default is 5 minutes).
         metadata_max_age_ms=30_000,
+        # The fetcher's routine is woken by every fetch answered, record taken, seek and
+        # resume; this is only its longest sleep otherwise (aiokafka's 200 ms woke an idle
+        # consumer five times a second).
+        consumer_timeout_ms=1_000,
         **client_security(settings),
     )
 

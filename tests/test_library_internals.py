@@ -278,6 +278,21 @@ def test_uvicorn_server_runs_on_sockets_it_is_given() -> None:
     assert import_from_string("leadrelay.cli:main").__name__ == "main"
 
 
+def test_uvicorn_server_ticks_through_main_loop_and_on_tick() -> None:
+    from uvicorn import Server
+
+    what = "leadrelay/quiet_server.py"
+    assert "await self.main_loop()" in inspect.getsource(Server._serve), moved(
+        "uvicorn", "Server._serve no longer awaits main_loop()", what)
+    assert list(inspect.signature(Server.on_tick).parameters) == ["self", "counter"], moved(
+        "uvicorn", "Server.on_tick(counter)", what)
+    on_tick = inspect.getsource(Server.on_tick)
+    for line in ("if counter % 10 == 0:", "default_headers", "if self.should_exit:"):
+        assert line in on_tick, moved("uvicorn", f"Server.on_tick no longer has {line!r}", what)
+    assert "self.should_exit = True" in inspect.getsource(Server.handle_exit), moved(
+        "uvicorn", "Server.handle_exit no longer sets should_exit", what)
+
+
 @pytest.mark.parametrize("library", ["fastapi", "starlette", "uvicorn", "sqlalchemy", "aiokafka",
                                      "aiosqlite", "pydantic-settings", "httpx", "httpcore"])
 def test_installed_versions_are_within_pyproject_bounds(library: str) -> None:
