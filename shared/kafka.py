@@ -72,38 +72,71 @@ async def ensure_topics(
     settings: ServiceSettings, topics: Iterable[str], *, attempts: int = 30
 ) -> None:
     """Create the topics that do not exist yet; waits for the broker for up to `attempts` tries."""
-    wanted = list(topics)
-    for attempt in range(1, attempts + 1):
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000,
-            **client_security(settings),
-        )
+    keeper = TopicKeeper(settings, topics)
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                await keeper.ensure()
+                return
+            except (KafkaConnectionError, KafkaError, OSError) as error:
+                if attempt == attempts:
+                    raise
+                logger.warning("broker not ready (%s); retrying", type(error).__name__)
+                await asyncio.sleep(min(0.2 * attempt, 2.0))
+    finally:
+        await keeper.close()
+
+
+class TopicKeeper:
+    """Creates the topics that are missing, through one admin client kept from one check to
+    the next (a new client per check connected twice each time: the broker's idle work)."""
+
+    def __init__(self, settings: ServiceSettings, topics: Iterable[str]) -> None:
+        self.settings = settings
+        self.topics = list(topics)
+        self._admin: AIOKafkaAdminClient | None = None
+
+    async def ensure(self) -> None:
+        """One check: create what is missing. A failure drops the client; the next check
+        connects again."""
         try:
-            await admin.start()
+            admin = await self._client()
             existing = set(await admin.list_topics())
-            missing = [topic for topic in wanted if topic not in existing]
+            missing = [topic for topic in self.topics if topic not in existing]
             if missing:
-                response = await admin.create_topics(
-                    [
-                        NewTopic(
-                            name=topic,
-                            num_partitions=settings.kafka_topic_partitions,
-                            replication_factor=settings.kafka_replication_factor,
-                            topic_configs=topic_configs(settings),
-                        )
-                        for topic in missing
-                    ]
-                )
+                response = await admin.create_topics([
+                    NewTopic(
+                        name=topic,
+                        num_partitions=self.settings.kafka_topic_partitions,
+                        replication_factor=self.settings.kafka_replication_factor,
+                        topic_configs=topic_configs(self.settings),
+                    )
+                    for topic in missing
+                ])
                 _raise_topic_errors(response)
                 logger.info("created topics %s", ", ".join(missing))
-            return
-        except (KafkaConnectionError, KafkaError, OSError) as error:
-            if attempt == attempts:
-                raise
-            logger.warning("broker not ready (%s); retrying", type(error).__name__)
-            await asyncio.sleep(min(0.2 * attempt, 2.0))
-        finally:
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
             await admin.close()
+
+    async def _client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                request_timeout_ms=10_000, **client_security(self.settings),
+            )
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()
+                raise
+            self._admin = admin
+        return self._admin
 
 
 async def topic_partitions(

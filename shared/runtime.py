@@ -32,7 +32,7 @@ from shared.consumer import EventConsumer, Handler
 from shared.db import Database
 from shared.erasure import WalScrubber
 from shared.inbox import InboxTables, purge_processed
-from shared.kafka import build_consumer, build_producer, ensure_topics
+from shared.kafka import TopicKeeper, build_consumer, build_producer, ensure_topics
 from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog, is_outage
@@ -58,6 +58,8 @@ class Subscription:
     consumer_factory: Callable[..., EventConsumer]
     slow_topics: tuple[str, ...]
     lane: str
+    idle_fetch_wait_ms: int | None = None
+    """The fetch wait once idle, when not `kafka_idle_fetch_max_wait_ms`."""
 
 
 class ServiceRuntime:
@@ -103,6 +105,7 @@ class ServiceRuntime:
         self.recovery: BrokerRecovery | None = None
         self.consumers: dict[str, EventConsumer] = {}
         """The running consumers by lane ("" for the first subscription's)."""
+        self.topic_keeper = TopicKeeper(settings, settings.topics.all)
         self._loops: dict[str, BackgroundLoop] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -114,6 +117,7 @@ class ServiceRuntime:
         consumer_factory: Callable[..., EventConsumer] = EventConsumer,
         slow_topics: Sequence[str] = (),
         lane: str = "",
+        idle_fetch_wait_ms: int | None = None,
     ) -> None:
         """Consume `topics` into `handlers` (event type -> handler) once the runtime starts.
 
@@ -124,10 +128,13 @@ class ServiceRuntime:
 
         `lane`: a second subscription's name. Each lane is a consumer of its own, in the
         consumer group `<group>-<lane>`, with its own fetches: a topic read in bulk never holds
-        up the records of the first subscription's topics.
+        up the records of the first subscription's topics. `idle_fetch_wait_ms`: the lane's
+        fetch wait once idle, if not `kafka_idle_fetch_max_wait_ms` (a lane nobody waits for
+        may poll an idle broker less often).
         """
         self.subscriptions.append(Subscription(
-            tuple(topics), dict(handlers), consumer_factory, tuple(slow_topics), lane))
+            tuple(topics), dict(handlers), consumer_factory, tuple(slow_topics), lane,
+            idle_fetch_wait_ms))
 
     def use_lead_keys(self) -> KeyRing | None:
         """Open the sealed events this service consumes and seal those it publishes with
@@ -212,7 +219,8 @@ class ServiceRuntime:
             slow_window=3 * self.settings.kafka_fetch_max_wait_ms / 1000,
             keyring=self.keyring,
             fetch_wait_ms=self.settings.kafka_fetch_max_wait_ms,
-            idle_fetch_wait_ms=self.settings.kafka_idle_fetch_max_wait_ms,
+            idle_fetch_wait_ms=self.settings.kafka_idle_fetch_max_wait_ms
+            if subscription.idle_fetch_wait_ms is None else subscription.idle_fetch_wait_ms,
         )
         self.consumers[subscription.lane] = consumer
         await consumer.run()
@@ -238,7 +246,7 @@ class ServiceRuntime:
         while True:
             await asyncio.sleep(self.settings.kafka_topic_check_seconds)
             try:
-                await ensure_topics(self.settings, self.settings.topics.all, attempts=1)
+                await self.topic_keeper.ensure()
                 epochs = self.epochs
                 if epochs is None:
                     continue
@@ -280,6 +288,7 @@ class ServiceRuntime:
         traceback: TracebackType | None,
     ) -> None:
         await _cancel_all(self._tasks)
+        await _within(STOP_STEP_SECONDS, "topic keeper", self.topic_keeper.close())
         if self.epochs is not None:
             await _within(STOP_STEP_SECONDS, "epoch reader", self.epochs.stop())
         if self.producer is not None:

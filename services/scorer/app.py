@@ -66,6 +66,7 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             # signal never waits for their fetches, only for a batch holding the write lock.
             built.subscribe(
                 [config.topics.signals], handlers, lane="signals",
+                idle_fetch_wait_ms=config.signals_idle_fetch_max_wait_ms,
                 consumer_factory=partial(ScorerConsumer, context=context,
                                          bulk_topics=[config.topics.signals],
                                          bulk_batch=config.signal_batch),

@@ -49,3 +49,9 @@ class ScorerSettings(ServiceSettings):
         "batch holds the write lock while applied (on SQLite, the whole file's): in the same "
         "process or not, a new lead waits for at most one such batch",
     )
+    signals_idle_fetch_max_wait_ms: int = Field(
+        default=2000, ge=0, le=10_000,
+        description="`LEADRELAY_KAFKA_IDLE_FETCH_MAX_WAIT_MS` of the campaigns' signals' "
+        "consumer: nobody waits for an email open by the second, so once idle it asks the "
+        "broker less often; the first signal after a quiet spell waits up to this long",
+    )

@@ -42,7 +42,8 @@ async def test_a_process_that_relays_nothing_keeps_nothing_for_a_relay_and_its_l
 
     signals_lane = ServiceRuntime(settings, outbox_tables=OUTBOX, inbox_tables=INBOX,
                                   publish_topic=topics.scores, database=database, relay=False)
-    signals_lane.subscribe([topics.signals], {"lead.erased": forward}, lane="signals")
+    signals_lane.subscribe([topics.signals], {"lead.erased": forward}, lane="signals",
+                           idle_fetch_wait_ms=1500)
     leads_lane = ServiceRuntime(settings, outbox_tables=OUTBOX, inbox_tables=INBOX,
                                 publish_topic=topics.scores, database=Database(database_url),
                                 outbox_shared=True)
@@ -58,6 +59,7 @@ async def test_a_process_that_relays_nothing_keeps_nothing_for_a_relay_and_its_l
         await eventually(lambda: _value(seen), until=lambda got: got == ["lead-1"], timeout=30)
         lane = signals_lane.consumers["signals"].consumer
         assert lane._group_id == f"{topic_prefix}-sample-signals"
+        assert signals_lane.consumers["signals"].idle.idle_wait_ms == 1500
         received = await read_topic(broker.bootstrap_servers, topics.scores, 1, timeout=10)
         ready = await eventually(signals_lane.readiness, until=lambda got: all(got.values()),
                                  timeout=30)
