@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, update
 
+from services.scorer import repository
 from services.scorer.context import ScorerContext
 from services.scorer.models import OUTBOX, lead_score, signal
 from services.scorer.score_result import Signal
@@ -215,3 +216,31 @@ async def test_a_stale_tally_has_the_whole_history_read_again(
     row = await scorer.stored()
     assert row["signal_tally"]["rules"]["email-open"][0] == 3
     assert row["engagement"] == 30.0
+
+
+
+async def test_a_model_published_while_a_batch_is_applied_has_it_applied_one_by_one_under_it(
+    scorer: Scorer, context: ScorerContext, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The model refresh swaps the model in force between the batch's read and its decision:
+    the tally read is of the old model (`StaleTallyError`), so the batch is rolled back and
+    applied one event at a time, each lead scored from its whole history under the new model."""
+    await apply_batch(scorer, context, 0, scorer.received(),
+                      scorer.signal("email_open", signal_id="open-1"))
+    newer = context.models.current.model_copy(update={"version": "published-meanwhile"})
+    read_leads = repository.find_scores_for_update
+
+    async def read_then_publish(*args: Any, **kwargs: Any) -> Any:
+        rows = await read_leads(*args, **kwargs)
+        context.models.current = newer
+        return rows
+
+    monkeypatch.setattr(repository, "find_scores_for_update", read_then_publish)
+    await apply_batch(scorer, context, 10, scorer.signal("email_open", signal_id="open-2"),
+                      scorer.signal("email_open", signal_id="open-3"))
+    assert "batch fast path failed (StaleTallyError)" in caplog.text
+    row = await scorer.stored()
+    assert row["model_version"] == newer.version
+    assert row["signal_tally"]["model_version"] == newer.version
+    assert row["signal_tally"]["rules"]["email-open"][0] == 3
