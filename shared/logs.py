@@ -4,6 +4,10 @@ Each JSON line holds `time`, `service`, `level`, `logger`, `event` (the message)
 line was written for a request or an event, `correlation_id`, `lead_id` and `trace_id` (from
 `LogContext`, set by `shared.http_telemetry` for a request and by `shared.tracing` for a
 consumed event). Log lines name leads by id, never by personal data.
+
+While the broker is down, aiokafka logs the same error at every retry of every client (some
+30 lines a second per process); `RepeatsHeldBack` lets one line per message through each
+minute and says how many it held back.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
@@ -96,10 +101,41 @@ class PlainFormatter(logging.Formatter):
         return f"{first} [{' '.join(ids)}]{newline}{rest}"
 
 
+class RepeatsHeldBack(logging.Filter):
+    """Lets a library's message through once per `window` seconds: the first time, then the
+    first time after each window, with how many like it were held back meanwhile. A message is
+    its logger, level and text before the arguments (`Unable connect to node with id %s: %s`)."""
+
+    def __init__(self, prefixes: tuple[str, ...], *, window: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.window = window
+        self.clock = clock
+        self._shown: dict[tuple[str, int, str], tuple[float, int]] = {}
+        """Message -> when it was last let through, and how many were held back since."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        shown = self._shown.get(key)
+        if shown is not None and now - shown[0] < self.window:
+            self._shown[key] = (shown[0], shown[1] + 1)
+            return False
+        self._shown[key] = (now, 0)
+        if shown is not None and shown[1]:
+            held = f"{shown[1]} more like this held back in {self.window:.0f} s"
+            record.msg = f"{record.msg} ({held})"
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO", log_format: LogFormat = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service) if log_format == "json"
                          else PlainFormatter(service))
+    handler.addFilter(RepeatsHeldBack(("aiokafka", "kafka")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

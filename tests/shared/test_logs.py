@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from shared.logs import JsonFormatter, LogContext, PlainFormatter, use_context
+from shared.logs import JsonFormatter, LogContext, PlainFormatter, RepeatsHeldBack, use_context
 from shared.tracing import parse_traceparent
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -61,3 +61,27 @@ def test_only_well_formed_traceparents_are_taken() -> None:
                    f"00-{'0' * 32}-b7ad6b7169203331-01", f"00-{TRACE_ID}-{'0' * 16}-01",
                    f"ff-{TRACE_ID}-b7ad6b7169203331-01", f"00-{TRACE_ID}-b7ad6b716920333x-01"):
         assert parse_traceparent(broken) is None, broken
+
+
+def test_a_library_repeating_itself_is_heard_once_a_minute_with_what_was_held_back() -> None:
+    now = [0.0]
+    held = RepeatsHeldBack(("aiokafka",), window=60, clock=lambda: now[0])
+
+    def down(node: int) -> logging.LogRecord:
+        return logging.getLogger("aiokafka.client").makeRecord(
+            "aiokafka.client", logging.ERROR, __file__, 1,
+            "Unable connect to node with id %s: %s", (node, "refused"), None)
+
+    shown = []
+    for second in range(120):
+        now[0] = float(second)
+        for node in (0, 1):  # every retry of every client: the same message
+            made = down(node)
+            if held.filter(made):
+                shown.append((second, made.getMessage()))
+    assert shown == [
+        (0, "Unable connect to node with id 0: refused"),
+        (60, "Unable connect to node with id 0: refused (119 more like this held back in 60 s)"),
+    ]
+    other = record("a line of our own")
+    assert all(held.filter(other) for _ in range(3))  # only the libraries named are held back
