@@ -46,8 +46,8 @@ from shared import tracing
 from shared.clock import Clock, SystemClock
 from shared.db import Database, insert_ignoring_conflicts, is_outage
 from shared.events import Event, UndecodableEventError, decode_event
+from shared.idle_backoff import IdleBackoff
 from shared.inbox import InboxTables
-from shared.lanes import HotFirst, IdleBackoff
 from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog
@@ -89,8 +89,7 @@ class EventConsumer:
         slow_interval: float = 0.25,
         slow_window: float = 0.03,
         keyring: KeyRing | None = None,
-        bulk_topics: Collection[str] = (),
-        bulk_batch: int = 200,
+        max_batch: int | None = None,
         fetch_wait_ms: int = 20,
         idle_fetch_wait_ms: int = 0,
         idle_after: float = 2.0,
@@ -123,8 +122,9 @@ class EventConsumer:
             consumer, slow_topics, interval=slow_interval, window=slow_window,
             clock=time.monotonic)
         """Topics fetched only in short visits (see `shared.slow_topics`)."""
-        self.lanes = HotFirst(consumer, bulk_topics, bulk_batch=bulk_batch)
-        """The bulk topics, fetched only when the others have nothing (`shared.lanes`)."""
+        self.max_batch = max_batch
+        """Records per batch at most (None: the client's `max_poll_records`): a batch holds
+        its transaction, on SQLite the whole file's write lock, while it is applied."""
         self.idle = IdleBackoff(
             consumer, busy_wait_ms=fetch_wait_ms, idle_wait_ms=idle_fetch_wait_ms,
             idle_after=idle_after, clock=time.monotonic)
@@ -138,7 +138,9 @@ class EventConsumer:
                 if self._start_over:
                     await self._read_again_from_beginning()
                 until_change = self.slow_topics.pace()
-                records = await self.lanes.fetch(max(1, int(min(until_change, 1.0) * 1000)))
+                records = await self.consumer.getmany(
+                    timeout_ms=max(1, int(min(until_change, 1.0) * 1000)),
+                    max_records=self.max_batch)
                 self.idle.saw(records)
                 # A visit must outlast a fetch in flight, however long the wait is now.
                 self.slow_topics.window = max(slow_window, 3 * self.idle.wait_ms / 1000)

@@ -68,8 +68,7 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
                 [config.topics.signals], handlers, lane="signals",
                 idle_fetch_wait_ms=config.signals_idle_fetch_max_wait_ms,
                 consumer_factory=partial(ScorerConsumer, context=context,
-                                         bulk_topics=[config.topics.signals],
-                                         bulk_batch=config.signal_batch),
+                                         max_batch=config.signal_batch),
             )
 
         async def keep_model_current() -> None:
