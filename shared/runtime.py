@@ -76,7 +76,7 @@ class ServiceRuntime:
         database: Database | None = None,
         relay_fast_topics: Sequence[str] = (),
         relay: bool = True,
-        outbox_shared: bool = False,
+        outbox_written_elsewhere: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -90,7 +90,7 @@ class ServiceRuntime:
         self.relaying = relay
         """False: this process publishes nothing itself; another process of the service relays
         the rows it writes to the outbox."""
-        self.outbox_shared = outbox_shared
+        self.outbox_written_elsewhere = outbox_written_elsewhere
         """True: another process writes to the outbox this one relays (`relay=False` there)."""
         self.scrubber = WalScrubber(self.db)
         """Empties SQLite's write-ahead log after an erasure (`shared.erasure`)."""
@@ -175,7 +175,7 @@ class ServiceRuntime:
                 metrics=self.metrics,
                 guard=self.recovery,
                 fast_topics=self.relay_fast_topics,
-                written_elsewhere=self.outbox_shared,
+                written_elsewhere=self.outbox_written_elsewhere,
             )
             self._start("outbox-relay", self.relay.run)
         self._start("topic-keeper", self._keep_topics)

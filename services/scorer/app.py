@@ -39,7 +39,7 @@ def create_app(settings: ScorerSettings | None = None, *, clock: Clock | None = 
             publish_topic=config.topics.scores,
             clock=clock,
             relay=lanes != "signals",
-            outbox_shared=lanes == "leads",
+            outbox_written_elsewhere=lanes == "leads",
             # On SQLite, a batch of signals lets a new lead waiting to be written go first.
             database=Database(config.database_url, yield_writes=lanes == "signals"),
         )

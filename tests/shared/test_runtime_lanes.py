@@ -46,7 +46,7 @@ async def test_a_process_that_relays_nothing_keeps_nothing_for_a_relay_and_its_l
                            idle_fetch_wait_ms=1500)
     leads_lane = ServiceRuntime(settings, outbox_tables=OUTBOX, inbox_tables=INBOX,
                                 publish_topic=topics.scores, database=Database(database_url),
-                                outbox_shared=True)
+                                outbox_written_elsewhere=True)
     async with signals_lane, leads_lane:
         assert signals_lane.relay is None
         producer = build_producer(settings)
