@@ -3,6 +3,7 @@ leads, before publishing it (`services.router.replay`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -40,8 +41,9 @@ def _facts(lead: RowMapping, snapshot: dict[str, Any]) -> Any:
     return facts
 
 
-async def _pools(session: AsyncSession, rule_sets: list[RuleSet]) -> dict[str | None, list[Rep]]:
-    sdrs = await roster_repository.list_sdrs(session, role="sdr")
+async def _pools(
+    session: AsyncSession, rule_sets: list[RuleSet], sdrs: Sequence[RowMapping]
+) -> dict[str | None, list[Rep]]:
     pools: dict[str | None, list[Rep]] = {None: [roster.rep_of(row) for row in sdrs]}
     for name in sorted({name for rule_set in rule_sets for name in rule_set.pools()}):
         team = await roster_repository.find_team_by_name(session, name)
@@ -65,14 +67,16 @@ async def replay_rules(body: ReplayRequest, runtime: RuntimeDep, context: Contex
     since = until - timedelta(days=body.days)
     async with runtime.db.reading() as session:
         current = (await roster.current_rules(session, context.rule_cache))[1]
-        pools = await _pools(session, [current, body.rules])
+        people = await roster_repository.list_sdrs(session)
+        pools = await _pools(session, [current, body.rules],
+                             [row for row in people if row["role"] == "sdr"])
         # Up to now included: a lead offered this very moment is history too.
         rows = await repository.assignments_between(session, since,
                                                     until + timedelta(microseconds=1))
         offers = sorted((row for row in rows if row["attempt"] == 1 and row["role"] == "sdr"),
                         key=lambda row: (row["offered_at"], row["id"]))
         leads = await repository.find_leads(session, [row["lead_id"] for row in offers])
-        names = {row["id"]: row["name"] for row in await roster_repository.list_sdrs(session)}
+        names = {row["id"]: row["name"] for row in people}
     replayed = [
         replay.ReplayLead(row["lead_id"], row["offered_at"], row["sdr_id"],
                           _facts(leads[row["lead_id"]], row["lead_snapshot"] or {}))
