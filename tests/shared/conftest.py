@@ -7,12 +7,18 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.db import Database, service_metadata
+from shared.events import LeadErased, LeadErasedData
 from shared.inbox import inbox_tables
 from shared.outbox import outbox_tables
 
 METADATA = service_metadata()
 OUTBOX = outbox_tables(METADATA, "sample", lanes=True)
 INBOX = inbox_tables(METADATA, "sample")
+
+
+def erased(lead_id: str) -> LeadErased:
+    """The simplest event there is, to consume: a lead's erasure."""
+    return LeadErased(producer="test", lead_id=lead_id, data=LeadErasedData())
 
 
 @pytest.fixture

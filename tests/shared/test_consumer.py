@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.consumer import EventConsumer
 from shared.db import Database
-from shared.events import Envelope, LeadErased, LeadErasedData, encode_event
-from tests.shared.conftest import INBOX, METADATA
+from shared.events import Envelope, encode_event
+from tests.shared.conftest import INBOX, METADATA, erased
 
 EFFECT = Table("sample_effect", METADATA, Column("lead_id", String(36), primary_key=True))
 PARTITION = TopicPartition("sample.leads", 0)
@@ -30,10 +30,6 @@ def consumer_for(database: Database) -> EventConsumer:
         name="sample", db=database, inbox=INBOX, consumer=None,  # type: ignore[arg-type]
         handlers={"lead.erased": record_effect},
     )
-
-
-def erased(lead_id: str) -> LeadErased:
-    return LeadErased(producer="test", lead_id=lead_id, data=LeadErasedData())
 
 
 def records(*values: Envelope | bytes) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:

@@ -12,20 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from leadrelay.broker import EmbeddedBroker
 from shared.consumer import EventConsumer
 from shared.db import Database
-from shared.events import LeadErased, LeadErasedData, encode_event
+from shared.events import encode_event
 from shared.kafka import build_consumer, build_producer, ensure_topics
 from shared.settings import ServiceSettings
-from tests.shared.conftest import INBOX
+from tests.shared.conftest import INBOX, erased
 from tests.support import eventually
 
 pytestmark = pytest.mark.broker
 
 BACKLOG = 600
 BATCH = 50
-
-
-def erased(lead_id: str) -> LeadErased:
-    return LeadErased(producer="test", lead_id=lead_id, data=LeadErasedData())
 
 
 async def test_batches_are_capped_and_an_idle_consumer_waits_longer(

@@ -151,7 +151,7 @@ class CountingRelay(OutboxRelay):
 
     reads = 0
 
-    async def _not_yet_published(self, session: AsyncSession) -> list[OutboxRow]:
+    async def _not_yet_published(self, session: AsyncSession) -> tuple[list[OutboxRow], bool]:
         self.reads += 1
         return await super()._not_yet_published(session)
 

@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from leadrelay.broker import EmbeddedBroker
 from shared.db import Database
-from shared.events import LeadErased, LeadErasedData, encode_event
+from shared.events import encode_event
 from shared.kafka import build_producer
 from shared.runtime import ServiceRuntime
 from shared.settings import ServiceSettings
-from tests.shared.conftest import INBOX, OUTBOX
+from tests.shared.conftest import INBOX, OUTBOX, erased
 from tests.support import eventually, read_topic
 
 pytestmark = pytest.mark.broker
@@ -22,10 +22,6 @@ pytestmark = pytest.mark.broker
 
 class SampleSettings(ServiceSettings):
     service_name: ClassVar[str] = "sample"
-
-
-def erased(lead_id: str) -> LeadErased:
-    return LeadErased(producer="test", lead_id=lead_id, data=LeadErasedData())
 
 
 async def test_a_process_that_relays_nothing_keeps_nothing_for_a_relay_and_its_lane_consumes(

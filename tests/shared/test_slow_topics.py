@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from leadrelay.broker import EmbeddedBroker
 from shared.consumer import EventConsumer
 from shared.db import Database
-from shared.events import LeadErased, LeadErasedData, encode_event
+from shared.events import encode_event
 from shared.kafka import build_consumer, build_producer, ensure_topics
 from shared.settings import ServiceSettings
 from shared.slow_topics import SlowTopics
-from tests.shared.conftest import INBOX
+from tests.shared.conftest import INBOX, erased
 
 pytestmark = pytest.mark.broker
 
@@ -68,10 +68,6 @@ def test_slow_partitions_are_resumed_for_a_window_on_each_visit_and_paused_betwe
     assert pacer.pace() == pytest.approx(0.03)
     assert consumer.paused == set()
     assert pacer.visits == 2
-
-
-def erased(lead_id: str) -> LeadErased:
-    return LeadErased(producer="test", lead_id=lead_id, data=LeadErasedData())
 
 
 async def test_a_consumer_reads_its_slow_topic_in_visits_and_misses_nothing(
