@@ -2,7 +2,7 @@
 
 uvicorn's `Server.main_loop` sleeps 100 ms between two ticks (`on_tick`): each tick looks
 whether a signal asked it to stop, and every tenth one renews the `Date` header. In a service
-with nothing to do those ten wake-ups a second were a sixth of its idle CPU. Here a tick comes
+with nothing to do those ten wake-ups a second were a sixth of all its wake-ups. Here a tick comes
 once a second, still renewing the `Date` header each time; a stop signal wakes the loop at
 once instead of waiting for the tick.
 

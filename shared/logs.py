@@ -5,9 +5,9 @@ line was written for a request or an event, `correlation_id`, `lead_id` and `tra
 `LogContext`, set by `shared.http_telemetry` for a request and by `shared.tracing` for a
 consumed event). Log lines name leads by id, never by personal data.
 
-While the broker is down, aiokafka logs the same error at every retry of every client (some
-30 lines a second per process); `RepeatsHeldBack` lets one line per message through each
-minute and says how many it held back.
+While the broker is down, aiokafka logs the same error at every retry of every client (each
+client retries every 200 ms); `RepeatsHeldBack` lets one line per message through each minute
+and says how many it held back.
 """
 
 from __future__ import annotations
