@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared.clock import Clock, SystemClock
-from shared.kafka import build_consumer, ensure_kept_topic, ensure_topics
+from shared.kafka import TopicKeeper, build_consumer, ensure_kept_topic
 from shared.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -66,8 +66,13 @@ class BrokerEpochs:
         *,
         clock: Clock | None = None,
         read_timeout: float = 5.0,
+        topics: TopicKeeper | None = None,
     ) -> None:
         self.settings = settings
+        self.topics = topics or TopicKeeper(settings, settings.topics.all)
+        """What makes sure the service's topics exist before the epoch is written (the
+        runtime's own keeper, so that both use one admin client)."""
+        self._owns_topics = topics is None
         self.producer = producer
         self.clock = clock or SystemClock()
         self.read_timeout = read_timeout
@@ -89,6 +94,8 @@ class BrokerEpochs:
         self._listeners.append(listener)
 
     async def stop(self) -> None:
+        if self._owns_topics:
+            await self.topics.close()
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
@@ -181,7 +188,7 @@ class BrokerEpochs:
                     return self._remember(epoch)
 
     async def _establish_once(self) -> BrokerEpoch | None:
-        await ensure_topics(self.settings, self.settings.topics.all, attempts=1)
+        await self.topics.ensure()
         await ensure_kept_topic(self.settings, self.topic)
         epoch = await self.read()
         if epoch is not None:

@@ -95,10 +95,16 @@ class TopicKeeper:
         self.settings = settings
         self.topics = list(topics)
         self._admin: AIOKafkaAdminClient | None = None
+        self._checking = asyncio.Lock()
+        """One check at a time: the runtime's loop and a broker epoch's start share a keeper."""
 
     async def ensure(self) -> None:
         """One check: create what is missing. A failure drops the client; the next check
         connects again."""
+        async with self._checking:
+            await self._ensure()
+
+    async def _ensure(self) -> None:
         try:
             admin = await self._client()
             existing = set(await admin.list_topics())

@@ -155,7 +155,8 @@ class ServiceRuntime:
         await ensure_topics(self.settings, self.settings.topics.all)
         self.producer = build_producer(self.settings)
         await self.producer.start()
-        self.epochs = BrokerEpochs(self.settings, self.producer, clock=self.clock)
+        self.epochs = BrokerEpochs(self.settings, self.producer, clock=self.clock,
+                                   topics=self.topic_keeper)
         self.epochs.on_new_broker(self._new_broker)
         republish_window = timedelta(minutes=self.settings.outbox_republish_minutes)
         self.recovery = BrokerRecovery(
