@@ -264,6 +264,33 @@ async def test_httpx_transport_sends_through_the_pool_the_lean_transport_replace
     await transport.aclose()
 
 
+def test_utc_datetime_writes_the_text_sqlalchemys_sqlite_datetime_writes() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects.sqlite import DATETIME
+    from sqlalchemy.dialects.sqlite.aiosqlite import dialect
+
+    from shared.db import UTCDateTime
+
+    sqlite = dialect()
+    ours = UTCDateTime().dialect_impl(sqlite).bind_processor(sqlite)
+    theirs = DATETIME().bind_processor(sqlite)
+    assert ours is not None and theirs is not None
+    paris = timezone(timedelta(hours=1))
+    for moment in (
+        datetime(2026, 12, 7, 20, 24, 5, 987338, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no microseconds: still written
+        datetime(7, 1, 1, tzinfo=UTC),
+        datetime(2026, 6, 1, 0, 30, 0, 1, tzinfo=paris),
+    ):
+        assert ours(moment) == theirs(moment.astimezone(UTC).replace(tzinfo=None)), moved(
+            "SQLAlchemy", f"SQLite's DATETIME no longer writes {ours(moment)!r}",
+            "shared/db.py (UTCDateTime.bind_processor)")
+    assert ours(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        ours(datetime(2026, 1, 1))
+
+
 # --- uvicorn: serve binds its socket itself ------------------------------------------------------
 
 

@@ -3,12 +3,13 @@ worked out once, then scored at any moment, checked for MQL, and followed along 
 The lead's signals come as their tally (`services.scorer.signal_tally`), so a lead scores the
 same from its whole history and from its stored tally plus its new signals.
 
-The facts fit rules look at (`facts_of`) and the rounding of points are here too."""
+The facts fit rules look at (`facts_of`) are here too; the temperature over time is
+`services.scorer.timeline`."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -17,11 +18,15 @@ from services.scorer.score_result import (
     SECONDS_PER_DAY,
     ScoreResult,
     SignalLine,
+    capped,
+    rounded,
+    summed,
     temperature_of,
 )
 from services.scorer.scoring_model import BuyingSignalRule, ScoringModel, SignalRule
 from services.scorer.signal_tally import SignalTally
-from shared.events import LeadProfile, Temperature
+from services.scorer.timeline import Timeline
+from shared.events import LeadProfile
 
 
 def facts_of(profile: LeadProfile, model: ScoringModel) -> dict[str, object]:
@@ -65,9 +70,9 @@ class LeadScorer:
             counted = found.counted(rule)
             raw = rule.points * counted
             if rule.cap is not None:
-                raw = _capped(raw, rule.cap)
+                raw = capped(raw, rule.cap)
             self.matches.append(_Match(
-                rule, found.newest_at(), counted, found.days, _round(raw), found.evidence()
+                rule, found.newest_at(), counted, found.days, rounded(raw), found.evidence()
             ))
         # Buying signals keep the lead hot for a while: (their newest signal's time, their rule).
         self.buying = [(match.newest_at, match.rule) for match in self.matches
@@ -107,11 +112,11 @@ class LeadScorer:
             signal_lines.append(SignalLine(
                 rule.id, round(faded, 2) + 0.0, match.raw_points, rule.explanation, match.evidence
             ))
-        engagement = _sum(
+        engagement = summed(
             [*(line.points for line in self.buying_field_lines),
              *(line.points for line in signal_lines)]
         )
-        total = _round(self.fit + engagement)
+        total = rounded(self.fit + engagement)
         buying_signal = self._buying_signal(now)
         mql = self.model.mql
         return ScoreResult(
@@ -139,8 +144,8 @@ class LeadScorer:
         points = [line.points for line in self.buying_field_lines]
         for match, faded in zip(self.matches, self.faded(now), strict=True):
             cap = match.rule.cap
-            points.append(_round(faded if cap is None else _capped(faded, cap)))
-        return _round(self.fit + _sum(points)) >= mql.min_total
+            points.append(rounded(faded if cap is None else capped(faded, cap)))
+        return rounded(self.fit + summed(points)) >= mql.min_total
 
     def settled_at(self, origin: datetime) -> datetime | None:
         """When every fading point will have faded to nothing and every buying window closed, if
@@ -161,84 +166,9 @@ class LeadScorer:
                 latest = max(latest, newest_at + timedelta(days=rule.hot_for_days))
         return max(latest, origin + timedelta(days=latest_days)) + timedelta(seconds=1)
 
-    def timeline(self, origin: datetime) -> Callable[[datetime], Temperature]:
-        """The temperature at any moment from `origin` on, cheaply, without the breakdown.
-
-        A rule's decayed points at `origin + d` are its points at `origin` halved every
-        half-life of `d`, so a moment costs one power per distinct half-life instead of one
-        per signal. Most moments are decided from the unrounded total, when it is further
-        from every threshold than the rounding of the lines could move it; the others are
-        summed line by line and rounded exactly as `at()` rounds. (A signal dated after
-        `origin` breaks the shortcut: `at()` itself is used then.)
-        """
-        thresholds = self.model.thresholds
-        fixed = [line.points for line in self.buying_field_lines]
-        hot_for_good = bool(fixed) or any(rule.hot_for_days is None for _, rule in self.buying)
-        hot_until = max(
-            (
-                newest_at + timedelta(days=rule.hot_for_days)
-                for newest_at, rule in self.buying
-                if rule.hot_for_days is not None
-            ),
-            default=None,
-        )
-        if any(match.newest_at > origin for match in self.matches):
-            return lambda moment: self.at(moment).temperature
-        half_lives = sorted(
-            {match.rule.half_life_days for match in self.matches
-             if match.rule.half_life_days is not None}
-        )
-        slot = {half_life: number for number, half_life in enumerate(half_lives)}
-        constant: list[float] = []
-        fading: list[tuple[float, int, float | None]] = []
-        for match, at_origin in zip(self.matches, self.faded(origin), strict=True):
-            rule = match.rule
-            if rule.half_life_days is None:
-                constant.append(_round(at_origin if rule.cap is None
-                                       else _capped(at_origin, rule.cap)))
-            else:
-                fading.append((at_origin, slot[rule.half_life_days], rule.cap))
-        # For the unrounded total: uncapped terms summed per half-life, the capped ones apart
-        # (decay only shrinks a term, so one under its cap at `origin` stays under it).
-        per_half_life = [0.0] * len(half_lives)
-        capped_terms: list[tuple[float, float, float]] = []
-        for at_origin, number, cap in fading:
-            if cap is not None and abs(at_origin) > cap:
-                capped_terms.append((at_origin, half_lives[number], cap))
-            else:
-                per_half_life[number] += at_origin
-        base = self.fit + math.fsum([*fixed, *constant])
-        magnitude = abs(self.fit) + math.fsum(abs(value) for value in [*fixed, *constant]) + (
-            math.fsum(abs(at_origin) for at_origin, _, _ in fading)
-        )
-        # Each rounded line moves by at most half a cent, and so do the two sums rounded after.
-        margin = 0.005 * (len(fading) + 2) + 1e-9 * (1.0 + magnitude)
-        hot, warm = thresholds.hot, thresholds.warm
-        grouped = [(life, total) for life, total in zip(half_lives, per_half_life, strict=True)
-                   if total]
-
-        def temperature(moment: datetime) -> Temperature:
-            if hot_for_good or (hot_until is not None and moment < hot_until):
-                return "hot"
-            elapsed_days = (moment - origin).total_seconds() / SECONDS_PER_DAY
-            unrounded = base
-            for life, total in grouped:
-                unrounded += total * 0.5 ** (elapsed_days / life)
-            for at_origin, life, limit in capped_terms:
-                unrounded += _capped(at_origin * 0.5 ** (elapsed_days / life), limit)
-            if abs(unrounded - hot) > margin and abs(unrounded - warm) > margin:
-                return "hot" if unrounded >= hot else "warm" if unrounded >= warm else "cold"
-            factors = [0.5 ** (elapsed_days / half_life) for half_life in half_lives]
-            points = [*fixed, *constant]
-            for at_origin, number, cap in fading:
-                value = at_origin * factors[number]
-                if cap is not None:
-                    value = _capped(value, cap)
-                points.append(_round(value))
-            total = _round(self.fit + _sum(points))
-            return temperature_of(total, thresholds=thresholds, buying_signal=False)
-
-        return temperature
+    def timeline(self, origin: datetime) -> Timeline:
+        """The temperature at any moment from `origin` on, cheaply (`Timeline`)."""
+        return Timeline(self, origin)
 
     def _buying_signal(self, now: datetime) -> bool:
         return bool(self.buying_field_lines) or any(
@@ -246,15 +176,3 @@ class LeadScorer:
             or now - newest_at < timedelta(days=rule.hot_for_days)
             for newest_at, rule in self.buying
         )
-
-
-def _capped(points: float, cap: float) -> float:
-    return max(-cap, min(cap, points))
-
-
-def _round(points: float) -> float:
-    return round(points, 2) + 0.0
-
-
-def _sum(points: Iterable[float]) -> float:
-    return _round(math.fsum(points))

@@ -3,7 +3,8 @@ temperature a total makes (`temperature_of`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -108,3 +109,17 @@ def temperature_of(total: float, *, thresholds: Thresholds, buying_signal: bool)
     if total >= thresholds.warm:
         return "warm"
     return "cold"
+
+
+def capped(points: float, cap: float) -> float:
+    return max(-cap, min(cap, points))
+
+
+def rounded(points: float) -> float:
+    """Points to the hundredth, as every line and total is kept (-0.0 made 0.0)."""
+    return round(points, 2) + 0.0
+
+
+def summed(points: Iterable[float]) -> float:
+    """The exactly rounded sum of `points`, rounded to the hundredth."""
+    return rounded(math.fsum(points))

@@ -15,14 +15,14 @@ one model, is `services.scorer.lead_scorer.LeadScorer`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from services.scorer.lead_scorer import LeadScorer
 from services.scorer.score_result import SECONDS_PER_DAY, ScoreResult, Signal
 from services.scorer.scoring_model import ScoringModel
 from services.scorer.signal_tally import tally_of
-from shared.events import LeadProfile
+from shared.events import LeadProfile, Temperature
 
 
 def score(
@@ -42,7 +42,8 @@ def score_and_next_change(
 ) -> tuple[ScoreResult, datetime | None]:
     """`score()` and `next_change_at()` at once, sharing the work that does not depend on time."""
     scorer = LeadScorer(profile, tally_of(signals, model), model)
-    return scorer.at(now), next_change_of(scorer, now)
+    result = scorer.at(now)
+    return result, next_change_of(scorer, now, current=result.temperature)
 
 
 def makes_mql(
@@ -91,9 +92,16 @@ def next_change_of(
     *,
     horizon: timedelta = timedelta(days=400),
     precision: timedelta = timedelta(minutes=1),
+    current: Temperature | None = None,
 ) -> datetime | None:
-    """`next_change_at()` of a lead already taken into a `LeadScorer`."""
+    """`next_change_at()` of a lead already taken into a `LeadScorer`.
+
+    `current`: the lead's temperature at `now`, when the caller has it (a cold lead whose
+    points only fade is then done with at once)."""
     if not scorer.fades:
+        return None
+    settled = scorer.settled_at(now)
+    if settled is not None and current == "cold":
         return None
     temperature = scorer.timeline(now)
     current = temperature(now)
@@ -104,13 +112,17 @@ def next_change_of(
     step = timedelta(hours=1)
     before, probe = now, now + step
     end = now + horizon
-    settled = scorer.settled_at(now)
     if settled is not None:
         # Nothing that fades takes points away: the temperature can only fall, and is final
         # once every fading point rounds to nothing.
         if current == "cold" or not changed(settled):
             return None
         end = min(end, settled)
+        window = temperature.fall_window(current)
+        if window is not None and now < window[0] and window[1] < end:
+            before, after = window
+            if not changed(before) and changed(after):
+                return _bisected(changed, now, before, after, precision)
     if settled is None:
         while probe < end and not changed(probe):
             before, step = probe, step * 2
@@ -139,7 +151,18 @@ def next_change_of(
         probe = end
         if not changed(end):
             return end
-    after = probe
+    return _bisected(changed, now, before, probe, precision)
+
+
+def _bisected(
+    changed: Callable[[datetime], bool],
+    now: datetime,
+    before: datetime,
+    after: datetime,
+    precision: timedelta,
+) -> datetime:
+    """The first moment `changed` between `before` (not) and `after` (changed), found to
+    `precision` or a thousandth of the wait, whichever is longer, and never before it."""
     tolerance = max(precision, (after - now) / 1000)
     while after - before > tolerance:
         middle = before + (after - before) / 2

@@ -252,7 +252,8 @@ def rescore_all(
     last = steps[-1]
     started = time.perf_counter()
     scorer = scorer_at(last)
-    result, next_check_at = scorer.at(last.now), next_change_of(scorer, last.now)
+    result = scorer.at(last.now)
+    next_check_at = next_change_of(scorer, last.now, current=result.temperature)
     context.metrics.scoring_seconds.observe(time.perf_counter() - started)
     if last.active:
         active_at = last.now
