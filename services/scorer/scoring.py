@@ -118,11 +118,9 @@ def next_change_of(
         if current == "cold" or not changed(settled):
             return None
         end = min(end, settled)
-        window = temperature.fall_window(current)
-        if window is not None and now < window[0] and window[1] < end:
-            before, after = window
-            if not changed(before) and changed(after):
-                return _bisected(changed, now, before, after, precision)
+        for early, late in temperature.fall_windows(current):
+            if now < early and late < end and not changed(early) and changed(late):
+                return _bisected(changed, now, early, late, precision)
     if settled is None:
         while probe < end and not changed(probe):
             before, step = probe, step * 2

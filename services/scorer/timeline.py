@@ -11,14 +11,16 @@ used then.)
 When every fading point shares one half-life and none takes points away (a campaign's email
 opens), the unrounded total is a piecewise-linear function of `x = 0.5 ** (d / half_life)`
 (the capped lines bend it where they leave their cap), so the moment it reaches a value is
-solved in closed form (`fall_window`) instead of searched for.
+solved in closed form (`fall_windows`) instead of searched for.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from services.scorer.score_result import (
@@ -116,53 +118,58 @@ class Timeline:
         total = rounded(self.fit + summed(points))
         return temperature_of(total, thresholds=self.thresholds, buying_signal=False)
 
-    def fall_window(self, current: Temperature) -> tuple[datetime, datetime] | None:
-        """Two moments around the one at which a lead now `current` falls to the band below,
-        if the closed form applies (one half-life, nothing fading below zero, no signal dated
-        after `origin`): the temperature should still be `current` at the first and no longer
-        at the second. None when it does not apply or the lead never falls. The caller checks
-        both moments: floating point may put the answer a hair outside."""
+    def fall_windows(self, current: Temperature) -> Iterator[tuple[datetime, datetime]]:
+        """Pairs of moments around the one at which a lead now `current` falls to the band
+        below, narrowest first, if the closed form applies (one half-life, nothing fading below
+        zero, no signal dated after `origin`): the temperature should still be `current` at the
+        first moment of a pair and no longer at the second. None when the lead never falls.
+        The caller checks both moments: rounding may put the answer outside the narrow pair,
+        and floating point outside any."""
         if self.exact is not None or current == "cold" or len(self.half_lives) != 1:
-            return None
+            return
         if any(at_origin < 0 for at_origin, _, _ in self.fading):
-            return None
+            return
         threshold = self.thresholds.hot if current == "hot" else self.thresholds.warm
         # Above `threshold + margin` the band is certainly still `current`, below
-        # `threshold - margin` certainly not: the fall lies between the two moments.
-        early = self._moment_at(threshold + self.margin)
-        late = self._moment_at(threshold - self.margin)
+        # `threshold - margin` certainly not. With one fading line, and every other line a
+        # whole number of cents, the total falls below the threshold when that line rounds
+        # a cent lower, half a cent below the threshold: the narrow pair straddles that.
+        if len(self.fading) == 1:
+            yield from self._window(current, threshold - 0.005 + 1e-7, threshold - 0.005 - 1e-7)
+        yield from self._window(current, threshold + self.margin, threshold - self.margin)
+
+    def _window(self, current: Temperature, high: float, low: float
+                ) -> Iterator[tuple[datetime, datetime]]:
+        late = self._moment_at(low)
         if late is None:
-            return None
-        if early is None:
-            early = late
+            return
+        early = self._moment_at(high) or late
         if current == "hot" and self.hot_until is not None and self.hot_until > early:
             early, late = max(early, self.hot_until - _MICROSECOND), max(late, self.hot_until)
-        return early, late
+        yield early, late
+
+    @cached_property
+    def _pieces(self) -> list[tuple[float, float]]:
+        """(x, the unrounded total at x) where the total's slope in x changes, x from 0 up to
+        1; x is `0.5 ** (days / half_life)`, 1 at the origin and 0 forever after. Between two
+        pieces the total is linear in x: the capped lines leave their caps at these points."""
+        slope = math.fsum(part for _, part in self.grouped)
+        kinks = sorted({0.0, 1.0, *(limit / at_origin for at_origin, _, limit in
+                                    self.capped_terms)})
+        return [
+            (x, self.base + slope * x + math.fsum(
+                min(limit, at_origin * x) for at_origin, _, limit in self.capped_terms))
+            for x in kinks
+        ]
 
     def _moment_at(self, total: float) -> datetime | None:
         """When the unrounded total comes down to `total` (the origin if it is there already);
         None if it never does."""
-        def unrounded(x: float) -> float:
-            value = self.base + sum(part for _, part in self.grouped) * x
-            for at_origin, _, limit in self.capped_terms:
-                value += min(limit, at_origin * x)
-            return value
-
-        # x runs from 1 (the origin) down to 0 (forever after); the total with it.
-        kinks = sorted({0.0, 1.0, *(limit / at_origin for at_origin, _, limit in
-                                    self.capped_terms)})
-        values = [unrounded(x) for x in kinks]
-        if values[-1] <= total:
+        pieces = self._pieces
+        if pieces[-1][1] <= total:
             return self.origin
-        if values[0] >= total:
-            return None
-        for number in range(1, len(kinks)):
-            (x0, v0), (x1, v1) = (kinks[number - 1], values[number - 1]), (kinks[number],
-                                                                           values[number])
+        for (x0, v0), (x1, v1) in itertools.pairwise(pieces):
             if v0 < total <= v1:
                 x = x0 + (total - v0) * (x1 - x0) / (v1 - v0)
-                break
-        else:
-            return None
-        return self.origin + timedelta(days=-self.half_lives[0] * math.log2(x))
-
+                return self.origin + timedelta(days=-self.half_lives[0] * math.log2(x))
+        return None
