@@ -264,7 +264,7 @@ async def test_httpx_transport_sends_through_the_pool_the_lean_transport_replace
     await transport.aclose()
 
 
-def test_utc_datetime_writes_the_text_sqlalchemys_sqlite_datetime_writes() -> None:
+def test_utc_datetime_writes_and_reads_the_text_sqlalchemys_sqlite_datetime_does() -> None:
     from datetime import UTC, datetime, timedelta, timezone
 
     from sqlalchemy.dialects.sqlite import DATETIME
@@ -288,7 +288,16 @@ def test_utc_datetime_writes_the_text_sqlalchemys_sqlite_datetime_writes() -> No
             "shared/db.py (UTCDateTime.bind_processor)")
     assert ours(None) is None
     with pytest.raises(ValueError, match="naive"):
-        ours(datetime(2026, 1, 1))
+        ours(datetime(2026, 1, 1))  # noqa: DTZ001
+    read = UTCDateTime().dialect_impl(sqlite).result_processor(sqlite, None)
+    their_read = DATETIME().result_processor(sqlite, None)
+    assert read is not None and their_read is not None
+    for text in ("2026-12-07 20:24:05.987338", "2026-01-02 03:04:05.000000",
+                 "2026-01-02 03:04:05", "0007-01-01 00:00:00.000000"):
+        assert read(text) == their_read(text).replace(tzinfo=UTC), moved(
+            "SQLAlchemy", f"SQLite's DATETIME no longer reads {text!r} as we do",
+            "shared/db.py (UTCDateTime.result_processor)")
+    assert read(None) is None
 
 
 # --- uvicorn: serve binds its socket itself ------------------------------------------------------
