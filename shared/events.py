@@ -135,7 +135,8 @@ class ScoreLine(Contract):
     raw_points: float | None = None
     """Points before decay; `points` is what counts now."""
     evidence: list[str] = Field(default_factory=list)
-    """Ids of the signals (or field names) that triggered the rule."""
+    """Ids of the signals (the 10 most recent, newest first) or field names that triggered the
+    rule."""
 
 
 class LeadScoredData(Contract):

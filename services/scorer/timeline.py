@@ -122,7 +122,8 @@ class Timeline:
         """Pairs of moments around the one at which a lead now `current` falls to the band
         below, narrowest first, if the closed form applies (one half-life, nothing fading below
         zero, no signal dated after `origin`): the temperature should still be `current` at the
-        first moment of a pair and no longer at the second. None when the lead never falls.
+        first moment of a pair and no longer at the second. None when the lead never falls
+        or the closed form does not apply.
         The caller checks both moments: rounding may put the answer outside the narrow pair,
         and floating point outside any."""
         if self.exact is not None or current == "cold" or len(self.half_lives) != 1:

@@ -52,13 +52,13 @@ signals = st.builds(
 many_opens = st.lists(
     st.builds(Signal, signal_id=st.uuids().map(str), signal_type=st.just("email_open"),
               signal_at=st.integers(0, 90 * 24).map(lambda hours: START - timedelta(hours=hours))),
-    min_size=45, max_size=70,
+    min_size=12, max_size=40,
 )
 
 
 def reference_tally(history: list[Signal]) -> dict[str, tuple[int, list[str], list[float]]]:
     """Each rule's tally read straight off the whole history, as the model's text says: how
-    many signals it matched, the ids it quotes (newest first, at most 50, one for a rule that
+    many signals it matched, the ids it quotes (newest first, at most 10, one for a rule that
     counts once), and the days of those it counts when it fades."""
     tallies = {}
     for rule in MODEL.signal_rules:
@@ -70,7 +70,7 @@ def reference_tally(history: list[Signal]) -> dict[str, tuple[int, list[str], li
         if matching:
             counted = matching if rule.repeatable else matching[:1]
             days = sorted(item.day for item in counted) if rule.half_life_days else []
-            tallies[rule.id] = (len(matching), [item.signal_id for item in counted[:50]], days)
+            tallies[rule.id] = (len(matching), [item.signal_id for item in counted[:10]], days)
     return tallies
 
 
@@ -149,6 +149,32 @@ def test_beyond_the_evidence_limit_too(
     full, incremental = both_ways(profile, opens, new[:5], 2, later)
     assert incremental == full
 
+
+
+def test_a_tally_stored_with_more_evidence_scores_as_the_whole_history() -> None:
+    """Rows written when a line quoted 50 signals: their tally is cut to the newest ones."""
+    opens = [Signal(f"open-{number:02d}", "email_open", START - timedelta(hours=number))
+             for number in range(60)]
+    context = context_at(START)
+    row = stored(rescore(context, LEAD_ID, None, LeadProfile(email="ada@acme.io"), opens,
+                         now=START, cause="profile").row)
+    older = sorted(([int(signal.signal_at.timestamp() * 1_000_000), signal.signal_id]
+                    for signal in opens), reverse=True)[:50]
+    row["signal_tally"]["rules"]["email-open"][1] = sorted(older)
+    assert len(row["signal_tally"]["rules"]["email-open"][1]) == 50
+    tally = SignalTally.stored(row, MODEL)
+    assert tally is not None
+    assert tally.rules["email-open"].evidence() == [f"open-{number:02d}" for number in range(10)]
+    new = [Signal("open-new", "email_open", START)]
+    later = START + timedelta(minutes=1)
+    from_tally = rescore_all(context, LEAD_ID, row, [
+        Rescoring(LeadProfile(email="ada@acme.io"), new, later, "signal", active=True)
+    ], tally=tally)
+    from_history = rescore(context, LEAD_ID, row, LeadProfile(email="ada@acme.io"),
+                           [*opens, *new], now=later, cause="signal", active=True)
+    assert from_tally.row["breakdown"] == from_history.row["breakdown"]
+    evidence = from_tally.row["breakdown"][-1]["evidence"]
+    assert evidence[0] == "open-new" and len(evidence) == 10
 
 def test_a_tally_of_another_model_or_row_is_not_used() -> None:
     context = context_at(START)
