@@ -99,14 +99,12 @@ def _sqlite_datetime_text(value: datetime | None) -> str | None:
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTCDateTime column")
         value = value.astimezone(UTC)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-    )
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
 
 def _sqlite_datetime_of(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    # Parsing the offset costs a sixth of `.replace(tzinfo=UTC)` after parsing without it.
+    return None if value is None else datetime.fromisoformat(value + "+00:00")
 
 
 def new_id() -> str:
