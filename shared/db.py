@@ -103,8 +103,14 @@ def _sqlite_datetime_text(value: datetime | None) -> str | None:
 
 
 def _sqlite_datetime_of(value: str | None) -> datetime | None:
-    # Parsing the offset costs a sixth of `.replace(tzinfo=UTC)` after parsing without it.
-    return None if value is None else datetime.fromisoformat(value + "+00:00")
+    if value is None:
+        return None
+    try:
+        # Parsing an offset costs a sixth of `.replace(tzinfo=UTC)` after parsing without one.
+        moment = datetime.fromisoformat(value + "+00:00")
+    except ValueError:  # text written with its offset (raw SQL): as SQLAlchemy reads it
+        moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is UTC else as_utc(moment)
 
 
 def new_id() -> str:

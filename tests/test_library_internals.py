@@ -293,8 +293,11 @@ def test_utc_datetime_writes_and_reads_the_text_sqlalchemys_sqlite_datetime_does
     their_read = DATETIME().result_processor(sqlite, None)
     assert read is not None and their_read is not None
     for text in ("2026-12-07 20:24:05.987338", "2026-01-02 03:04:05.000000",
-                 "2026-01-02 03:04:05", "0007-01-01 00:00:00.000000"):
-        assert read(text) == their_read(text).replace(tzinfo=UTC), moved(
+                 "2026-01-02 03:04:05", "0007-01-01 00:00:00.000000", "2026-01-05",
+                 "2026-01-05 09:00:00+00:00", "2026-01-05 09:00:00.123+02:00"):
+        parsed = their_read(text)
+        expected = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        assert read(text) == expected and read(text).tzinfo is UTC, moved(
             "SQLAlchemy", f"SQLite's DATETIME no longer reads {text!r} as we do",
             "shared/db.py (UTCDateTime.result_processor)")
     assert read(None) is None
