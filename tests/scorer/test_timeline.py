@@ -72,11 +72,11 @@ def test_the_fall_is_found_within_tolerance_whichever_way(half_lives: tuple[floa
         history = random_history(rng)
         scorer = LeadScorer(PROFILE, tally_of(history, the_model), the_model)
         current = scorer.at(NOW).temperature
-        windows += bool(Timeline(scorer, NOW).fall_windows(current))
+        windows += next(Timeline(scorer, NOW).fall_windows(current), None) is not None
         checked(scorer, history, next_change_of(scorer, NOW, current=current), the_model)
-    # One half-life: most leads that are not cold get the closed form; two: only those whose
-    # signals all share one of them.
-    assert windows > (150 if half_lives[0] == half_lives[1] else 20)
+    # One half-life: most leads that are not cold get the closed form (352 of 400); two: only
+    # those whose signals all share one of them (51).
+    assert windows > (300 if half_lives[0] == half_lives[1] else 30)
 
 
 @pytest.mark.parametrize(("downloads", "band", "most_probes"), [
