@@ -27,9 +27,10 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -65,7 +66,7 @@ TOPICS = Topics("bench")
 PARTITION = TopicPartition(TOPICS.signals, 0)
 
 
-def records(events: list[Envelope], offset: int) -> list[ConsumerRecord[bytes, bytes]]:
+def records(events: Sequence[Envelope], offset: int) -> list[ConsumerRecord[bytes, bytes]]:
     batch = []
     for number, event in enumerate(events):
         value = encode_event(event)
@@ -112,25 +113,22 @@ async def one_pass(url: str, args: argparse.Namespace, profiler: cProfile.Profil
     )
     try:
         received = leads(args.leads, rng)
-        offset = 0
         for start in range(0, len(received), 500):
-            chunk = received[start:start + 500]
-            await consumer.apply({PARTITION: records(list(chunk), offset)})
-            offset += len(chunk)
+            await consumer.apply({PARTITION: records(received[start:start + 500], start)})
+        offset = len(received)
         batches = []
         for round_number in range(args.rounds):
             order = list(received)
             rng.shuffle(order)
-            events: list[Envelope] = [
+            events = [
                 SignalRecorded(producer="bench", lead_id=lead.lead_id, data=SignalRecordedData(
                     signal_id=f"open-{round_number}-{lead.lead_id[:8]}",
                     signal_type="email_open", signal_at=clock.now(),
                 )) for lead in order
             ]
             for start in range(0, len(events), args.batch):
-                chunk = events[start:start + args.batch]
-                batches.append(records(chunk, offset))
-                offset += len(chunk)
+                batches.append(records(events[start:start + args.batch], offset + start))
+            offset += len(events)
         freeze_heap()  # as `leadrelay serve` does once started
         signals = sum(len(batch) for batch in batches)
         cpu, wall = time.process_time(), time.perf_counter()
@@ -188,8 +186,7 @@ def main() -> None:
                         help="records per batch (the signals lane's default is 50)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", help="write a cProfile of the first pass here")
-    args: Any = parser.parse_args()
-    asyncio.run(run(args))
+    asyncio.run(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

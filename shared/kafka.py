@@ -74,15 +74,7 @@ async def ensure_topics(
     """Create the topics that do not exist yet; waits for the broker for up to `attempts` tries."""
     keeper = TopicKeeper(settings, topics)
     try:
-        for attempt in range(1, attempts + 1):
-            try:
-                await keeper.ensure()
-                return
-            except (KafkaConnectionError, KafkaError, OSError) as error:
-                if attempt == attempts:
-                    raise
-                logger.warning("broker not ready (%s); retrying", type(error).__name__)
-                await asyncio.sleep(min(0.2 * attempt, 2.0))
+        await keeper.ensure(attempts=attempts)
     finally:
         await keeper.close()
 
@@ -98,11 +90,19 @@ class TopicKeeper:
         self._checking = asyncio.Lock()
         """One check at a time: the runtime's loop and a broker epoch's start share a keeper."""
 
-    async def ensure(self) -> None:
-        """One check: create what is missing. A failure drops the client; the next check
-        connects again."""
-        async with self._checking:
-            await self._ensure()
+    async def ensure(self, *, attempts: int = 1) -> None:
+        """A check: create what is missing, trying up to `attempts` times while the broker is
+        not ready. A failure drops the client; the next try connects again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._checking:
+                    await self._ensure()
+                return
+            except (KafkaConnectionError, KafkaError, OSError) as error:
+                if attempt == attempts:
+                    raise
+                logger.warning("broker not ready (%s); retrying", type(error).__name__)
+                await asyncio.sleep(min(0.2 * attempt, 2.0))
 
     async def _ensure(self) -> None:
         try:

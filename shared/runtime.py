@@ -32,7 +32,7 @@ from shared.consumer import EventConsumer, Handler
 from shared.db import Database
 from shared.erasure import WalScrubber
 from shared.inbox import InboxTables, purge_processed
-from shared.kafka import TopicKeeper, build_consumer, build_producer, ensure_topics
+from shared.kafka import TopicKeeper, build_consumer, build_producer
 from shared.lead_keys import KeyRing
 from shared.metrics import ServiceMetrics
 from shared.outages import OutageLog, is_outage
@@ -152,7 +152,8 @@ class ServiceRuntime:
         self._loops[name] = loop
 
     async def __aenter__(self) -> Self:
-        await ensure_topics(self.settings, self.settings.topics.all)
+        # The keeper's admin client then serves the broker epoch's start and the later checks.
+        await self.topic_keeper.ensure(attempts=30)
         self.producer = build_producer(self.settings)
         await self.producer.start()
         self.epochs = BrokerEpochs(self.settings, self.producer, clock=self.clock,

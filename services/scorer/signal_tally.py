@@ -135,7 +135,8 @@ class SignalTally:
             or stored.get("row_updated_at") != micros_of(row["updated_at"])
         ):
             return None
-        return cls(model.version, {  # (a tally stored when more evidence was kept: the newest)
+        # A tally stored when more evidence was kept keeps its newest.
+        return cls(model.version, {
             rule_id: RuleTally(matched, [(micros, signal_id) for micros, signal_id
                                          in newest[-EVIDENCE_LIMIT:]], list(days))
             for rule_id, (matched, newest, days) in stored["rules"].items()

@@ -14,7 +14,7 @@ from services.scorer.scoring import next_change_of, score
 from services.scorer.scoring_model import ScoringModel
 from services.scorer.signal_tally import tally_of
 from services.scorer.timeline import Timeline
-from shared.events import LeadProfile
+from shared.events import LeadProfile, Temperature
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PROFILE = LeadProfile(email="ada@acme.io", company="Acme", employee_count=120)
@@ -84,7 +84,7 @@ def test_the_fall_is_found_within_tolerance_whichever_way(half_lives: tuple[floa
     (2, "hot", 8),  # two: the wide pair, and a few halvings of it
 ])
 def test_the_closed_form_saves_the_search(
-    monkeypatch: pytest.MonkeyPatch, downloads: int, band: str, most_probes: int
+    monkeypatch: pytest.MonkeyPatch, downloads: int, band: Temperature, most_probes: int
 ) -> None:
     the_model = model((14.0, 14.0))
     history = [Signal(f"open-{day}", "email_open", NOW - timedelta(days=day))
@@ -95,18 +95,18 @@ def test_the_closed_form_saves_the_search(
     probes = 0
     real = Timeline.__call__
 
-    def counted(self: Timeline, moment: datetime) -> str:
+    def counted(self: Timeline, moment: datetime) -> Temperature:
         nonlocal probes
         probes += 1
         return real(self, moment)
 
     monkeypatch.setattr(Timeline, "__call__", counted)
-    found = next_change_of(scorer, NOW, current=band)  # type: ignore[arg-type]
+    found = next_change_of(scorer, NOW, current=band)
     checked(scorer, history, found, the_model)
     assert probes <= most_probes
     probes = 0
     monkeypatch.setattr(Timeline, "fall_windows", lambda self, current: [])
-    searched = next_change_of(scorer, NOW, current=band)  # type: ignore[arg-type]
+    searched = next_change_of(scorer, NOW, current=band)
     assert found is not None and searched is not None
     # The search stops within a thousandth of its last doubling step: the closed form is as
     # early or earlier, never before the fall (`checked`).
