@@ -7,7 +7,9 @@ request included) and the same figures per hop: request -> ingest's 202 (as this
 sees it), request and 202 -> scored (the `lead.scored` event's time; negative
 when the 202 reached this process after the lead was scored), scored -> assigned (the
 offer's time in router's database), assigned -> notified (the webhook arriving at the
-receiver). All hops use the wall clock of this one machine.
+receiver), and each service's share of 202 -> assigned, read from the records' timestamps on
+the broker (until ingest's relay sends `lead.received`, until the scorer decides, until its relay
+sends `lead.scored`, until the router offers). All hops use the wall clock of this one machine.
 
     python bench/speed_to_route.py                      # SQLite, 100 leads/s for 30 s
     python bench/speed_to_route.py --database postgres  # PostgreSQL on 127.0.0.1:5432
@@ -285,7 +287,7 @@ async def broker_hops(bootstrap_servers: str, prefix: str, database_url: str,
 
 
 async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argparse.Namespace,
-                  cpu: CpuUse,
+                  cpu: CpuUse, bootstrap_servers: str,
                   ) -> tuple[int, dict[str, float], dict[str, float], list[str],
                              dict[str, list[float]]]:
     async with httpx.AsyncClient(headers=system.admin_headers) as client:
@@ -324,6 +326,8 @@ async def measure(system: RunningSystem, receiver: WebhookReceiver, args: argpar
     per_hop = {"request -> webhook": [(wall(arrived_at[lead]) - sent_at[lead]) * 1000
                                       for lead in accepted_at if lead in arrived_at]}
     per_hop |= await hops(system.database_urls["router"], accepted_at, arrived_at, sent_at)
+    per_hop |= await broker_hops(bootstrap_servers, "bench", system.database_urls["router"],
+                                 accepted_at)
     return total, accepted_at, latencies, failures, per_hop
 
 
@@ -459,7 +463,7 @@ def run(database: str, args: argparse.Namespace) -> None:
             pids.update(broker_pids)
             cpu = CpuUse(pids)
             total, accepted_at, latencies, failures, per_hop = asyncio.run(
-                measure(system, receiver, args, cpu))
+                measure(system, receiver, args, cpu, bootstrap_servers))
     finally:
         if database_name:
             asyncio.run(drop_database(database_name))
