@@ -148,6 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
     from uvicorn.importer import import_from_string
 
     from leadrelay.heap import freeze_after_startup
+    from leadrelay.one_write_responses import OneWriteH11Protocol
     from leadrelay.quiet_server import QuietServer
     from shared.logs import configure_logging
 
@@ -180,7 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     server = QuietServer(uvicorn.Config(
         app, factory=True, host=host, port=listener.getsockname()[1], log_config=None,
-        access_log=False, timeout_graceful_shutdown=10,
+        access_log=False, timeout_graceful_shutdown=10, http=OneWriteH11Protocol,
     ))
     # The socket bound above, so a port taken between the check and the start cannot be.
     server.run(sockets=[listener])
