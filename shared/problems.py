@@ -101,13 +101,17 @@ def _undecodable_body(error: StarletteHTTPException) -> dict[str, str] | None:
 
 def _methods_of_path(request: Request) -> list[str]:
     """Every method some route of the app answers at the request's path (Starlette's `405`
-    names only the first route that matched the path, one method)."""
-    methods: set[str] = set()
+    names only the first route that matched the path, one method). As in OpenAPI, a path
+    without parameters comes before the templates it also fits: `/v1/leads/batch` allows
+    `POST`, not the `GET` of `/v1/leads/{lead_id}`."""
+    exact: set[str] = set()
+    templated: set[str] = set()
     for route in iter_route_contexts(request.app.router.routes):
         pattern = getattr(route, "path_regex", None)
         if pattern is not None and pattern.match(request.url.path):
-            methods |= route.methods or set()
-    return sorted(methods)
+            found = exact if not getattr(route, "param_convertors", None) else templated
+            found |= route.methods or set()
+    return sorted(exact or templated)
 
 
 class _OutageAnswers:

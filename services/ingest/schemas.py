@@ -68,6 +68,12 @@ class BlankIsAbsent(BaseModel):
         }
 
 
+def _blank_allowed(schema: dict[str, Any]) -> None:
+    """Say in the document that a blank value is taken (as absent), where a format would
+    otherwise refuse it."""
+    schema["anyOf"].append({"type": "string", "pattern": r"^\s*$"})
+
+
 class ConsentInput(BlankIsAbsent):
     """What the lead agreed to. `given_at` defaults to the time of the submission."""
 
@@ -76,7 +82,7 @@ class ConsentInput(BlankIsAbsent):
     email: Flag | None = None
     phone: Flag | None = None
     legal_basis: LegalBasis | None = None
-    given_at: DateTimeText | None = None
+    given_at: DateTimeText | None = Field(default=None, json_schema_extra=_blank_allowed)
 
 
 class AttributionInput(BlankIsAbsent):

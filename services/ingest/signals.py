@@ -51,6 +51,12 @@ class SignalInput(BaseModel):
 
     @model_validator(mode="after")
     def _names_a_lead(self) -> SignalInput:
+        # A blank one is an absent one, as everywhere else: `"lead_id": ""` with an email names
+        # the email's lead.
+        if self.lead_id is not None and not self.lead_id.strip():
+            self.lead_id = None
+        if self.email is not None and not self.email.strip():
+            self.email = None
         if not self.lead_id and not self.email:
             raise ValueError("give the lead's `lead_id` or its `email`")
         if self.email:

@@ -70,6 +70,12 @@ async def get_principal(
                                      team_ids=frozenset(teams))
         raise unauthorized("The bearer token is not valid.")
     if token and "assignment_id" in request.path_params:
+        # Checked here, before the body is: a link that opens nothing is a 401, not a 422.
+        context = get_context(request)
+        action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        if check_link(context.action_keys, request.path_params["assignment_id"], action, token,
+                      context.clock.now()) is not LinkCheck.VALID:
+            raise unauthorized("The link is not valid for this assignment and action.")
         return Principal(kind="link", action=token)
     raise unauthorized()
 

@@ -59,6 +59,27 @@ async def test_signal_refusals(settings: IngestSettings) -> None:
     assert no_lead.status_code == 422 and bad_type.status_code == 422
 
 
+async def test_a_blank_lead_id_or_email_is_an_absent_one(settings: IngestSettings) -> None:
+    """Found by Schemathesis: `"lead_id": ""` with an email was a 500 in a batch."""
+    async with running_app(create_app(settings), headers=ADMIN_HEADERS) as client:
+        batch = await client.post("/v1/signals/batch", json={"signals": [
+            {"email": "ada@example.com", "lead_id": "", "type": "pricing_page_view",
+             "occurred_at": AT},
+            {"email": "ada@example.com", "lead_id": "  ", "type": "email_open",
+             "occurred_at": AT}]})
+        alone = await client.post("/v1/signals", json={
+            "email": "ada@example.com", "lead_id": "", "type": "email_click", "occurred_at": AT})
+        by_blank_email = await client.post("/v1/signals", json={
+            "lead_id": alone.json()["lead_id"], "email": " ", "type": "email_open"})
+        nothing = await client.post("/v1/signals/batch", json={"signals": [
+            {"lead_id": "", "email": "", "type": "email_open"}]})
+    assert batch.status_code == 202, batch.text
+    leads = {result["lead_id"] for result in batch.json()["results"]}
+    assert leads == {alone.json()["lead_id"]} and alone.status_code == 202
+    assert by_blank_email.status_code == 202, by_blank_email.text
+    assert nothing.status_code == 422, nothing.text
+
+
 async def test_a_batch_goes_out_in_two_lanes_once_however_often_it_is_sent(
     settings: IngestSettings,
 ) -> None:

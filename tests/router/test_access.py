@@ -146,6 +146,14 @@ async def test_reps_see_and_act_only_on_their_own_assignments(settings: RouterSe
         wrong_action = await client.post(f"/v1/assignments/{mine['id']}/reject?token={token}",
                                           json={"reason_code": "other"})
         assert wrong_action.status_code == 401  # not a credential for this action
+        # Found by Schemathesis: the link is checked before the body (a 401, not a 422).
+        for path, body in (("qualify", {"bant": {}}), ("reject", {}), ("accept", None)):
+            forged = await client.post(
+                f"/v1/assignments/{mine['id']}/{path}?token=1999999999.AAAA", json=body)
+            assert forged.status_code == 401, (path, forged.text)
+        wrong_action_bad_body = await client.post(
+            f"/v1/assignments/{mine['id']}/qualify?token={token}", json={"bant": {}})
+        assert wrong_action_bad_body.status_code == 401, wrong_action_bad_body.text
         wrong_assignment = await client.post(
             f"/v1/assignments/{theirs['id']}/accept?token={token}")
         assert wrong_assignment.status_code == 401  # nor for another assignment
