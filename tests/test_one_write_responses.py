@@ -5,7 +5,6 @@ with uvicorn serving."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -109,11 +108,3 @@ def test_a_streamed_body_goes_out_as_it_comes_and_a_closing_response_whole() -> 
     # The chunks were sent in turns of the loop of their own: not held for one another.
     assert sum(chunk in write for write in writes for chunk in CHUNKS) == len(CHUNKS)
     assert len(writes) >= len(CHUNKS) + 1
-
-
-def test_the_listener_is_a_tcp_socket() -> None:
-    listener = bind_listener("127.0.0.1", 0, advice="")
-    try:
-        assert listener.proto == socket.IPPROTO_TCP
-    finally:
-        listener.close()
