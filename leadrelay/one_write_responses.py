@@ -9,8 +9,10 @@ CPU at 100 leads/s.
 
 Here the connection's transport is wrapped: what the protocol writes during one turn of the
 event loop is joined and written once, at the start of the next turn (an app sends the start
-and the body of a response back to back). A close or an abort writes what is waiting first.
-Nothing is held longer than that turn, so a streamed body's parts still go out as they come.
+and the body of a response back to back). A close, the client's end of input or a protocol
+switch writes what is waiting first; an abort drops it. Nothing is held longer than that turn,
+so a streamed body's parts still go out as they come, and past `HOLD_AT_MOST` bytes a write
+goes out at once, so the real transport's buffer and its flow control see a big body as before.
 
 uvicorn takes the protocol class as its `http` setting; `connection_made(transport)` is
 asyncio's own protocol interface.
@@ -23,6 +25,9 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+HOLD_AT_MOST = 64 * 1024
+"""Bytes held for the next turn at most: asyncio's default high-water mark."""
+
 
 class OneWriteTransport(asyncio.Transport):
     """A transport whose writes within one turn of the loop go out as one write."""
@@ -32,6 +37,7 @@ class OneWriteTransport(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._waiting: list[bytes] = []
+        self._waiting_bytes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -39,6 +45,9 @@ class OneWriteTransport(asyncio.Transport):
         if not self._waiting:
             self._loop.call_soon(self.flush)
         self._waiting.append(bytes(data))
+        self._waiting_bytes += len(data)
+        if self._waiting_bytes > HOLD_AT_MOST:
+            self.flush()
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -50,6 +59,7 @@ class OneWriteTransport(asyncio.Transport):
             return
         data = self._waiting[0] if len(self._waiting) == 1 else b"".join(self._waiting)
         self._waiting.clear()
+        self._waiting_bytes = 0
         if not self._transport.is_closing():
             self._transport.write(data)
 
@@ -59,13 +69,14 @@ class OneWriteTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self._waiting.clear()
+        self._waiting_bytes = 0
         self._transport.abort()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._waiting))
+        return self._transport.get_write_buffer_size() + self._waiting_bytes
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._transport.get_extra_info(name, default)
@@ -105,3 +116,10 @@ class OneWriteH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneWriteTransport(transport, asyncio.get_running_loop()))
+
+    def eof_received(self) -> None:
+        # The client has sent all it will (a half-close): asyncio closes the connection as
+        # this returns, so an answer written in this turn goes out now or never.
+        if isinstance(self.transport, OneWriteTransport):
+            self.transport.flush()
+        super().eof_received()

@@ -38,8 +38,19 @@ async def _closing(_request: Request) -> Response:
     return Response(b"last words", headers={"Connection": "close"})
 
 
+BIG = 300 * 1024
+
+
+async def _big(_request: Request) -> Response:
+    async def parts() -> AsyncIterator[bytes]:
+        for _ in range(BIG // 1024):
+            yield b"b" * 1024  # no await between parts: all in one turn of the loop
+
+    return StreamingResponse(parts(), media_type="text/plain")
+
+
 APP = Starlette(routes=[Route("/json", _json), Route("/stream", _stream),
-                        Route("/close", _closing)])
+                        Route("/close", _closing), Route("/big", _big)])
 
 
 class _Recorder:
@@ -65,15 +76,26 @@ def _protocol_recording(writes: list[bytes]) -> type[OneWriteH11Protocol]:
     return Recording
 
 
-async def _serving(writes: list[bytes], requests: Any) -> Any:
+async def _instant(scope: Any, _receive: Any, send: Any) -> None:
+    """An answer written in the very turn the request is read (no framework in between)."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"10")]})
+    await send({"type": "http.response.body", "body": b"last words"})
+
+
+async def _serving(writes: list[bytes], requests: Any, *, raw: bool = False,
+                   app: Any = APP) -> Any:
     listener = bind_listener("127.0.0.1", 0, advice="")
     port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(APP, log_config=None, access_log=False,
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False,
+                                           lifespan="on" if app is APP else "off",
                                            http=_protocol_recording(writes)))
     serving = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         while not server.started:
             await asyncio.sleep(0.01)
+        if raw:
+            return await requests(port)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             return await requests(client)
     finally:
@@ -106,5 +128,33 @@ def test_a_streamed_body_goes_out_as_it_comes_and_a_closing_response_whole() -> 
     assert streamed == b"".join(CHUNKS)
     assert closing == b"last words"
     # The chunks were sent in turns of the loop of their own: not held for one another.
-    assert sum(chunk in write for write in writes for chunk in CHUNKS) == len(CHUNKS)
-    assert len(writes) >= len(CHUNKS) + 1
+    carrying = [next(number for number, write in enumerate(writes) if chunk in write)
+                for chunk in CHUNKS]
+    assert len(set(carrying)) == len(CHUNKS), [len(write) for write in writes]
+    assert writes[-1].startswith(b"HTTP/1.1 200 OK\r\n") and writes[-1].endswith(b"last words")
+
+
+def test_an_answer_to_a_client_that_half_closed_is_sent() -> None:
+    async def half_close(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        writer.write_eof()  # all it will send, as `nc -N` or an HTTP/1.0 probe does
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+        writer.close()
+        return answer
+
+    for _ in range(5):
+        answer = asyncio.run(_serving([], half_close, raw=True, app=_instant))
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"last words")
+
+
+def test_a_big_body_goes_out_as_it_is_written_not_held_whole() -> None:
+    writes: list[bytes] = []
+
+    async def big(client: httpx.AsyncClient) -> bytes:
+        return (await client.get("/big")).content
+
+    assert asyncio.run(_serving(writes, big)) == b"b" * BIG
+    # Held up to 64 KiB at a time, so the real transport's flow control sees it as it grows.
+    assert len(writes) >= BIG // (64 * 1024)
+    assert max(map(len, writes)) <= 65 * 1024 + 200

@@ -70,7 +70,7 @@ class BlankIsAbsent(BaseModel):
 
 def _blank_allowed(schema: dict[str, Any]) -> None:
     """Say in the document that a blank value is taken (as absent), where a format would
-    otherwise refuse it."""
+    otherwise refuse it; for an optional field, whose schema is an `anyOf`."""
     schema["anyOf"].append({"type": "string", "pattern": r"^\s*$"})
 
 

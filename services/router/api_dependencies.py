@@ -70,9 +70,11 @@ async def get_principal(
                                      team_ids=frozenset(teams))
         raise unauthorized("The bearer token is not valid.")
     if token and "assignment_id" in request.path_params:
-        # Checked here, before the body is: a link that opens nothing is a 401, not a 422.
+        # Checked here, before the body's fields are: a link that opens nothing is a 401, not
+        # a 422. The action is the route's last segment (`.../{assignment_id}/accept`).
         context = get_context(request)
-        action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        route = request.scope.get("route")
+        action = getattr(route, "path_format", "").rsplit("/", 1)[-1]
         if check_link(context.action_keys, request.path_params["assignment_id"], action, token,
                       context.clock.now()) is not LinkCheck.VALID:
             raise unauthorized("The link is not valid for this assignment and action.")
