@@ -49,10 +49,6 @@ class OneWriteTransport(asyncio.Transport):
         if self._waiting_bytes > HOLD_AT_MOST:
             self.flush()
 
-    def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
-
     def flush(self) -> None:
         """Write what is waiting, in one write."""
         if not self._waiting:

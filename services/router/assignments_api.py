@@ -53,8 +53,7 @@ def _missing(assignment_id: str) -> ProblemError:
 
 async def _visible(runtime: RuntimeDep, context: RouterContext, principal: Principal,
                    assignment_id: str, action: str | None = None) -> RowMapping:
-    if principal.kind == "link" and not may_see(principal, {"id": assignment_id}, context, action):
-        raise unauthorized("The link is not valid for this assignment and action.")
+    # A link principal was checked for this assignment and action already (`get_principal`).
     async with runtime.db.reading() as session:
         row = await repository.find_assignment(session, assignment_id)
     if row is None or not may_see(principal, row, context, action):
